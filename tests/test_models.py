@@ -1,0 +1,313 @@
+"""The ResNet family: sizes from the paper, shapes, the plain twin, gradients, captum safety."""
+import dataclasses
+import inspect
+import itertools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from probe.data.spec import MNIST
+from probe.errors import ConfigError
+from probe.models import (Classifier, Normalize, ResNet, ResNetConfig, ShortcutA, build,
+                          build_model, count_macs, count_parameters, get_config, list_presets,
+                          zoo_table)
+from probe.models import classifier as classifier_module
+from probe.models import resnet as resnet_module
+
+COMBOS = list(itertools.product(("basic", "bottleneck"), (False, True), ("A", "B", "none")))
+
+
+def small(block, preact, shortcut, **kw):
+    """The smallest net of each kind: resnet8 / resnet11_bottleneck."""
+    name = "resnet11_bottleneck" if block == "bottleneck" else "resnet8"
+    return build_model(name, preact=preact, shortcut=shortcut, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ---- sizes -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch, params", [("resnet20", 269_722), ("resnet32", 464_154),
+                                          ("resnet44", 658_586), ("resnet56", 853_018),
+                                          ("resnet110", 1_727_962)])
+def test_parameter_counts_match_the_paper(arch, params):
+    assert count_parameters(build_model(arch)) == params
+
+
+def test_twins_have_the_same_parameters():
+    # A is parameter-free and pre-activation moves the stem's BN to the end: same counts.
+    assert count_parameters(build_model("plain20")) == 269_722
+    assert count_parameters(build_model("preact_resnet20")) == 269_722
+
+
+def test_option_b_adds_exactly_the_projections():
+    # Two shape changes (16→32, 32→64): each a 1×1 conv and a BN (gamma, beta).
+    extra = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+    assert count_parameters(build_model("resnet20", shortcut="B")) == 269_722 + extra
+    b = build_model("resnet20", shortcut="B")
+    projections = [blk.shortcut for blk in b.blocks() if not isinstance(blk.shortcut, nn.Identity)]
+    assert [p.conv.kernel_size for p in projections] == [(1, 1), (1, 1)]
+
+
+def test_depth_is_counted_from_the_config():
+    assert get_config("resnet110").depth == 110
+    assert get_config("preact_resnet164_bottleneck").depth == 164
+    assert get_config("resnet14").stages == (2, 2, 2)
+    assert get_config("plain8").shortcut == "none"
+    assert get_config("resnet29_bottleneck").stages == (3, 3, 3)
+
+
+# ---- names -----------------------------------------------------------------------------------
+
+def test_presets_are_listed_and_build():
+    names = list_presets()
+    for n in ("resnet20", "resnet1202", "preact_resnet110", "plain110", "resnet164_bottleneck"):
+        assert n in names
+    assert get_config("ResNet-20") == get_config("resnet20")
+
+
+@pytest.mark.parametrize("bad", ["resnet21", "vgg16", "resnet21_bottleneck", "plain0", ""])
+def test_unknown_names_say_what_is_known(bad):
+    with pytest.raises(ConfigError, match="resnet20|6n\\+2|9n\\+2"):
+        build_model(bad)
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError):
+        build_model("resnet20", shortcut="C")
+    with pytest.raises(ConfigError):
+        build_model("resnet20", no_such_option=1)
+    with pytest.raises(ConfigError):
+        ResNetConfig(stages=(3, 3), filters=(16, 32, 64, 128))
+    with pytest.raises(ConfigError):
+        build_model("plain20", zero_init_residual=True)
+    with pytest.raises(ConfigError):  # A cannot shrink channels
+        build(stages=(1, 1), filters=(32, 16))
+
+
+def test_config_round_trips_through_json():
+    cfg = get_config("preact_resnet56", width=0.5, in_channels=1, shortcut="B")
+    back = ResNetConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert back == cfg
+    with pytest.raises(ConfigError):
+        ResNetConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+def test_seed_style_filters_name_the_stem_first():
+    m = build(stages=(1, 1, 1), filters=(64, 128, 256, 512), stem="imagenet")
+    assert m.config.stem_filters == 64 and m.config.filters == (128, 256, 512)
+    assert m.stem.conv.out_channels == 64 and m.fc.in_features == 512
+    assert m(torch.rand(2, 3, 64, 64)).shape == (2, 10)
+    # 64 → 7×7/2 → 32 → max-pool/2 → 16 → stage strides 1, 2, 2 → 4
+    feats = m.stages(m.stem(torch.rand(1, 3, 64, 64)))
+    assert feats.shape == (1, 512, 4, 4)
+
+
+# ---- shapes and behaviour --------------------------------------------------------------------
+
+@pytest.mark.parametrize("block, preact, shortcut", COMBOS)
+def test_output_shapes(block, preact, shortcut):
+    mnist = small(block, preact, shortcut, in_channels=1, width=0.5)
+    assert mnist(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    cifar = small(block, preact, shortcut)
+    assert cifar(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_width_scales_every_filter():
+    m = build_model("resnet8", width=0.5, in_channels=1)
+    assert m.stem.conv.out_channels == 8
+    assert [s[0].conv2.out_channels for s in m.stages] == [8, 16, 32]
+
+
+def test_bottleneck_is_1x1_3x3_1x1_with_a_quarter_inside():
+    b = build_model("resnet11_bottleneck").stages.stage2[0]
+    assert [(c.kernel_size, c.out_channels, c.stride) for c in (b.conv1, b.conv2, b.conv3)] == [
+        ((1, 1), 32, (1, 1)), ((3, 3), 32, (2, 2)), ((1, 1), 128, (1, 1))]
+
+
+def test_plain_twin_has_no_shortcuts():
+    plain = build_model("plain8")
+    assert all(b.shortcut is None for b in plain.blocks())
+    assert not any(isinstance(m, (ShortcutA, nn.Identity)) for m in plain.stages.modules())
+
+
+def test_zero_init_residual_makes_each_block_its_shortcut():
+    """With the last BN gamma of every branch zeroed, a post-activation option-A block is
+    relu(shortcut(x)) = shortcut(x) (x is already ≥ 0): the stages only subsample and pad.
+    The plain twin with the very same weights has no such path and answers differently."""
+    res = build_model("resnet8", zero_init_residual=True).eval()
+    for b in res.blocks():
+        assert torch.all(b.last_bn().weight == 0)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        h = res.stem(x)  # (3, 16, 32, 32)
+        h = nn.functional.pad(h[:, :, ::4, ::4], (0, 0, 0, 0, 0, 48))  # (3, 64, 8, 8)
+        by_hand = res.fc(h.mean(dim=(2, 3)))
+        assert torch.allclose(res(x), by_hand, atol=1e-5)
+
+        plain = build_model("plain8").eval()
+        plain.load_state_dict(res.state_dict())  # A is parameter-free: same keys
+        assert not torch.allclose(plain(x), res(x), atol=1e-3)
+
+
+def test_preact_zero_init_also_silences_the_branch():
+    res = build_model("preact_resnet8", zero_init_residual=True).eval()
+    block = res.stages.stage1[0]
+    x = torch.rand(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(block(x), x)
+
+
+def test_every_parameter_gets_a_gradient():
+    for block, preact, shortcut in [("basic", False, "B"), ("bottleneck", True, "B"),
+                                    ("basic", True, "none")]:
+        m = small(block, preact, shortcut).train()
+        loss = nn.functional.cross_entropy(m(torch.rand(4, 3, 16, 16)), torch.arange(4))
+        loss.backward()
+        for name, p in m.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, (block, preact, name)
+
+
+def test_init_is_kaiming_fan_out_and_bn_identity():
+    m = build_model("resnet20")
+    assert all(c.bias is None for c in m.modules() if isinstance(c, nn.Conv2d))
+    conv = m.stages.stage3[1].conv1  # 64 out channels, 3×3: std = sqrt(2 / (64·9))
+    assert conv.weight.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
+    bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
+    assert all(torch.all(b.weight == 1) and torch.all(b.bias == 0) for b in bns)
+
+
+# ---- captum safety ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("block, preact, shortcut", COMBOS)
+def test_every_relu_is_its_own_module_called_once(block, preact, shortcut):
+    model = Classifier.from_spec(small(block, preact, shortcut, in_channels=1), MNIST)
+    calls = {}
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    hooks = [r.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
+             for r in relus]
+    model(torch.rand(2, 1, 16, 16))
+    for h in hooks:
+        h.remove()
+    assert relus and all(not r.inplace for r in relus)
+    assert len(set(map(id, relus))) == len(relus)
+    assert all(calls.get(r) == 1 for r in relus)
+    # Every conv is followed by a ReLU somewhere: count them (stem + per block + final).
+    per_block = 3 if block == "bottleneck" else 2
+    assert len(relus) == 1 + 3 * per_block
+
+
+def test_no_functional_relu_in_the_models():
+    for mod in (resnet_module, classifier_module):
+        src = inspect.getsource(mod)
+        assert "F.relu" not in src and "torch.relu" not in src and "inplace=True" not in src
+
+
+@pytest.mark.parametrize("arch", ["resnet8", "preact_resnet11_bottleneck", "plain8"])
+def test_captum_deeplift_is_complete(arch):
+    """DeepLift's attributions sum to f(x) - f(baseline) only if captum sees every ReLU."""
+    from captum.attr import DeepLift
+    model = Classifier.from_spec(build_model(arch, in_channels=1, width=0.5), MNIST).double()
+    model.eval()
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64, requires_grad=True)
+    _, delta = DeepLift(model).attribute(x, target=3, return_convergence_delta=True)
+    assert delta.abs().max() < 1e-8
+
+
+def test_gradcheck_in_float64():
+    m = build_model("resnet8", width=0.25, in_channels=1).double().eval()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-5)
+
+
+# ---- devices and precisions ------------------------------------------------------------------
+
+def test_channels_last_gives_the_same_answer():
+    m = small("basic", True, "A").eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = m(x)
+        m_cl = m.to(memory_format=torch.channels_last)
+        out = m_cl(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-5)
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_autocast_bf16_runs(shortcut):
+    m = small("basic", False, shortcut).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(torch.rand(2, 3, 16, 16))
+    assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
+    out.float().sum().backward()
+
+
+def test_no_device_calls_in_sources():
+    for mod in (resnet_module, classifier_module):
+        src = inspect.getsource(mod)
+        assert ".cuda(" not in src and ".half(" not in src
+
+
+# ---- classifier ------------------------------------------------------------------------------
+
+def test_classifier_normalizes_first():
+    net = build_model("resnet8", in_channels=3)
+    mean, std = (0.2, 0.4, 0.6), (0.5, 0.25, 0.125)
+    clf = Classifier(net, mean, std)
+    seen = []
+    h = net.stem.conv.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    clf(torch.tensor(mean).view(1, 3, 1, 1).expand(2, 3, 8, 8))  # the mean image
+    h.remove()
+    assert torch.allclose(seen[0], torch.zeros(2, 3, 8, 8), atol=1e-6)
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.allclose(clf.normalize(x)[0, 2], (x[0, 2] - 0.6) / 0.125)
+    assert clf.normalize.mean.shape == (1, 3, 1, 1)
+    assert {n for n, _ in clf.named_buffers()} >= {"normalize.mean", "normalize.std"}
+    assert not any(n.startswith("normalize") for n, _ in clf.named_parameters())
+
+
+def test_classifier_from_spec_and_errors():
+    clf = Classifier.from_spec(build_model("resnet8", in_channels=1), MNIST)
+    assert clf.normalize.std.flatten().tolist() == pytest.approx([0.3081])
+    assert clf(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+    with pytest.raises(ConfigError):
+        Normalize((0.5, 0.5), (0.5,))
+    with pytest.raises(ConfigError):
+        Normalize((0.5,), (0.0,))
+
+
+# ---- zoo -------------------------------------------------------------------------------------
+
+def test_macs_by_hand():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)  # 32·32 outputs × 8 × (3·3·3)
+    assert count_macs(nn.Sequential(conv), (3, 32, 32)) == 32 * 32 * 8 * 27
+    strided = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2),
+                            nn.Flatten(), nn.Linear(6 * 4 * 4, 5))
+    assert count_macs(strided, (4, 8, 8)) == 4 * 4 * 6 * (2 * 9) + 96 * 5
+
+
+def test_resnet20_macs_match_the_paper():
+    m = build_model("resnet20").train()
+    assert count_macs(m) == 40_551_040  # the paper: ~41M
+    assert m.training  # mode restored
+
+
+def test_zoo_table_rows():
+    rows = zoo_table(presets=["resnet20", "plain20", "resnet11_bottleneck"])
+    assert [r["name"] for r in rows] == ["resnet20", "plain20", "resnet11_bottleneck"]
+    assert rows[0] == dict(name="resnet20", depth=20, block="basic", preact=False, shortcut="A",
+                           params=269_722, macs=40_551_040)
+    assert rows[1]["shortcut"] == "none" and rows[2]["block"] == "bottleneck"
+    mnist = zoo_table(input_shape=(1, 28, 28), presets=["resnet20"])[0]
+    assert mnist["params"] == 269_722 - 2 * 16 * 9 and mnist["macs"] < 40_551_040
+    half = zoo_table(presets=["resnet20"], width=0.5)[0]
+    assert half["macs"] < rows[0]["macs"] / 3
+
+
+def test_resnet_is_a_plain_module():
+    m = ResNet(get_config("resnet8"))
+    assert isinstance(m, nn.Module) and m.config.depth == 8
