@@ -1,0 +1,86 @@
+"""Predictions and evaluation of a trained model on a dataset split."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from probe.data.imageset import ImageSet
+from probe.data.spec import DatasetSpec
+from probe.errors import ConfigError
+from probe.io import atomic_write_text
+from probe.train.distributed import resolve_device
+from probe.train.evaluate import metrics_from_logits, predict_logits
+from probe.train.run import load_model
+
+
+def load_split_for(meta: dict, split: str, data_dir=None) -> ImageSet:
+    """A split of the model's dataset, drawn with the model's own seed and split rule, so that
+    'val' is the validation set the model was chosen on."""
+    from probe.data.splits import load_splits
+    train_cfg = meta.get("train", {})
+    name = meta["dataset"]["name"]
+    return load_splits(name, data_dir, seed=train_cfg.get("seed", 0),
+                       split_by=train_cfg.get("split_by", "driver"), splits=(split,))[split]
+
+
+def evaluate_model(model_dir, *, split: str = "test", data_dir=None, device: str = "auto",
+                   batch_size: int = 500) -> dict:
+    dev = resolve_device(device)
+    model, meta = load_model(model_dir, dev)
+    data = load_split_for(meta, split, data_dir)
+    if (data.labels < 0).all():
+        raise ConfigError(f"the {split!r} split has no labels to evaluate against; use `probe predict`")
+    logits = predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
+    result = metrics_from_logits(logits, data.labels, data.spec.num_classes)
+    return result | {"model": Path(model_dir).name, "split": split, "dataset": data.spec.name,
+                     "classes": list(data.spec.classes)}
+
+
+def format_evaluation(r: dict) -> str:
+    lines = [f"{r['model']} on {r['dataset']} {r['split']} ({r['n']:,} images): "
+             f"accuracy {100 * r['accuracy']:.2f}%  error {100 * r['error']:.2f}%  "
+             f"loss {r['loss']:.4f}" + (f"  log loss {r['log_loss']:.4f}" if r['dataset'] == "sfddd" else "")]
+    width = max(len(c) for c in r["classes"])
+    for name, acc in zip(r["classes"], r["per_class_accuracy"]):
+        lines.append(f"  {name:<{width}}  {100 * acc:6.2f}%")
+    return "\n".join(lines)
+
+
+def predictions_csv(data: ImageSet, probs: torch.Tensor, fmt: str) -> str:
+    """csv: one row per image with label, prediction and class probabilities;
+    kaggle: SFDDD's submission layout img,c0..c9."""
+    spec: DatasetSpec = data.spec
+    names = data.names or [str(i) for i in range(len(data))]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if fmt == "kaggle":
+        if not spec.codes:
+            raise ConfigError(f"--format kaggle is SFDDD's submission layout, not {spec.name}'s")
+        w.writerow(["img", *spec.codes])
+        for name, p in zip(names, probs.tolist()):
+            w.writerow([name, *(f"{v:.6f}" for v in p)])
+        return buf.getvalue()
+    w.writerow(["image", "label", "prediction", "confidence", *(f"p_{c}" for c in spec.classes)])
+    conf, pred = probs.max(1)
+    for name, y, k, c, p in zip(names, data.labels.tolist(), pred.tolist(), conf.tolist(), probs.tolist()):
+        w.writerow([name, spec.classes[y] if y >= 0 else "", spec.classes[k], f"{c:.6f}",
+                    *(f"{v:.6f}" for v in p)])
+    return buf.getvalue()
+
+
+def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str = "csv",
+                      output=None, device: str = "auto", batch_size: int = 500) -> tuple[Path, str]:
+    dev = resolve_device(device)
+    model, meta = load_model(model_dir, dev)
+    data = load_split_for(meta, split, data_dir)
+    logits = predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
+    output = Path(output) if output else Path("reports") / f"{Path(model_dir).name}-{split}.csv"
+    atomic_write_text(output, predictions_csv(data, logits.softmax(1), fmt))
+    summary = f"{len(data):,} predictions for {data.spec.name} {split}"
+    if (data.labels >= 0).any():
+        m = metrics_from_logits(logits, data.labels, data.spec.num_classes)
+        summary += f" (accuracy {100 * m['accuracy']:.2f}%, log loss {m['log_loss']:.4f})"
+    return output, summary

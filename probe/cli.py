@@ -1,0 +1,190 @@
+"""The command line: parse, call one library function, print. A ProbeError becomes one line on
+stderr and exit code 2; nothing here holds logic the library lacks."""
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from probe.errors import ProbeError
+
+app = typer.Typer(help="Train residual networks on image datasets, then take them apart.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Check and fetch datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="The architecture zoo and the trained models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+
+class Dataset(str, Enum):
+    mnist = "mnist"
+    cifar10 = "cifar10"
+    sfddd = "sfddd"
+
+
+def command(typer_app: typer.Typer, name: str | None = None):
+    """Register a command whose ProbeErrors become one clean line and exit code 2."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ProbeError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(2)
+            except KeyboardInterrupt:
+                typer.echo("interrupted: every file written so far is whole "
+                           "(a training run continues with --resume)", err=True)
+                raise typer.Exit(130)
+        return typer_app.command(name)(run)
+    return wrap
+
+
+DataDir = typer.Option(None, "--data-dir", help="Dataset folder (default $PROBE_DATA_DIR/<name>, then ./data/<name>).")
+ModelDir = typer.Option(..., "--model", help="A trained model folder, e.g. trained_models/mnist-resnet20.")
+Device = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+
+
+# ---- data -----------------------------------------------------------------------------------
+@command(data_app, "check")
+def data_check(dataset: Dataset = typer.Option(..., "--dataset", help="mnist, cifar10 or sfddd."),
+               data_dir: Optional[Path] = DataDir,
+               split_by: str = typer.Option("driver", help="SFDDD validation split: driver or random."),
+               seed: int = typer.Option(0, help="Seed of the validation split.")):
+    """Count images per split and per class, and give shape, mean and std; or say what is wrong."""
+    from probe.data.check import check_dataset, format_check
+    typer.echo(format_check(check_dataset(dataset.value, data_dir, seed=seed, split_by=split_by)))
+
+
+@command(data_app, "fetch")
+def data_fetch(dataset: Dataset = typer.Argument(..., help="mnist or cifar10 (sfddd: explains where to get it)."),
+               data_dir: Optional[Path] = DataDir):
+    """Download a dataset from its canonical public address and verify its checksums."""
+    from probe.data.fetch import fetch_dataset
+    typer.echo(f"{dataset.value} is ready in {fetch_dataset(dataset.value, data_dir)}")
+
+
+# ---- models ---------------------------------------------------------------------------------
+@command(models_app, "zoo")
+def models_zoo(input_shape: str = typer.Option("3x32x32", "--input", help="C×H×W of the input, e.g. 1x28x28."),
+               classes: int = typer.Option(10, help="Number of classes."),
+               width: float = typer.Option(1.0, help="Width factor (the MNIST seed used 0.5).")):
+    """Presets with their parameter counts and multiply-adds."""
+    from probe.report.tables import zoo_text
+    typer.echo(zoo_text(_shape(input_shape), classes, width))
+
+
+@command(models_app, "list")
+def models_list(root: Path = typer.Option(Path("trained_models"), "--root", help="Folder of model folders.")):
+    """The trained models: dataset, architecture, parameters, val and test error, date."""
+    from probe.report.tables import models_text
+    typer.echo(models_text(root))
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    from probe.errors import ConfigError
+    try:
+        c, h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+        return c, h, w
+    except ValueError:
+        raise ConfigError(f"--input {text!r}: write channels×height×width, e.g. 3x32x32") from None
+
+
+# ---- training -------------------------------------------------------------------------------
+@command(app, "train")
+def train(
+    preset: Optional[str] = typer.Option(None, help="cifar10-paper, mnist-seed, mnist-fast, sfddd-seed; options below override it."),
+    dataset: Optional[Dataset] = typer.Option(None, help="mnist, cifar10 or sfddd."),
+    arch: Optional[str] = typer.Option(None, help="resnet20/32/44/56/110/1202, preact_resnet20, plain20, resnet<6n+2>, ..."),
+    depth: Optional[int] = typer.Option(None, help="Shorthand for --arch resnet<depth>."),
+    width: Optional[float] = typer.Option(None, help="Width factor of every layer."),
+    epochs: Optional[int] = typer.Option(None, help="Length in epochs."),
+    iters: Optional[int] = typer.Option(None, help="Length in optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size (split across processes)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    schedule: Optional[str] = typer.Option(None, help="paper, cosine, onecycle or constant."),
+    warmup_iters: Optional[int] = typer.Option(None, help="Warm-up steps (paper: lr/10; cosine: ramp)."),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum."),
+    weight_decay: Optional[float] = typer.Option(None, help="L2 weight decay."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the loss."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation."),
+    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order, augmentation, split."),
+    split_by: Optional[str] = typer.Option(None, help="SFDDD validation split: driver or random."),
+    data_dir: Optional[Path] = DataDir,
+    out: Optional[Path] = typer.Option(None, help="Model folder (default trained_models/<dataset>-<arch>)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    force: bool = typer.Option(False, help="Overwrite the model in --out."),
+    quiet: bool = typer.Option(False, help="Print nothing but errors."),
+):
+    """Train a ResNet; checkpoints every epoch; the test split is evaluated once at the end."""
+    from probe.train.config import preset_config
+    from probe.train.run import train as run_train
+    if depth is not None:
+        arch = f"resnet{depth}"
+    config = preset_config(
+        preset, dataset=dataset.value if dataset else None, arch=arch, width=width, epochs=epochs,
+        iters=iters, batch_size=batch_size, lr=lr, schedule=schedule, warmup_iters=warmup_iters,
+        nesterov=nesterov, weight_decay=weight_decay, label_smoothing=label_smoothing,
+        augment=augment, precision=precision, channels_last=channels_last, compile=compile,
+        device=device, seed=seed, split_by=split_by)
+    out = out or Path("trained_models") / f"{config.dataset}-{config.arch}"
+    run_train(config, out, data_dir=data_dir, resume=resume, force=force, quiet=quiet)
+
+
+@command(app, "evaluate")
+def evaluate(model: Path = ModelDir, split: str = typer.Option("test", help="test, val or train."),
+             data_dir: Optional[Path] = DataDir, device: str = Device,
+             batch_size: int = typer.Option(500, help="Images per forward pass.")):
+    """Accuracy, per-class accuracy and loss of a trained model on a split."""
+    from probe.analysis.predict import evaluate_model, format_evaluation
+    typer.echo(format_evaluation(evaluate_model(model, split=split, data_dir=data_dir, device=device,
+                                                batch_size=batch_size)))
+
+
+class PredictFormat(str, Enum):
+    csv = "csv"
+    kaggle = "kaggle"
+
+
+@command(app, "predict")
+def predict(model: Path = ModelDir, data_dir: Optional[Path] = DataDir,
+            split: str = typer.Option("test", help="test, val, train, or kaggle (SFDDD's unlabelled imgs/test)."),
+            format: PredictFormat = typer.Option(PredictFormat.csv, help="csv, or kaggle (img,c0..c9)."),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV file (default: reports/<model>-<split>.csv)."),
+            device: str = Device, batch_size: int = typer.Option(500)):
+    """Predictions for a split, written as CSV."""
+    from probe.analysis.predict import write_predictions
+    path, summary = write_predictions(model, split=split, data_dir=data_dir, fmt=format.value,
+                                      output=output, device=device, batch_size=batch_size)
+    typer.echo(f"{summary} → {path}")
+
+
+@command(app, "sanity")
+def sanity(arch: str = typer.Option("resnet20", help="Architecture to check."),
+           dataset: Dataset = typer.Option(Dataset.mnist, help="Gives channels, size and classes."),
+           data_dir: Optional[Path] = DataDir,
+           width: float = typer.Option(1.0, help="Width factor."),
+           seed: int = typer.Option(0)):
+    """The checks before training: initial loss ≈ ln(classes), gradients = finite differences,
+    one small batch overfit to 100%."""
+    from probe.train.sanity import format_sanity, run_sanity
+    results = run_sanity(arch, dataset.value, data_dir=data_dir, width=width, seed=seed)
+    typer.echo(format_sanity(results))
+    if not all(r["passed"] for r in results):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

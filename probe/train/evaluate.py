@@ -1,0 +1,66 @@
+"""Batched inference over a whole split: logits, loss, error, per-class accuracy."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from probe.data.augment import eval_view
+from probe.data.imageset import ImageSet
+
+
+def to_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (N, C, H, W) → float [0, 1], the units every analysis works in."""
+    x = x.float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec, *, batch_size: int = 500,
+                   device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
+    """Logits (N, K) float32 on the CPU; the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = eval_view(images[start:start + batch_size], spec).to(device, non_blocking=True)
+            out.append(model(to_input(x, channels_last)).float().cpu())
+    finally:
+        model.train(was_training)
+    k = spec.num_classes
+    return torch.cat(out) if out else torch.empty(0, k)
+
+
+def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Loss, error and per-class accuracy over the labelled images (label ≥ 0)."""
+    keep = labels >= 0
+    logits, labels = logits[keep], labels[keep].cpu()
+    n = len(labels)
+    if n == 0:
+        return {"n": 0}
+    pred = logits.argmax(1)
+    correct = pred == labels
+    per_class = []
+    for c in range(num_classes):
+        mask = labels == c
+        per_class.append(float(correct[mask].float().mean()) if mask.any() else math.nan)
+    # Kaggle's multi-class log loss clips probabilities to [1e-15, 1 - 1e-15].
+    probs = logits.softmax(1).clamp(1e-15, 1 - 1e-15)
+    probs = probs / probs.sum(1, keepdim=True)
+    return {
+        "n": n,
+        "loss": float(F.cross_entropy(logits, labels)),
+        "accuracy": float(correct.float().mean()),
+        "error": 1.0 - float(correct.float().mean()),
+        "log_loss": float(-probs[torch.arange(n), labels].log().mean()),
+        "per_class_accuracy": per_class,
+    }
+
+
+def evaluate(model: torch.nn.Module, data: ImageSet, *, batch_size: int = 500,
+             device: torch.device | str = "cpu", channels_last: bool = False) -> dict:
+    logits = predict_logits(model, data.images, data.spec, batch_size=batch_size, device=device,
+                            channels_last=channels_last)
+    return metrics_from_logits(logits, data.labels, data.spec.num_classes)

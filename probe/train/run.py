@@ -1,0 +1,168 @@
+"""`probe train` as a function: data → model → Trainer → model folder; and load_model."""
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from probe.data.augment import AugmentConfig, default_augment
+from probe.data.spec import DatasetSpec, get_spec
+from probe.errors import ConfigError, ModelFileError
+from probe.models.classifier import Classifier
+from probe.models.resnet import ResNet, ResNetConfig, get_config
+from probe.train import checkpoint as ckpt
+from probe.train.callbacks import Checkpointer, ProgressPrinter, training_summary
+from probe.train.config import TrainConfig
+from probe.train.distributed import setup, teardown
+from probe.train.evaluate import evaluate
+from probe.train.trainer import Trainer
+
+# Options that may change between a run and its resumption without changing the result.
+RESUMABLE_CHANGES = {"device", "compile", "eval_batch_size"}
+
+
+def versions() -> dict:
+    import numpy
+    import probe
+    return {"probe": probe.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_classifier(arch: ResNetConfig, spec: DatasetSpec) -> Classifier:
+    return Classifier.from_spec(ResNet(arch), spec)
+
+
+def prepare_folder(out: Path, config: TrainConfig, resume: bool, force: bool) -> None:
+    """Refuse to overwrite or to resume a different run, before anything is written."""
+    has_run = out.exists() and any(out.iterdir())
+    if resume:
+        if not (out / ckpt.RESUME).is_file():
+            raise ConfigError(f"{out}: nothing to resume (no {ckpt.RESUME}); drop --resume to start a run")
+        _, _, state, _ = ckpt.load_resume(out)
+        saved = state.get("train", {})
+        diff = sorted(k for k, v in config.to_dict().items()
+                      if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+        if diff:
+            shown = ", ".join(f"{k}: {saved.get(k)!r} there, {getattr(config, k)!r} now" for k in diff)
+            raise ConfigError(f"{out} holds a different run ({shown}); resume it with its own options "
+                              "or train into a new --out folder")
+    elif has_run:
+        if not force:
+            raise ConfigError(f"{out} already holds a model: use --resume to continue it, "
+                              "--force to overwrite it, or another --out")
+        for name in (ckpt.WEIGHTS, ckpt.META, ckpt.HISTORY, ckpt.RESUME):
+            (out / name).unlink(missing_ok=True)
+
+
+def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None = None,
+          resume: bool = False, force: bool = False, quiet: bool = False, splits=None) -> dict:
+    """Train, checkpoint every epoch, evaluate the best weights on the test split once.
+
+    splits: {"train", "val", "test"} ImageSets, to skip loading from disk (tests, benchmarks).
+    Returns the final meta.json contents.
+    """
+    out = Path(out)
+    dist_info, device = setup(config.device)
+    try:
+        if dist_info.is_main:
+            prepare_folder(out, config, resume, force)
+        spec = get_spec(config.dataset)
+        if splits is None:
+            from probe.data.splits import load_splits
+            splits = load_splits(config.dataset, data_dir, seed=config.seed, split_by=config.split_by)
+        torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
+        arch = get_config(config.arch, num_classes=spec.num_classes, in_channels=spec.channels,
+                          width=config.width)
+        model = build_classifier(arch, spec)
+        augment = default_augment(spec) if config.augment else AugmentConfig()
+        meta = {
+            "name": out.name, "arch_name": config.arch, "arch": arch.to_dict(),
+            "dataset": spec.to_dict(), "train": config.to_dict(), "augment": vars(augment) | {},
+            "seed": config.seed, "parameters": sum(p.numel() for p in model.parameters()),
+            "split_sizes": {k: len(v) for k, v in splits.items()},
+            "versions": versions(), "git_commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
+            "world_size": dist_info.world_size,
+        }
+        callbacks = []
+        if dist_info.is_main:
+            callbacks.append(Checkpointer(out, meta))
+            if not quiet:
+                callbacks.append(ProgressPrinter())
+        trainer = Trainer(model, splits["train"], splits.get("val"), config, augment, device=device,
+                          callbacks=callbacks, rank=dist_info.rank, world_size=dist_info.world_size)
+        if resume:
+            _restore(trainer, out)
+        if not quiet and dist_info.is_main:
+            print(f"training {config.arch} on {spec.name} ({len(splits['train']):,} images) on {device}: "
+                  f"{trainer.total_steps:,} steps, {trainer.epochs} epochs, precision {config.precision}"
+                  + (f", resuming after epoch {trainer.state.epoch}" if resume else ""), flush=True)
+        trainer.fit()
+        if not dist_info.is_main:
+            return meta
+        # The test split is evaluated once, with the weights chosen on validation.
+        best, _ = load_model(out)
+        result = meta | training_summary(trainer)
+        result["metrics"]["val"] = evaluate(best, splits["val"], batch_size=config.eval_batch_size,
+                                            device=device) if "val" in splits else {}
+        if "test" in splits:
+            result["metrics"]["test"] = evaluate(best, splits["test"], batch_size=config.eval_batch_size,
+                                                 device=device)
+        ckpt.save_meta(out, result)
+        if not quiet:
+            test = result["metrics"].get("test", {})
+            print(f"done in {result['wall_seconds']:.0f}s: best epoch {result['best_epoch']}, "
+                  f"val error {100 * result['metrics']['val'].get('error', float('nan')):.2f}%, "
+                  f"test error {100 * test.get('error', float('nan')):.2f}% → {out}", flush=True)
+        return result
+    finally:
+        teardown()
+
+
+def _restore(trainer: Trainer, out: Path) -> None:
+    model_state, optim, state, rng = ckpt.load_resume(out)
+    try:
+        trainer.model.load_state_dict(model_state)
+    except RuntimeError as e:
+        raise ModelFileError(f"{out / ckpt.RESUME}: does not fit the model ({e})") from None
+    trainer.load_optimizer_buffers(optim)
+    torch.set_rng_state(rng)
+    s = trainer.state
+    s.step, s.epoch, s.best_epoch = state["step"], state["epoch"], state["best_epoch"]
+    s.best_val_error = state["best_val_error"] if state["best_val_error"] is not None else float("inf")
+    s.elapsed, s.images_seen = state["elapsed"], state["images_seen"]
+    trainer.history = state["history"]
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
+    """The Classifier of a model folder, in eval mode, and its metadata."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder}: no such model folder; `probe models list` shows the trained models")
+    meta = ckpt.read_json(folder / ckpt.META)
+    try:
+        spec = DatasetSpec.from_dict(meta["dataset"])
+        arch = ResNetConfig.from_dict(meta["arch"])
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"{folder / ckpt.META}: not a probe model description ({e})") from None
+    model = build_classifier(arch, spec)
+    tensors, _ = ckpt.read_safetensors(folder / ckpt.WEIGHTS)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ModelFileError(f"{folder / ckpt.WEIGHTS}: the weights do not fit the architecture in "
+                             f"meta.json ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), meta
