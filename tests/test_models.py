@@ -208,6 +208,7 @@ def test_no_functional_relu_in_the_models():
         assert "F.relu" not in src and "torch.relu" not in src and "inplace=True" not in src
 
 
+@pytest.mark.filterwarnings("ignore:Setting forward, backward hooks")
 @pytest.mark.parametrize("arch", ["resnet8", "preact_resnet11_bottleneck", "plain8"])
 def test_captum_deeplift_is_complete(arch):
     """DeepLift's attributions sum to f(x) - f(baseline) only if captum sees every ReLU."""
