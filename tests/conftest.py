@@ -1,0 +1,54 @@
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py
+
+from fixtures import write_cifar_archive, write_cifar_folder, write_mnist, write_sfddd  # noqa: E402
+
+REAL_DATA = os.environ.get("PROBE_DATA_DIR")  # read before any test changes the environment
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path_factory, monkeypatch):
+    # The SFDDD loader falls back to the user's cache when a data folder is read-only: never ~ in tests.
+    monkeypatch.setenv("PROBE_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
+
+
+@pytest.fixture(scope="session")
+def real_mnist_dir() -> Path:
+    folder = Path(REAL_DATA or "data") / "mnist"
+    if not any(folder.glob("train-images*")):
+        pytest.skip(f"real MNIST not in {folder} (set PROBE_DATA_DIR)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def cifar_archive_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cifar-tar")
+    write_cifar_archive(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cifar_folder_dir(tmp_path_factory) -> Path:
+    return write_cifar_folder(tmp_path_factory.mktemp("cifar-dir"))
+
+
+@pytest.fixture(scope="session")
+def sfddd_master(tmp_path_factory) -> Path:
+    return write_sfddd(tmp_path_factory.mktemp("sfddd-master"))
+
+
+@pytest.fixture
+def sfddd_dir(sfddd_master, tmp_path) -> Path:
+    """A private copy: tests add files, break files and fill caches."""
+    return Path(shutil.copytree(sfddd_master, tmp_path / "sfddd"))
