@@ -50,5 +50,6 @@ def sfddd_master(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def sfddd_dir(sfddd_master, tmp_path) -> Path:
-    """A private copy: tests add files, break files and fill caches."""
-    return Path(shutil.copytree(sfddd_master, tmp_path / "sfddd"))
+    """A private copy without the master's cache: tests add files, break files and fill caches."""
+    return Path(shutil.copytree(sfddd_master, tmp_path / "sfddd",
+                                ignore=shutil.ignore_patterns(".probe-cache")))
