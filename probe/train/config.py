@@ -64,7 +64,7 @@ PRESETS: dict[str, dict] = {
     "mnist-seed": dict(dataset="mnist", arch="resnet32", width=0.5, epochs=60, batch_size=128,
                        lr=0.1, schedule="paper"),
     # Our committed MNIST model: under 30 minutes on 2 CPU cores.
-    "mnist-fast": dict(dataset="mnist", arch="resnet20", width=0.5, epochs=12, batch_size=128,
+    "mnist-fast": dict(dataset="mnist", arch="resnet20", width=0.5, epochs=20, batch_size=128,
                        lr=0.2, schedule="onecycle", nesterov=True, precision="bf16",
                        weight_decay=5e-4, label_smoothing=0.0),
     # The seed's SFDDD run: 64×48 images, random 32×32 crops, validation split by driver.
