@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import platform
-import shutil
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -68,10 +68,12 @@ def prepare_folder(out: Path, config: TrainConfig, resume: bool, force: bool) ->
 
 
 def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None = None,
-          resume: bool = False, force: bool = False, quiet: bool = False, splits=None) -> dict:
+          resume: bool = False, force: bool = False, quiet: bool = False, splits=None,
+          callbacks=()) -> dict:
     """Train, checkpoint every epoch, evaluate the best weights on the test split once.
 
     splits: {"train", "val", "test"} ImageSets, to skip loading from disk (tests, benchmarks).
+    callbacks: more trainer callbacks, run on every process after the checkpointer.
     Returns the final meta.json contents.
     """
     out = Path(out)
@@ -90,20 +92,21 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         augment = default_augment(spec) if config.augment else AugmentConfig()
         meta = {
             "name": out.name, "arch_name": config.arch, "arch": arch.to_dict(),
-            "dataset": spec.to_dict(), "train": config.to_dict(), "augment": vars(augment) | {},
+            "dataset": spec.to_dict(), "train": config.to_dict(), "augment": asdict(augment),
             "seed": config.seed, "parameters": sum(p.numel() for p in model.parameters()),
             "split_sizes": {k: len(v) for k, v in splits.items()},
             "versions": versions(), "git_commit": git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
             "world_size": dist_info.world_size,
         }
-        callbacks = []
+        hooks = []
         if dist_info.is_main:
-            callbacks.append(Checkpointer(out, meta))
+            hooks.append(Checkpointer(out, meta))
             if not quiet:
-                callbacks.append(ProgressPrinter())
+                hooks.append(ProgressPrinter())
+        hooks.extend(callbacks)
         trainer = Trainer(model, splits["train"], splits.get("val"), config, augment, device=device,
-                          callbacks=callbacks, rank=dist_info.rank, world_size=dist_info.world_size)
+                          callbacks=hooks, rank=dist_info.rank, world_size=dist_info.world_size)
         if resume:
             _restore(trainer, out)
         if not quiet and dist_info.is_main:

@@ -1,0 +1,213 @@
+"""The trainer: schedules, augmentation, batching, checkpoints, resume, bad input."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from probe.data.augment import AugmentConfig, augment_batch, center_crop, eval_view
+from probe.data.batches import epoch_permutation, shard_batches
+from probe.data.spec import SFDDD
+from probe.errors import ConfigError, ModelFileError, TrainingError
+from probe.train.config import preset_config
+from probe.train.run import load_model, train
+from probe.train.schedule import Schedule
+from probe.train.trainer import Callback
+
+from train_helpers import tiny_config, tiny_splits
+
+
+# ---- schedules ------------------------------------------------------------------------------
+def test_paper_schedule_drops_tenfold_at_half_and_three_quarters():
+    s = Schedule("paper", 0.1, 64_000, warmup_steps=400)
+    assert s(0) == pytest.approx(0.01) and s(399) == pytest.approx(0.01)  # ResNet-110 warm-up
+    assert s(400) == pytest.approx(0.1) and s(31_999) == pytest.approx(0.1)
+    assert s(32_000) == pytest.approx(0.01) and s(47_999) == pytest.approx(0.01)
+    assert s(48_000) == pytest.approx(0.001) and s(63_999) == pytest.approx(0.001)
+
+
+def test_onecycle_and_cosine_shapes():
+    one = Schedule("onecycle", 0.2, 1000)
+    lrs = [one(t) for t in range(1000)]
+    assert max(lrs) == pytest.approx(0.2, rel=1e-3)
+    assert lrs.index(max(lrs)) == pytest.approx(250, abs=2)
+    assert lrs[0] == pytest.approx(0.2 / 25) and lrs[-1] < 0.2 / 500
+    cos = Schedule("cosine", 0.1, 100, warmup_steps=10)
+    assert cos(0) == pytest.approx(0.01) and cos(9) == pytest.approx(0.1)
+    assert all(cos(t) >= cos(t + 1) for t in range(10, 99))
+
+
+def test_unknown_schedule_and_empty_run_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown schedule"):
+        Schedule("linear", 0.1, 10)
+    with pytest.raises(ConfigError, match="no steps"):
+        Schedule("paper", 0.1, 0)
+
+
+# ---- augmentation ---------------------------------------------------------------------------
+def test_pad_crop_is_a_shift_of_the_zero_padded_image():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).view(2, 1, 6, 6) + 1
+    out = augment_batch(x, AugmentConfig(pad=2), torch.Generator().manual_seed(3))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):  # every output must equal some 6×6 window of its own padded image
+        windows = [padded[i, :, a:a + 6, b:b + 6] for a in range(5) for b in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_flip_and_determinism():
+    x = torch.randint(0, 255, (64, 3, 4, 4), dtype=torch.uint8)
+    cfg = AugmentConfig(flip=True)
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    flipped = [torch.equal(a[i], x[i].flip(-1)) for i in range(64)]
+    same = [torch.equal(a[i], x[i]) for i in range(64)]
+    assert all(f or s for f, s in zip(flipped, same))
+    assert 10 < sum(flipped) < 54  # about half
+
+
+def test_sfddd_crops_train_randomly_and_evaluate_in_the_centre():
+    x = torch.randint(0, 255, (4, 3, 48, 64), dtype=torch.uint8)
+    crops = augment_batch(x, AugmentConfig(crop=(32, 32)), torch.Generator().manual_seed(0))
+    assert crops.shape == (4, 3, 32, 32)
+    centre = eval_view(x, SFDDD)
+    assert torch.equal(centre, x[:, :, 8:40, 16:48]) and torch.equal(centre, center_crop(x, (32, 32)))
+
+
+# ---- batches --------------------------------------------------------------------------------
+def test_ranks_take_disjoint_shards_of_each_global_batch():
+    perm = epoch_permutation(100, seed=0, epoch=0)
+    assert torch.equal(perm, epoch_permutation(100, seed=0, epoch=0))
+    assert not torch.equal(perm, epoch_permutation(100, seed=0, epoch=1))
+    r0, r1 = shard_batches(perm, 20, 0, 2), shard_batches(perm, 20, 1, 2)
+    assert len(r0) == len(r1) == 5 and all(len(b) == 10 for b in r0 + r1)
+    for b in range(5):
+        both = torch.cat([r0[b], r1[b]]).sort().values
+        assert torch.equal(both, perm[b * 20:(b + 1) * 20].sort().values)
+
+
+# ---- a real (tiny) run ----------------------------------------------------------------------
+def test_training_learns_writes_model_files_and_loads(tmp_path):
+    out = tmp_path / "m"
+    # no augmentation: shifting the bars by 2 px would blur the classes of 12×12 images
+    meta = train(tiny_config(epochs=4, augment=False), out, splits=tiny_splits(), quiet=True)
+    assert {p.name for p in out.iterdir()} >= {"weights.safetensors", "meta.json", "history.json",
+                                                "resume.safetensors"}
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert meta["metrics"]["test"]["error"] < 0.2  # chance is 0.9
+    assert meta["best_epoch"] == 1 + min(range(4), key=lambda i: history[i]["val_error"])
+    model, saved = load_model(out)
+    assert not model.training and saved["metrics"]["test"] == meta["metrics"]["test"]
+    assert saved["versions"]["torch"] == torch.__version__ and saved["parameters"] > 0
+    # the weights file holds the best epoch, the resume file the last
+    best = load_file(out / "weights.safetensors")
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+
+
+class StopAfter(Callback):
+    """Simulates Ctrl-C right after an epoch's checkpoint."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+    cfg, splits = tiny_config(epochs=3), tiny_splits()
+    train(cfg, tmp_path / "whole", splits=splits, quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", splits=splits, quiet=True, callbacks=[StopAfter(1)])
+    assert json.loads((tmp_path / "cut" / "meta.json").read_text())["epochs_done"] == 1
+    train(cfg, tmp_path / "cut", splits=splits, quiet=True, resume=True)
+    for name in ("weights.safetensors", "resume.safetensors"):
+        a, b = load_file(tmp_path / "whole" / name), load_file(tmp_path / "cut" / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    h1 = json.loads((tmp_path / "whole" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [h["train_loss"] for h in h1] == [h["train_loss"] for h in h2]
+
+
+class PoisonAfterFirstEpoch(Callback):
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == 1:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(math.nan)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_files(tmp_path):
+    out = tmp_path / "m"
+    with pytest.raises(TrainingError, match="loss became nan"):
+        train(tiny_config(), out, splits=tiny_splits(), quiet=True, callbacks=[PoisonAfterFirstEpoch()])
+    model, meta = load_model(out)  # epoch 1's files, whole and finite
+    assert meta["epochs_done"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---- bad input ------------------------------------------------------------------------------
+def test_existing_folder_is_not_overwritten_without_force(tmp_path):
+    out = tmp_path / "m"
+    train(tiny_config(epochs=1), out, splits=tiny_splits(), quiet=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ConfigError, match="already holds a model"):
+        train(tiny_config(epochs=1), out, splits=tiny_splits(), quiet=True)
+    assert before == {p.name: p.read_bytes() for p in out.iterdir()}
+    train(tiny_config(epochs=1, seed=1), out, splits=tiny_splits(), quiet=True, force=True)
+    assert json.loads((out / "meta.json").read_text())["seed"] == 1
+
+
+def test_resume_refuses_a_different_config_and_an_empty_folder(tmp_path):
+    out = tmp_path / "m"
+    train(tiny_config(epochs=1), out, splits=tiny_splits(), quiet=True)
+    with pytest.raises(ConfigError, match="different run.*lr"):
+        train(tiny_config(epochs=1, lr=0.5), out, splits=tiny_splits(), quiet=True, resume=True)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(tiny_config(), tmp_path / "empty", splits=tiny_splits(), quiet=True, resume=True)
+
+
+def test_corrupt_and_truncated_model_files_are_model_file_errors(tmp_path):
+    out = tmp_path / "m"
+    train(tiny_config(epochs=1), out, splits=tiny_splits(), quiet=True)
+    weights = (out / "weights.safetensors").read_bytes()
+    (out / "weights.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelFileError, match="corrupt or truncated"):
+        load_model(out)
+    (out / "weights.safetensors").write_bytes(b"\x00" * 3)
+    with pytest.raises(ModelFileError):
+        load_model(out)
+    (out / "meta.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="corrupt JSON"):
+        load_model(out)
+    with pytest.raises(ModelFileError, match="no such model folder"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_unknown_preset_arch_and_precision():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset_config("imagenet-paper")
+    with pytest.raises(ConfigError, match="precision"):
+        preset_config("mnist-fast", precision="fp8")
+    with pytest.raises(ConfigError, match="--epochs N or --iters N"):
+        preset_config(None, dataset="mnist")
+    cfg = preset_config("cifar10-paper", epochs=2)  # an explicit length replaces the preset's
+    assert cfg.epochs == 2 and cfg.iters is None and cfg.arch == "resnet20"
+
+
+def test_unknown_arch_fails_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="depth must be 6n\+2"):
+        train(tiny_config(arch="resnet21"), tmp_path / "m", splits=tiny_splits(), quiet=True)
+    assert not (tmp_path / "m" / "meta.json").exists()
+
+
+def test_bf16_training_runs_and_learns(tmp_path):
+    meta = train(tiny_config(epochs=4, precision="bf16", augment=False), tmp_path / "m", splits=tiny_splits(), quiet=True)
+    assert meta["metrics"]["test"]["error"] < 0.2
