@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 # The CPU build (local wheel on our machines). A user with a GPU either has torch in the venv
 # already (kept as is) or runs `make TORCH_SPEC=torch ...`.
 TORCH_SPEC ?= torch==2.13.0
-export PROBE_DATA_DIR ?= $(abspath ../shared/datasets)
+# Our machines keep the data beside the project; elsewhere ./data (filled by `probe data fetch`).
+export PROBE_DATA_DIR ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets),$(abspath data))
 
 .PHONY: setup test demo clean
 
@@ -22,9 +23,13 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q
 
+# The main job, for now: the data, the zoo, and the committed MNIST model on the MNIST test set.
 demo: setup
+	@ls "$(PROBE_DATA_DIR)"/mnist/train-images-idx3-ubyte* >/dev/null 2>&1 || \
+		$(VENV)/bin/probe data fetch mnist --data-dir "$(PROBE_DATA_DIR)/mnist"
 	$(VENV)/bin/probe data check --dataset mnist
-	$(VENV)/bin/probe models zoo
+	$(VENV)/bin/probe models zoo --input 1x28x28 --width 0.5
+	$(VENV)/bin/probe models list
 	$(VENV)/bin/probe evaluate --model trained_models/mnist-resnet20 --split test
 
 clean:

@@ -13,7 +13,7 @@ from probe.data.batches import epoch_permutation, shard_batches
 from probe.data.spec import SFDDD
 from probe.errors import ConfigError, ModelFileError, TrainingError
 from probe.train.config import preset_config
-from probe.train.run import load_model, train
+from probe.train.run import load_model, paper_warmup, train
 from probe.train.schedule import Schedule
 from probe.train.trainer import Callback
 
@@ -38,6 +38,14 @@ def test_onecycle_and_cosine_shapes():
     cos = Schedule("cosine", 0.1, 100, warmup_steps=10)
     assert cos(0) == pytest.approx(0.01) and cos(9) == pytest.approx(0.1)
     assert all(cos(t) >= cos(t + 1) for t in range(10, 99))
+
+
+def test_paper_schedule_warms_up_resnet110_and_deeper_only():
+    assert paper_warmup(tiny_config(schedule="paper"), 110).warmup_iters == 400
+    assert paper_warmup(tiny_config(schedule="paper"), 1202).warmup_iters == 400
+    assert paper_warmup(tiny_config(schedule="paper"), 56).warmup_iters == 0
+    assert paper_warmup(tiny_config(schedule="cosine"), 110).warmup_iters == 0
+    assert paper_warmup(tiny_config(schedule="paper", warmup_iters=50), 110).warmup_iters == 50
 
 
 def test_unknown_schedule_and_empty_run_are_config_errors():

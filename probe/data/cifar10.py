@@ -26,7 +26,7 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 META = "batches.meta"
-_FIX = f"run `probe data fetch --dataset cifar10`, or download {ARCHIVE} again by hand"
+_FIX = f"run `probe data fetch cifar10`, or download {ARCHIVE} again by hand"
 
 try:  # numpy ≥ 2 calls the module numpy._core; pickles written by numpy 1 (and Python 2) say numpy.core
     from numpy._core.multiarray import _reconstruct as _np_reconstruct

@@ -24,7 +24,7 @@ FILES = {  # split → (images, labels) base names; each may also end in .gz
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 _CHUNK = 1 << 20
-_FIX = "run `probe data fetch --dataset mnist`, or download the file again by hand"
+_FIX = "run `probe data fetch mnist`, or download the file again by hand"
 
 
 def find_file(folder: Path, base: str) -> Path:
@@ -88,7 +88,7 @@ def load_mnist(data_dir: str | Path | None = None) -> dict[str, ImageSet]:
     """{"train": 60,000 images, "test": 10,000}, as uint8 (N, 1, 28, 28) with int64 labels."""
     folder = resolve_data_dir("mnist", data_dir)
     if not folder.is_dir():
-        raise DataError(f"MNIST folder {folder} does not exist: run `probe data fetch --dataset mnist` "
+        raise DataError(f"MNIST folder {folder} does not exist: run `probe data fetch mnist` "
                         "or pass --data-dir to the folder holding the four IDX files")
     out = {}
     for split, (images_name, labels_name) in FILES.items():

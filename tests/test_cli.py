@@ -1,0 +1,145 @@
+"""The command line: every command documented, data check counts, clean one-line errors, and a
+whole train → list → evaluate → predict → sanity round on files written by the tests."""
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from probe.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commands(group: typer.Typer, prefix=()):
+    for info in group.registered_commands:
+        yield (*prefix, info.name), info
+    for sub in group.registered_groups:
+        yield from commands(sub.typer_instance, (*prefix, sub.name))
+
+
+ALL = [" ".join(path) for path, _ in commands(app)]
+
+
+def test_the_commands_are_there():
+    assert {"data check", "data fetch", "models zoo", "models list", "train", "evaluate", "predict",
+            "sanity"} <= set(ALL)
+
+
+@pytest.mark.parametrize("command", ALL)
+def test_every_command_has_help_and_is_in_the_readme(command):
+    result = runner.invoke(app, [*command.split(), "--help"])
+    assert result.exit_code == 0, result.output
+    _, info = next((p, i) for p, i in commands(app) if " ".join(p) == command)
+    assert (info.callback.__doc__ or "").strip(), f"{command} has no help text"
+    assert f"probe {command}" in (ROOT / "README.md").read_text(), f"README does not show `probe {command}`"
+
+
+def test_data_check_prints_the_counts(mnist_dir):
+    result = runner.invoke(app, ["data", "check", "--dataset", "mnist", "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"train\D+180\b", result.output) and re.search(r"val\D+20\b", result.output)
+    assert re.search(r"test\D+50\b", result.output)
+
+
+def run_cli(*args, **env):
+    """A real process, as a user runs it: what reaches the terminal is what we check."""
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                          env=dict(os.environ, **env), timeout=120)
+
+
+def test_a_corrupt_file_is_one_line_and_exit_code_2(mnist_dir, tmp_path):
+    bad = tmp_path / "mnist"
+    bad.mkdir()
+    for f in mnist_dir.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
+    result = run_cli("data", "check", "--dataset", "mnist", "--data-dir", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "train-images-idx3-ubyte.gz" in result.stderr
+
+
+def test_missing_folder_and_unknown_names_are_clean_errors(tmp_path):
+    for args, words in [
+        (["data", "check", "--dataset", "mnist", "--data-dir", str(tmp_path / "nope")], "nope"),
+        (["train", "--preset", "no-such-preset", "--out", str(tmp_path / "m")], "unknown preset"),
+        (["evaluate", "--model", str(tmp_path / "none")], "no such model folder"),
+    ]:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert words in result.output and "Traceback" not in result.output
+
+
+def test_train_list_evaluate_predict_on_fixture_files(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "trained_models" / "tiny"
+    args = ["train", "--dataset", "mnist", "--arch", "resnet8", "--width", "0.25", "--epochs", "1",
+            "--batch-size", "30", "--data-dir", str(mnist_dir), "--out", str(out), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "epoch   1/1" in result.output and "test error" in result.output
+    again = runner.invoke(app, args)  # the folder exists now: refused, nothing overwritten
+    assert again.exit_code == 2 and "--resume" in again.output
+
+    listing = runner.invoke(app, ["models", "list"])
+    assert listing.exit_code == 0 and re.search(r"tiny\s+mnist\s+resnet8", listing.output)
+
+    ev = runner.invoke(app, ["evaluate", "--model", str(out), "--data-dir", str(mnist_dir)])
+    assert ev.exit_code == 0 and "(50 images)" in ev.output
+
+    csv_path = tmp_path / "p.csv"
+    pr = runner.invoke(app, ["predict", "--model", str(out), "--data-dir", str(mnist_dir), "-o", str(csv_path)])
+    assert pr.exit_code == 0, pr.output
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 50 and set(rows[0]) >= {"image", "label", "prediction", "p_0", "p_9"}
+    assert all(abs(sum(float(r[f"p_{k}"]) for k in range(10)) - 1) < 1e-4 for r in rows)
+    kaggle = runner.invoke(app, ["predict", "--model", str(out), "--data-dir", str(mnist_dir),
+                                 "--format", "kaggle", "-o", str(tmp_path / "k.csv")])
+    assert kaggle.exit_code == 2 and "SFDDD" in kaggle.output
+
+
+def test_sanity_passes_for_a_small_resnet(tmp_path):
+    result = runner.invoke(app, ["sanity", "--arch", "resnet8", "--width", "0.5",
+                                 "--dataset", "mnist", "--data-dir", str(tmp_path / "absent")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("PASS") == 3
+
+
+def test_models_zoo_lists_paper_parameter_counts():
+    result = runner.invoke(app, ["models", "zoo"])
+    assert result.exit_code == 0
+    assert re.search(r"resnet20\s.*269,722", result.output)
+    assert re.search(r"resnet110\s.*1,727,962", result.output)
+
+
+def test_python_m_probe_and_cli_py_run_the_same_app():
+    a = subprocess.run([sys.executable, "-m", "probe", "--help"], capture_output=True, text=True)
+    b = run_cli("--help")
+    assert a.returncode == b.returncode == 0
+    for cmd in ("train", "evaluate", "data", "models", "sanity", "predict"):
+        assert cmd in a.stdout and cmd in b.stdout
+
+
+def test_sfddd_train_evaluate_and_kaggle_submission(sfddd_dir, tmp_path):
+    out = tmp_path / "sfddd-tiny"
+    train = runner.invoke(app, ["train", "--dataset", "sfddd", "--arch", "resnet8", "--width", "0.25",
+                                "--epochs", "1", "--batch-size", "20", "--data-dir", str(sfddd_dir),
+                                "--out", str(out), "--quiet"])
+    assert train.exit_code == 0, train.output
+    ev = runner.invoke(app, ["evaluate", "--model", str(out), "--data-dir", str(sfddd_dir)])
+    assert ev.exit_code == 0 and "log loss" in ev.output and "phone_right" in ev.output
+    sub = tmp_path / "submission.csv"
+    pr = runner.invoke(app, ["predict", "--model", str(out), "--data-dir", str(sfddd_dir),
+                             "--split", "kaggle", "--format", "kaggle", "-o", str(sub)])
+    assert pr.exit_code == 0, pr.output
+    rows = list(csv.reader(sub.open()))
+    assert rows[0] == ["img"] + [f"c{i}" for i in range(10)]
+    assert sorted(r[0] for r in rows[1:]) == [f"img_{100000 + i}.jpg" for i in range(6)]
+    assert all(abs(sum(map(float, r[1:])) - 1) < 1e-4 for r in rows[1:])
