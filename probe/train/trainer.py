@@ -87,6 +87,16 @@ class Trainer:
         sd["state"] = {i: {k: v.to(self.device) for k, v in b.items()} for i, b in buffers.items()}
         self.optimizer.load_state_dict(sd)
 
+    def _average_buffers(self) -> None:
+        """DDP keeps parameters equal but lets each rank's BatchNorm statistics drift after its
+        last forward: average them, so every rank evaluates and saves the same model, with
+        statistics of all ranks' data."""
+        import torch.distributed as dist
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                buf.div_(self.world_size)
+
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> TrainState:
         for cb in self.callbacks:
@@ -141,6 +151,8 @@ class Trainer:
                         "lower --lr or use --precision fp32. The last good checkpoint is kept.")
                 for cb in self.callbacks:
                     cb.on_batch_end(self, b + 1, mean_loss, wrong_sum.item() / seen)
+        if self.world_size > 1:
+            self._average_buffers()
         seconds = time.perf_counter() - start
         self.state.elapsed += seconds
         self.state.images_seen += seen * self.world_size
