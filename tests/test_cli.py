@@ -89,7 +89,7 @@ def test_train_list_evaluate_predict_on_fixture_files(mnist_dir, tmp_path, monke
     assert again.exit_code == 2 and "--resume" in again.output
 
     listing = runner.invoke(app, ["models", "list"])
-    assert listing.exit_code == 0 and re.search(r"tiny\s+mnist\s+resnet8", listing.output)
+    assert listing.exit_code == 0 and re.search(r"tiny\s+mnist\s+resnet8 ×0.25", listing.output)
 
     ev = runner.invoke(app, ["evaluate", "--model", str(out), "--data-dir", str(mnist_dir)])
     assert ev.exit_code == 0 and "(50 images)" in ev.output

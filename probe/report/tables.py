@@ -50,7 +50,9 @@ def models_text(root: Path) -> str:
         def err(split):
             e = metrics.get(split, {}).get("error")
             return "—" if e is None else f"{100 * e:.2f}%"
-        rows.append([m["name"], m["dataset"]["name"], m.get("arch_name", "?"), f"{m.get('parameters', 0):,}",
+        width = m.get("arch", {}).get("width", 1.0)
+        arch = m.get("arch_name", "?") + (f" ×{width:g}" if width != 1.0 else "")
+        rows.append([m["name"], m["dataset"]["name"], arch, f"{m.get('parameters', 0):,}",
                      err("val"), err("test"), m.get("created", "")[:10]])
     if not rows:
         return f"no trained models in {root}"
