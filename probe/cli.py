@@ -36,6 +36,9 @@ def command(typer_app: typer.Typer, name: str | None = None):
             except ProbeError as e:
                 typer.echo(f"error: {e}", err=True)
                 raise typer.Exit(2)
+            except OSError as e:  # a path the user gave: unreadable, a file for a folder, disk full
+                typer.echo(f"error: {e.filename or ''}: {e.strerror or e}", err=True)
+                raise typer.Exit(2)
             except KeyboardInterrupt:
                 typer.echo("interrupted: every file written so far is whole "
                            "(a training run continues with --resume)", err=True)
@@ -113,7 +116,7 @@ def train(
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the loss."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation."),
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory layout (faster convolutions on CPU and GPU)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     seed: Optional[int] = typer.Option(None, help="Seed of weights, data order, augmentation, split."),
@@ -125,24 +128,31 @@ def train(
     quiet: bool = typer.Option(False, help="Print nothing but errors."),
 ):
     """Train a ResNet; checkpoints every epoch; the test split is evaluated once at the end."""
+    from probe.errors import ConfigError
     from probe.train.config import preset_config
-    from probe.train.run import train as run_train
+    from probe.train.run import saved_config, train as run_train
     if depth is not None:
+        if arch is not None:
+            raise ConfigError("give --arch or --depth, not both (--depth 56 means --arch resnet56)")
         arch = f"resnet{depth}"
-    config = preset_config(
-        preset, dataset=dataset.value if dataset else None, arch=arch, width=width, epochs=epochs,
+    options = dict(
+        dataset=dataset.value if dataset else None, arch=arch, width=width, epochs=epochs,
         iters=iters, batch_size=batch_size, lr=lr, schedule=schedule, warmup_iters=warmup_iters,
         nesterov=nesterov, weight_decay=weight_decay, label_smoothing=label_smoothing,
         augment=augment, precision=precision, channels_last=channels_last, compile=compile,
         device=device, seed=seed, split_by=split_by)
+    if resume and out is not None and preset is None:
+        config = saved_config(out).replace(**options)  # `--resume --out DIR` alone continues DIR's run
+    else:
+        config = preset_config(preset, **options)
     out = out or Path("trained_models") / f"{config.dataset}-{config.arch}"
     run_train(config, out, data_dir=data_dir, resume=resume, force=force, quiet=quiet)
 
 
 @command(app, "evaluate")
-def evaluate(model: Path = ModelDir, split: str = typer.Option("test", help="test, val or train."),
+def evaluate(model: Path = ModelDir, split: str = typer.Option("test", help="test, val or train (the model's own split)."),
              data_dir: Optional[Path] = DataDir, device: str = Device,
-             batch_size: int = typer.Option(500, help="Images per forward pass.")):
+             batch_size: int = typer.Option(500, min=1, help="Images per forward pass.")):
     """Accuracy, per-class accuracy and loss of a trained model on a split."""
     from probe.analysis.predict import evaluate_model, format_evaluation
     typer.echo(format_evaluation(evaluate_model(model, split=split, data_dir=data_dir, device=device,
@@ -159,7 +169,7 @@ def predict(model: Path = ModelDir, data_dir: Optional[Path] = DataDir,
             split: str = typer.Option("test", help="test, val, train, or kaggle (SFDDD's unlabelled imgs/test)."),
             format: PredictFormat = typer.Option(PredictFormat.csv, help="csv, or kaggle (img,c0..c9)."),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV file (default: reports/<model>-<split>.csv)."),
-            device: str = Device, batch_size: int = typer.Option(500)):
+            device: str = Device, batch_size: int = typer.Option(500, min=1, help="Images per forward pass.")):
     """Predictions for a split, written as CSV."""
     from probe.analysis.predict import write_predictions
     path, summary = write_predictions(model, split=split, data_dir=data_dir, fmt=format.value,
@@ -172,7 +182,7 @@ def sanity(arch: str = typer.Option("resnet20", help="Architecture to check."),
            dataset: Dataset = typer.Option(Dataset.mnist, help="Gives channels, size and classes."),
            data_dir: Optional[Path] = DataDir,
            width: float = typer.Option(1.0, help="Width factor."),
-           seed: int = typer.Option(0)):
+           seed: int = typer.Option(0, help="Seed of the weights and of the images drawn.")):
     """The checks before training: initial loss ≈ ln(classes), gradients = finite differences,
     one small batch overfit to 100%."""
     from probe.train.sanity import format_sanity, run_sanity

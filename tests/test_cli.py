@@ -143,3 +143,24 @@ def test_sfddd_train_evaluate_and_kaggle_submission(sfddd_dir, tmp_path):
     assert rows[0] == ["img"] + [f"c{i}" for i in range(10)]
     assert sorted(r[0] for r in rows[1:]) == [f"img_{100000 + i}.jpg" for i in range(6)]
     assert all(abs(sum(map(float, r[1:])) - 1) < 1e-4 for r in rows[1:])
+
+
+def test_resume_with_only_the_folder_and_conflicting_options(mnist_dir, tmp_path):
+    out = tmp_path / "m"
+    base = ["--data-dir", str(mnist_dir), "--out", str(out), "--quiet"]
+    first = runner.invoke(app, ["train", "--dataset", "mnist", "--arch", "resnet8", "--width", "0.25",
+                                "--epochs", "1", "--batch-size", "30", *base])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["train", "--resume", "--data-dir", str(mnist_dir), "--out", str(out)])
+    assert again.exit_code == 0 and "already complete" in again.output
+    other = runner.invoke(app, ["train", "--resume", "--lr", "0.5", *base])
+    assert other.exit_code == 2 and "different run" in other.output
+    both = runner.invoke(app, ["train", "--arch", "preact_resnet20", "--depth", "56", *base])
+    assert both.exit_code == 2 and "not both" in both.output
+    neg = runner.invoke(app, ["train", "--dataset", "mnist", "--epochs", "1", "--lr", "-1", *base])
+    assert neg.exit_code == 2 and "--lr must be positive" in neg.output
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    to_file = runner.invoke(app, ["train", "--dataset", "mnist", "--epochs", "1", "--data-dir",
+                                  str(mnist_dir), "--out", str(a_file)])
+    assert to_file.exit_code == 2 and "is a file" in to_file.output

@@ -211,7 +211,7 @@ def test_unknown_preset_arch_and_precision():
 
 
 def test_unknown_arch_fails_before_anything_is_written(tmp_path):
-    with pytest.raises(ConfigError, match="depth must be 6n\+2"):
+    with pytest.raises(ConfigError, match=r"depth must be 6n\+2"):
         train(tiny_config(arch="resnet21"), tmp_path / "m", splits=tiny_splits(), quiet=True)
     assert not (tmp_path / "m" / "meta.json").exists()
 
@@ -219,3 +219,90 @@ def test_unknown_arch_fails_before_anything_is_written(tmp_path):
 def test_bf16_training_runs_and_learns(tmp_path):
     meta = train(tiny_config(epochs=4, precision="bf16", augment=False), tmp_path / "m", splits=tiny_splits(), quiet=True)
     assert meta["metrics"]["test"]["error"] < 0.2
+
+
+def test_force_replaces_nothing_until_the_new_run_checkpoints(tmp_path):
+    out = tmp_path / "m"
+    train(tiny_config(epochs=1), out, splits=tiny_splits(), quiet=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    from probe.errors import DataError
+    with pytest.raises(DataError):  # the data are missing: the old model must survive
+        train(tiny_config(epochs=1), out, data_dir=tmp_path / "no-data", force=True, quiet=True)
+    assert before == {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_resume_needs_only_the_folder_and_a_finished_run_is_left_alone(tmp_path):
+    from probe.train.run import saved_config
+    out = tmp_path / "m"
+    cfg = tiny_config(epochs=2)
+    train(cfg, out, splits=tiny_splits(), quiet=True)
+    assert saved_config(out) == cfg
+    before = (out / "meta.json").read_bytes()
+    meta = train(saved_config(out), out, splits=tiny_splits(), quiet=True, resume=True)
+    assert meta["epochs_done"] == 2 and (out / "meta.json").read_bytes() == before
+
+
+def test_resume_refuses_other_data(tmp_path):
+    out = tmp_path / "m"
+    cfg = tiny_config(epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, splits=tiny_splits(), quiet=True, callbacks=[StopAfter(1)])
+    with pytest.raises(ConfigError, match="trained on splits"):
+        train(cfg, out, splits=tiny_splits(n_train=160), quiet=True, resume=True)
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(lr=-1.0), "--lr must be positive"),
+    (dict(label_smoothing=1.5), "label-smoothing"),
+    (dict(weight_decay=-1e-4), "weight-decay"),
+    (dict(iters=10), "not both"),
+    (dict(schedule="linear"), "unknown schedule"),
+    (dict(epochs=0), "--epochs must be positive"),
+])
+def test_bad_options_are_config_errors_before_any_work(changes, words):
+    with pytest.raises(ConfigError, match=words):
+        tiny_config(**changes)
+
+
+def test_unaugmented_sfddd_trains_on_the_centre_crop_it_is_evaluated_on(tmp_path):
+    from probe.data.imageset import ImageSet
+    g = torch.Generator().manual_seed(0)
+    def sfddd(n):
+        return ImageSet(torch.randint(0, 255, (n, 3, 48, 64), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 10, (n,), generator=g), SFDDD)
+    seen = set()
+
+    class Shapes(Callback):
+        def on_train_start(self, trainer):
+            trainer.model.register_forward_pre_hook(lambda m, args: seen.add(tuple(args[0].shape[-2:])))
+
+    cfg = tiny_config(dataset="sfddd", epochs=1, augment=False)
+    train(cfg, tmp_path / "m", splits={"train": sfddd(32), "val": sfddd(8), "test": sfddd(8)},
+          quiet=True, callbacks=[Shapes()])
+    assert seen == {(32, 32)}
+
+
+def test_fp16_with_grad_scaler_and_label_smoothing_run_on_the_cpu(tmp_path):
+    meta = train(tiny_config(epochs=2, precision="fp16", label_smoothing=0.1, augment=False),
+                 tmp_path / "m", splits=tiny_splits(), quiet=True)
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert math.isfinite(history[-1]["train_loss"]) and meta["metrics"]["test"]["n"] == 64
+
+
+def test_ranks_draw_different_augmentations():
+    from probe.data.batches import step_generator
+    a = torch.rand(8, generator=step_generator(0, 5, rank=0))
+    assert torch.equal(a, torch.rand(8, generator=step_generator(0, 5, rank=0)))
+    assert not torch.equal(a, torch.rand(8, generator=step_generator(0, 5, rank=1)))
+
+
+def test_metrics_by_hand():
+    from probe.train.evaluate import metrics_from_logits
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 0.0]])
+    labels = torch.tensor([0, 0, 0, -1])  # the unlabelled row is left out
+    m = metrics_from_logits(logits, labels, 2)
+    p = [math.exp(2) / (math.exp(2) + 1), 1 / (1 + math.e), math.exp(3) / (math.exp(3) + 1)]
+    assert m["n"] == 3 and m["error"] == pytest.approx(1 / 3)
+    assert m["log_loss"] == pytest.approx(-sum(map(math.log, p)) / 3, rel=1e-6)
+    assert m["loss"] == pytest.approx(m["log_loss"], rel=1e-6)
+    assert m["per_class_accuracy"][0] == pytest.approx(2 / 3) and math.isnan(m["per_class_accuracy"][1])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from probe.errors import ConfigError
+
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The same order for a (seed, epoch) whatever happened before: resumable and rank-agnostic."""
@@ -18,7 +20,7 @@ def shard_batches(perm: torch.Tensor, batch_size: int, rank: int = 0, world_size
     together the ranks cover disjoint indices of each global batch.
     """
     if batch_size % world_size:
-        raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes")
+        raise ConfigError(f"--batch-size {batch_size} is not divisible by the {world_size} processes")
     per_rank = batch_size // world_size
     n_batches = len(perm) // batch_size if drop_last else -(-len(perm) // batch_size)
     batches = []
@@ -30,6 +32,7 @@ def shard_batches(perm: torch.Tensor, batch_size: int, rank: int = 0, world_size
     return batches
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """Augmentation randomness of one optimizer step."""
-    return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + 1)
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """Augmentation randomness of one optimizer step on one rank (ranks must not draw the same
+    crops and flips for their shards)."""
+    return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + rank * 15_485_863 + 1)

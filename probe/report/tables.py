@@ -34,6 +34,9 @@ def trained_models(root: Path) -> list[dict]:
         except (OSError, json.JSONDecodeError):
             rows.append({"name": meta_path.parent.name, "broken": True})
             continue
+        if not isinstance(meta, dict) or "dataset" not in meta:
+            rows.append({"name": meta_path.parent.name, "broken": True})
+            continue
         rows.append(meta | {"name": meta_path.parent.name})
     return rows
 

@@ -84,13 +84,15 @@ def training_summary(trainer: Trainer) -> dict:
     return {
         "epochs_done": s.epoch, "steps_done": s.step, "best_epoch": s.best_epoch,
         "metrics": {"val": {"error": s.best_val_error if s.best_epoch else None}},
-        "wall_seconds": round(s.elapsed, 2),
-        "images_per_second": round(s.images_seen / s.elapsed, 1) if s.elapsed else None,
+        "wall_seconds": round(s.elapsed, 2),  # training + validation, all sessions of the run
+        "train_seconds": round(s.train_seconds, 2),
+        "images_per_second": round(s.images_seen / s.train_seconds, 1) if s.train_seconds else None,
     }
 
 
 def resume_state(trainer: Trainer, meta: dict) -> dict:
     s = trainer.state
     return {"step": s.step, "epoch": s.epoch, "best_val_error": s.best_val_error if s.best_epoch else None,
-            "best_epoch": s.best_epoch, "elapsed": s.elapsed, "images_seen": s.images_seen,
-            "history": trainer.history, "train": meta["train"]}
+            "best_epoch": s.best_epoch, "elapsed": s.elapsed, "train_seconds": s.train_seconds,
+            "images_seen": s.images_seen, "history": trainer.history, "train": meta["train"],
+            "split_sizes": meta["split_sizes"], "scaler": trainer.scaler.state_dict()}

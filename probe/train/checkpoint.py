@@ -78,7 +78,7 @@ def load_resume(folder: Path) -> tuple[dict, dict, dict, torch.Tensor]:
         if k.startswith("optim."):
             _, i, name = k.split(".", 2)
             optim.setdefault(int(i), {})[name] = v
-    return model_state, optim, state, tensors["rng.torch"]
+    return model_state, optim, state, tensors.get("rng.torch")
 
 
 def read_json(path: Path):

@@ -37,9 +37,24 @@ class TrainConfig:
             raise ConfigError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.epochs is None and self.iters is None:
             raise ConfigError("say how long to train: --epochs N or --iters N (or pick a --preset)")
-        for name in ("batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.epochs is not None and self.iters is not None:
+            raise ConfigError("give --epochs or --iters, not both")
+        for name in ("batch_size", "eval_batch_size", "epochs", "iters", "lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {value}")
+        for name in ("weight_decay", "warmup_iters"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), not {self.momentum}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), not {self.label_smoothing}")
+        from probe.train.schedule import SCHEDULES  # checked here, before any data is loaded
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if self.width <= 0:
+            raise ConfigError(f"--width must be positive, not {self.width}")
         if self.split_by not in ("driver", "random"):
             raise ConfigError(f"--split-by must be 'driver' or 'random', not {self.split_by!r}")
 

@@ -11,7 +11,7 @@ import torch
 
 from probe.data.augment import AugmentConfig, default_augment
 from probe.data.spec import DatasetSpec, get_spec
-from probe.errors import ConfigError, ModelFileError
+from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
 from probe.models.resnet import ResNet, ResNetConfig, get_config
 from probe.train import checkpoint as ckpt
@@ -53,9 +53,22 @@ def paper_warmup(config: TrainConfig, depth: int) -> TrainConfig:
     return config
 
 
+def saved_config(out: str | Path) -> TrainConfig:
+    """The TrainConfig of the run in a model folder, from its resume state: what `--resume`
+    continues when no options are given."""
+    out = Path(out)
+    if not (out / ckpt.RESUME).is_file():
+        raise ConfigError(f"{out}: nothing to resume (no {ckpt.RESUME}); drop --resume to start a run")
+    return TrainConfig.from_dict(ckpt.load_resume(out)[2]["train"])
+
+
 def prepare_folder(out: Path, config: TrainConfig, resume: bool, force: bool) -> None:
-    """Refuse to overwrite or to resume a different run, before anything is written."""
-    has_run = out.exists() and any(out.iterdir())
+    """Refuse to overwrite or to resume a different run. Reads only: with --force the old files
+    are replaced one by one, atomically, by the first checkpoint, so a run that fails before
+    then has destroyed nothing."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: give a folder for the model")
+    has_run = out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
     if resume:
         if not (out / ckpt.RESUME).is_file():
             raise ConfigError(f"{out}: nothing to resume (no {ckpt.RESUME}); drop --resume to start a run")
@@ -67,12 +80,28 @@ def prepare_folder(out: Path, config: TrainConfig, resume: bool, force: bool) ->
             shown = ", ".join(f"{k}: {saved.get(k)!r} there, {getattr(config, k)!r} now" for k in diff)
             raise ConfigError(f"{out} holds a different run ({shown}); resume it with its own options "
                               "or train into a new --out folder")
-    elif has_run:
-        if not force:
-            raise ConfigError(f"{out} already holds a model: use --resume to continue it, "
-                              "--force to overwrite it, or another --out")
-        for name in (ckpt.WEIGHTS, ckpt.META, ckpt.HISTORY, ckpt.RESUME):
-            (out / name).unlink(missing_ok=True)
+    elif has_run and not force:
+        raise ConfigError(f"{out} already holds a model: use --resume to continue it, "
+                          "--force to overwrite it, or another --out")
+
+
+def _checked_on_main(dist_info, check) -> None:
+    """Run a check on rank 0 and raise its error on every rank (the others would otherwise wait
+    in a collective call for a rank that has left)."""
+    error = None
+    if dist_info.is_main:
+        try:
+            check()
+        except ProbeError as e:
+            error = e
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+        box = [None if error is None else str(error)]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            error = ConfigError(box[0])
+    if error is not None:
+        raise error
 
 
 def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None = None,
@@ -91,8 +120,7 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         arch = get_config(config.arch, num_classes=spec.num_classes, in_channels=spec.channels,
                           width=config.width)
         config = paper_warmup(config, arch.depth)
-        if dist_info.is_main:
-            prepare_folder(out, config, resume, force)
+        _checked_on_main(dist_info, lambda: prepare_folder(out, config, resume, force))
         if splits is None:
             from probe.data.splits import load_splits
             splits = load_splits(config.dataset, data_dir, seed=config.seed, split_by=config.split_by)
@@ -117,7 +145,11 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         trainer = Trainer(model, splits["train"], splits.get("val"), config, augment, device=device,
                           callbacks=hooks, rank=dist_info.rank, world_size=dist_info.world_size)
         if resume:
-            _restore(trainer, out)
+            _restore(trainer, out, meta["split_sizes"])
+            if trainer.state.step >= trainer.total_steps:
+                if not quiet and dist_info.is_main:
+                    print(f"{out}: the run is already complete ({trainer.state.epoch} epochs)")
+                return ckpt.read_json(out / ckpt.META)
         if not quiet and dist_info.is_main:
             print(f"training {config.arch} on {spec.name} ({len(splits['train']):,} images) on {device}: "
                   f"{trainer.total_steps:,} steps, {trainer.epochs} epochs, precision {config.precision}"
@@ -144,18 +176,26 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         teardown()
 
 
-def _restore(trainer: Trainer, out: Path) -> None:
+def _restore(trainer: Trainer, out: Path, split_sizes: dict) -> None:
     model_state, optim, state, rng = ckpt.load_resume(out)
+    saved_sizes = state.get("split_sizes", split_sizes)
+    if saved_sizes != split_sizes:
+        raise ConfigError(f"{out} was trained on splits of {saved_sizes} images, the data now give "
+                          f"{split_sizes}: resume with the run's own data (--data-dir)")
     try:
         trainer.model.load_state_dict(model_state)
     except RuntimeError as e:
         raise ModelFileError(f"{out / ckpt.RESUME}: does not fit the model ({e})") from None
     trainer.load_optimizer_buffers(optim)
-    torch.set_rng_state(rng)
+    if rng is not None:
+        torch.set_rng_state(rng)
     s = trainer.state
     s.step, s.epoch, s.best_epoch = state["step"], state["epoch"], state["best_epoch"]
     s.best_val_error = state["best_val_error"] if state["best_val_error"] is not None else float("inf")
     s.elapsed, s.images_seen = state["elapsed"], state["images_seen"]
+    s.train_seconds = state.get("train_seconds", s.elapsed)
+    if state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
     trainer.history = state["history"]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from probe.data.augment import AugmentConfig, augment_batch
+from probe.data.augment import AugmentConfig, augment_batch, eval_view
 from probe.data.batches import epoch_permutation, shard_batches, step_generator
 from probe.data.imageset import ImageSet
 from probe.errors import TrainingError
@@ -35,7 +35,8 @@ class TrainState:
     epoch: int = 0  # epochs completed
     best_val_error: float = math.inf
     best_epoch: int = 0
-    elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+    elapsed: float = 0.0  # seconds of training and validation, summed over resumed sessions
+    train_seconds: float = 0.0  # of which in training steps: the images/s denominator
     images_seen: int = 0
 
 
@@ -87,6 +88,15 @@ class Trainer:
         sd["state"] = {i: {k: v.to(self.device) for k, v in b.items()} for i, b in buffers.items()}
         self.optimizer.load_state_dict(sd)
 
+    def _global(self, total: torch.Tensor) -> torch.Tensor:
+        """A sum over all ranks (every rank must agree on stopping for a NaN, or one would hang)."""
+        if self.world_size == 1:
+            return total
+        import torch.distributed as dist
+        total = total.clone()
+        dist.all_reduce(total)
+        return total
+
     def _average_buffers(self) -> None:
         """DDP keeps parameters equal but lets each rank's BatchNorm statistics drift after its
         last forward: average them, so every rank evaluates and saves the same model, with
@@ -129,7 +139,8 @@ class Trainer:
             x = self.train_set.images[idx]  # (B, C, H, W) uint8
             y = self.train_set.labels[idx]
             if cfg.augment and self.augment.enabled:
-                x = augment_batch(x, self.augment, step_generator(cfg.seed, self.state.step))
+                x = augment_batch(x, self.augment, step_generator(cfg.seed, self.state.step, self.rank))
+            x = eval_view(x, self.train_set.spec)  # unaugmented SFDDD: the centre crop, as evaluated
             x = to_input(x, cfg.channels_last)
             with autocast_context(self.device, cfg.precision):
                 logits = model(x)
@@ -144,7 +155,7 @@ class Trainer:
             wrong_sum += (logits.detach().argmax(1) != y).sum()
             # Syncing with the device only now and then keeps a GPU busy.
             if (b + 1) % self.log_every == 0 or b + 1 == len(batches):
-                mean_loss = loss_sum.item() / seen
+                mean_loss = self._global(loss_sum).item() / (seen * self.world_size)
                 if not math.isfinite(mean_loss):
                     raise TrainingError(
                         f"the loss became {mean_loss} at step {self.state.step} (epoch {epoch + 1}); "
@@ -154,7 +165,7 @@ class Trainer:
         if self.world_size > 1:
             self._average_buffers()
         seconds = time.perf_counter() - start
-        self.state.elapsed += seconds
+        self.state.train_seconds += seconds
         self.state.images_seen += seen * self.world_size
         record = {
             "epoch": epoch + 1, "step": self.state.step, "lr": lr,
@@ -168,6 +179,7 @@ class Trainer:
             if m["error"] < self.state.best_val_error:
                 self.state.best_val_error, self.state.best_epoch = m["error"], epoch + 1
         record["best"] = self.state.best_epoch == epoch + 1 or self.val_set is None
+        self.state.elapsed += time.perf_counter() - start  # training and validation
         self.state.epoch = epoch + 1
         self.history.append(record)
         return record
