@@ -39,7 +39,9 @@ def run_sanity(arch: str, dataset: str, *, data_dir=None, width: float = 1.0, se
     x, y, source = _batch(spec, 128, data_dir, seed)
     results = []
 
-    model = build_classifier(cfg, spec).eval()
+    # Train mode, as the first step sees it: in eval mode a fresh BatchNorm's running
+    # statistics (0, 1) normalise nothing and deep nets' activations blow up.
+    model = build_classifier(cfg, spec).train()
     with torch.no_grad():
         loss0 = float(F.cross_entropy(model(x), y))
     expected = math.log(spec.num_classes)
