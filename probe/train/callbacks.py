@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from probe.train import checkpoint as ckpt
@@ -45,7 +46,6 @@ class ProgressPrinter(Callback):
     def on_batch_end(self, trainer: Trainer, batch: int, loss: float, error: float) -> None:
         if self.progress is None:
             return
-        import time
         now = time.perf_counter()
         self._t0 = self._t0 or (now, batch)
         t0, b0 = self._t0
