@@ -13,7 +13,8 @@ from probe.data.batches import epoch_permutation, shard_batches
 from probe.data.spec import SFDDD
 from probe.errors import ConfigError, ModelFileError, TrainingError
 from probe.train.config import preset_config
-from probe.train.run import load_model, paper_warmup, train
+from probe.models.folder import load_model
+from probe.train.run import paper_warmup, train
 from probe.train.schedule import Schedule
 from probe.train.trainer import Callback
 
@@ -297,7 +298,7 @@ def test_ranks_draw_different_augmentations():
 
 
 def test_metrics_by_hand():
-    from probe.train.evaluate import metrics_from_logits
+    from probe.models.inference import metrics_from_logits
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 0.0]])
     labels = torch.tensor([0, 0, 0, -1])  # the unlabelled row is left out
     m = metrics_from_logits(logits, labels, 2)

@@ -11,9 +11,9 @@ from probe.data.imageset import ImageSet
 from probe.data.spec import DatasetSpec
 from probe.errors import ConfigError
 from probe.io import atomic_write_text
-from probe.train.distributed import resolve_device
-from probe.train.evaluate import metrics_from_logits, predict_logits
-from probe.train.run import load_model
+from probe.device import resolve_device
+from probe.models.inference import metrics_from_logits, predict_logits
+from probe.models.folder import load_model
 
 
 def load_split_for(meta: dict, split: str, data_dir=None) -> ImageSet:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from probe.errors import ConfigError
+from probe.device import resolve_device  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -19,19 +19,6 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu or cuda")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for, but this machine has no CUDA GPU "
-                              "(or torch is a CPU build): use --device cpu or auto")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device("cpu")
 
 
 def setup(device: str = "auto") -> tuple[Dist, torch.device]:

@@ -1,4 +1,4 @@
-"""`probe train` as a function: data → model → Trainer → model folder; and load_model."""
+"""`probe train` as a function: data → model → Trainer → model folder."""
 from __future__ import annotations
 
 import platform
@@ -13,12 +13,13 @@ from probe.data.augment import AugmentConfig, default_augment
 from probe.data.spec import DatasetSpec, get_spec
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
+from probe.models.folder import load_model
+from probe.models.inference import evaluate
 from probe.models.resnet import ResNet, ResNetConfig, get_config
 from probe.train import checkpoint as ckpt
 from probe.train.callbacks import Checkpointer, ProgressPrinter, training_summary
 from probe.train.config import TrainConfig
 from probe.train.distributed import setup, teardown
-from probe.train.evaluate import evaluate
 from probe.train.trainer import Trainer
 
 # Options that may change between a run and its resumption without changing the result.
@@ -158,7 +159,7 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         if not dist_info.is_main:
             return meta
         # The test split is evaluated once, with the weights chosen on validation.
-        best, _ = load_model(out)
+        best, _ = load_model(out, device)  # on the training device, where it is evaluated
         result = meta | training_summary(trainer)
         result["metrics"]["val"] = evaluate(best, splits["val"], batch_size=config.eval_batch_size,
                                             device=device) if "val" in splits else {}
@@ -197,24 +198,3 @@ def _restore(trainer: Trainer, out: Path, split_sizes: dict) -> None:
     if state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
     trainer.history = state["history"]
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
-    """The Classifier of a model folder, in eval mode, and its metadata."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ModelFileError(f"{folder}: no such model folder; `probe models list` shows the trained models")
-    meta = ckpt.read_json(folder / ckpt.META)
-    try:
-        spec = DatasetSpec.from_dict(meta["dataset"])
-        arch = ResNetConfig.from_dict(meta["arch"])
-    except (KeyError, TypeError) as e:
-        raise ModelFileError(f"{folder / ckpt.META}: not a probe model description ({e})") from None
-    model = build_classifier(arch, spec)
-    tensors, _ = ckpt.read_safetensors(folder / ckpt.WEIGHTS)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise ModelFileError(f"{folder / ckpt.WEIGHTS}: the weights do not fit the architecture in "
-                             f"meta.json ({str(e).splitlines()[0]})") from None
-    return model.to(device).eval(), meta

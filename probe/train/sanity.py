@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from probe.data.spec import get_spec
 from probe.errors import DataError
 from probe.models.resnet import get_config
-from probe.train.evaluate import to_input
+from probe.models.inference import to_input
 from probe.train.run import build_classifier
 
 

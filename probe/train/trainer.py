@@ -15,7 +15,7 @@ from probe.data.batches import epoch_permutation, shard_batches, step_generator
 from probe.data.imageset import ImageSet
 from probe.errors import TrainingError
 from probe.train.config import TrainConfig
-from probe.train.evaluate import evaluate, to_input
+from probe.models.inference import evaluate, to_input
 from probe.train.schedule import Schedule
 
 
