@@ -276,11 +276,20 @@ class ResNet(nn.Module):
     def blocks(self) -> list[nn.Module]:
         return [b for stage in self.stages for b in stage]
 
-    def forward(self, x):  # (N, C_in, H, W)
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The layer Grad-CAM should use: the last feature map, after its final activation
+        (the last block's output post-activation; `final`'s BN→ReLU pre-activation), for any
+        number of stages."""
+        return self.final if self.config.preact else self.stages[-1]
+
+    def forward_features(self, x):  # (N, C_in, H, W) → (N, C_last, h, w), before pooling
         x = self.stem(x)  # (N, C0, H, W); /4 with the imagenet stem
         x = self.stages(x)  # (N, C_last, H/2^(K-1), W/2^(K-1))
-        x = self.final(x)
-        x = self.flatten(self.pool(x))  # (N, C_last)
+        return self.final(x)
+
+    def forward(self, x):  # (N, C_in, H, W)
+        x = self.flatten(self.pool(self.forward_features(x)))  # (N, C_last)
         return self.fc(x)  # (N, num_classes)
 
 
