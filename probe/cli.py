@@ -92,6 +92,8 @@ def _shape(text: str) -> tuple[int, int, int]:
     from probe.errors import ConfigError
     try:
         c, h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+        if min(c, h, w) < 1:
+            raise ValueError
         return c, h, w
     except ValueError:
         raise ConfigError(f"--input {text!r}: write channels×height×width, e.g. 3x32x32") from None
@@ -192,8 +194,28 @@ def sanity(arch: str = typer.Option("resnet20", help="Architecture to check."),
         raise typer.Exit(1)
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console script. Usage errors (an unknown option or choice, a value out of range)
+    are one line, like every other error, not Typer's multi-line box."""
+    try:  # Typer ≥ 0.20 vendors click
+        from typer import _click as click
+    except ImportError:
+        import click
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError:
+        code = 0  # the help was shown
+    except click.exceptions.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "probe"
+        typer.echo(f"error: {e.format_message()} (see `{where} --help`)", err=True)
+        code = 2
+    except click.exceptions.ClickException as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        code = e.exit_code
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

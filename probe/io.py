@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -16,8 +18,18 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     os.replace → fsync the folder, so that the rename itself survives a power cut.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except (IsADirectoryError, NotADirectoryError):
+        raise
+    except OSError as e:  # name the user's path, not our temporary file
+        raise type(e)(e.errno, f"cannot write here ({e.strerror})", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -60,6 +72,17 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> N
     atomic_write_bytes(path, text.encode(encoding))
 
 
+def json_safe(obj):
+    """NaN and ±inf become null: bare NaN is not JSON, and other readers reject it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
     import json
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")

@@ -45,7 +45,7 @@ def format_evaluation(r: dict) -> str:
              f"loss {r['loss']:.4f}" + (f"  log loss {r['log_loss']:.4f}" if r['dataset'] == "sfddd" else "")]
     width = max(len(c) for c in r["classes"])
     for name, acc in zip(r["classes"], r["per_class_accuracy"]):
-        lines.append(f"  {name:<{width}}  {100 * acc:6.2f}%")
+        lines.append(f"  {name:<{width}}  " + ("     — (no image)" if acc is None else f"{100 * acc:6.2f}%"))
     return "\n".join(lines)
 
 
@@ -60,8 +60,10 @@ def predictions_csv(data: ImageSet, probs: torch.Tensor, fmt: str) -> str:
         if not spec.codes:
             raise ConfigError(f"--format kaggle is SFDDD's submission layout, not {spec.name}'s")
         w.writerow(["img", *spec.codes])
-        for name, p in zip(names, probs.tolist()):
-            w.writerow([name, *(f"{v:.6f}" for v in p)])
+        # 9 significant digits of a float64 softmax: no probability the model gave is written as 0
+        # (Kaggle's log loss would clip it to 1e-15 and punish it hard).
+        for name, p in zip(names, probs.double().tolist()):
+            w.writerow([name, *(f"{v:.9g}" for v in p)])
         return buf.getvalue()
     w.writerow(["image", "label", "prediction", "confidence", *(f"p_{c}" for c in spec.classes)])
     conf, pred = probs.max(1)
@@ -78,7 +80,7 @@ def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str
     data = load_split_for(meta, split, data_dir)
     logits = predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
     output = Path(output) if output else Path("reports") / f"{Path(model_dir).name}-{split}.csv"
-    atomic_write_text(output, predictions_csv(data, logits.softmax(1), fmt))
+    atomic_write_text(output, predictions_csv(data, logits.double().softmax(1), fmt))
     summary = f"{len(data):,} predictions for {data.spec.name} {split}"
     if (data.labels >= 0).any():
         m = metrics_from_logits(logits, data.labels, data.spec.num_classes)

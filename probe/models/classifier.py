@@ -31,17 +31,36 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """[0, 1] images → logits. `classifier.net` is the bare network, for captum layer methods."""
+    """[0, 1] images → logits. `classifier.net` is the bare network, for captum layer methods.
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    A Classifier loaded from a model folder carries its dataset's `spec` (class slugs, display
+    names, codes, input shape), so an analysis needs nothing but the model; `prepare` turns the
+    dataset's stored uint8 images into the view the network was evaluated on (SFDDD's centre
+    crop of the 64×48 frame).
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], spec=None):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.net = net
+        self.spec = spec  # a DatasetSpec, or None for a bare network
 
     @classmethod
     def from_spec(cls, net: nn.Module, spec) -> "Classifier":
-        """Normalize with a DatasetSpec's mean and std."""
-        return cls(net, spec.mean, spec.std)
+        """Normalize with a DatasetSpec's mean and std, and carry the spec."""
+        return cls(net, spec.mean, spec.std, spec=spec)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The layer Grad-CAM uses (the network's last feature map)."""
+        return self.net.cam_layer
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Stored uint8 images (N, C, H, W) → float [0, 1] at the network's input view."""
+        from probe.data.augment import eval_view
+        if self.spec is not None:
+            images = eval_view(images, self.spec)
+        return images.float() / 255 if not images.is_floating_point() else images
 
     def forward(self, x):  # (N, C, H, W) in [0, 1]
         return self.net(self.normalize(x))  # (N, num_classes)

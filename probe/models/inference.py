@@ -1,8 +1,6 @@
 """Batched inference over a whole split: logits, loss, error, per-class accuracy."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +43,7 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes:
     per_class = []
     for c in range(num_classes):
         mask = labels == c
-        per_class.append(float(correct[mask].float().mean()) if mask.any() else math.nan)
+        per_class.append(float(correct[mask].float().mean()) if mask.any() else None)  # None: no image
     # Kaggle's multi-class log loss clips probabilities to [1e-15, 1 - 1e-15].
     probs = logits.softmax(1).clamp(1e-15, 1 - 1e-15)
     probs = probs / probs.sum(1, keepdim=True)

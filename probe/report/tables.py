@@ -1,7 +1,6 @@
 """Text tables for the terminal: the architecture zoo and the trained models."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from probe.errors import ProbeError
@@ -26,37 +25,38 @@ def zoo_text(input_shape: tuple[int, int, int], num_classes: int, width: float) 
 
 
 def trained_models(root: Path) -> list[dict]:
-    """meta.json of every model folder below root (unreadable ones are reported, not skipped)."""
+    """Every model folder below root, checked: a readable one as its meta.json, an unreadable
+    one as {"name", "error"} (listed, not skipped, and never hiding the others)."""
+    from probe.models.folder import META, read_model_folder
     rows = []
-    for meta_path in sorted(Path(root).glob("*/meta.json")):
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and (p / META).exists()):
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            rows.append({"name": meta_path.parent.name, "broken": True})
-            continue
-        if not isinstance(meta, dict) or "dataset" not in meta:
-            rows.append({"name": meta_path.parent.name, "broken": True})
-            continue
-        rows.append(meta | {"name": meta_path.parent.name})
+            rows.append(read_model_folder(folder).meta | {"name": folder.name})
+        except ProbeError as e:
+            rows.append({"name": folder.name, "error": str(e).removeprefix(f"{folder / META}: ")})
     return rows
 
 
 def models_text(root: Path) -> str:
     if not Path(root).is_dir():
         raise ProbeError(f"{root}: no such folder; train a model with `probe train` or give --root")
-    rows = []
+    rows, broken = [], []
     for m in trained_models(root):
-        if m.get("broken"):
-            rows.append([m["name"], "(meta.json unreadable)", "", "", "", "", ""])
+        if "error" in m:
+            rows.append([m["name"], "unreadable", "", "", "", "", ""])
+            broken.append(f"  {m['name']}: {m['error']}")
             continue
-        metrics = m.get("metrics", {})
+        metrics = m.get("metrics") or {}
         def err(split):
-            e = metrics.get(split, {}).get("error")
+            e = (metrics.get(split) or {}).get("error")
             return "—" if e is None else f"{100 * e:.2f}%"
-        width = m.get("arch", {}).get("width", 1.0)
-        arch = m.get("arch_name", "?") + (f" ×{width:g}" if width != 1.0 else "")
-        rows.append([m["name"], m["dataset"]["name"], arch, f"{m.get('parameters', 0):,}",
-                     err("val"), err("test"), m.get("created", "")[:10]])
+        width = m["arch"].get("width", 1.0)
+        arch = str(m.get("arch_name", "?")) + (f" ×{width:g}" if width != 1.0 else "")
+        params = m.get("parameters")
+        rows.append([m["name"], m["dataset"]["name"], arch,
+                     f"{params:,}" if isinstance(params, int) else "?",
+                     err("val"), err("test"), str(m.get("created", ""))[:10]])
     if not rows:
         return f"no trained models in {root}"
-    return _table(["name", "dataset", "arch", "params", "val err", "test err", "date"], rows, {3, 4, 5})
+    table = _table(["name", "dataset", "arch", "params", "val err", "test err", "date"], rows, {3, 4, 5})
+    return table + ("\n\nunreadable:\n" + "\n".join(broken) if broken else "")
