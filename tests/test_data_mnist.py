@@ -77,7 +77,11 @@ def test_declared_count_larger_than_file_is_caught_before_allocating(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(images, 2051, count=4_000_000_000))
     with pytest.raises(DataError, match="declares 4,000,000,000 items"):
         load_mnist(tmp_path)
+    # gzipped, the size is unknown until decompressed (a gzip bomb can deliver it): bounded first
     _break(tmp_path, "train-images-idx3-ubyte", idx_bytes(images, 2051, count=4_000_000_000))
+    with pytest.raises(DataError, match="declares 4,000,000,000 items .* more than any MNIST file"):
+        load_mnist(tmp_path)
+    _break(tmp_path, "train-images-idx3-ubyte", idx_bytes(images, 2051, count=31))
     with pytest.raises(DataError, match="truncated"):
         load_mnist(tmp_path)
 
@@ -175,3 +179,25 @@ def test_real_mnist(real_mnist_dir):
     assert d["test"].class_counts() == REAL_TEST
     s = load_splits("mnist", real_mnist_dir)
     assert [len(s[k]) for k in ("train", "val", "test")] == [55_000, 5_000, 10_000]
+
+
+def test_fifo_named_like_an_idx_file_is_refused_not_waited_on(tmp_path):
+    import os
+    import threading
+    write_mnist(tmp_path, n_train=30, gz=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    os.mkfifo(tmp_path / "t10k-labels-idx1-ubyte")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(e=_error(tmp_path)), daemon=True)
+    t.start()
+    t.join(timeout=30)  # without O_NONBLOCK the open waits for a writer forever
+    assert not t.is_alive(), "load_mnist hangs on a FIFO"
+    assert "t10k-labels-idx1-ubyte: is a FIFO (named pipe), not a regular file" in result["e"]
+
+
+def _error(folder) -> str:
+    try:
+        load_mnist(folder)
+    except DataError as e:
+        return str(e)
+    return "no error"

@@ -125,9 +125,15 @@ def test_width_scales_every_filter():
 
 
 def test_bottleneck_is_1x1_3x3_1x1_with_a_quarter_inside():
+    # The paper's code strides the first 1×1 (the default); torchvision's v1.5 the 3×3.
     b = build_model("resnet11_bottleneck").stages.stage2[0]
     assert [(c.kernel_size, c.out_channels, c.stride) for c in (b.conv1, b.conv2, b.conv3)] == [
+        ((1, 1), 32, (2, 2)), ((3, 3), 32, (1, 1)), ((1, 1), 128, (1, 1))]
+    v15 = build_model("resnet11_bottleneck", bottleneck_stride="3x3").stages.stage2[0]
+    assert [(c.kernel_size, c.out_channels, c.stride) for c in (v15.conv1, v15.conv2, v15.conv3)] == [
         ((1, 1), 32, (1, 1)), ((3, 3), 32, (2, 2)), ((1, 1), 128, (1, 1))]
+    assert b.eval()(torch.rand(2, 64, 16, 16)).shape == v15.eval()(torch.rand(2, 64, 16, 16)).shape == (2, 128, 8, 8)
+    assert count_parameters(b) == count_parameters(v15)
 
 
 def test_plain_twin_has_no_shortcuts():

@@ -8,7 +8,7 @@ import torch
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import get_spec
-from probe.data.splits import load_splits
+from probe.data.splits import SPLITS, load_splits
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -42,8 +42,13 @@ def check_dataset(name: str, data_dir: str | Path | None = None, **kw) -> dict:
 
     {"dataset", "data_dir", "spec_mean", "spec_std", "splits": {split: {"count", "class_counts"
     {slug: n}, "shape" [C, H, W], "mean" [per channel], "std", ("unlabelled")}},
-    and for SFDDD "drivers": {split: [driver ids]}}"""
+    and for SFDDD "drivers": {split: [driver ids]}}. SFDDD's unlabelled imgs/test is counted as
+    split "kaggle" when the folder has one."""
     spec = get_spec(name)
+    if spec.name == "sfddd" and "splits" not in kw:
+        from probe.data.sfddd import find_layout
+        has_test = find_layout(data_dir).test.is_dir()
+        kw["splits"] = SPLITS + (("kaggle",) if has_test else ())
     sets = load_splits(spec.name, data_dir, **kw)
     return {
         "dataset": spec.name,

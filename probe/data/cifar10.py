@@ -4,6 +4,11 @@ Each batch is a Python 2 cPickle (protocol 2) of {b"batch_label", b"labels", b"d
 data is a (10000, 3072) uint8 array, each row three 32×32 planes R, G, B. A pickle can run any
 code while it loads, so batches go through an unpickler that can build nothing but containers,
 strings, numbers and plain numpy arrays (see _BatchUnpickler).
+
+Sizes are bounded before anything grows: a member or file may hold at most MAX_BATCH_BYTES
+(a real batch is 31 MB), an array the unpickler builds at most as many bytes as the pickle has,
+and the object it returns, with shared references counted each time they occur (a "billion
+laughs" of lists of the same list), at most one element per byte of the pickle.
 """
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ import codecs
 import io
 import pickle
 import tarfile
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
+from probe.data.files import check_regular, read_regular
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import CIFAR10
@@ -27,6 +34,7 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 META = "batches.meta"
 _FIX = f"run `probe data fetch cifar10`, or download {ARCHIVE} again by hand"
+MAX_BATCH_BYTES = 200 * 2 ** 20  # a batch is ~31 MB; anything this big is not one
 
 try:  # numpy ≥ 2 calls the module numpy._core; pickles written by numpy 1 (and Python 2) say numpy.core
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -34,9 +42,17 @@ except ImportError:  # pragma: no cover - numpy 1
     from numpy.core.multiarray import _reconstruct as _np_reconstruct
 
 
-def _reconstruct(subtype, shape, typecode):
+def _reconstruct(subtype, shape, typecode, *, max_bytes: int):
     if subtype is not np.ndarray:  # no subclass: its __setstate__ would be someone else's code
         raise pickle.UnpicklingError(f"array subtype {subtype!r} is not allowed")
+    # _reconstruct allocates shape × dtype at once (real pickles say (0,) and fill it later).
+    if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
+        raise pickle.UnpicklingError(f"array shape {shape!r:.60} is not a tuple of sizes")
+    if not isinstance(typecode, (str, bytes)):
+        raise pickle.UnpicklingError(f"array type {typecode!r:.60} is not a type code")
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(typecode).itemsize
+    if nbytes > max_bytes:
+        raise pickle.UnpicklingError(f"an array of {nbytes:,} bytes in a pickle of {max_bytes:,}")
     return _np_reconstruct(subtype, shape, typecode)
 
 
@@ -59,17 +75,67 @@ _ALLOWED = {
 class _BatchUnpickler(pickle.Unpickler):
     """Resolves only the globals a CIFAR batch needs; any other global stops the load before it runs."""
 
+    def __init__(self, raw: bytes):
+        super().__init__(io.BytesIO(raw), encoding="bytes")
+        self.max_bytes = len(raw)
+
     def find_class(self, module, name):
         try:
-            return _ALLOWED[(module, name)]
+            found = _ALLOWED[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
+        if found is _reconstruct:
+            return partial(_reconstruct, max_bytes=self.max_bytes)
+        return found
+
+
+def _children(obj) -> list:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    return []
+
+
+def expanded_size(root, limit: int) -> int:
+    """Elements of root counting every reference (a list held twice counts twice), computed on
+    the shared graph without expanding it; ValueError past `limit` or on a cycle. Iterative:
+    a deeply nested pickle must not hit the recursion limit here."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        obj, finished = stack.pop()
+        oid = id(obj)
+        if finished:
+            on_path.discard(oid)
+            sizes[oid] = total = 1 + sum(sizes[id(k)] for k in _children(obj))
+            if total > limit:
+                raise ValueError(f"it expands to more than {limit:,} elements (shared references "
+                                 "counted each time): a 'billion laughs'")
+            continue
+        if oid in sizes:
+            continue
+        kids = _children(obj)
+        if not kids:
+            sizes[oid] = 1
+            continue
+        on_path.add(oid)
+        stack.append((obj, True))
+        for k in kids:
+            if id(k) in on_path:
+                raise ValueError("a container holds itself")
+            if id(k) not in sizes:
+                stack.append((k, False))
+    return sizes[id(root)]
 
 
 def unpickle_batch(raw: bytes, source: str) -> dict[str, object]:
     """Bytes of one batch file → a dict with str keys. `source` names the file in messages."""
     try:
-        obj = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        obj = _BatchUnpickler(raw).load()
+        # Each element of an honest pickle costs at least one byte of it.
+        expanded_size(obj, limit=len(raw) + 4096)
     except Exception as e:  # UnpicklingError, but also EOFError, ValueError... from a damaged file
         raise DataError(f"{source}: not a CIFAR-10 batch pickle ({e}); {_FIX}") from None
     if not isinstance(obj, dict):
@@ -83,9 +149,13 @@ def _batch_arrays(d: dict, source: str) -> tuple[np.ndarray, np.ndarray, list[st
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{source}: 'data' should be a uint8 (N, 3072) array, found {got}; {_FIX}")
+    flat = (isinstance(labels, list) and all(type(x) is int for x in labels)) or (
+        isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu")
     try:
+        if not flat:  # a nested list would turn into a bigger array than it looks
+            raise TypeError
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)  # (N,)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{source}: 'labels' is not a list of integers; {_FIX}") from None
     if len(labels) != len(data):
         raise DataError(f"{source}: {len(data):,} images but {len(labels):,} labels; {_FIX}")
@@ -112,11 +182,11 @@ def _read_folder(folder: Path) -> dict[str, bytes]:
     out = {}
     for name in (*TRAIN_BATCHES, *TEST_BATCHES, META):
         path = folder / name
-        if not path.is_file():
+        if not path.exists():
             if name == META:
                 continue  # only a cross-check; the batches are what matter
             raise DataError(f"CIFAR-10 batch {path} is missing: the folder is incomplete; {_FIX}")
-        out[name] = path.read_bytes()
+        out[name] = read_regular(path, MAX_BATCH_BYTES, "CIFAR-10 batch")
     return out
 
 
@@ -135,7 +205,11 @@ def _read_archive(archive: Path) -> dict[str, bytes]:
                     continue
                 if not member.isfile():  # links, devices, fifos: never what a batch is
                     raise DataError(f"{archive}: member {member.name!r} is not a regular file; {_FIX}")
-                out[p.name] = tar.extractfile(member).read()
+                if member.size > MAX_BATCH_BYTES:  # the header's word, before reading a byte
+                    raise DataError(f"{archive}: member {member.name!r} declares {member.size:,} "
+                                    f"bytes, more than any CIFAR-10 batch ({MAX_BATCH_BYTES:,}): "
+                                    f"the archive is damaged or not CIFAR-10; {_FIX}")
+                out[p.name] = tar.extractfile(member).read(MAX_BATCH_BYTES + 1)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{archive}: cannot be read as a .tar.gz ({e}); {_FIX}") from None
     missing = [n for n in (*TRAIN_BATCHES, *TEST_BATCHES) if n not in out]
@@ -148,10 +222,11 @@ def _read_archive(archive: Path) -> dict[str, bytes]:
 def find_source(folder: Path) -> Path:
     """The batches folder or the archive; `folder` may hold either, or be the batches folder itself."""
     for candidate in (folder, folder / FOLDER):
-        if (candidate / TEST_BATCHES[0]).is_file() or (candidate / TRAIN_BATCHES[0]).is_file():
+        if (candidate / TEST_BATCHES[0]).exists() or (candidate / TRAIN_BATCHES[0]).exists():
             return candidate
     for candidate in (folder / ARCHIVE, folder):
-        if candidate.is_file() and candidate.name.endswith((".tar.gz", ".tgz")):
+        if candidate.exists() and not candidate.is_dir() and candidate.name.endswith((".tar.gz", ".tgz")):
+            check_regular(candidate)  # a FIFO would block tarfile.open forever
             return candidate
     raise DataError(f"no CIFAR-10 in {folder}: expected {ARCHIVE} or {FOLDER}/ there; {_FIX} into that "
                     "folder (or pass --data-dir / set PROBE_DATA_DIR)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probe.data.files import open_regular
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import MNIST
@@ -25,13 +26,14 @@ FILES = {  # split → (images, labels) base names; each may also end in .gz
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 _CHUNK = 1 << 20
 _FIX = "run `probe data fetch mnist`, or download the file again by hand"
+MAX_DATA_BYTES = 200 * 2 ** 20  # the training images are 47 MB; a header claiming more lies
 
 
 def find_file(folder: Path, base: str) -> Path:
     # raw first: it needs no decompression. Some mirrors spell the name with a dot (train-images.idx3-ubyte).
     dotted = base.replace("-idx", ".idx")
     for name in (base, base + ".gz", dotted, dotted + ".gz"):
-        if (folder / name).is_file():
+        if (folder / name).exists():  # read_idx refuses what is not a regular file, by name
             return folder / name
     raise DataError(
         f"MNIST file {base}[.gz] not found in {folder}: {_FIX} into that folder "
@@ -44,8 +46,9 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
     ndim = 1 + len(item_shape)
     header_size = 4 + 4 * ndim
     try:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as f:
+        gz = path.name.endswith(".gz")
+        raw = open_regular(path)  # a FIFO named like an IDX file is refused, not waited on
+        with (gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw) as f, raw:
             header = f.read(header_size)
             if len(header) < header_size:
                 raise DataError(f"{path}: only {len(header)} bytes, too short for an IDX header; {_FIX}")
@@ -59,7 +62,10 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
                 raise DataError(f"{path}: items of shape {tuple(dims[1:])}, expected {item_shape}; {_FIX}")
             count = dims[0]
             need = count * int(np.prod(item_shape, dtype=np.int64))
-            if opener is open:  # raw: the size is known before anything is read
+            if need > MAX_DATA_BYTES:  # a gzip bomb could really deliver what the header claims
+                raise DataError(f"{path}: the header declares {count:,} items ({need:,} bytes), more "
+                                f"than any MNIST file ({MAX_DATA_BYTES:,}); {_FIX}")
+            if not gz:  # raw: the size is known before anything is read
                 have = path.stat().st_size - header_size
                 if have != need:
                     raise DataError(_size_message(path, count, need, have))

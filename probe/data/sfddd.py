@@ -11,7 +11,9 @@ and mtime, so an added, removed or changed file means a new cache.
 
 A file the CSV lists but the disk lacks is an error (the unzip is incomplete, and a silent
 hole would change the split); a JPEG the CSV does not list has no driver, so it cannot be split
-by driver: it is left out with a DataWarning.
+by driver: it is left out with a DataWarning. Every class must have images (a model trained
+without c3 never predicts it). Only regular files are read: a FIFO named img_1.jpg is refused by
+name, never waited on; Ctrl-C during decoding cancels the queued work and ends at once.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 from PIL import Image
 
 from probe.data._progress import progress
+from probe.data.files import check_regular, open_regular
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import SFDDD
@@ -60,10 +63,11 @@ def find_layout(data_dir: str | Path | None = None) -> Layout:
     folder = resolve_data_dir("sfddd", data_dir)
     for imgs in (folder / "imgs", folder):
         if (imgs / "train").is_dir():
-            csv_path = next((p for p in (folder / CSV_NAME, imgs.parent / CSV_NAME) if p.is_file()), None)
+            csv_path = next((p for p in (folder / CSV_NAME, imgs.parent / CSV_NAME) if p.exists()), None)
             if csv_path is None:
                 raise DataError(f"{CSV_NAME} not found in {folder} or next to {imgs}: it lists each "
                                 f"image's driver; {_FIX}")
+            check_regular(csv_path)
             return Layout(folder, imgs / "train", imgs / "test", csv_path)
     raise DataError(f"no SFDDD in {folder}: expected imgs/train/c0..c9 there; {_FIX} "
                     "(or pass --data-dir / set PROBE_DATA_DIR)")
@@ -119,7 +123,7 @@ def decode_jpeg(path: Path) -> np.ndarray:
     """One JPEG → uint8 (3, 48, 64). draft() lets libjpeg decode at 1/2..1/8 scale (at least 2× the
     target, so the resize still averages), which is most of the speed: 640×480 is decoded as 160×120."""
     try:
-        with Image.open(path) as img:
+        with open_regular(path) as f, Image.open(f) as img:
             img.draft("RGB", (_SIZE[0] * 2, _SIZE[1] * 2))
             img = img.convert("RGB").resize(_SIZE, Image.Resampling.BILINEAR)
             return np.asarray(img).transpose(2, 0, 1)  # (H, W, 3) → (3, H, W)
@@ -130,7 +134,7 @@ def decode_jpeg(path: Path) -> np.ndarray:
 def _cache_key(base: Path, rel: list[str]) -> str:
     h = hashlib.sha256(f"v{_CACHE_VERSION} {_SIZE} draft2x bilinear\n".encode())
     for r in rel:  # rel is sorted, so the key does not depend on the order of directory listings
-        st = (base / r).stat()
+        st = check_regular(base / r)  # before any decoding: a FIFO would block a worker forever
         h.update(f"{r}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
@@ -159,11 +163,19 @@ def load_images(root: Path, base: Path, rel: list[str], part: str, workers: int 
     out = np.empty(shape, dtype=np.uint8)  # (N, 3, 48, 64)
     # Threads: Pillow releases the GIL while it decodes and resizes, and threads share `out`.
     workers = workers or min(8, os.cpu_count() or 1)
-    with progress(f"SFDDD {part}: decoding {len(rel):,} JPEGs once") as bar, ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task("", total=len(rel))
-        for i, img in enumerate(pool.map(decode_jpeg, (base / r for r in rel))):
-            out[i] = img
-            bar.advance(task)
+    pool = ThreadPoolExecutor(workers)
+    try:
+        with progress(f"SFDDD {part}: decoding {len(rel):,} JPEGs once") as bar:
+            task = bar.add_task("", total=len(rel))
+            for i, img in enumerate(pool.map(decode_jpeg, (base / r for r in rel))):
+                out[i] = img
+                bar.advance(task)
+    except BaseException:
+        # Ctrl-C or a bad file: drop the queued decodes and go now (a `with` block would wait
+        # for every one of them, so the first Ctrl-C seemed to do nothing).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     _write_cache(root, name, part, out)
     return out
 
@@ -202,9 +214,14 @@ def load_labelled(data_dir: str | Path | None = None) -> tuple[ImageSet, np.ndar
         warnings.warn(f"{len(extra):,} JPEGs in {lay.train} are not in {lay.csv} (first: {extra[0]}): "
                       "they have no driver and are left out", DataWarning, stacklevel=2)
         on_disk = [r for r in on_disk if r in listed]
+    labels = torch.tensor([listed[r][1] for r in on_disk], dtype=torch.int64)
+    absent = [SFDDD.codes[c] for c in range(SFDDD.num_classes) if not (labels == c).any()]
+    if absent:  # before decoding anything
+        names = ", ".join(f"{c} ({SFDDD.classes[SFDDD.codes.index(c)]})" for c in absent)
+        raise DataError(f"{lay.train} with {lay.csv}: no images of {len(absent)} class(es): {names}. "
+                        f"A model trained without a class never predicts it; {_FIX}")
     images = load_images(lay.root, lay.train, on_disk, "train")
     drivers = np.array([listed[r][0] for r in on_disk])
-    labels = torch.tensor([listed[r][1] for r in on_disk], dtype=torch.int64)
     names = [r.split("/", 1)[1] for r in on_disk]
     return ImageSet(torch.from_numpy(images), labels, SFDDD, names), drivers
 

@@ -1,7 +1,8 @@
 """DatasetSpec: everything a model or a figure needs to know about a dataset, and the registry."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from probe.errors import ConfigError
 
@@ -19,6 +20,37 @@ class DatasetSpec:
     split_sizes: dict[str, int] = field(default_factory=dict)  # default train/val/test sizes
     codes: tuple[str, ...] = ()  # alternative names for the classes (SFDDD's c0..c9)
     crop: tuple[int, int] | None = None  # network input (H, W) when it differs from stored size
+
+    def __post_init__(self):
+        """Every field checked (a spec also comes from meta.json): ConfigError naming the field."""
+        _str("name", self.name)
+        for name in ("channels", "height", "width"):
+            _int(name, getattr(self, name), 1, _MAX_SIDE)
+        _strs("classes", self.classes)
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"dataset spec field 'classes': names repeat: {list(self.classes)!r:.80}")
+        _strs("display_names", self.display_names, len(self.classes))
+        if self.codes:
+            _strs("codes", self.codes, len(self.classes))
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if not isinstance(v, (list, tuple)) or len(v) != self.channels or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+                raise ConfigError(f"dataset spec field {name!r}: expected {self.channels} finite "
+                                  f"number(s), one per channel, got {v!r:.80}")
+        if min(self.std) <= 0:
+            raise ConfigError(f"dataset spec field 'std': must be positive, got {list(self.std)}")
+        if not isinstance(self.split_sizes, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for k, v in self.split_sizes.items()):
+            raise ConfigError(f"dataset spec field 'split_sizes': expected names → counts ≥ 0, "
+                              f"got {self.split_sizes!r:.80}")
+        if self.crop is not None:
+            if not isinstance(self.crop, (list, tuple)) or len(self.crop) != 2:
+                raise ConfigError(f"dataset spec field 'crop': expected null or [height, width], "
+                                  f"got {self.crop!r:.80}")
+            _int("crop[0]", self.crop[0], 1, self.height)
+            _int("crop[1]", self.crop[1], 1, self.width)
 
     @property
     def num_classes(self) -> int:
@@ -53,13 +85,44 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetSpec":
+        """A spec from its to_dict() (meta.json); every field checked, errors name the field."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"dataset spec: expected a mapping of fields, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown dataset spec keys: {', '.join(sorted(map(str, unknown)))}")
+        required = {f.name for f in fields(cls) if f.default is f.default_factory is MISSING}
+        missing = required - set(d)
+        if missing:
+            raise ConfigError(f"dataset spec: missing field(s) {', '.join(sorted(missing))}")
         d = dict(d)
-        for key in ("classes", "display_names", "mean", "std", "codes"):
-            if key in d:
+        for key in ("classes", "display_names", "mean", "std", "codes", "crop"):
+            if isinstance(d.get(key), list):  # JSON has lists; the spec keeps tuples (hashable)
                 d[key] = tuple(d[key])
-        if d.get("crop") is not None:
-            d["crop"] = tuple(d["crop"])
         return cls(**d)
+
+
+_MAX_SIDE = 1 << 16
+
+
+def _str(name: str, v) -> None:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"dataset spec field {name!r}: expected a non-empty string, got {v!r:.80}")
+
+
+def _int(name: str, v, lo: int, hi: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError(f"dataset spec field {name!r}: expected an integer in {lo}..{hi}, "
+                          f"got {v!r:.80}")
+
+
+def _strs(name: str, v, n: int | None = None) -> None:
+    """A list of non-empty strings: exactly n of them, or at least one when n is None."""
+    if (not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v)
+            or len(v) < 1 or (n is not None and len(v) != n)):
+        want = f"{n} non-empty strings" if n is not None else "a list of non-empty strings"
+        raise ConfigError(f"dataset spec field {name!r}: expected {want}, got {v!r:.80}")
 
 
 MNIST = DatasetSpec(

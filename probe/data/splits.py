@@ -13,6 +13,7 @@ remaining drivers' images: the same drivers on both sides of train/val, which is
 Small data (test fixtures, a subset): when the data are smaller than the real set, the
 requested val size is capped at 10% of it (at least 1), so tiny sets still split; drivers:
 min(4, n_drivers // 5) each for val and test (at least 1), which is 4 for the real 26 drivers.
+A training split without some class is refused (DataError naming the classes).
 """
 from __future__ import annotations
 
@@ -71,6 +72,13 @@ def load_splits(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
                 split_by: str = "driver", splits=SPLITS) -> dict[str, ImageSet]:
     spec = get_spec(name)
     splits = _check_names(spec.name, splits)
+    out = _load(spec, data_dir, seed, split_by, splits)
+    if "train" in out:
+        out["train"].require_all_classes(f"{spec.name} training split (seed {seed})")
+    return out
+
+
+def _load(spec, data_dir, seed: int, split_by: str, splits: tuple[str, ...]) -> dict[str, ImageSet]:
     if spec.name == "sfddd":
         return _sfddd(data_dir, seed, split_by, splits)
     if spec.name == "mnist":

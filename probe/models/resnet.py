@@ -15,7 +15,18 @@ How filters map:
                    is a 64-filter stem and stages of 128, 256, 512).
     width          multiplies every filter count (rounded, at least 1), stem included.
 The config is normalized on creation (explicit stem_filters, one filter count per stage), so
-`ResNetConfig.from_dict(dataclasses.asdict(cfg)) == cfg`.
+`ResNetConfig.from_dict(dataclasses.asdict(cfg)) == cfg`. It is also validated on creation:
+field types, positive sizes, and the parameter count (closed form, `num_parameters()`) at most
+MAX_PARAMETERS, so an absurd config is refused before anything is allocated.
+
+Where the shape changes:
+    bottleneck_stride  "1x1" (default): the stride sits on the first 1×1 conv, as in He et al.'s
+                   own code (Caffe ResNet-50, the Torch ResNet-164/1001 of the 2016 paper);
+                   "3x3": on the 3×3 conv, torchvision's "ResNet v1.5". Configs saved before
+                   this option existed (no key) built "3x3", and from_dict keeps that.
+    shortcut "B"   post-activation: 1×1 conv (stride) + BN. Pre-activation: a bare 1×1 conv on
+                   the pre-activated input (BN→ReLU of x), as in the 2016 paper's code; the
+                   BN that follows the addition's consumer does the normalizing.
 
 Every ReLU is its own `nn.ReLU` module, not in-place, used once per forward: captum's
 GuidedBackprop and DeepLift only see module ReLUs (captum #156, #378, #578).
@@ -23,6 +34,7 @@ GuidedBackprop and DeepLift only see module ReLUs (captum #156, #378, #578).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +49,31 @@ from probe.errors import ConfigError
 BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B", "none")
 STEMS = ("cifar", "imagenet")
+BOTTLENECK_STRIDES = ("1x1", "3x3")
+MAX_PARAMETERS = 2_000_000_000  # resnet1202 has 19M; beyond this a config is a typo or an attack
+_MAX_INT = 2 ** 31  # any size field above this is absurd (and would overflow float rounding)
+_MAX_STAGES = 64
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(name: str, v) -> int:
+    if not _is_int(v) or not 1 <= v <= _MAX_INT:
+        raise ConfigError(f"ResNet config field {name!r}: expected a positive integer "
+                          f"(at most {_MAX_INT:,}), got {v!r:.60}")
+    return v
+
+
+def _int_tuple(name: str, v) -> tuple[int, ...]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+        raise ConfigError(f"ResNet config field {name!r}: expected a list of positive integers, "
+                          f"got {v!r:.60}")
+    if not 1 <= len(v) <= _MAX_STAGES + 1:
+        raise ConfigError(f"ResNet config field {name!r}: expected 1..{_MAX_STAGES} entries, "
+                          f"got {len(v)}")
+    return tuple(_positive_int(f"{name}[{i}]", x) for i, x in enumerate(v))
 
 
 @dataclass(frozen=True)
@@ -54,10 +91,17 @@ class ResNetConfig:
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     zero_init_residual: bool = False  # zero the last BN gamma of each residual branch
+    zero_init_fc: bool = False  # zero the linear layer: every class starts at 1/num_classes
+    bottleneck_stride: str = "1x1"  # "1x1" (the paper's code) | "3x3" (torchvision v1.5)
 
     def __post_init__(self):
         set_ = partial(object.__setattr__, self)  # frozen: normalize once, here
-        stages, filters = tuple(int(s) for s in self.stages), tuple(int(f) for f in self.filters)
+        stages, filters = _int_tuple("stages", self.stages), _int_tuple("filters", self.filters)
+        if len(stages) > _MAX_STAGES:
+            raise ConfigError(f"ResNet config field 'stages': at most {_MAX_STAGES} stages, "
+                              f"got {len(stages)}")
+        if self.stem_filters is not None:
+            _positive_int("stem_filters", self.stem_filters)
         if len(filters) == len(stages) + 1:
             if self.stem_filters is not None and self.stem_filters != filters[0]:
                 raise ConfigError(f"filters {filters} name a stem of {filters[0]} "
@@ -67,20 +111,35 @@ class ResNetConfig:
         if not stages or len(filters) != len(stages):
             raise ConfigError(f"need one filter count per stage (or one more for the stem): "
                               f"stages {stages}, filters {filters}")
-        if min(stages) < 1 or min(filters) < 1:
-            raise ConfigError(f"stages and filters must be positive: {stages}, {filters}")
         set_("stages", stages)
         set_("filters", filters)
         set_("stem_filters", int(self.stem_filters if self.stem_filters is not None
                                  else filters[0]))
-        for name, allowed in (("block", BLOCKS), ("shortcut", SHORTCUTS), ("stem", STEMS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"unknown {name} {getattr(self, name)!r}: "
-                                  f"use one of {', '.join(allowed)}")
-        if self.width <= 0 or self.in_channels < 1 or self.num_classes < 1:
-            raise ConfigError("width, in_channels and num_classes must be positive")
+        for name, allowed in (("block", BLOCKS), ("shortcut", SHORTCUTS), ("stem", STEMS),
+                              ("bottleneck_stride", BOTTLENECK_STRIDES)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise ConfigError(f"unknown {name} {value!r:.60}: use one of {', '.join(allowed)}")
+        _positive_int("in_channels", self.in_channels)
+        _positive_int("num_classes", self.num_classes)
+        for name in ("width", "bn_eps", "bn_momentum"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < math.inf:
+                raise ConfigError(f"ResNet config field {name!r}: expected a positive number, "
+                                  f"got {v!r:.60}")
+        if self.bn_momentum > 1:
+            raise ConfigError(f"ResNet config field 'bn_momentum': at most 1, got {self.bn_momentum}")
+        for name in ("preact", "zero_init_residual", "zero_init_fc"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ResNet config field {name!r}: expected true or false, "
+                                  f"got {getattr(self, name)!r:.60}")
         if self.zero_init_residual and self.shortcut == "none":
             raise ConfigError("zero_init_residual would silence the plain net (no shortcuts)")
+        n = self.num_parameters()  # also refuses an A shortcut that would shrink channels
+        if n > MAX_PARAMETERS:
+            raise ConfigError(f"this ResNet would have {n:.3g} parameters (more than "
+                              f"{MAX_PARAMETERS:.0e}): check stages {stages}, filters {filters}, "
+                              f"width {self.width:g}, num_classes {self.num_classes}")
 
     @property
     def depth(self) -> int:
@@ -90,14 +149,46 @@ class ResNetConfig:
     def channels(self, filters: int) -> int:
         return max(1, int(round(filters * self.width)))
 
+    def num_parameters(self) -> int:
+        """Parameters of ResNet(self), in closed form (nothing is built): mirrors ResNet.__init__."""
+        layout = _layout(self)
+        post = not self.preact
+
+        def block(cin: int, cout: int, stride: int) -> int:
+            total, ci = 0, cin
+            for kernel, co, _ in layout(cout, stride):
+                total += kernel * kernel * ci * co + 2 * (co if post else ci)  # conv + its BN
+                ci = co
+            if self.shortcut == "A" and cout < cin:
+                raise ConfigError(f"shortcut A cannot shrink channels ({cin} → {cout}); use B")
+            if self.shortcut == "B" and (cin != cout or stride != 1):
+                total += cin * cout + (2 * cout if post else 0)
+            return total
+
+        cin = self.channels(self.stem_filters)
+        kernel = 7 if self.stem == "imagenet" else 3
+        total = kernel * kernel * self.in_channels * cin
+        total += 2 * cin if (post or self.stem == "imagenet") else 0
+        for s, (n_blocks, filters) in enumerate(zip(self.stages, self.filters), 1):
+            cout = self.channels(filters)
+            total += block(cin, cout, 2 if s > 1 else 1) + (n_blocks - 1) * block(cout, cout, 1)
+            cin = cout
+        total += 2 * cin if self.preact else 0  # the final BN
+        return total + cin * self.num_classes + self.num_classes
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResNetConfig":
+        """A config from its to_dict() (meta.json); every field checked, errors name the field."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"ResNet config: expected a mapping of fields, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown ResNet config keys: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown ResNet config keys: {', '.join(sorted(map(str, unknown)))}")
+        # Saved before the option existed: those bottlenecks had their stride on the 3×3.
+        d = {"bottleneck_stride": "3x3", **d}
         return cls(**d)
 
 
@@ -112,12 +203,20 @@ def _basic(out_ch: int, stride: int) -> list[tuple[int, int, int]]:
     return [(3, out_ch, stride), (3, out_ch, 1)]
 
 
-def _bottleneck(out_ch: int, stride: int) -> list[tuple[int, int, int]]:
+def _bottleneck(out_ch: int, stride: int, stride_on: str = "1x1") -> list[tuple[int, int, int]]:
     mid = max(1, out_ch // 4)
+    if stride_on == "1x1":
+        return [(1, mid, stride), (3, mid, 1), (1, out_ch, 1)]
     return [(1, mid, 1), (3, mid, stride), (1, out_ch, 1)]
 
 
 _LAYOUTS = {"basic": _basic, "bottleneck": _bottleneck}
+
+
+def _layout(cfg: "ResNetConfig") -> Callable[[int, int], list[tuple[int, int, int]]]:
+    if cfg.block == "bottleneck":
+        return partial(_bottleneck, stride_on=cfg.bottleneck_stride)
+    return _LAYOUTS[cfg.block]
 
 
 class ShortcutA(nn.Module):
@@ -137,13 +236,16 @@ class ShortcutA(nn.Module):
         return f"stride={self.stride}, pad_channels={self.pad}"
 
 
-def _make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int, norm) -> nn.Module | None:
+def _make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int, norm,
+                   preact: bool = False) -> nn.Module | None:
     if kind == "none":
         return None
     if in_ch == out_ch and stride == 1:
         return nn.Identity()
     if kind == "A":
         return ShortcutA(in_ch, out_ch, stride)
+    if preact:  # He et al. 2016's code: a bare 1×1 conv on the already pre-activated input
+        return nn.Sequential(OrderedDict(conv=_conv(in_ch, out_ch, 1, stride)))
     return nn.Sequential(OrderedDict(conv=_conv(in_ch, out_ch, 1, stride), bn=norm(out_ch)))
 
 
@@ -240,7 +342,7 @@ class ResNet(nn.Module):
         self.config = cfg = config
         norm = partial(nn.BatchNorm2d, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         block_cls = PreActBlock if cfg.preact else PostActBlock
-        layout = _LAYOUTS[cfg.block]
+        layout = _layout(cfg)
 
         cin = cfg.channels(cfg.stem_filters)
         self.stem = _STEMS[cfg.stem](cfg.in_channels, cin, norm, cfg.preact)
@@ -249,7 +351,7 @@ class ResNet(nn.Module):
             cout, blocks = cfg.channels(filters), []
             for b in range(n_blocks):
                 stride = 2 if s > 1 and b == 0 else 1
-                shortcut = _make_shortcut(cfg.shortcut, cin, cout, stride, norm)
+                shortcut = _make_shortcut(cfg.shortcut, cin, cout, stride, norm, cfg.preact)
                 blocks.append(block_cls(layout(cout, stride), cin, shortcut, norm))
                 cin = cout
             stages[f"stage{s}"] = nn.Sequential(*blocks)
@@ -268,10 +370,13 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # fc keeps PyTorch's default init.
+        # fc keeps PyTorch's default init unless zero_init_fc.
         if self.config.zero_init_residual:  # each block starts as its shortcut (Goyal et al.)
             for block in self.blocks():
                 nn.init.zeros_(block.last_bn().weight)
+        if self.config.zero_init_fc:  # logits 0: the loss starts at exactly ln(num_classes)
+            nn.init.zeros_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
 
     def blocks(self) -> list[nn.Module]:
         return [b for stage in self.stages for b in stage]
@@ -397,6 +502,8 @@ def _parse(name: str, arch: str) -> ResNetConfig:
     if not m:
         raise ConfigError(f"unknown architecture {arch!r}: use one of "
                           f"{', '.join(list_presets())} or {NAME_PATTERN}")
+    if len(m[3]) > 6:  # int() of a huge digit string is slow or refused; such a net is absurd
+        raise ConfigError(f"{arch[:40]!r}: depth {m[3][:12]}... is absurd (at most 6 digits)")
     preact, kind, depth, bottleneck = bool(m[1]), m[2], int(m[3]), bool(m[4])
     per_block, make = (9, _cifar_bottleneck) if bottleneck else (6, _cifar)
     n, rest = divmod(depth - 2, per_block)

@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from probe.errors import ConfigError
 from probe.models.resnet import get_config, list_presets, ResNet
 
 
@@ -53,10 +54,28 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> 
     return total
 
 
+MAX_SIDE = 4096  # the zoo runs every preset on one zero image: a bigger one is a typo, and slow
+
+
+def check_input_shape(shape) -> tuple[int, int, int]:
+    """(C, H, W): three positive integers (H, W at most MAX_SIDE), else a ConfigError."""
+    try:
+        c, h, w = shape
+    except (TypeError, ValueError):
+        raise ConfigError(f"input shape {shape!r}: expected channels×height×width") from None
+    for name, v in (("channels", c), ("height", h), ("width", w)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"input shape {c}×{h}×{w}: {name} must be a positive integer, not {v!r}")
+        if v > MAX_SIDE:
+            raise ConfigError(f"input shape {c}×{h}×{w}: {name} {v} is more than {MAX_SIDE}")
+    return c, h, w
+
+
 def zoo_table(input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
               presets: Iterable[str] | None = None, width: float = 1.0) -> list[dict]:
     """One row per preset (default: all of list_presets()): name, depth, block, preact,
     shortcut, params, macs. resnet1202 takes about a second of the whole."""
+    input_shape = check_input_shape(input_shape)
     rows = []
     for name in presets if presets is not None else list_presets():
         cfg = get_config(name, in_channels=input_shape[0], num_classes=num_classes,
