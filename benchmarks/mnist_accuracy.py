@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             if "test" not in meta.get("metrics", {}):
                 splits = load_splits(cfg.dataset, seed=cfg.seed)
-                meta = train(cfg, out, splits=splits, force=True, quiet=True)
+                meta = train(cfg, out, splits=splits, force=True)
             run = {"precision": precision, "seed": seed, "epochs": meta["epochs_done"],
                    "test_error": meta["metrics"]["test"]["error"], "val_error": meta["metrics"]["val"]["error"],
                    "wall_seconds": meta["wall_seconds"], "images_per_second": meta["images_per_second"]}

@@ -107,48 +107,58 @@ def train(
     arch: Optional[str] = typer.Option(None, help="resnet20/32/44/56/110/1202, preact_resnet20, plain20, resnet<6n+2>, ..."),
     depth: Optional[int] = typer.Option(None, help="Shorthand for --arch resnet<depth>."),
     width: Optional[float] = typer.Option(None, help="Width factor of every layer."),
-    epochs: Optional[int] = typer.Option(None, help="Length in epochs."),
-    iters: Optional[int] = typer.Option(None, help="Length in optimizer steps."),
+    epochs: Optional[int] = typer.Option(None, help="Length in epochs. With --resume: a new length for the run (extends a finished one); the schedule is recomputed for the new length and continues from the current step."),
+    iters: Optional[int] = typer.Option(None, help="Length in optimizer steps (replaces --epochs; with --resume as for --epochs)."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size (split across processes)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     schedule: Optional[str] = typer.Option(None, help="paper, cosine, onecycle or constant."),
-    warmup_iters: Optional[int] = typer.Option(None, help="Warm-up steps (paper: lr/10; cosine: ramp)."),
+    warmup_iters: Optional[int] = typer.Option(None, help="Warm-up steps, paper and cosine schedules only (paper: lr/10, default 400 for depth ≥ 110; cosine: a ramp). 0 turns it off."),
     nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum."),
     weight_decay: Optional[float] = typer.Option(None, help="L2 weight decay."),
-    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the loss."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the training objective (history's train_loss is the plain cross-entropy, train_objective the smoothed one)."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation."),
     precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory layout (faster convolutions on CPU and GPU)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order, augmentation, split."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N. Under torchrun each process takes its own GPU: cuda → cuda:LOCAL_RANK, cuda:N → cuda:(N+LOCAL_RANK)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and augmentation."),
+    split_seed: Optional[int] = typer.Option(None, help="Seed of the validation split (default 0: every run of a dataset validates and tests on the same images)."),
     split_by: Optional[str] = typer.Option(None, help="SFDDD validation split: driver or random."),
     data_dir: Optional[Path] = DataDir,
-    out: Optional[Path] = typer.Option(None, help="Model folder (default trained_models/<dataset>-<arch>)."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    out: Optional[Path] = typer.Option(None, help="Model folder (default trained_models/<dataset>-<arch>-<YYYYMMDD-HHMMSS>, never an existing folder)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (needs --out)."),
     force: bool = typer.Option(False, help="Overwrite the model in --out."),
     quiet: bool = typer.Option(False, help="Print nothing but errors."),
 ):
     """Train a ResNet; checkpoints every epoch; the test split is evaluated once at the end."""
+    import os
     from probe.errors import ConfigError
+    from probe.train.callbacks import ProgressPrinter
     from probe.train.config import preset_config
-    from probe.train.run import saved_config, train as run_train
+    from probe.train.run import default_folder, saved_config, train as run_train
     if depth is not None:
         if arch is not None:
             raise ConfigError("give --arch or --depth, not both (--depth 56 means --arch resnet56)")
         arch = f"resnet{depth}"
+    if resume and out is None:
+        raise ConfigError("--resume needs the run's folder: --resume --out trained_models/<model>")
     options = dict(
         dataset=dataset.value if dataset else None, arch=arch, width=width, epochs=epochs,
         iters=iters, batch_size=batch_size, lr=lr, schedule=schedule, warmup_iters=warmup_iters,
         nesterov=nesterov, weight_decay=weight_decay, label_smoothing=label_smoothing,
         augment=augment, precision=precision, channels_last=channels_last, compile=compile,
-        device=device, seed=seed, split_by=split_by)
-    if resume and out is not None and preset is None:
+        device=device, seed=seed, split_seed=split_seed, split_by=split_by)
+    if resume and preset is None:
         config = saved_config(out).replace(**options)  # `--resume --out DIR` alone continues DIR's run
     else:
         config = preset_config(preset, **options)
-    out = out or Path("trained_models") / f"{config.dataset}-{config.arch}"
-    run_train(config, out, data_dir=data_dir, resume=resume, force=force, quiet=quiet)
+    if out is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would pick its own time stamp
+            raise ConfigError("under torchrun give the model folder: --out trained_models/<name>")
+        out = default_folder(Path("trained_models"), config)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    run_train(config, out, data_dir=data_dir, resume=resume, force=force,
+              callbacks=[] if quiet or not main_process else [ProgressPrinter()])
 
 
 @command(app, "evaluate")

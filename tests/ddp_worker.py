@@ -28,4 +28,4 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     assert int(os.environ["WORLD_SIZE"]) == 2
     train(tiny_config(epochs=2, batch_size=32, channels_last=False), out / "model",
-          splits=tiny_splits(), quiet=True, callbacks=[SaveEveryRank(out)])
+          splits=tiny_splits(), callbacks=[SaveEveryRank(out)])

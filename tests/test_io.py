@@ -43,6 +43,6 @@ def test_written_files_get_the_usual_mode(tmp_path):
 def test_public_load_model(tmp_path):
     from train_helpers import tiny_config, tiny_splits
     from probe.train.run import train
-    train(tiny_config(epochs=1), tmp_path / "m", splits=tiny_splits(), quiet=True)
+    train(tiny_config(epochs=1), tmp_path / "m", splits=tiny_splits())
     model, meta = probe.load_model(tmp_path / "m")
     assert not model.training and meta["arch_name"] == "resnet8" and probe.__version__

@@ -22,7 +22,7 @@ def load_split_for(meta: dict, split: str, data_dir=None) -> ImageSet:
     from probe.data.splits import load_splits
     train_cfg = meta.get("train", {})
     name = meta["dataset"]["name"]
-    return load_splits(name, data_dir, seed=train_cfg.get("seed", 0),
+    return load_splits(name, data_dir, seed=train_cfg.get("split_seed", train_cfg.get("seed", 0)),
                        split_by=train_cfg.get("split_by", "driver"), splits=(split,))[split]
 
 

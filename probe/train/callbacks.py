@@ -1,12 +1,62 @@
-"""What hangs on the trainer: progress display and checkpoints."""
+"""What hangs on the trainer: validation, the best epoch, checkpoints, progress display.
+
+The library never prints: the CLI passes a ProgressPrinter; library callers pass what they like.
+"""
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from probe.models.inference import evaluate
 from probe.train import checkpoint as ckpt
-from probe.train.trainer import Callback, Trainer
+
+if TYPE_CHECKING:
+    from probe.train.trainer import Trainer
+
+
+class Callback:
+    """Hooks the trainer calls (on every process); override what you need."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_start(self, trainer: "Trainer", epoch: int, n_batches: int) -> None: ...
+    def on_batch_end(self, trainer: "Trainer", batch: int, loss: float, error: float) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", record: dict) -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+    def on_run_end(self, trainer: "Trainer", result: dict, status: str) -> None:
+        """Called by probe.train.run.train on rank 0 once the run's meta.json is final.
+        status: "trained" (epochs ran now), "evaluated" (training had finished, the test
+        evaluation had not) or "complete" (nothing left to do)."""
+
+
+class Validation(Callback):
+    """Adds val_loss and val_error to each epoch's record (installed by the Trainer)."""
+
+    def __init__(self, val_set):
+        self.val_set = val_set
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict) -> None:
+        start = time.perf_counter()
+        m = evaluate(trainer.model, self.val_set, batch_size=trainer.cfg.eval_batch_size,
+                     device=trainer.device, channels_last=trainer.cfg.channels_last)
+        record.update(val_loss=m["loss"], val_error=m["error"])
+        trainer.state.elapsed += time.perf_counter() - start
+
+
+class BestEpoch(Callback):
+    """Marks record["best"]: the lowest val error so far (the first of ties), or every epoch when
+    there is no validation (the last one wins). Installed by the Trainer."""
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict) -> None:
+        s = trainer.state
+        if "val_error" not in record:
+            record["best"] = True
+            return
+        if record["val_error"] < s.best_val_error:
+            s.best_val_error, s.best_epoch = record["val_error"], record["epoch"]
+        record["best"] = s.best_epoch == record["epoch"]
 
 
 def _pct(x: float | None) -> str:
@@ -23,14 +73,24 @@ def epoch_line(record: dict, epochs: int) -> str:
 
 
 class ProgressPrinter(Callback):
-    """A rich progress bar per epoch on a terminal; one plain line per epoch always."""
+    """What `probe train` shows: a start line, a rich progress bar per epoch on a terminal, one
+    plain line per epoch always, and the result. Give it to rank 0 only."""
 
     def __init__(self, stream=None, bar: bool | None = None):
         self.stream = stream or sys.stdout
         self.bar = self.stream.isatty() if bar is None else bar
         self.progress = self.task = None
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int, n_batches: int) -> None:
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        cfg, s = trainer.cfg, trainer.state
+        self._say(f"training {cfg.arch} on {trainer.train_set.spec.name} ({len(trainer.train_set):,} "
+                  f"images) on {trainer.device}: {trainer.total_steps:,} steps, {trainer.epochs} epochs, "
+                  f"precision {cfg.precision}" + (f", resuming after epoch {s.epoch}" if s.epoch else ""))
+
+    def on_epoch_start(self, trainer: "Trainer", epoch: int, n_batches: int) -> None:
         if not self.bar:
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -43,7 +103,7 @@ class ProgressPrinter(Callback):
         self.progress.start()
         self._t0 = None
 
-    def on_batch_end(self, trainer: Trainer, batch: int, loss: float, error: float) -> None:
+    def on_batch_end(self, trainer: "Trainer", batch: int, loss: float, error: float) -> None:
         if self.progress is None:
             return
         now = time.perf_counter()
@@ -53,11 +113,23 @@ class ProgressPrinter(Callback):
         self.progress.update(self.task, completed=batch,
                              stats=f"loss {loss:.4f} err {100 * error:.2f}% {rate:,.0f} img/s")
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: "Trainer", record: dict) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        print(epoch_line(record, trainer.epochs), file=self.stream, flush=True)
+        self._say(epoch_line(record, trainer.epochs))
+
+    def on_run_end(self, trainer: "Trainer", result: dict, status: str) -> None:
+        folder = result.get("folder", result.get("name", ""))
+        if status == "complete":
+            self._say(f"{folder}: the run is already complete ({result.get('epochs_done')} epochs)")
+            return
+        test = result.get("metrics", {}).get("test", {})
+        val = result.get("metrics", {}).get("val", {})
+        head = "done" if status == "trained" else "training had finished; evaluated"
+        self._say(f"{head} in {result.get('wall_seconds', 0):.0f}s: best epoch {result.get('best_epoch')}, "
+                  f"val error {100 * (val.get('error') or float('nan')):.2f}%, "
+                  f"test error {100 * test.get('error', float('nan')):.2f}% → {folder}")
 
 
 class Checkpointer(Callback):
@@ -70,7 +142,7 @@ class Checkpointer(Callback):
     def __init__(self, folder: Path, meta: dict):
         self.folder, self.meta = Path(folder), meta
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: "Trainer", record: dict) -> None:
         state = trainer.model.state_dict()
         if record.get("best"):
             ckpt.save_weights(self.folder, state)
@@ -79,7 +151,7 @@ class Checkpointer(Callback):
         ckpt.save_resume(self.folder, state, trainer.optimizer, resume_state(trainer, self.meta))
 
 
-def training_summary(trainer: Trainer) -> dict:
+def training_summary(trainer: "Trainer") -> dict:
     s = trainer.state
     return {
         "epochs_done": s.epoch, "steps_done": s.step, "best_epoch": s.best_epoch,
@@ -90,9 +162,10 @@ def training_summary(trainer: Trainer) -> dict:
     }
 
 
-def resume_state(trainer: Trainer, meta: dict) -> dict:
+def resume_state(trainer: "Trainer", meta: dict) -> dict:
     s = trainer.state
     return {"step": s.step, "epoch": s.epoch, "best_val_error": s.best_val_error if s.best_epoch else None,
             "best_epoch": s.best_epoch, "elapsed": s.elapsed, "train_seconds": s.train_seconds,
             "images_seen": s.images_seen, "history": trainer.history, "train": meta["train"],
-            "split_sizes": meta["split_sizes"], "scaler": trainer.scaler.state_dict()}
+            "split_sizes": meta["split_sizes"], "scaler": trainer.scaler.state_dict(),
+            "world_size": trainer.world_size, "extensions": meta.get("extensions", [])}

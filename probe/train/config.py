@@ -13,7 +13,7 @@ class TrainConfig:
     dataset: str = "mnist"
     arch: str = "resnet20"
     width: float = 1.0
-    epochs: int | None = None  # one of epochs / iters; epochs wins when both are given
+    epochs: int | None = None  # exactly one of epochs / iters
     iters: int | None = None
     batch_size: int = 128  # global: split across processes under DDP
     lr: float = 0.1
@@ -21,18 +21,32 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     schedule: str = "paper"
-    warmup_iters: int = 0
+    warmup_iters: int | None = None  # None: the schedule's default (paper: 400 for depth ≥ 110); 0: none
     label_smoothing: float = 0.0
     augment: bool = True
     precision: str = "fp32"
     channels_last: bool = True
     compile: bool = False
     device: str = "auto"
-    seed: int = 0
+    seed: int = 0  # weights, data order, augmentation
+    split_seed: int = 0  # which images are val/test: the same for every run of a dataset by default
     split_by: str = "driver"  # SFDDD validation split: "driver" (honest) or "random" (the seed's)
     eval_batch_size: int = 500
 
     def __post_init__(self):
+        # Explicit checks, not asserts: they must hold under `python -O` and for meta.json read back.
+        types = {"dataset": str, "arch": str, "schedule": str, "precision": str, "device": str,
+                 "split_by": str, "width": (int, float), "lr": (int, float), "momentum": (int, float),
+                 "weight_decay": (int, float), "label_smoothing": (int, float), "batch_size": int,
+                 "eval_batch_size": int, "seed": int, "split_seed": int, "epochs": (int, type(None)),
+                 "iters": (int, type(None)), "warmup_iters": (int, type(None)), "nesterov": bool,
+                 "augment": bool, "channels_last": bool, "compile": bool}
+        for name, kind in types.items():
+            value = getattr(self, name)
+            bad_bool = isinstance(value, bool) and kind is not bool
+            if bad_bool or not isinstance(value, kind):
+                raise ConfigError(f"--{name.replace('_', '-')} must be "
+                                  f"{getattr(kind, '__name__', 'a number')}, not {value!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.epochs is None and self.iters is None:
@@ -44,15 +58,20 @@ class TrainConfig:
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {value}")
         for name in ("weight_decay", "warmup_iters"):
-            if getattr(self, name) < 0:
+            value = getattr(self, name)
+            if value is not None and value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), not {self.momentum}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be in [0, 1), not {self.label_smoothing}")
-        from probe.train.schedule import SCHEDULES  # checked here, before any data is loaded
+        from probe.train.schedule import SCHEDULES, WARMUP_SCHEDULES  # checked before any data is loaded
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if self.warmup_iters and self.schedule not in WARMUP_SCHEDULES:
+            raise ConfigError(f"--warmup-iters {self.warmup_iters} does nothing with the {self.schedule} "
+                              f"schedule (it has its own shape): drop it or use "
+                              f"{' or '.join(WARMUP_SCHEDULES)}")
         if self.width <= 0:
             raise ConfigError(f"--width must be positive, not {self.width}")
         if self.split_by not in ("driver", "random"):
@@ -63,11 +82,24 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """From meta.json / resume state. Runs made before split_seed existed split with the
+        training seed, so a missing split_seed means `seed`."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a training config must be a JSON object, not {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        d.setdefault("split_seed", d.get("seed", 0))
+        return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """Override the fields given (None: keep). A new length replaces the old one: --epochs
+        clears iters and --iters clears epochs."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "epochs" in changes and "iters" not in changes:
+            changes["iters"] = None
+        elif "iters" in changes and "epochs" not in changes:
+            changes["epochs"] = None
+        return replace(self, **changes)
 
 
 # Presets reproduce the paper and the seeds; every field stays overridable from the CLI.

@@ -1,4 +1,5 @@
-"""`probe train` as a function: data → model → Trainer → model folder."""
+"""`probe train` as a function: data → model → Trainer → model folder. It prints nothing: pass
+a ProgressPrinter (probe.train.callbacks) in `callbacks` to see progress."""
 from __future__ import annotations
 
 import platform
@@ -17,13 +18,16 @@ from probe.models.folder import load_model
 from probe.models.inference import evaluate
 from probe.models.resnet import ResNet, ResNetConfig, get_config
 from probe.train import checkpoint as ckpt
-from probe.train.callbacks import Checkpointer, ProgressPrinter, training_summary
+from probe.train.callbacks import Checkpointer, training_summary
 from probe.train.config import TrainConfig
 from probe.train.distributed import setup, teardown
 from probe.train.trainer import Trainer
 
 # Options that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = {"device", "compile", "eval_batch_size"}
+# The length may change too: the run is extended (or found complete), see extension().
+LENGTH = {"epochs", "iters"}
+MAX_DEPTH = 10_000  # weighted layers; resnet1202 has 1202. Beyond this a depth is a typo.
 
 
 def versions() -> dict:
@@ -46,10 +50,34 @@ def build_classifier(arch: ResNetConfig, spec: DatasetSpec) -> Classifier:
     return Classifier.from_spec(ResNet(arch), spec)
 
 
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def default_folder(root: Path, config: TrainConfig) -> Path:
+    """root/<dataset>-<arch>-<YYYYMMDD-HHMMSS>, with -2, -3, ... if that exists: a new run
+    never lands in (or is refused by) an existing model folder, a committed one included."""
+    base = Path(root) / f"{config.dataset}-{config.arch}-{timestamp()}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def check_size(arch: ResNetConfig) -> None:
+    """Refuse an absurd network before anything is allocated (the parameter count itself is
+    bounded by ResNetConfig, in closed form)."""
+    if arch.depth > MAX_DEPTH:
+        raise ConfigError(f"a ResNet of depth {arch.depth:,} is beyond any sensible run "
+                          f"(at most {MAX_DEPTH:,} layers here; resnet1202 has 1,202)")
+
+
 def paper_warmup(config: TrainConfig, depth: int) -> TrainConfig:
     """He et al. trained ResNet-110 (and deeper) at lr/10 for the first ~400 iterations, until
-    training error fell below 80%; the paper schedule does so unless told otherwise."""
-    if config.schedule == "paper" and depth >= 110 and config.warmup_iters == 0:
+    training error fell below 80%; the paper schedule does so unless told otherwise
+    (--warmup-iters N sets it, 0 turns it off)."""
+    if config.schedule == "paper" and depth >= 110 and config.warmup_iters is None:
         return config.replace(warmup_iters=400)
     return config
 
@@ -60,7 +88,21 @@ def saved_config(out: str | Path) -> TrainConfig:
     out = Path(out)
     if not (out / ckpt.RESUME).is_file():
         raise ConfigError(f"{out}: nothing to resume (no {ckpt.RESUME}); drop --resume to start a run")
-    return TrainConfig.from_dict(ckpt.load_resume(out)[2]["train"])
+    return _config_of(out, ckpt.load_resume(out)[2])
+
+
+def _config_of(out: Path, state: dict) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(state["train"])
+    except (ConfigError, TypeError) as e:
+        raise ModelFileError(f"{out / ckpt.RESUME}: 'train' in the training state is not a valid "
+                             f"training config ({e})") from None
+
+
+def _comparable(config: TrainConfig) -> dict:
+    d = config.to_dict()
+    d["warmup_iters"] = d["warmup_iters"] or 0  # unset and 0 both train without warm-up here
+    return {k: v for k, v in d.items() if k not in RESUMABLE_CHANGES | LENGTH}
 
 
 def prepare_folder(out: Path, config: TrainConfig, resume: bool, force: bool) -> None:
@@ -71,14 +113,10 @@ def prepare_folder(out: Path, config: TrainConfig, resume: bool, force: bool) ->
         raise ConfigError(f"--out {out} is a file, not a folder: give a folder for the model")
     has_run = out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
     if resume:
-        if not (out / ckpt.RESUME).is_file():
-            raise ConfigError(f"{out}: nothing to resume (no {ckpt.RESUME}); drop --resume to start a run")
-        _, _, state, _ = ckpt.load_resume(out)
-        saved = state.get("train", {})
-        diff = sorted(k for k, v in config.to_dict().items()
-                      if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+        saved, now = _comparable(saved_config(out)), _comparable(config)
+        diff = sorted(k for k in now if saved.get(k) != now[k])
         if diff:
-            shown = ", ".join(f"{k}: {saved.get(k)!r} there, {getattr(config, k)!r} now" for k in diff)
+            shown = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in diff)
             raise ConfigError(f"{out} holds a different run ({shown}); resume it with its own options "
                               "or train into a new --out folder")
     elif has_run and not force:
@@ -105,13 +143,28 @@ def _checked_on_main(dist_info, check) -> None:
         raise error
 
 
+def extensions(state: dict, config: TrainConfig) -> list[dict]:
+    """The run's changes of length so far, this one included: meta.json says when the schedule
+    was recomputed for a new length."""
+    done = list(state.get("extensions", []))
+    old = {k: state["train"].get(k) for k in sorted(LENGTH)}
+    new = {k: getattr(config, k) for k in sorted(LENGTH)}
+    if old != new:
+        done.append({"at_step": state["step"], "from": old, "to": new})
+    return done
+
+
 def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None = None,
-          resume: bool = False, force: bool = False, quiet: bool = False, splits=None,
-          callbacks=()) -> dict:
+          resume: bool = False, force: bool = False, splits=None, callbacks=()) -> dict:
     """Train, checkpoint every epoch, evaluate the best weights on the test split once.
 
+    resume: continue the run in `out`. A new length (epochs or iters) extends a run or finishes
+        it sooner (never before the step reached): the schedule is recomputed for the new
+        length and continues from the current step. A run whose training ended but whose test
+        evaluation did not (killed in between) is evaluated.
     splits: {"train", "val", "test"} ImageSets, to skip loading from disk (tests, benchmarks).
-    callbacks: more trainer callbacks, run on every process after the checkpointer.
+    callbacks: more trainer callbacks, run on every process after the checkpointer; their
+        on_run_end is called on rank 0 with the final meta.
     Returns the final meta.json contents.
     """
     out = Path(out)
@@ -120,73 +173,96 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         spec = get_spec(config.dataset)
         arch = get_config(config.arch, num_classes=spec.num_classes, in_channels=spec.channels,
                           width=config.width)
+        check_size(arch)
         config = paper_warmup(config, arch.depth)
         _checked_on_main(dist_info, lambda: prepare_folder(out, config, resume, force))
         if splits is None:
             from probe.data.splits import load_splits
-            splits = load_splits(config.dataset, data_dir, seed=config.seed, split_by=config.split_by)
+            splits = load_splits(config.dataset, data_dir, seed=config.split_seed, split_by=config.split_by)
         torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
         model = build_classifier(arch, spec)
         augment = default_augment(spec) if config.augment else AugmentConfig()
+        saved = ckpt.load_resume(out) if resume else None
         meta = {
             "name": out.name, "arch_name": config.arch, "arch": arch.to_dict(),
             "dataset": spec.to_dict(), "train": config.to_dict(), "augment": asdict(augment),
-            "seed": config.seed, "parameters": sum(p.numel() for p in model.parameters()),
-            "split_sizes": {k: len(v) for k, v in splits.items()},
+            "seed": config.seed, "split_seed": config.split_seed,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "split_sizes": {k: len(v) for k, v in splits.items()},  # the sizes actually trained on
             "versions": versions(), "git_commit": git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
             "world_size": dist_info.world_size,
         }
-        hooks = []
-        if dist_info.is_main:
-            hooks.append(Checkpointer(out, meta))
-            if not quiet:
-                hooks.append(ProgressPrinter())
-        hooks.extend(callbacks)
+        if saved is not None:
+            meta["extensions"] = extensions(saved[2], config)
+        hooks = [Checkpointer(out, meta)] if dist_info.is_main else []
         trainer = Trainer(model, splits["train"], splits.get("val"), config, augment, device=device,
-                          callbacks=hooks, rank=dist_info.rank, world_size=dist_info.world_size)
-        if resume:
-            _restore(trainer, out, meta["split_sizes"])
+                          callbacks=hooks + list(callbacks), rank=dist_info.rank,
+                          world_size=dist_info.world_size)
+        status = "trained"
+        if saved is not None:
+            _restore(trainer, out, saved, meta["split_sizes"], dist_info.world_size)
             if trainer.state.step >= trainer.total_steps:
-                if not quiet and dist_info.is_main:
-                    print(f"{out}: the run is already complete ({trainer.state.epoch} epochs)")
-                return ckpt.read_json(out / ckpt.META)
-        if not quiet and dist_info.is_main:
-            print(f"training {config.arch} on {spec.name} ({len(splits['train']):,} images) on {device}: "
-                  f"{trainer.total_steps:,} steps, {trainer.epochs} epochs, precision {config.precision}"
-                  + (f", resuming after epoch {trainer.state.epoch}" if resume else ""), flush=True)
-        trainer.fit()
+                status = "evaluated"
+                if dist_info.is_main:
+                    done = ckpt.read_json(out / ckpt.META)
+                    if "test" in done.get("metrics", {}) or "test" not in splits:
+                        _run_end(trainer, done | {"folder": str(out)}, "complete")
+                        return done
+        if status == "trained":
+            trainer.fit()
         if not dist_info.is_main:
             return meta
-        # The test split is evaluated once, with the weights chosen on validation.
-        best, _ = load_model(out, device)  # on the training device, where it is evaluated
-        result = meta | training_summary(trainer)
-        result["metrics"]["val"] = evaluate(best, splits["val"], batch_size=config.eval_batch_size,
-                                            device=device) if "val" in splits else {}
-        if "test" in splits:
-            result["metrics"]["test"] = evaluate(best, splits["test"], batch_size=config.eval_batch_size,
-                                                 device=device)
-        ckpt.save_meta(out, result)
-        if not quiet:
-            test = result["metrics"].get("test", {})
-            print(f"done in {result['wall_seconds']:.0f}s: best epoch {result['best_epoch']}, "
-                  f"val error {100 * result['metrics']['val'].get('error', float('nan')):.2f}%, "
-                  f"test error {100 * test.get('error', float('nan')):.2f}% → {out}", flush=True)
+        result = _final_evaluation(trainer, out, meta, splits, device)
+        _run_end(trainer, result | {"folder": str(out)}, status)
         return result
     finally:
         teardown()
 
 
-def _restore(trainer: Trainer, out: Path, split_sizes: dict) -> None:
-    model_state, optim, state, rng = ckpt.load_resume(out)
+def _final_evaluation(trainer: Trainer, out: Path, meta: dict, splits: dict, device) -> dict:
+    """The test split is evaluated once, with the weights chosen on validation, on the training
+    device."""
+    best, _ = load_model(out, device)
+    bs = trainer.cfg.eval_batch_size
+    result = meta | training_summary(trainer)
+    result["metrics"]["val"] = evaluate(best, splits["val"], batch_size=bs, device=device) if "val" in splits else {}
+    if "test" in splits:
+        result["metrics"]["test"] = evaluate(best, splits["test"], batch_size=bs, device=device)
+    ckpt.save_meta(out, result)
+    return result
+
+
+def _run_end(trainer: Trainer, result: dict, status: str) -> None:
+    for cb in trainer.callbacks:
+        cb.on_run_end(trainer, result, status)
+
+
+def _restore(trainer: Trainer, out: Path, saved: tuple, split_sizes: dict, world_size: int) -> None:
+    """Put the trainer where the saved run stopped; everything is checked before anything is
+    loaded, and a mismatch is a ModelFileError (damaged file) or ConfigError (other run)."""
+    model_state, optim, state, rng = saved
+    path = out / ckpt.RESUME
     saved_sizes = state.get("split_sizes", split_sizes)
     if saved_sizes != split_sizes:
         raise ConfigError(f"{out} was trained on splits of {saved_sizes} images, the data now give "
                           f"{split_sizes}: resume with the run's own data (--data-dir)")
-    try:
-        trainer.model.load_state_dict(model_state)
-    except RuntimeError as e:
-        raise ModelFileError(f"{out / ckpt.RESUME}: does not fit the model ({e})") from None
+    saved_world = state.get("world_size")  # absent in files written before it was recorded
+    if saved_world is not None and saved_world != world_size:
+        raise ConfigError(f"{out} was trained by {saved_world} process(es), this is {world_size}: "
+                          f"resume it with {saved_world} (torchrun --nproc_per_node {saved_world}), "
+                          "since each process's data shard and augmentation depend on it")
+    if state["step"] > trainer.total_steps:
+        raise ConfigError(f"{out} has already trained {state['step']:,} steps ({state['epoch']} epochs); "
+                          f"the length asked for is {trainer.total_steps:,} steps: give a longer one")
+    ckpt.check_against(path, trainer.model, trainer.optimizer, model_state, optim)
+    if state.get("scaler") and trainer.scaler.is_enabled():
+        try:
+            trainer.scaler.load_state_dict(state["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ModelFileError(f"{path}: 'scaler' in the training state is not a GradScaler "
+                                 f"state ({e!r})") from None
+    trainer.model.load_state_dict(model_state)
     trainer.load_optimizer_buffers(optim)
     if rng is not None:
         torch.set_rng_state(rng)
@@ -195,6 +271,4 @@ def _restore(trainer: Trainer, out: Path, split_sizes: dict) -> None:
     s.best_val_error = state["best_val_error"] if state["best_val_error"] is not None else float("inf")
     s.elapsed, s.images_seen = state["elapsed"], state["images_seen"]
     s.train_seconds = state.get("train_seconds", s.elapsed)
-    if state.get("scaler"):
-        trainer.scaler.load_state_dict(state["scaler"])
     trainer.history = state["history"]

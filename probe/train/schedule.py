@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from probe.errors import ConfigError
 
 SCHEDULES = ("paper", "cosine", "onecycle", "constant")
+WARMUP_SCHEDULES = ("paper", "cosine")  # the others ignore warmup_steps
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Schedule:
             raise ConfigError(f"unknown schedule {self.name!r}: use one of {', '.join(SCHEDULES)}")
         if self.total_steps <= 0:
             raise ConfigError("the run has no steps: give --epochs or --iters greater than 0")
+        if self.warmup_steps and self.name not in WARMUP_SCHEDULES:
+            raise ConfigError(f"the {self.name} schedule has no warm-up (warmup_steps {self.warmup_steps})")
 
     def __call__(self, step: int) -> float:
         t = min(step, self.total_steps - 1)
