@@ -115,9 +115,12 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def fit(self) -> TrainState:
         self._emit("on_train_start")
-        while self.state.epoch < self.epochs and self.state.step < self.total_steps:
-            record = self._train_epoch(self.state.epoch)
-            self.state.epoch += 1
+        while self.state.step < self.total_steps:
+            # The epoch follows from the step: an --iters run extended later finishes the epoch
+            # it stopped in (its history then holds two records of that epoch).
+            epoch = self.state.step // self.steps_per_epoch
+            record = self._train_epoch(epoch)
+            self.state.epoch = epoch + 1
             self.history.append(record)  # callbacks add to it (val metrics, best)
             self._emit("on_epoch_end", record)
         self._emit("on_train_end")
@@ -158,7 +161,8 @@ class Trainer:
         summed over all ranks. Validation and the best epoch are callbacks' (on_epoch_end)."""
         perm = epoch_permutation(len(self.train_set), self.cfg.seed, epoch)
         batches = shard_batches(perm, self.cfg.batch_size, self.rank, self.world_size)
-        batches = batches[: self.total_steps - self.state.step]  # --iters may end mid-epoch
+        done = self.state.step - epoch * self.steps_per_epoch  # > 0: resumed inside this epoch
+        batches = batches[max(0, done):][: self.total_steps - self.state.step]  # --iters may end mid-epoch
         self._emit("on_epoch_start", epoch, len(batches))
         self.model.train()
         start = time.perf_counter()
