@@ -194,14 +194,34 @@ def sanity(arch: str = typer.Option("resnet20", help="Architecture to check."),
            dataset: Dataset = typer.Option(Dataset.mnist, help="Gives channels, size and classes."),
            data_dir: Optional[Path] = DataDir,
            width: float = typer.Option(1.0, help="Width factor."),
-           seed: int = typer.Option(0, help="Seed of the weights and of the images drawn.")):
+           seed: int = typer.Option(0, help="Seed of the weights and of the images drawn."),
+           random_images: bool = typer.Option(False, "--random-images", help="Use random images, not the dataset's (default only when there is no data folder).")):
     """The checks before training: initial loss ≈ ln(classes), gradients = finite differences,
     one small batch overfit to 100%."""
     from probe.train.sanity import format_sanity, run_sanity
-    results = run_sanity(arch, dataset.value, data_dir=data_dir, width=width, seed=seed)
+    results = run_sanity(arch, dataset.value, data_dir=data_dir, width=width, seed=seed,
+                         random_images=random_images)
     typer.echo(format_sanity(results))
     if not all(r["passed"] for r in results):
         raise typer.Exit(1)
+
+
+# ---- analyses -------------------------------------------------------------------------------
+AnalysisModel = typer.Option(None, "--model", help="A trained model folder (default: the newest in trained_models/).")
+Out = typer.Option(None, "--out", help="Output folder (default reports/<model>/<analysis>/).")
+
+
+@command(app, "misclassified")
+def misclassified(model: Optional[Path] = AnalysisModel,
+                  split: str = typer.Option("val", help="val (the split the model was chosen on), test or train."),
+                  max_images: Optional[int] = typer.Option(None, "--max", help="Show only the N most confident mistakes."),
+                  data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
+                  batch_size: int = typer.Option(500, min=1, help="Images per forward pass.")):
+    """Every wrong image in a grid (true class, prediction, second choice), the confusion
+    matrix, per-class accuracy with 95% intervals, and the most confused pairs."""
+    from probe.tasks.failures import run_misclassified
+    typer.echo(run_misclassified(model, split=split, data_dir=data_dir, max_images=max_images, out=out,
+                                 device=device, batch_size=batch_size).summary())
 
 
 def main(argv: list[str] | None = None) -> None:

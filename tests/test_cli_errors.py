@@ -12,7 +12,7 @@ USAGE_ERRORS = [
     (["evaluate"], "Missing option '--model'"),
     (["models", "zoo", "--input", "3x0x32"], "--input '3x0x32'"),
     (["models", "zoo", "--input", "abc"], "--input 'abc'"),
-    (["evaluate", "--model", "no/such/folder"], "no/such/folder: not a model folder"),
+    (["evaluate", "--model", "no/such/folder"], "no/such/folder: no such model folder"),
 ]
 
 

@@ -1,15 +1,2 @@
-"""A rich progress bar on stderr, shown only when stderr is a terminal (quiet in tests and logs)."""
-from __future__ import annotations
-
-import sys
-
-from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
-                           TimeRemainingColumn, TransferSpeedColumn)
-
-
-def progress(what: str, *, bytes_: bool = False) -> Progress:
-    """`with progress("...") as bar: task = bar.add_task("", total=n); bar.advance(task)`."""
-    counts = (DownloadColumn(), TransferSpeedColumn()) if bytes_ else (MofNCompleteColumn(),)
-    return Progress(f"[bold]{what}", BarColumn(), *counts, TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
+"""The data stage's progress bar is the project's one (probe.progress)."""
+from probe.progress import progress  # noqa: F401

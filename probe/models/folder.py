@@ -116,8 +116,9 @@ def read_model_folder(path: str | Path) -> ModelFolder:
     from probe.models.resnet import ResNetConfig
     folder = Path(path)
     if not folder.is_dir():
-        hint = "give a folder, not a file" if folder.exists() else "`probe models list` shows the trained models"
-        raise ModelFileError(f"{folder}: not a model folder; {hint}")
+        if folder.exists():
+            raise ModelFileError(f"{folder}: not a model folder; give a folder, not a file")
+        raise ModelFileError(f"{folder}: no such model folder; `probe models list` shows the trained models")
     meta_path = folder / META
     if meta_path.is_file() and meta_path.stat().st_size > MAX_META_BYTES:
         raise ModelFileError(f"{meta_path}: {meta_path.stat().st_size:,} bytes is not a model description")

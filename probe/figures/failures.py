@@ -1,0 +1,135 @@
+"""Figures of where a model fails: the misclassified grid (the seed's layout), the confusion
+matrix, per-class accuracy with its interval."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
+                                 apply_style, class_labels, new_figure, show_image)
+
+CHAR_WIDTH = 0.6 * SMALL_FONT / 72  # inches per character of 8 pt text, roughly
+LINE = 1.5 * SMALL_FONT / 72  # inches per line of 8 pt text
+PAGE_HEIGHT = 9.0  # inches of grid per page (a thesis page's text height)
+
+
+def _p(p: float) -> str:
+    return f"{p:.2f}".removeprefix("0")  # ".98": narrow cells need every character
+
+
+def misclassified_pages(result, display_images, spec, *, per_page: int = 100, title: str = ""):
+    """The wrong images in pages of at most `per_page` (fewer when a page would be taller than a
+    thesis page): the true class upper left, the prediction lower left (red), the second choice
+    lower right, each with its probability. display_images: (N, C, H, W) as stored (SFDDD's
+    whole 64×48 frame), indexed by result.index. Returns a list of Figures (none if no image
+    is wrong)."""
+    import matplotlib.pyplot as plt
+    apply_style()
+    names = class_labels(spec, short=True)
+    n = len(result)
+    if n == 0:
+        return []
+    h, w = display_images.shape[-2:]
+    longest = max(len(x) for x in names) + 4  # "name .98"
+    cell_w = max(0.6, 2 * longest * CHAR_WIDTH + 0.08)
+    cols = max(1, min(10, int(FULL_WIDTH // cell_w)))
+    cell_w = FULL_WIDTH / cols
+    img_w = cell_w * 0.92
+    img_h = img_w * h / w
+    cell_h = img_h + 2 * LINE + 0.06
+    rows_fit = max(1, int(PAGE_HEIGHT // cell_h))
+    per_page = max(1, min(per_page, cols * rows_fit))
+    pages = []
+    for page, start in enumerate(range(0, n, per_page)):
+        chunk = range(start, min(n, start + per_page))
+        rows = math.ceil(len(chunk) / cols)
+        head = 0.3 if title else 0.0
+        fig = plt.figure(figsize=(FULL_WIDTH, rows * cell_h + head))
+        H = rows * cell_h + head
+        for slot, j in enumerate(chunk):
+            r, c = divmod(slot, cols)
+            left = (c * cell_w + (cell_w - img_w) / 2) / FULL_WIDTH
+            bottom = (H - head - r * cell_h - LINE - img_h) / H
+            ax = fig.add_axes((left, bottom, img_w / FULL_WIDTH, img_h / H))
+            show_image(ax, display_images[int(result.index[j])])
+            kw = dict(transform=ax.transAxes, fontsize=SMALL_FONT)
+            ax.text(0, 1.02, f"{names[int(result.label[j])]} {_p(float(result.p_true[j]))}",
+                    ha="left", va="bottom", color="black", **kw)
+            ax.text(0, -0.03, f"{names[int(result.predicted[j])]} {_p(float(result.p_predicted[j]))}",
+                    ha="left", va="top", color=WRONG, fontweight="bold", **kw)
+            ax.text(1, -0.03, f"{names[int(result.second[j])]} {_p(float(result.p_second[j]))}",
+                    ha="right", va="top", color="0.35", **kw)
+        if title:
+            pages_total = math.ceil(n / per_page)
+            suffix = f" (page {page + 1} of {pages_total})" if pages_total > 1 else ""
+            fig.text(0.5, 1 - 0.05 / H, title + suffix, ha="center", va="top")
+        pages.append(fig)
+    return pages
+
+
+def confusion_figure(confusion, spec, *, normalized: bool = False):
+    """A heatmap of the confusion matrix. Counts on a log colour scale (the diagonal would
+    otherwise hide every mistake), blank where 0; row-normalized as percentages of the true class."""
+    import seaborn as sns
+    from matplotlib.colors import LogNorm
+    k = confusion.num_classes
+    names = class_labels(spec)
+    size = min(FULL_WIDTH, 2.2 + 0.42 * k)
+    fig, ax = new_figure(size, size * 0.92)
+    if normalized:
+        data = confusion.row_normalized.numpy() * 100
+        annot = np.where(data > 0, np.vectorize(lambda v: f"{v:.1f}" if v < 99.95 else "100")(data), "")
+        sns.heatmap(data, ax=ax, cmap=SEQUENTIAL, vmin=0, vmax=100, annot=annot, fmt="",
+                    square=True, linewidths=0.5, linecolor="0.9",
+                    cbar_kws={"label": "% of the true class", "shrink": 0.8},
+                    annot_kws={"fontsize": SMALL_FONT})
+        ax.set_title("Confusion matrix (row-normalized, %)")
+    else:
+        counts = confusion.matrix.numpy()
+        masked = np.ma.masked_equal(counts, 0)
+        annot = np.where(counts > 0, counts.astype(str), "")
+        sns.heatmap(masked, ax=ax, cmap=SEQUENTIAL, norm=LogNorm(vmin=1, vmax=max(2, counts.max())),
+                    annot=annot, fmt="", square=True, linewidths=0.5, linecolor="0.9",
+                    mask=counts == 0, cbar_kws={"label": "images (log scale)", "shrink": 0.8},
+                    annot_kws={"fontsize": SMALL_FONT})
+        ax.set_title("Confusion matrix (counts)")
+    ax.set_xticks(np.arange(k) + 0.5, names, rotation=45 if max(map(len, names)) > 2 else 0,
+                  ha="right" if max(map(len, names)) > 2 else "center", rotation_mode="anchor")
+    ax.set_yticks(np.arange(k) + 0.5, names, rotation=0)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.grid(False)
+    return fig
+
+
+def per_class_figure(per_class: list[dict], spec):
+    """Accuracy per class as a point with its 95% Wilson interval; the axis spans the data
+    (a bar from 0 would flatten 99.2% against 99.9%), the overall accuracy as a line."""
+    names = class_labels(spec)
+    k = len(per_class)
+    fig, ax = new_figure(FULL_WIDTH * 0.75, 0.9 + 0.22 * k)
+    acc = [np.nan if r["accuracy"] is None else 100 * r["accuracy"] for r in per_class]
+    lo = [np.nan if r["ci95"] is None else 100 * r["ci95"][0] for r in per_class]
+    hi = [np.nan if r["ci95"] is None else 100 * r["ci95"][1] for r in per_class]
+    y = np.arange(k)
+    err = np.clip([np.subtract(acc, lo), np.subtract(hi, acc)], 0, None)  # float round-off at 100%
+    ax.errorbar(acc, y, xerr=err, fmt="o", color=PALETTE[0], ecolor="0.45", capsize=2.5,
+                markersize=4, label="accuracy, 95% interval (Wilson)")
+    total_correct = sum(r["correct"] for r in per_class)
+    total = sum(r["n"] for r in per_class)
+    if total:
+        ax.axvline(100 * total_correct / total, color=CORRECT, linestyle="--", linewidth=1,
+                   label=f"overall {100 * total_correct / total:.2f}%")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    finite = [v for v in lo if not math.isnan(v)]
+    left = min(finite) if finite else 0
+    span = max(100 - left, 0.1)
+    ax.set_xlim(max(0, left - 0.06 * span), 100 + 0.04 * span)  # a point at 100% stays whole
+    ax.set_xlabel("accuracy (%)")
+    ax.set_ylabel("class")
+    # Below the axes: inside, the legend would cover the points of some class.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16 - 1.2 / (0.9 + 0.22 * k) * 0.1), ncol=2,
+              frameon=False)
+    return fig

@@ -1,0 +1,91 @@
+"""The one plotting style of the project, and the one way figures are saved.
+
+Sizes are for a thesis page (full text width ≈ 6.3 in, half ≈ 3.1 in) and every font is at
+least 8 pt at that size, so a figure is included at 100% and stays readable. Colours come from
+seaborn's colour-blind-safe palette; sequential maps are perceptually uniform (viridis-like),
+diverging maps centred on zero.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or wanted
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+FULL_WIDTH = 6.3  # inches
+HALF_WIDTH = 3.1
+FONT_SIZE = 9
+SMALL_FONT = 8  # the smallest text in any figure
+PNG_DPI = 200
+PALETTE = sns.color_palette("colorblind")
+SEQUENTIAL = "rocket_r"  # counts, probabilities: light = few
+DIVERGING = "RdBu_r"  # signed values around 0 (attributions, perturbations)
+CORRECT, WRONG = PALETTE[2], PALETTE[3]  # green-ish and red-ish of the colour-blind palette
+
+RC = {
+    "font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE, "axes.labelsize": FONT_SIZE,
+    "xtick.labelsize": SMALL_FONT, "ytick.labelsize": SMALL_FONT, "legend.fontsize": SMALL_FONT,
+    "figure.titlesize": FONT_SIZE + 1,
+    # TrueType (Type 42) fonts embedded: text stays text in the PDF and LaTeX accepts it.
+    "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
+    "savefig.bbox": "tight", "savefig.pad_inches": 0.02,
+    "image.interpolation": "nearest",  # pixels stay pixels when a 28×28 image is enlarged
+    "image.resample": False,
+    "image.composite_image": False,  # each image its own PDF image, at its own pixels
+}
+
+
+def apply_style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, rc=RC)
+    plt.rcParams.update(RC)
+
+
+def new_figure(width: float = FULL_WIDTH, height: float | None = None, **subplots):
+    """plt.subplots in the project's style; height defaults to width × 0.62."""
+    apply_style()
+    return plt.subplots(figsize=(width, height or width * 0.62), **subplots)
+
+
+def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
+    """Write `stem.png` (200 dpi) and `stem.pdf` (vector: line art and text stay vectors,
+    images stay images) atomically, close the figure, and return both paths."""
+    from probe.io import atomic_writer
+    folder = Path(folder)
+    paths = []
+    for ext, kwargs in (("png", {"dpi": PNG_DPI}), ("pdf", {"metadata": {"Creator": "probe"}})):
+        path = folder / f"{stem}.{ext}"
+        with atomic_writer(path) as f:
+            fig.savefig(f, format=ext, **kwargs)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def class_labels(spec, short: bool = False) -> list[str]:
+    """Names for axes and legends: display names, or the short codes (c0..c9) where a dataset
+    has them and space is tight."""
+    if short and spec.codes:
+        return list(spec.codes)
+    return list(spec.display_names)
+
+
+def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:
+    """An (C, H, W) uint8 or [0, 1] image, at its own aspect ratio, in true pixel values: never
+    rescaled to its own min and max (a dark image must look dark)."""
+    import numpy as np
+    import torch
+    x = image.detach().cpu() if torch.is_tensor(image) else torch.as_tensor(image)
+    x = x.float() / 255 if not x.is_floating_point() else x.float()
+    arr = x.clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
+    if arr.shape[2] == 1:
+        ax.imshow(arr[:, :, 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(np.ascontiguousarray(arr), vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
