@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
             meta_path = out / "meta.json"
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             if "test" not in meta.get("metrics", {}):
-                splits = load_splits(cfg.dataset, seed=cfg.seed)
+                splits = load_splits(cfg.dataset, seed=cfg.split_seed)  # as train() would
                 meta = train(cfg, out, splits=splits, force=True)
             run = {"precision": precision, "seed": seed, "epochs": meta["epochs_done"],
                    "test_error": meta["metrics"]["test"]["error"], "val_error": meta["metrics"]["val"]["error"],
