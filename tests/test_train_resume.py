@@ -362,3 +362,17 @@ def test_depth_bound_in_run(tmp_path):
     with pytest.raises(ConfigError, match="depth 60,002 is beyond"):
         train(tiny_config(arch="resnet60002", width=0.01), tmp_path / "m", splits=tiny_splits())
     assert not (tmp_path / "m").exists()
+
+
+def test_the_library_prints_nothing_and_the_printer_says_each_epoch(tmp_path, capsys):
+    import io
+    from probe.train.callbacks import ProgressPrinter
+    train(tiny_config(epochs=1), tmp_path / "a", splits=tiny_splits())
+    assert capsys.readouterr() == ("", "")
+    stream = io.StringIO()
+    train(tiny_config(epochs=2), tmp_path / "b", splits=tiny_splits(), callbacks=[ProgressPrinter(stream)])
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("training resnet8 on mnist (192 images) on cpu: 24 steps, 2 epochs")
+    assert [line.split()[1] for line in lines[1:3]] == ["1/2", "2/2"] and "val err" in lines[1]
+    assert lines[3].startswith("done in") and "test error" in lines[3]
+    assert capsys.readouterr() == ("", "")
