@@ -224,6 +224,18 @@ def misclassified(model: Optional[Path] = AnalysisModel,
                                  device=device, batch_size=batch_size).summary())
 
 
+@command(app, "report")
+def report(model: Optional[list[Path]] = typer.Option(None, "--model", help="Model folder(s); repeat for a comparison (default: the newest in trained_models/)."),
+           data_dir: Optional[Path] = DataDir,
+           out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default reports/<model> or reports/<a>-vs-<b>)."),
+           format: str = typer.Option("html,pdf", "--format", help="html, pdf or html,pdf.")):
+    """One report of everything: model card, learning curves, failures, saliency, fooling and
+    robustness, as a self-contained HTML page, a PDF, and figures.tex with vector figures."""
+    from probe.report.build import run_report
+    formats = tuple(f.strip() for f in format.split(",") if f.strip())
+    typer.echo(run_report(model or None, data_dir=data_dir, out=out, formats=formats).summary())
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script. Usage errors (an unknown option or choice, a value out of range)
     are one line, like every other error, not Typer's multi-line box."""

@@ -1,0 +1,123 @@
+"""`probe report`: run the analyses of one or more models (reusing results already computed for
+the same weights, data and settings), assemble the tree, render HTML, PDF and figures.tex."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from probe.errors import ConfigError
+from probe.io import atomic_write_json
+from probe.models.folder import ModelFolder
+from probe.report.presentation import Report, Section, slug
+from probe.tasks.common import TaskOutput, resolve_model
+
+FORMATS = ("html", "pdf")
+CACHE_KEY = ".probe-cache.json"
+
+
+@dataclass
+class Step:
+    """One analysis of one model for the report: what to run, with which settings, and how its
+    results become a section."""
+    analysis: str
+    run: Callable[..., object]  # run(folder_path, out=..., data_dir=..., **settings)
+    settings: dict
+    section: Callable[[dict, Path, str, str], Section | None]
+    needs_data: bool = True
+
+
+@dataclass
+class ReportPlan:
+    steps: list[Step] = field(default_factory=list)
+
+
+def cached_run(step: Step, folder: ModelFolder, out: Path, data_dir) -> tuple[dict, bool]:
+    """results.json of the step, from the cache when its key (weights' sha256, settings, data
+    folder, probe version) is unchanged; else the step is run and the key written after it."""
+    import probe
+    key = {"analysis": step.analysis, "weights_sha256": folder.weights_sha256(), "settings": step.settings,
+           "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.needs_data else None,
+           "probe": probe.__version__}
+    key_path, results_path = out / CACHE_KEY, out / "results.json"
+    if key_path.is_file() and results_path.is_file():
+        try:
+            if json.loads(key_path.read_text()) == key:
+                return json.loads(results_path.read_text()), True
+        except (OSError, json.JSONDecodeError):
+            pass
+    if key_path.exists():
+        key_path.unlink()  # a half-finished rerun must not look cached
+    step.run(folder.path, out=out, data_dir=data_dir, **step.settings)
+    atomic_write_json(key_path, key)
+    return json.loads(results_path.read_text()), False
+
+
+def default_plan() -> ReportPlan:
+    from probe.report.structure import failures_section
+    from probe.tasks.failures import run_misclassified
+    plan = ReportPlan()
+    plan.steps.append(Step("misclassified",
+                           lambda path, **kw: run_misclassified(path, **kw),
+                           {"split": "test"}, failures_section))
+    return plan
+
+
+def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
+               progress_bar: bool = True, plan: ReportPlan | None = None) -> TaskOutput:
+    from probe.progress import progress
+    from probe.report.structure import model_card
+    started = time.perf_counter()
+    formats = tuple(formats)
+    unknown = set(formats) - set(FORMATS)
+    if unknown or not formats:
+        raise ConfigError(f"--format {','.join(formats)}: use html, pdf or html,pdf")
+    folders = [resolve_model(m, root=root)[0] for m in (models or [None])]
+    names = [f.name for f in folders]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"the same model twice: {', '.join(names)}")
+    out = Path(out) if out is not None else Path("reports") / ("-vs-".join(names) if len(names) > 1 else names[0])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    plan = plan or default_plan()
+    sections, lines, reused = [], [], 0
+    with progress("report") as bar:
+        task = bar.add_task("", total=len(folders) * len(plan.steps))
+        for folder in folders:
+            prefix = slug(folder.name)
+            top = Section(folder.name if len(folders) > 1 else f"Model {folder.name}", prefix)
+            top.add(model_card(folder, prefix))
+            for step in plan.steps:
+                bar.update(task, description=f"{folder.name}: {step.analysis}")
+                step_out = out / "analyses" / folder.name / step.analysis
+                results, was_cached = cached_run(step, folder, step_out, data_dir)
+                reused += was_cached
+                top.add(step.section(results, step_out, prefix, folder.name))
+                bar.advance(task)
+            sections.append(top)
+    if len(folders) > 1:
+        from probe.report.structure import comparison_section
+        sections.insert(0, comparison_section(folders, out))
+    title = ("probe report: " + " vs ".join(names))
+    subtitle = ("What the network looks at, how easily it is fooled, and where it fails: "
+                f"{', '.join(f'{f.name} ({f.spec.name})' for f in folders)}.")
+    report = Report(title, subtitle, sections, time.strftime("%Y-%m-%d %H:%M"))
+    files = []
+    from probe.report.latex import write_latex
+    files.append(write_latex(report, out))
+    if "html" in formats:
+        from probe.io import atomic_write_text
+        from probe.report.html import render_html
+        atomic_write_text(out / "report.html", render_html(report))
+        files.append(out / "report.html")
+    if "pdf" in formats:
+        from probe.report.pdf import render_pdf
+        files.append(render_pdf(report, out / "report.pdf"))
+    seconds = time.perf_counter() - started
+    lines.append(f"{len(report.figures())} figures from {len(plan.steps) * len(folders)} analyses "
+                 f"({reused} reused from the cache) in {seconds:.0f} s")
+    lines += [f"open {p}" for p in files if p.suffix in (".html", ".pdf")]
+    return TaskOutput(out, files, lines, {"seconds": seconds, "reused": reused})

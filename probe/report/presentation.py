@@ -1,0 +1,67 @@
+"""The report's content as a tree of small renderables, built once (structure.py) and rendered
+by each flavour (html.py, pdf.py, latex.py): a section added once appears in every format."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def slug(text: str) -> str:
+    """A stable anchor / file name: lower case, letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+@dataclass
+class Text:
+    text: str  # plain text: every flavour escapes it
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    numeric: set[int] = field(default_factory=set)  # right-aligned columns
+
+
+@dataclass
+class Figure:
+    png: Path
+    pdf: Path
+    caption: str
+    anchor: str  # unique in the report; also the stable file name in figures/
+    data: dict | None = None  # the numbers behind it, linked as JSON
+    width: float = 1.0  # fraction of the text width in print
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    children: list = field(default_factory=list)  # Text | Table | Figure | Section
+
+    def add(self, *items) -> "Section":
+        self.children.extend(i for i in items if i is not None)
+        return self
+
+
+@dataclass
+class Report:
+    title: str
+    subtitle: str
+    sections: list[Section]
+    created: str
+
+    def figures(self) -> list[Figure]:
+        out = []
+
+        def walk(node):
+            for child in node.children:
+                if isinstance(child, Figure):
+                    out.append(child)
+                elif isinstance(child, Section):
+                    walk(child)
+        for s in self.sections:
+            walk(s)
+        return out

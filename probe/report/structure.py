@@ -1,0 +1,104 @@
+"""What goes into a report: one Section per analysis, built from the analyses' results.json and
+figure files, never from the live objects, so a cached analysis reads back exactly as a fresh one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from probe.models.folder import ModelFolder
+from probe.report.presentation import Figure, Section, Table, Text, slug
+
+
+def pct(x, digits: int = 2) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def figure(folder: Path, stem: str, caption: str, anchor: str, data=None, width: float = 1.0) -> Figure | None:
+    png, pdf = Path(folder) / f"{stem}.png", Path(folder) / f"{stem}.pdf"
+    if not (png.is_file() and pdf.is_file()):
+        return None
+    return Figure(png, pdf, caption, slug(anchor), data, width)
+
+
+def model_card(folder: ModelFolder, prefix: str) -> Section:
+    m, t, a = folder.meta, folder.train_config, folder.arch
+    metrics = folder.metrics
+    spec = folder.spec
+    arch = (f"{m.get('arch_name', '?')}: depth {a.depth}, {a.block} blocks, "
+            f"{'pre' if a.preact else 'post'}-activation, shortcut {a.shortcut}, width ×{a.width:g}")
+    split_rule = t.get("split_by", "driver") if spec.name == "sfddd" else "seeded random hold-out"
+    split_seed = t.get("split_seed", t.get("seed", 0))
+    sizes = m.get("split_sizes") or {}
+    train_time = m.get("train_seconds") or m.get("wall_seconds")
+    rows = [
+        ("model", folder.name),
+        ("architecture", arch),
+        ("parameters", f"{m['parameters']:,}" if isinstance(m.get("parameters"), int) else "?"),
+        ("dataset", f"{spec.name}: {spec.num_classes} classes, {spec.channels}×{spec.height}×{spec.width}"
+                    + (f", network input {spec.input_shape[1]}×{spec.input_shape[2]} (centre crop)" if spec.crop else "")),
+        ("splits", ", ".join(f"{k} {v:,}" for k, v in sizes.items() if isinstance(v, int))
+                   + f" ({split_rule}, split seed {split_seed})"),
+        ("training", f"{m.get('epochs_done', t.get('epochs', '?'))} epochs, batch {t.get('batch_size', '?')}, "
+                     f"lr {t.get('lr', '?')} ({t.get('schedule', '?')}), weight decay {t.get('weight_decay', '?')}, "
+                     f"{'augmented' if t.get('augment', True) else 'no augmentation'}, precision {t.get('precision', '?')}"),
+        ("seed", str(t.get("seed", m.get("seed", "?")))),
+        ("validation error", pct((metrics.get("val") or {}).get("error")) + f" (best epoch {m.get('best_epoch', '?')})"),
+        ("test error", pct((metrics.get("test") or {}).get("error"))),
+        ("training time", f"{train_time / 60:.1f} min" if isinstance(train_time, (int, float)) else "—"),
+        ("training speed", f"{m['images_per_second']:,.0f} images/s" if isinstance(m.get("images_per_second"), (int, float)) else "—"),
+        ("trained with", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())
+                         + (f" on {m.get('device')}" if m.get("device") else "")),
+        ("created", str(m.get("created", "—"))),
+        ("weights sha256", folder.weights_sha256()),
+    ]
+    return Section("Model card", f"{prefix}-card", [Table(["", ""], [list(r) for r in rows])])
+
+
+def failures_section(results: dict, out: Path, prefix: str, name: str) -> Section:
+    r = results["results"]
+    split = results["settings"]["split"]
+    s = Section("Where it fails", f"{prefix}-failures")
+    s.add(Text(f"{r['wrong']} of {r['n']:,} {split} images are misclassified (error {pct(r['error'])}). "
+               "Each wrong image shows the true class and its probability (upper left), the prediction "
+               "(lower left, bold) and the second choice (lower right); most confident mistake first."))
+    pages = sorted(Path(out).glob("misclassified*.png"))
+    for i, png in enumerate(pages, 1):
+        suffix = f" (page {i} of {len(pages)})" if len(pages) > 1 else ""
+        s.add(figure(out, png.stem, f"{name}: misclassified {split} images{suffix}.",
+                     f"{prefix}-misclassified-{i}", data={"misclassified": r["misclassified"]}))
+    s.add(figure(out, "confusion", f"{name}: confusion matrix on the {split} split, counts on a log colour scale.",
+                 f"{prefix}-confusion", data={"classes": r["classes"], "matrix": r["confusion_matrix"]}, width=0.75))
+    s.add(figure(out, "confusion-normalized", f"{name}: confusion matrix, each row as a percentage of its true class.",
+                 f"{prefix}-confusion-normalized",
+                 data={"classes": r["classes"], "matrix": r["confusion_matrix_row_normalized"]}, width=0.75))
+    s.add(figure(out, "per-class-accuracy", f"{name}: accuracy per class with its 95% Wilson interval.",
+                 f"{prefix}-per-class", data={"per_class": r["per_class"]}, width=0.8))
+    s.add(Table(["class", "images", "correct", "accuracy", "95% interval"],
+                [[c["class"], f"{c['n']:,}", f"{c['correct']:,}", pct(c["accuracy"]),
+                  "—" if c["ci95"] is None else f"{100 * c['ci95'][0]:.2f}–{100 * c['ci95'][1]:.2f}%"]
+                 for c in r["per_class"]], caption="Per-class accuracy.", numeric={1, 2, 3, 4}))
+    if r["most_confused"]:
+        s.add(Table(["true class", "predicted", "images", "share of the true class"],
+                    [[p["true"], p["predicted"], str(p["count"]), pct(p["fraction_of_true"])]
+                     for p in r["most_confused"]], caption="The most confused pairs.", numeric={2, 3}))
+    return s
+
+
+def comparison_section(folders: list[ModelFolder], out: Path) -> Section:
+    """The models side by side: their numbers in one table."""
+    rows = []
+    for f in folders:
+        m = f.meta
+        t = f.train_config
+        seconds = m.get("train_seconds") or m.get("wall_seconds")
+        rows.append([f.name, str(m.get("arch_name", "?")),
+                     f"{m['parameters']:,}" if isinstance(m.get("parameters"), int) else "?",
+                     f.spec.name, str(m.get("epochs_done", t.get("epochs", "?"))),
+                     f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "—",
+                     pct((f.metrics.get("val") or {}).get("error")),
+                     pct((f.metrics.get("test") or {}).get("error")),
+                     f"{m['images_per_second']:,.0f}" if isinstance(m.get("images_per_second"), (int, float)) else "—"])
+    s = Section("Comparison", "comparison")
+    s.add(Table(["model", "architecture", "parameters", "dataset", "epochs", "training time",
+                 "val error", "test error", "train images/s"], rows,
+                caption="The models side by side.", numeric={2, 4, 5, 6, 7, 8}))
+    return s
