@@ -32,7 +32,10 @@ RC = {
     # TrueType (Type 42) fonts embedded: text stays text in the PDF and LaTeX accepts it.
     "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
     "savefig.bbox": "tight", "savefig.pad_inches": 0.02,
-    "image.interpolation": "nearest",  # pixels stay pixels when a 28×28 image is enlarged
+    # "none": a vector backend gets each image unsampled, at its own pixels (a 28×28 image is a
+    # 28×28 PDF image the viewer enlarges); "nearest" would resample it at 72 dpi. PNG output
+    # falls back to nearest-neighbour: pixels stay pixels when a 28×28 image is enlarged.
+    "image.interpolation": "none",
     "image.resample": False,
     "image.composite_image": False,  # each image its own PDF image, at its own pixels
 }
@@ -81,9 +84,9 @@ def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:
     x = x.float() / 255 if not x.is_floating_point() else x.float()
     arr = x.clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
     if arr.shape[2] == 1:
-        ax.imshow(arr[:, :, 0], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(arr[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="none")
     else:
-        ax.imshow(np.ascontiguousarray(arr), vmin=0, vmax=1)
+        ax.imshow(np.ascontiguousarray(arr), vmin=0, vmax=1, interpolation="none")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)

@@ -61,15 +61,18 @@ def _has_class(folder: ModelFolder, name: str) -> bool:
         return False
 
 
-def output_folder(folder: ModelFolder, analysis: str, out: str | Path | None) -> Path:
-    """`--out`, else reports/<model>/<analysis>/; made now, so a bad path fails before the work."""
-    path = Path(out) if out is not None else REPORTS_ROOT / folder.name / analysis
+def output_folder(folder: ModelFolder | str, analysis: str, out: str | Path | None) -> Path:
+    """`--out`, else reports/<model>/<analysis>/ (folder: a model folder or a name, such as
+    "compare" for several runs); made now, so a bad path fails before the work."""
+    name = folder if isinstance(folder, str) else folder.name
+    path = Path(out) if out is not None else REPORTS_ROOT / name / analysis
+    said = f"--out {path}" if out is not None else f"the output folder {path}"
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path} is a file, not a folder: give a folder for the results")
+        raise ConfigError(f"{said} is a file, not a folder: give a folder for the results (--out DIR)")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"--out {path}: cannot make the folder ({e.strerror})") from None
+        raise ConfigError(f"{said}: cannot make the folder ({e.strerror})") from None
     return path
 
 
