@@ -94,6 +94,8 @@ def render_pdf(report: Report, path: str | Path) -> Path:
              Paragraph(escape(f"Made {report.created}."), ParagraphStyle("sub2", parent=small, alignment=TA_CENTER)),
              Spacer(1, 12)]
     toc = TableOfContents()
+    toc.tableStyle = TableStyle([("FONT", (0, 0), (-1, -1), FONT), ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                                 ("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 0)])
     toc.levelStyles = [ParagraphStyle(f"toc{i}", parent=body, fontSize=10 - i, leading=13 - i,
                                       leftIndent=12 * i, firstLineIndent=0) for i in range(3)]
     story += [Paragraph("Contents", heads[1]), toc, PageBreak()]
@@ -117,6 +119,7 @@ def render_pdf(report: Report, path: str | Path) -> Path:
                       for i, v in enumerate(r)] for r in node.rows]
             t = RLTable(rows, repeatRows=1, hAlign="LEFT")
             t.setStyle(TableStyle([
+                ("FONT", (0, 0), (-1, -1), FONT),  # a Table sets its cells' font even for Paragraphs
                 ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
                 ("LINEBELOW", (0, 1), (-1, -1), 0.3, colors.HexColor("#cccccc")),
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
@@ -148,12 +151,13 @@ def render_pdf(report: Report, path: str | Path) -> Path:
         doc = Doc(tmp, pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=margin,
                   bottomMargin=margin, title=report.title, author="probe", subject=report.subtitle)
         placed.clear()
-        from functools import partial
-
-        from reportlab.pdfgen.canvas import Canvas
-        # Canvas starts in Helvetica, a font no PDF embeds: start in ours.
-        doc.multiBuild(story, onFirstPage=footer, onLaterPages=footer,
-                       canvasmaker=partial(Canvas, initialFontName=FONT))
+        from reportlab import rl_config
+        # The canvas starts in Helvetica, a font no PDF embeds: start in ours.
+        base, rl_config.canvas_basefontname = rl_config.canvas_basefontname, FONT
+        try:
+            doc.multiBuild(story, onFirstPage=footer, onLaterPages=footer)
+        finally:
+            rl_config.canvas_basefontname = base
         data = _stamp_figures(tmp, placed)
     finally:
         os.unlink(tmp)

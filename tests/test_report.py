@@ -1,0 +1,209 @@
+"""probe report: the HTML parses, has every section, escapes hostile names and refers to no
+other host; the PDF opens with its sections' titles as text and vector figures; the cache is
+used on a second run and invalidated when the weights change; and the page in a real browser
+(headless Chromium) loads every image with no error and no request."""
+import json
+import os
+import re
+import shutil
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_model_folder import write_tiny_model  # noqa: E402
+
+from probe.report.build import run_report  # noqa: E402
+
+HOSTILE = "<script>alert(1)</script>"
+BROWSERS = ["/usr/bin/chromium-headless-shell", "/usr/lib/chromium-headless-shell/chromium-headless-shell",
+            "/usr/bin/chromium"]
+
+
+class Page(HTMLParser):
+    """Collects ids, links, image sources and script tags of an HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.hrefs, self.srcs, self.scripts, self.tags = set(), [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if "href" in a:
+            self.hrefs.append(a["href"])
+        if "src" in a:
+            self.srcs.append(a["src"])
+        if tag == "script":
+            self.scripts += 1
+
+
+def hostile_model(folder: Path) -> Path:
+    write_tiny_model(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    names = [HOSTILE, *meta["dataset"]["classes"][1:]]
+    meta["dataset"]["classes"] = meta["dataset"]["display_names"] = names
+    meta["arch_name"] = "resnet8 <b>bold</b>"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, mnist_dir):
+    root = tmp_path_factory.mktemp("report")
+    models = root / "trained_models"
+    hostile_model(models / "tiny-a")
+    write_tiny_model(models / "tiny-b", seed=1)
+    out = root / "out"
+    result = run_report([models / "tiny-a", models / "tiny-b"], data_dir=mnist_dir, out=out)
+    return result, out, models, mnist_dir
+
+
+def test_the_report_files_are_there(report):
+    result, out, *_ = report
+    for name in ("report.html", "report.pdf", "figures.tex"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    assert any(line.startswith("open ") and line.endswith("report.html") for line in result.lines)
+
+
+def test_html_has_every_section_and_figure_and_no_external_reference(report):
+    _, out, *_ = report
+    html = (out / "report.html").read_text()
+    page = Page()
+    page.feed(html)
+    for anchor in ("comparison", "tiny-a", "tiny-a-card", "tiny-a-failures", "tiny-b-failures"):
+        assert anchor in page.ids, anchor
+    toc = [h[1:] for h in page.hrefs if h.startswith("#")]
+    assert toc and all(a in page.ids for a in toc)  # every contents link resolves
+    assert page.srcs and all(s.startswith("data:image/png;base64,") for s in page.srcs)
+    assert page.scripts == 0
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", html)
+    assert "@import" not in html and "url(" not in html
+    # every figure has a caption and an anchor
+    assert html.count("<figure") == html.count("<figcaption>") > 0
+
+
+def test_hostile_names_are_shown_as_text(report):
+    _, out, *_ = report
+    html = (out / "report.html").read_text()
+    assert HOSTILE not in html and "<b>bold</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    tex = (out / "figures.tex").read_text()
+    assert "\\begin{figure}" in tex and "<script>" not in tex or "\\textless{}" in tex
+
+
+def test_pdf_has_the_sections_as_text_and_embedded_fonts(report):
+    from pypdf import PdfReader
+    _, out, *_ = report
+    reader = PdfReader(out / "report.pdf")
+    text = "\n".join(p.extract_text() for p in reader.pages)
+    for title in ("Comparison", "Model card", "Where it fails", "tiny-a", "tiny-b"):
+        assert title in text, title
+    assert HOSTILE in text  # as text, not markup
+    for page in reader.pages:
+        fonts = page.get("/Resources", {}).get("/Font", {}) or {}
+        for font in fonts.values():
+            font = font.get_object()
+            descendant = font.get("/DescendantFonts")
+            desc = (descendant[0].get_object() if descendant else font).get("/FontDescriptor")
+            assert desc is not None, font.get("/BaseFont")  # no font is left to the viewer
+
+
+def _has_vector_paths(pdf_path: Path) -> bool:
+    from pypdf import PdfReader
+    data = PdfReader(pdf_path).pages[0].get_contents().get_data()
+    builds = re.search(rb"(^|\s)(m|l|c|re)(\s|$)", data)  # path construction operators
+    paints = re.search(rb"(^|\s)(f|f\*|S|B)(\s|$)", data)  # fill or stroke
+    return bool(builds and paints)
+
+
+def test_every_figure_pdf_is_vector_and_tex_includes_it(report):
+    _, out, *_ = report
+    tex = (out / "figures.tex").read_text()
+    pdfs = sorted((out / "figures").glob("*.pdf"))
+    assert pdfs
+    for pdf in pdfs:
+        assert _has_vector_paths(pdf), pdf.name
+        assert f"figures/{pdf.name}" in tex
+        assert f"\\label{{fig:{pdf.stem}}}" in tex
+
+
+def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report):
+    _, out, models, data = report
+    again = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out)
+    steps = again.results["reused"]
+    assert steps > 0 and f"({steps} reused from the cache)" in again.lines[0]
+    state = load_file(models / "tiny-b" / "weights.safetensors")
+    key = next(k for k in state if k.endswith("fc.bias"))
+    state[key] = state[key] + torch.arange(len(state[key]), dtype=state[key].dtype)
+    save_file(state, models / "tiny-b" / "weights.safetensors")
+    third = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out)
+    assert third.results["reused"] == steps // 2  # tiny-a's analyses only
+
+
+def _browser() -> str | None:
+    return next((b for b in BROWSERS if Path(b).is_file()), None)
+
+
+def test_the_report_in_a_real_browser(report):
+    """Every image loaded, no console error, no request but the file itself, contents links
+    resolve; a screenshot is saved beside the report. Under CI a missing browser fails."""
+    _, out, *_ = report
+    in_ci = bool(os.environ.get("CI") or os.environ.get("PROBE_CI"))
+    browser_path = _browser()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        browser_path = None
+    if browser_path is None:
+        if in_ci:
+            pytest.fail(f"no headless Chromium (looked for {', '.join(BROWSERS)}) or no playwright")
+        pytest.skip("no headless Chromium here; `apt-get install chromium-headless-shell`")
+    url = (out / "report.html").resolve().as_uri()
+    requests, errors = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=browser_path, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url, wait_until="load")
+            images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+            broken_links = page.evaluate(
+                "() => [...document.querySelectorAll('nav a[href^=\"#\"]')]"
+                ".filter(a => !document.getElementById(a.getAttribute('href').slice(1))).length")
+            page.click("nav a[href='#tiny-a-failures']")
+            scrolled = page.evaluate("() => window.scrollY")
+            page.screenshot(path=str(out / "screenshot.png"), full_page=False)
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.goto(url, wait_until="load")
+            overflow = phone.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            phone.screenshot(path=str(out / "screenshot-phone.png"))
+        finally:
+            browser.close()
+    assert images and all(complete and width > 0 for complete, width in images)
+    assert errors == []
+    non_data = [r for r in requests if not r.startswith("data:")]
+    assert non_data == [url], non_data
+    assert broken_links == 0 and scrolled > 0
+    assert overflow <= 1  # nothing wider than a phone's screen
+
+
+def test_bad_formats_and_outputs_are_clear_errors(report, tmp_path):
+    from probe.errors import ConfigError
+    _, _, models, data = report
+    with pytest.raises(ConfigError, match="--format"):
+        run_report([models / "tiny-b"], data_dir=data, out=tmp_path / "r", formats=("docx",))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        run_report([models / "tiny-b"], data_dir=data, out=tmp_path / "file")
