@@ -14,6 +14,11 @@ LINE = 1.5 * SMALL_FONT / 72  # inches per line of 8 pt text
 PAGE_HEIGHT = 9.0  # inches of grid per page (a thesis page's text height)
 
 
+def _clip(text: str, limit: int) -> str:
+    """A class name short enough for a grid cell (the full names are in results.json)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _p(p: float) -> str:
     return f"{p:.2f}".removeprefix("0")  # ".98": narrow cells need every character
 
@@ -26,14 +31,14 @@ def misclassified_pages(result, display_images, spec, *, per_page: int = 100, ti
     is wrong)."""
     import matplotlib.pyplot as plt
     apply_style()
-    names = class_labels(spec, short=True)
+    names = [_clip(x, 12) for x in class_labels(spec, short=True)]
     n = len(result)
     if n == 0:
         return []
     h, w = display_images.shape[-2:]
     longest = max(len(x) for x in names) + 4  # "name .98"
     cell_w = max(0.6, 2 * longest * CHAR_WIDTH + 0.08)
-    cols = max(1, min(10, int(FULL_WIDTH // cell_w)))
+    cols = max(3, min(10, int(FULL_WIDTH // cell_w)))
     cell_w = FULL_WIDTH / cols
     img_w = cell_w * 0.92
     img_h = img_w * h / w
