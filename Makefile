@@ -23,14 +23,12 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q
 
-# The main job, for now: the data, the zoo, and the committed MNIST model on the MNIST test set.
+# The main job: the report of both committed MNIST models, compared, from the MNIST test set.
 demo: setup
-	@ls "$(PROBE_DATA_DIR)"/mnist/train-images-idx3-ubyte* >/dev/null 2>&1 || \
+	@ls "$(PROBE_DATA_DIR)"/mnist/t10k-images-idx3-ubyte* >/dev/null 2>&1 || \
 		$(VENV)/bin/probe data fetch mnist --data-dir "$(PROBE_DATA_DIR)/mnist"
-	$(VENV)/bin/probe data check --dataset mnist
-	$(VENV)/bin/probe models zoo --input 1x28x28 --width 0.5
-	$(VENV)/bin/probe models list
-	$(VENV)/bin/probe evaluate --model trained_models/mnist-resnet20 --split test
+	$(VENV)/bin/probe report --model trained_models/mnist-resnet20 --model trained_models/mnist-plain20 \
+		--data-dir "$(PROBE_DATA_DIR)/mnist" --out reports/mnist-resnet20-vs-plain20
 
 clean:
 	rm -rf $(VENV) .pytest_cache
