@@ -236,6 +236,28 @@ def report(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
     typer.echo(run_report(model or None, data_dir=data_dir, out=out, formats=formats).summary())
 
 
+Runs = typer.Argument(..., help="Model folders, or names of folders in trained_models/.", show_default=False)
+
+
+@command(app, "curves")
+def curves(runs: list[Path] = Runs,
+           out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/<run>/curves/, or reports/compare/curves/ for several runs)."),
+           log: bool = typer.Option(False, "--log/--no-log", help="Log scale for error and loss.")):
+    """Learning curves from each run's history.json: training (dashed) and validation (solid)
+    error and loss against epoch, several runs on one plot, one colour per run."""
+    from probe.tasks.curves import run_learning_curves
+    typer.echo(run_learning_curves(runs, out=out, log=log).summary())
+
+
+@command(app, "compare")
+def compare(runs: list[Path] = Runs,
+            out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/<run>/table/, or reports/compare/table/ for several runs).")):
+    """The runs side by side: architecture, parameters, dataset, epochs, train time, val and
+    test error, images/s; and the training settings that differ."""
+    from probe.tasks.curves import run_compare
+    typer.echo(run_compare(runs, out=out).summary())
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script. Usage errors (an unknown option or choice, a value out of range)
     are one line, like every other error, not Typer's multi-line box."""

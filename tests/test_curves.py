@@ -1,0 +1,312 @@
+"""`probe curves` and `probe compare`: curves read from history.json as written (old and new
+records, repeated epochs, gaps), every plotted number in results.json, each run one colour with
+train dashed and validation solid, a vector PDF without raster images; the compare table from
+meta.json; bad input as one line and exit code 2."""
+import json
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pypdf import PdfReader
+
+import probe.cli
+from probe.analysis.curves import curves_of, learning_curves, run_curves
+from probe.errors import ConfigError, ModelFileError
+from probe.figures.curves import curves_figure
+from probe.models.folder import read_model_folder
+from probe.tasks.curves import compare_text, differing_settings, resolve_runs, run_compare
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_model_folder import write_tiny_model  # noqa: E402
+from train_helpers import tiny_config, tiny_splits  # noqa: E402
+
+
+def record(epoch, train_error, val_error, train_loss, val_loss, **more):
+    return {"epoch": epoch, "train_error": train_error, "val_error": val_error,
+            "train_loss": train_loss, "val_loss": val_loss, **more}
+
+
+OLD = [record(1, 0.5, 0.4, 1.5, 1.2, best=True), record(2, 0.3, 0.35, 1.0, 1.1, best=True),
+       record(3, 0.2, 0.36, 0.8, 1.15, best=False)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two real runs of `probe train` on tiny data: residual and plain, the real comparison in
+    miniature (the plain one with label smoothing, so its history has a separate objective)."""
+    root = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads cost more than they give
+    try:
+        from probe.train.run import train
+        train(tiny_config(arch="resnet8", epochs=3), root / "tiny-resnet8", splits=tiny_splits())
+        train(tiny_config(arch="plain8", epochs=3, label_smoothing=0.1), root / "tiny-plain8",
+              splits=tiny_splits())
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def with_history(folder: Path, history) -> Path:
+    (folder / "history.json").write_text(json.dumps(history))
+    return folder
+
+
+# ---- the analysis -----------------------------------------------------------------------------
+def test_curves_hold_the_history_numbers_in_epoch_order():
+    run = run_curves("a", list(reversed(OLD)))
+    assert run.epoch == [1, 2, 3]
+    assert run.train_error == [0.5, 0.3, 0.2] and run.val_error == [0.4, 0.35, 0.36]
+    assert run.train_loss == [1.5, 1.0, 0.8] and run.val_loss == [1.2, 1.1, 1.15]
+    assert run.train_objective == run.train_loss  # no smoothing: the same number
+    assert run.best_epoch == 2 and run.notes == []
+
+
+def test_an_old_smoothed_history_shows_its_train_loss_as_the_objective():
+    old = run_curves("old", OLD, label_smoothing=0.1)
+    assert old.train_objective == [1.5, 1.0, 0.8] and old.train_loss == [None, None, None]
+    assert old.smoothed and "label smoothing" in old.notes[0]
+    new = run_curves("new", [r | {"train_objective": r["train_loss"] + 0.2} for r in OLD],
+                     label_smoothing=0.1)
+    assert new.train_loss == [1.5, 1.0, 0.8]
+    assert new.train_objective == pytest.approx([1.7, 1.2, 1.0]) and new.notes == []
+
+
+def test_a_repeated_epoch_keeps_its_last_record_and_gaps_stay_gaps():
+    history = [record(1, 0.5, None, 1.5, 1.2), record(2, 0.4, 0.3, 1.1, 1.0),
+               record(2, 0.35, 0.25, 1.0, float("nan")), {"epoch": 3, "train_error": 0.2}]
+    run = run_curves("r", history)
+    assert run.epoch == [1, 2, 3]
+    assert run.train_error == [0.5, 0.35, 0.2] and run.val_error == [None, 0.25, None]
+    assert run.val_loss == [1.2, None, None]  # NaN: a gap, not a number
+    assert "epoch 2 recorded twice" in run.notes[0] and run.best_epoch is None
+
+
+@pytest.mark.parametrize("bad,words", [({"epoch": "1"}, "epoch '1'"), ({"epoch": 0}, "epoch 0"),
+                                       ({"epoch": 1, "val_error": "0.3"}, "val_error is '0.3'"),
+                                       ({"epoch": 1, "train_loss": True}, "train_loss is True")])
+def test_a_broken_record_is_named(bad, words):
+    with pytest.raises(ModelFileError, match=re.escape(words)):
+        run_curves("r", [bad])
+
+
+def test_curves_of_model_folders(tmp_path):
+    a = with_history(write_tiny_model(tmp_path / "a"), OLD)
+    b = write_tiny_model(tmp_path / "b")
+    curves = curves_of([read_model_folder(a)])
+    assert [r.name for r in curves.runs] == ["a"] and curves.runs[0].val_error == [0.4, 0.35, 0.36]
+    with pytest.raises(ModelFileError, match="no history.json"):
+        curves_of([read_model_folder(b)])
+    assert learning_curves({"x": OLD, "y": OLD[:2]}).to_dict()["runs"][1]["epoch"] == [1, 2]
+
+
+# ---- the figure -------------------------------------------------------------------------------
+def drawn(ax):
+    """(colour, linestyle, x, y) of every line with more than one point."""
+    return [(l.get_color(), l.get_linestyle(), list(l.get_xdata()), list(l.get_ydata()))
+            for l in ax.get_lines() if len(l.get_xdata()) > 1]
+
+
+def test_each_run_one_colour_train_dashed_validation_solid():
+    curves = learning_curves({"a": OLD, "b": [r | {"val_error": r["val_error"] / 2} for r in OLD]})
+    fig = curves_figure(curves)
+    err_ax, loss_ax = fig.axes
+    lines = drawn(err_ax)
+    assert len(lines) == 4  # per run: train and validation
+    (ca, sa, xa, ya), (cva, sva, _, yva), (cb, sb, _, yb), (cvb, svb, _, yvb) = lines
+    assert ca == cva and cb == cvb and ca != cb
+    assert sa == sb == "--" and sva == svb == "-"
+    assert xa == [1, 2, 3]
+    assert ya == pytest.approx([50, 30, 20]) and yva == pytest.approx([40, 35, 36])  # percent
+    assert yvb == pytest.approx([20, 17.5, 18])
+    assert [l[3] for l in drawn(loss_ax)][:2] == [[1.5, 1.0, 0.8], [1.2, 1.1, 1.15]]
+    assert err_ax.get_yscale() == "linear" and err_ax.get_ylim()[0] == 0
+    # The best epoch is marked on the validation curve.
+    marks = [(l.get_xdata()[0], l.get_ydata()[0]) for l in err_ax.get_lines() if len(l.get_xdata()) == 1]
+    assert marks == [(2, pytest.approx(35)), (2, pytest.approx(17.5))]
+    log = curves_figure(curves, log=True)
+    assert [ax.get_yscale() for ax in log.axes] == ["log", "log"]
+    legend_texts = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert legend_texts[:2] == ["a", "b"] and "training" in legend_texts and "validation" in legend_texts
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_a_smoothed_run_shows_its_objective_dotted():
+    curves = learning_curves({"s": [r | {"train_objective": r["train_loss"] + 0.2} for r in OLD]},
+                             label_smoothing={"s": 0.1})
+    fig = curves_figure(curves)
+    styles = [l[1] for l in drawn(fig.axes[1])]
+    assert styles == ["--", "-", ":"]
+    assert drawn(fig.axes[1])[2][3] == pytest.approx([1.7, 1.2, 1.0])
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+# ---- the commands -----------------------------------------------------------------------------
+def cli(capsys, *args) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        probe.cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def pdf_is_vector(path: Path) -> str:
+    """Assert a PDF has no raster image and return its page's content stream."""
+    reader = PdfReader(path)
+    assert len(reader.pages) == 1
+    page = reader.pages[0]
+    assert len(page.images) == 0
+    for obj in (page["/Resources"].get("/XObject") or {}).values():
+        assert obj.get_object().get("/Subtype") != "/Image"
+    assert b"/Subtype /Image" not in Path(path).read_bytes()  # matplotlib writes no object streams
+    content = page.get_contents().get_data().decode("latin1")
+    assert not re.search(r"\bBI\b", content)  # no inline image either
+    return content
+
+
+def test_curves_command_on_real_runs(trained, tmp_path, capsys):
+    out = tmp_path / "curves"
+    runs = [trained / "tiny-resnet8", trained / "tiny-plain8"]
+    code, stdout, err = cli(capsys, "curves", *runs, "--out", out)
+    assert code == 0, err
+    assert "tiny-resnet8: 3 epochs" in stdout and "tiny-plain8: 3 epochs" in stdout
+    content = pdf_is_vector(out / "curves.pdf")
+    # Path operators: moveto, lineto, stroke; the curves are line art.
+    assert len(re.findall(r"[\d.]+ [\d.]+ m\b", content)) >= 4
+    assert len(re.findall(r"[\d.]+ [\d.]+ l\b", content)) >= 8
+    assert re.search(r"\bS\b", content)
+    assert (out / "curves.png").stat().st_size > 10_000
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["analysis"] == "curves" and doc["settings"] == {"log": False}
+    assert [m["name"] for m in doc["models"]] == ["tiny-resnet8", "tiny-plain8"]
+    assert doc["models"][0]["weights_sha256"] == read_model_folder(runs[0]).weights_sha256()
+    assert doc["figures"] == ["curves.pdf", "curves.png"]
+    for run, path in zip(doc["results"]["runs"], runs):
+        history = json.loads((path / "history.json").read_text())
+        assert run["epoch"] == [r["epoch"] for r in history]
+        for key in ("train_error", "val_error", "train_loss", "val_loss", "train_objective"):
+            assert run[key] == [r[key] for r in history], key
+    plain = doc["results"]["runs"][1]
+    assert plain["label_smoothing"] == 0.1
+    assert all(o > l for o, l in zip(plain["train_objective"], plain["train_loss"]))
+
+
+def test_curves_default_folders_and_run_names(trained, tmp_path, capsys, monkeypatch):
+    shutil.copytree(trained / "tiny-resnet8", tmp_path / "trained_models" / "tiny-resnet8")
+    shutil.copytree(trained / "tiny-plain8", tmp_path / "trained_models" / "tiny-plain8")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = cli(capsys, "curves", "tiny-resnet8", "--log")  # a name in trained_models/
+    assert code == 0, err
+    doc = json.loads((tmp_path / "reports" / "tiny-resnet8" / "curves" / "results.json").read_text())
+    assert doc["settings"]["log"] is True and "log scale" in stdout
+    code, _, err = cli(capsys, "curves", "trained_models/tiny-resnet8", "tiny-plain8")
+    assert code == 0, err
+    assert (tmp_path / "reports" / "compare" / "curves" / "curves.pdf").is_file()
+    code, _, err = cli(capsys, "compare", "tiny-resnet8", "tiny-plain8")
+    assert code == 0, err
+    assert (tmp_path / "reports" / "compare" / "table" / "results.json").is_file()
+
+
+def test_compare_table(trained, tmp_path, capsys):
+    runs = [trained / "tiny-resnet8", trained / "tiny-plain8"]
+    code, stdout, err = cli(capsys, "compare", *runs, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    header, rule, *rows = stdout.splitlines()[:4]
+    for column in ("run", "architecture", "params", "dataset", "epochs", "train time", "val err",
+                   "test err", "images/s"):
+        assert column in header
+    metas = [json.loads((r / "meta.json").read_text()) for r in runs]
+    for row, meta in zip(rows, metas):
+        assert row.startswith(meta["name"])
+        assert f"{meta['parameters']:,}" in row and "×0.25" in row and " mnist " in row
+        assert f"{100 * meta['metrics']['test']['error']:.2f}%" in row
+        assert f"{100 * meta['metrics']['val']['error']:.2f}%" in row
+        assert f"{meta['images_per_second']:,.0f}" in row
+    assert "settings that differ: arch resnet8 / plain8; label_smoothing 0.0 / 0.1" in stdout
+    doc = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert doc["analysis"] == "compare"
+    r = doc["results"]
+    assert [x["run"] for x in r["runs"]] == ["tiny-resnet8", "tiny-plain8"]
+    for x, meta in zip(r["runs"], metas):
+        assert x["parameters"] == meta["parameters"] and x["epochs"] == 3 == meta["epochs_done"]
+        assert x["test_error"] == meta["metrics"]["test"]["error"]
+        assert x["val_error"] == meta["metrics"]["val"]["error"]
+        assert x["wall_seconds"] == meta["wall_seconds"] and x["images_per_second"] == meta["images_per_second"]
+    assert r["differing_settings"] == {"arch": ["resnet8", "plain8"], "label_smoothing": [0.0, 0.1]}
+    assert r["table"] in stdout
+
+
+def test_compare_of_folders_with_missing_numbers(tmp_path):
+    a = write_tiny_model(tmp_path / "a")
+    b = with_history(write_tiny_model(tmp_path / "b"), OLD)
+    meta = json.loads((b / "meta.json").read_text())
+    del meta["metrics"], meta["parameters"]
+    (b / "meta.json").write_text(json.dumps(meta))
+    out = run_compare([a, b], out=tmp_path / "o")
+    rows = out.results["runs"]
+    assert rows[1]["epochs"] == 3 and rows[1]["test_error"] is None and rows[1]["parameters"] is None
+    assert rows[0]["epochs"] is None  # no meta epochs, no history
+    text = compare_text(rows)
+    assert text.splitlines()[3].count("—") >= 4
+    assert differing_settings(rows) == {}
+    assert "settings that differ: none" in out.summary()
+
+
+def test_split_seed_defaults_to_the_seed_as_the_loader_reads_it(tmp_path):
+    a = write_tiny_model(tmp_path / "a")  # train: {"seed": 0}, no split_seed
+    b = write_tiny_model(tmp_path / "b")
+    meta = json.loads((b / "meta.json").read_text())
+    meta["train"]["split_seed"] = 0
+    (b / "meta.json").write_text(json.dumps(meta))
+    rows = run_compare([a, b], out=tmp_path / "o").results["runs"]
+    assert rows[0]["train"]["split_seed"] == rows[1]["train"]["split_seed"] == 0
+
+
+def test_two_runs_of_one_name_are_told_apart_by_path(tmp_path):
+    a = with_history(write_tiny_model(tmp_path / "x" / "run"), OLD)
+    b = with_history(write_tiny_model(tmp_path / "y" / "run"), OLD)
+    out = run_compare([a, b], out=tmp_path / "o")
+    assert [r["run"] for r in out.results["runs"]] == [str(a), str(b)]
+
+
+def bad_runs(tmp_path, trained):
+    plain = tmp_path / "not-a-model"
+    plain.mkdir()
+    no_history = write_tiny_model(tmp_path / "no-history")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    good = trained / "tiny-resnet8"
+    return {
+        "not a model": ([plain], "meta.json: file not found"),
+        "no such run": ([tmp_path / "nowhere"], "no such model folder"),
+        "the same run twice": ([good, good], "the same run is given twice"),
+        "no history": ([no_history], "no history.json"),
+        "out is a file": ([good, "--out", a_file], "is a file, not a folder"),
+    }
+
+
+@pytest.mark.parametrize("command", ["curves", "compare"])
+@pytest.mark.parametrize("case", ["not a model", "no such run", "the same run twice", "no history",
+                                  "out is a file"])
+def test_bad_runs_are_one_line_and_exit_code_2(command, case, trained, tmp_path, capsys, monkeypatch):
+    if command == "compare" and case == "no history":
+        pytest.skip("compare needs no history: its numbers come from meta.json")
+    monkeypatch.chdir(tmp_path)
+    args, words = bad_runs(tmp_path, trained)[case]
+    code, stdout, err = cli(capsys, command, *args)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert words in err and "Traceback" not in err + stdout
+
+
+def test_no_run_is_a_usage_error(capsys):
+    code, _, err = cli(capsys, "curves")
+    assert code == 2 and err.startswith("error: ") and "runs" in err.lower()
+    with pytest.raises(ConfigError, match="at least one run"):
+        resolve_runs([])
