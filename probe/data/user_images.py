@@ -1,0 +1,151 @@
+"""A user's own pictures (a photo of a driver, a scanned digit) brought to a dataset's stored
+form the way that dataset's images were made, so a model sees them as it saw its training data:
+
+- MNIST: white ink on black, the digit fitted into a 20×20 box (aspect kept, anti-aliased) and
+  placed in the 28×28 field by its centre of mass (LeCun et al.'s recipe). A dark-on-light scan
+  is inverted, its paper level subtracted. A 28×28 image on a dark background is taken as is
+  (an MNIST image saved as PNG comes back unchanged).
+- Other datasets (CIFAR-10, SFDDD): the photo's orientation (EXIF) applied, the centre cropped
+  to the dataset's aspect ratio, resized to its stored size (SFDDD: 64×48, JPEG draft decoding
+  and bilinear resizing as its loader does); the network's crop (SFDDD's centre 32×32) is
+  applied later by `probe.data.augment.eval_view`, as for the dataset's own images.
+
+Only regular files are read, each at most MAX_BYTES and MAX_PIXELS.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from probe.data.files import read_regular
+from probe.data.imageset import ImageSet
+from probe.data.spec import DatasetSpec
+from probe.errors import DataError
+
+MAX_BYTES = 100 * 2 ** 20
+MAX_PIXELS = 100_000_000  # 10k × 10k: larger is a decompression bomb, not a photo
+MNIST_BOX = 20  # the digit's box inside the 28×28 field
+
+
+@dataclass
+class UserImages:
+    """images: (N, C, H, W) uint8 at the dataset's stored size; notes: what was done to each."""
+    images: torch.Tensor
+    paths: list[Path]
+    notes: list[str]
+    spec: DatasetSpec
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.paths]
+
+    def as_imageset(self) -> ImageSet:
+        return ImageSet(self.images, torch.full((len(self.images),), -1, dtype=torch.long), self.spec,
+                        self.names)
+
+
+def _open(path: Path, draft: tuple[int, int] | None) -> Image.Image:
+    data = read_regular(path, MAX_BYTES, "image")
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_PIXELS:
+            raise DataError(f"{path}: {img.width}×{img.height} pixels, more than {MAX_PIXELS:,}; "
+                            "scale it down first")
+        if draft is not None and img.format == "JPEG":
+            img.draft(img.mode, draft)  # libjpeg decodes at 1/2..1/8 scale: the SFDDD loader's way
+        img = ImageOps.exif_transpose(img)  # a phone's portrait photo stands upright
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")  # transparent = paper: composite on white
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, rgba)
+        img.load()
+        return img
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: not an image that can be read (PNG or JPEG expected): {e}") from None
+
+
+def _centre_aspect(img: Image.Image, width: int, height: int) -> Image.Image:
+    """The largest centred crop of img with the aspect ratio width:height."""
+    w, h = img.size
+    if w * height > h * width:  # too wide
+        new_w = max(1, round(h * width / height))
+        left = (w - new_w) // 2
+        return img.crop((left, 0, left + new_w, h))
+    new_h = max(1, round(w * height / width))
+    top = (h - new_h) // 2
+    return img.crop((0, top, w, top + new_h))
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    k = max(1, min(a.shape) // 20)
+    return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[:, :k].ravel(), a[:, -k:].ravel()])
+
+
+def mnist_like(img: Image.Image, size: int = 28, box: int = MNIST_BOX) -> tuple[np.ndarray, str]:
+    """A picture of a digit → uint8 (size, size) as MNIST made its images, and a note."""
+    a = np.asarray(img.convert("L"), dtype=np.float32)
+    notes = []
+    if a.shape == (size, size) and np.median(_border(a)) < 128:
+        return a.astype(np.uint8), "as is (already 28×28, light on dark)"
+    if np.median(_border(a)) >= 128:  # dark ink on light paper: MNIST's ink is white
+        a = 255 - a
+        notes.append("inverted")
+    a = np.clip(a - np.median(_border(a)), 0, None)  # the paper's level becomes black
+    if a.max() <= 0:
+        return np.zeros((size, size), np.uint8), ", ".join(notes + ["blank"])
+    a = a * (255 / a.max())
+    rows, cols = np.nonzero(a > 0.1 * 255)
+    a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]  # the ink's bounding box
+    h, w = a.shape
+    scale = box / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    digit = np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((nw, nh), Image.Resampling.LANCZOS))
+    digit = np.clip(digit, 0, 255)
+    field = np.zeros((size, size), np.float32)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    field[top:top + nh, left:left + nw] = digit
+    # Centre of mass to the centre of the field, by a whole-pixel shift that keeps the digit inside.
+    yy, xx = np.mgrid[0:size, 0:size]
+    mass = field.sum()
+    dy = int(np.clip(round((size - 1) / 2 - (yy * field).sum() / mass), -top, size - nh - top))
+    dx = int(np.clip(round((size - 1) / 2 - (xx * field).sum() / mass), -left, size - nw - left))
+    field = np.roll(field, (dy, dx), axis=(0, 1))
+    notes.append(f"digit fitted to {box}×{box}, centred by mass (from {img.width}×{img.height})")
+    return np.clip(np.rint(field), 0, 255).astype(np.uint8), ", ".join(notes)
+
+
+def load_user_images(paths: Sequence[str | Path], spec: DatasetSpec) -> UserImages:
+    """The files as the dataset's stored images: uint8 (N, C, spec.height, spec.width)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError("no image files given")
+    out, notes = [], []
+    for path in paths:
+        # MNIST: no draft decoding (a digit may be a small part of a large scan)
+        draft = None if spec.name == "mnist" else (spec.width * 2, spec.height * 2)
+        img = _open(path, draft)
+        if spec.name == "mnist" and spec.channels == 1:
+            arr, note = mnist_like(img, spec.height)
+            out.append(arr[None])
+            notes.append(note)
+            continue
+        size = img.size
+        img = _centre_aspect(img, spec.width, spec.height)
+        img = img.convert("L" if spec.channels == 1 else "RGB")
+        if img.size != (spec.width, spec.height):
+            img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
+        if arr.shape[0] != spec.channels:
+            raise DataError(f"{path}: {arr.shape[0]} channels, the model takes {spec.channels}")
+        out.append(arr)
+        notes.append("as is" if size == (spec.width, spec.height) else
+                     f"{size[0]}×{size[1]} → centre {spec.width}:{spec.height} crop → {spec.width}×{spec.height}")
+    images = torch.from_numpy(np.stack(out)).contiguous()
+    return UserImages(images, paths, notes, spec)

@@ -1,0 +1,304 @@
+"""Figures of what a model looks at: the saliency grid (a row per image: the image, then one map
+per method), the deletion/insertion curves, and the model-randomization sanity check.
+
+Colour scales: a map of absolute values (gradients, Grad-CAM) runs sequentially from 0; a signed
+map (Integrated Gradients, Occlusion) is diverging and centred on 0, symmetric. The top of a
+scale is a high percentile of |value| (99.5% by default), not the maximum, so that one hot pixel
+does not wash out the rest; the colour bar's arrow says where values are clipped.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from probe.figures.style import (DIVERGING, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, apply_style,
+                                 new_figure, show_image)
+
+LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
+SHORT_TITLES = {"vanilla": "Gradient", "smoothgrad": "SmoothGrad", "ig": "Integrated\nGradients",
+                "gradcam": "Grad-CAM", "guided": "Guided\nBackprop", "occlusion": "Occlusion"}
+METHOD_COLOURS = {"vanilla": PALETTE[0], "smoothgrad": PALETTE[1], "ig": PALETTE[2],
+                  "gradcam": PALETTE[3], "guided": PALETTE[4], "occlusion": PALETTE[5]}
+
+
+def title_of(method: str) -> str:
+    return SHORT_TITLES.get(method, method)
+
+
+def colour_of(method: str, i: int = 0):
+    return METHOD_COLOURS.get(method, PALETTE[(6 + i) % len(PALETTE)])
+
+
+def _fmt(v: float) -> str:
+    """A short tick label: 2 significant digits, no exponent where avoidable."""
+    if v == 0:
+        return "0"
+    a = abs(v)
+    s = f"{v:.2g}" if 1e-3 <= a < 1e4 else f"{v:.1e}".replace("e-0", "e-").replace("e+0", "e")
+    if "e" not in s:
+        s = s.replace("0.", ".", 1) if s.startswith(("0.", "-0.")) else s  # ".64": narrow bars
+    return s.replace("-", "−")
+
+
+def scale_of(values: torch.Tensor, signed: bool, clip: float = 99.5) -> tuple[float, float, bool]:
+    """(vmin, vmax, clipped) of a colour scale for `values`: [0, q] for absolute maps and
+    [−q, q] for signed ones, q the `clip` percentile of |value| (never 0)."""
+    a = values.detach().abs().flatten().float()
+    q = float(torch.quantile(a, clip / 100)) if a.numel() <= 16_000_000 else float(a.max())
+    top = float(a.max())
+    if not math.isfinite(q) or q <= 0:
+        q = top if top > 0 else 1.0
+    return (-q if signed else 0.0), q, top > q * (1 + 1e-6)
+
+
+def _cmap(signed: bool):
+    import matplotlib
+    return matplotlib.colormaps[DIVERGING if signed else SEQUENTIAL]
+
+
+def _gray(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) uint8/[0, 1] → (H, W) luminance in [0, 1], for an overlay's background."""
+    x = image.detach().cpu().float()
+    x = x / 255 if not image.is_floating_point() else x
+    if x.shape[0] == 3:
+        x = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+    else:
+        x = x.mean(0)
+    return x.clamp(0, 1).numpy()
+
+
+def draw_map(ax, values: torch.Tensor, vmin: float, vmax: float, signed: bool, *, image=None):
+    """One (H, W) map on `ax`; with `image`, as a heat overlay on the image in grayscale (each
+    pixel's opacity grows with |value|). Returns the ScalarMappable for a colour bar."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    v = values.detach().cpu().float().numpy()
+    norm = Normalize(vmin, vmax, clip=True)
+    cmap = _cmap(signed)
+    if image is None:
+        ax.imshow(v, cmap=cmap, norm=norm, interpolation="none")
+    else:
+        # The image lightened (grey levels 0.55..1): the map's strong colours stay visible on a
+        # dark image and a light one alike; opacity grows with |value|.
+        ax.imshow(0.55 + 0.45 * _gray(image), cmap="gray", vmin=0, vmax=1, interpolation="none")
+        rgba = cmap(norm(v))
+        rgba[..., 3] = 0.95 * np.clip(np.abs(v) / max(abs(vmin), abs(vmax)), 0, 1) ** 0.7
+        ax.imshow(rgba, interpolation="none")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    return ScalarMappable(norm=norm, cmap=cmap)
+
+
+def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, signed=frozenset({"ig", "occlusion"}),
+                    row_labels: list[str] | None = None, frames: torch.Tensor | None = None,
+                    crop_box: tuple[int, int, int, int] | None = None, scale: str = "method",
+                    overlay: bool = False, title: str = "", clip: float = 99.5):
+    """A row per image: the image, then one map per method (maps[method]: (N, H, W) at the
+    network's input; images (N, C, H, W) that input). frames: the stored images to show in
+    the first column instead (SFDDD's 64×48 frame, at its aspect ratio), with crop_box (top,
+    left, height, width) outlined: the part the network saw and the maps cover.
+    scale: "method" (one colour scale per method across the rows, with a colour bar) or
+    "image" (each map its own scale, its top printed below it)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    if scale not in ("method", "image"):
+        raise ValueError(f"scale must be 'method' or 'image', not {scale!r}")
+    apply_style()
+    methods = list(maps)
+    n, m = len(images), len(methods)
+    h, w = images.shape[-2:]
+    first = frames if frames is not None else images
+    fh, fw = first.shape[-2:]
+
+    label_w = 0.0
+    if row_labels:
+        longest = max(len(line) for lab in row_labels for line in lab.split("\n"))
+        label_w = min(1.1, 0.6 * SMALL_FONT / 72 * longest + 0.08)
+    gap = 0.05  # inches between cells
+    cell_h = (FULL_WIDTH - label_w - gap * m - 0.02) / (fw / fh + m * w / h)
+    cell_h = min(cell_h, 1.6)  # a few methods: keep cells a sensible size
+    first_w, map_w = cell_h * fw / fh, cell_h * w / h
+    below = LINE if scale == "image" else 0.0  # each map's scale top under it
+    row_h = cell_h + gap + below
+    head = (LINE if title else 0) + 2 * LINE + 0.04  # title, two-line column titles
+    foot = 0.42 if scale == "method" else 0.02  # colour bars and their tick labels
+    width = label_w + first_w + m * (map_w + gap)
+    height = head + n * row_h + foot
+    fig = plt.figure(figsize=(max(width, 1.0), height))
+
+    def axes(x_in: float, top_in: float, w_in: float, h_in: float):
+        return fig.add_axes((x_in / width, 1 - (top_in + h_in) / height, w_in / width, h_in / height))
+
+    scales = {}
+    if scale == "method":
+        for method in methods:
+            scales[method] = scale_of(maps[method], method in signed, clip)
+    mappables = {}
+    for i in range(n):
+        top = head + i * row_h
+        ax = axes(label_w, top, first_w, cell_h)
+        show_image(ax, first[i])
+        if frames is not None and crop_box is not None:
+            t, l, ch, cw = crop_box
+            ax.add_patch(Rectangle((l - 0.5, t - 0.5), cw, ch, fill=False, edgecolor=PALETTE[8],
+                                   linewidth=0.9))
+        if row_labels:
+            ax.text(-0.06 * cell_h / first_w, 0.5, row_labels[i], transform=ax.transAxes, ha="right",
+                    va="center", fontsize=SMALL_FONT, linespacing=1.15)
+        if i == 0:
+            ax.set_title("network input" if frames is not None else "image", fontsize=SMALL_FONT, pad=3)
+        for j, method in enumerate(methods):
+            s = method in signed
+            vmin, vmax, clipped = scales[method] if scale == "method" else scale_of(maps[method][i], s, clip)
+            ax = axes(label_w + first_w + gap + j * (map_w + gap), top, map_w, cell_h)
+            mappables[method] = (draw_map(ax, maps[method][i], vmin, vmax, s,
+                                          image=images[i] if overlay else None), clipped)
+            if i == 0:
+                ax.set_title(title_of(method), fontsize=SMALL_FONT, pad=3, linespacing=1.1)
+            if scale == "image":
+                ax.text(0.5, -0.02, ("±" if s else "0–") + _fmt(vmax).replace("−", ""), transform=ax.transAxes,
+                        ha="center", va="top", fontsize=SMALL_FONT, color="0.3")
+    if scale == "method":
+        for j, method in enumerate(methods):
+            mappable, clipped = mappables[method]
+            s = method in signed
+            cax = axes(label_w + first_w + gap + j * (map_w + gap) + 0.04 * map_w, head + n * row_h + 0.02,
+                       0.92 * map_w, 0.07)
+            extend = ("both" if s else "max") if clipped else "neither"
+            cb = fig.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend, extendfrac=0.06)
+            vmin, vmax, _ = scales[method]
+            ticks = [vmin, 0.0, vmax] if s else [0.0, vmax]
+            cb.set_ticks(ticks, labels=[_fmt(v) for v in ticks])
+            cb.ax.tick_params(labelsize=SMALL_FONT, length=2, pad=1)
+            labels_ = cb.ax.get_xticklabels()  # the end labels inside the bar's span: neighbours never touch
+            labels_[0].set_horizontalalignment("left")
+            labels_[-1].set_horizontalalignment("right")
+            cb.outline.set_linewidth(0.4)
+    if title:
+        fig.text(0.5, 1 - 0.02 / height, title, ha="center", va="top", fontsize=SMALL_FONT + 1)
+    return fig
+
+
+def faithfulness_figure(di, *, title: str = ""):
+    """Deletion (left) and insertion (right) curves: the mean target probability over the images
+    against the fraction of pixels removed / added in the map's order; dashed grey the random
+    order. The legends give each method's mean area under the curve (deletion: lower is better;
+    insertion: higher is better)."""
+    from probe.analysis.faithfulness import RANDOM
+    n_lines = len(di.curves["deletion"])
+    rows = math.ceil(n_lines / 2)
+    foot = 0.17 * rows + 0.3  # inches for the legend below
+    fig, axes = new_figure(FULL_WIDTH, 2.35 + foot, ncols=2, sharey=True)
+    x = di.fractions.numpy()
+    aucs = {"deletion": di.auc("deletion"), "insertion": di.auc("insertion")}
+    handles, labels = [], []
+    for ax, kind in zip(axes, ("deletion", "insertion")):
+        for i, (method, c) in enumerate(di.curves[kind].items()):
+            mean = c.mean(0).numpy()
+            if method == RANDOM:
+                line, = ax.plot(x, mean, color="0.45", linestyle="--", linewidth=1.2, zorder=1)
+                name = "random order"
+            else:
+                line, = ax.plot(x, mean, color=colour_of(method, i), linewidth=1.4, zorder=2)
+                name = title_of(method).replace("\n", " ")
+            if kind == "deletion":
+                handles.append(line)
+                labels.append(f"{name}: {float(aucs['deletion'][method].mean()):.3f} / "
+                              f"{float(aucs['insertion'][method].mean()):.3f}")
+        better = "lower" if kind == "deletion" else "higher"
+        ax.set_title(f"{kind.capitalize()} (area: {better} is better)")
+        if kind == "deletion":
+            ax.set_xlabel(f"fraction of pixels set to {di.config.deletion_value:g}"
+                          + (" (black)" if di.config.deletion_value == 0 else ""))
+        else:
+            ax.set_xlabel("fraction of pixels restored" + (" in a blurred copy" if di.config.insertion_start == "blur"
+                                                           else " in a black image"))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("probability of the target class")
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0),
+               title="mean area under the curve: deletion / insertion", title_fontsize=SMALL_FONT,
+               columnspacing=2.0, handlelength=1.8)
+    fig.tight_layout(rect=(0, foot / (2.35 + foot), 1, 1))
+    if title:
+        fig.suptitle(title, fontsize=SMALL_FONT + 1)
+        fig.tight_layout(rect=(0, foot / (2.35 + foot), 1, 1))
+    return fig
+
+
+def randomization_figure(rand, *, title: str = ""):
+    """The Spearman rank correlation (mean over the images, of |map|) between the trained
+    model's maps and the maps after randomizing the layers from the top down to each step;
+    the dashed line is the flag threshold: a method above it with the whole model random
+    explains the image more than the model."""
+    fig, ax = new_figure(FULL_WIDTH, 2.7)
+    steps = ["trained"] + list(rand.steps)
+    xs = np.arange(len(steps))
+    low = 0.0
+    for i, (method, s) in enumerate(rand.spearman.items()):
+        mean = [1.0] + [float(torch.nanmean(row)) for row in s]
+        low = min(low, min(mean))
+        flagged = " (flagged)" if method in rand.flagged else ""
+        ax.plot(xs, mean, marker="o", markersize=3.5, color=colour_of(method, i), linewidth=1.3,
+                label=title_of(method).replace("\n", " ") + flagged)
+    ax.axhline(rand.threshold, color="0.4", linestyle="--", linewidth=1,
+               label=f"flag threshold {rand.threshold:g}")
+    ax.axhline(0, color="0.75", linewidth=0.7, zorder=0)
+    ax.set_xticks(xs, [s if len(s) <= 14 else s[:12] + "…" for s in steps])
+    ax.set_xlabel("layers re-initialized, cascading from the top (each step adds one group)"
+                  if rand.cascading else "re-initialized")
+    ax.set_ylabel("Spearman ρ with the\ntrained model's map")
+    ax.set_ylim(min(-0.1, low - 0.05), 1.05)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def randomization_maps_figure(rand, image: torch.Tensor, index: int = 0, *, title: str = "",
+                              signed=frozenset({"ig", "occlusion"}), clip: float = 99.5):
+    """One image's maps as the model is destroyed: a row per method, the trained model's map
+    then one per cascade step. Each map has its own scale (randomized models' maps differ in
+    magnitude by orders; the question is whether their pattern survives)."""
+    import matplotlib.pyplot as plt
+    apply_style()
+    methods = list(rand.maps)
+    steps = ["trained"] + list(rand.steps)
+    cols = len(steps)
+    h, w = image.shape[-2:]
+    label_w = 0.95
+    gap = 0.05
+    cell_w = min(0.95, (FULL_WIDTH - label_w - 0.75 - gap * cols) / (cols + 1))
+    cell_h = cell_w * h / w
+    head = (LINE if title else 0) + LINE + 0.05
+    width = label_w + (cols + 1) * (cell_w + gap)
+    height = head + len(methods) * (cell_h + gap) + 0.05
+    fig = plt.figure(figsize=(width, height))
+
+    def axes(x_in, top_in):
+        return fig.add_axes((x_in / width, 1 - (top_in + cell_h) / height, cell_w / width, cell_h / height))
+
+    ax = axes(label_w, head)
+    show_image(ax, image)
+    ax.set_title("image", fontsize=SMALL_FONT, pad=3)
+    for r, method in enumerate(methods):
+        top = head + r * (cell_h + gap)
+        s = method in signed
+        row = [rand.trained_maps[method][index]] + [m[index] for m in rand.maps[method]]
+        for c, v in enumerate(row):
+            ax = axes(label_w + (c + 1) * (cell_w + gap), top)
+            vmin, vmax, _ = scale_of(v, s, clip)
+            draw_map(ax, v, vmin, vmax, s)
+            if r == 0:
+                name = steps[c] if len(steps[c]) <= 10 else steps[c][:9] + "…"
+                ax.set_title(name if c == 0 else f"→ {name}", fontsize=SMALL_FONT, pad=3)
+        fig.text((label_w - 0.06) / width, 1 - (top + cell_h / 2) / height, title_of(method), ha="right",
+                 va="center", fontsize=SMALL_FONT, linespacing=1.1)
+    if title:
+        fig.text(0.5, 1 - 0.02 / height, title, ha="center", va="top", fontsize=SMALL_FONT + 1)
+    return fig
