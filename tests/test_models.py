@@ -318,3 +318,131 @@ def test_zoo_table_rows():
 def test_resnet_is_a_plain_module():
     m = ResNet(get_config("resnet8"))
     assert isinstance(m, nn.Module) and m.config.depth == 8
+
+
+# ---- issue 6: the paper's pre-activation projection, bottleneck stride, validation -----------
+
+def test_preact_projection_is_a_bare_conv_on_the_preactivated_input():
+    """He et al. 2016's code (ResNet-164/1001): the B shortcut of a pre-activation block is a
+    1×1 conv alone, fed BN→ReLU of x; the post-activation one keeps conv + BN."""
+    pre = build_model("preact_resnet20", shortcut="B")
+    projections = [b.shortcut for b in pre.blocks() if not isinstance(b.shortcut, nn.Identity)]
+    assert len(projections) == 2
+    assert all(list(dict(p.named_children())) == ["conv"] for p in projections)
+    assert count_parameters(pre) == 269_722 + 16 * 32 + 32 * 64  # convs only, no BN
+    post = build_model("resnet20", shortcut="B")
+    assert count_parameters(post) == 269_722 + 16 * 32 + 2 * 32 + 32 * 64 + 2 * 64
+    # The projection sees relu(bn1(x)), the branch's own pre-activation.
+    block = pre.stages.stage2[0].eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        a = block.relu1(block.bn1(x))
+        branch = block.conv2(block.relu2(block.bn2(block.conv1(a))))
+        assert torch.allclose(block(x), branch + block.shortcut.conv(a), atol=1e-6)
+    # ResNet-164 of the 2016 paper: 1.7M parameters.
+    assert count_parameters(build_model("preact_resnet164_bottleneck")) == 1_703_258
+
+
+def test_old_configs_without_bottleneck_stride_keep_their_network():
+    old = get_config("resnet11_bottleneck").to_dict()
+    del old["bottleneck_stride"], old["zero_init_fc"]  # meta.json written before the options
+    cfg = ResNetConfig.from_dict(old)
+    assert cfg.bottleneck_stride == "3x3"  # what those nets were built with
+    assert ResNet(cfg).stages.stage2[0].conv2.stride == (2, 2)
+    assert get_config("resnet11_bottleneck").bottleneck_stride == "1x1"
+    new = get_config("resnet11_bottleneck", bottleneck_stride="3x3")
+    assert ResNetConfig.from_dict(new.to_dict()) == new  # saved key wins
+
+
+def test_zero_init_fc_starts_at_ln_classes():
+    m = build_model("resnet8", zero_init_fc=True, num_classes=7).train()
+    loss = nn.functional.cross_entropy(m(torch.rand(4, 3, 16, 16)), torch.arange(4))
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(7.0)).item(), abs=1e-6)
+    loss.backward()
+    assert m.fc.weight.grad.abs().sum() > 0  # trainable: the gradient reaches it
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "preact_resnet56", "plain8", "resnet11_bottleneck",
+                                  "preact_resnet11_bottleneck", "resnet1202"])
+@pytest.mark.parametrize("shortcut, width, stem", [("A", 1.0, "cifar"), ("B", 0.5, "imagenet"),
+                                                   ("none", 0.25, "cifar")])
+def test_num_parameters_is_the_closed_form_of_the_built_net(arch, shortcut, width, stem):
+    cfg = get_config(arch, shortcut=shortcut, width=width, stem=stem, in_channels=1, num_classes=7)
+    if arch == "resnet1202":  # 19M parameters: the closed form alone, against the paper
+        assert get_config(arch).num_parameters() == 19_421_274  # = the built net's (checked once)
+        return
+    assert cfg.num_parameters() == count_parameters(ResNet(cfg))
+
+
+ABSURD = [  # (how, message): refused before anything is allocated
+    (lambda: ResNetConfig(stages=(1_000_000_000,)  * 3), "parameters"),
+    (lambda: ResNetConfig(filters=(16, 32, 10 ** 9)), "parameters"),
+    (lambda: get_config("resnet1000000004"), "absurd"),
+    (lambda: get_config("resnet20", num_classes=10 ** 9), "parameters"),
+    (lambda: get_config("resnet20", width=1e6), "parameters"),
+    (lambda: get_config("resnet20", width=float("nan")), "'width': expected a positive number"),
+    (lambda: get_config("resnet20", width=float("inf")), "'width'"),
+    (lambda: ResNetConfig(filters=(16, 32, 10 ** 40)), r"'filters\[2\]': expected a positive integer"),
+    (lambda: ResNetConfig(stages=(3, 0, 3)), r"'stages\[1\]': expected a positive integer"),
+    (lambda: ResNetConfig(stages=(1,) * 100, filters=(1,) * 100), "1..64 entries"),
+]
+
+
+@pytest.mark.parametrize("make, message", ABSURD)
+def test_absurd_sizes_are_refused_before_allocating(make, message, monkeypatch):
+    monkeypatch.setattr(ResNet, "__init__", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+BAD_FIELDS = [  # from_dict(meta.json) with one field wrong → ConfigError naming it
+    ("stages", "abc", "'stages': expected a list of positive integers"),
+    ("stages", 3, "'stages': expected a list"),
+    ("stages", [3, "3", 3], r"'stages\[1\]'"),
+    ("stages", [3, 2.5, 3], r"'stages\[1\]'"),
+    ("filters", [16, True, 64], r"'filters\[1\]'"),
+    ("stem_filters", "16", "'stem_filters'"),
+    ("in_channels", 0, "'in_channels'"),
+    ("num_classes", None, "'num_classes'"),
+    ("width", "1", "'width'"),
+    ("bn_eps", -1.0, "'bn_eps'"),
+    ("bn_momentum", 2.0, "'bn_momentum'"),
+    ("preact", "yes", "'preact'"),
+    ("zero_init_residual", 1, "'zero_init_residual'"),
+    ("block", ["basic"], "unknown block"),
+    ("shortcut", "C", "unknown shortcut"),
+    ("bottleneck_stride", "2x2", "unknown bottleneck_stride"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_FIELDS)
+def test_config_from_dict_names_the_bad_field(field, value, message):
+    d = get_config("resnet20").to_dict() | {field: value}
+    with pytest.raises(ConfigError, match=message):
+        ResNetConfig.from_dict(d)
+
+
+def test_config_from_dict_of_not_a_mapping():
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        ResNetConfig.from_dict(["stages"])
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((3, 0, 32), "height must be a positive integer, not 0"),
+    ((0, 32, 32), "channels must be a positive integer"),
+    ((3, 32, -1), "width must be a positive integer"),
+    ((3, 32), "expected channels×height×width"),
+    ((3, 10 ** 6, 32), "height 1000000 is more than 4096"),
+])
+def test_zoo_input_shape_is_checked(shape, message):
+    with pytest.raises(ConfigError, match=message):
+        zoo_table(shape, presets=["resnet8"])
+
+
+def test_zoo_cli_bad_shape_is_one_line_exit_2():
+    from typer.testing import CliRunner
+    from probe.cli import app
+    r = CliRunner().invoke(app, ["models", "zoo", "--input", "3x0x32"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and ("3x0x32" in lines[0] or "3×0×32" in lines[0])
