@@ -181,8 +181,14 @@ def predict(model: Path = ModelDir, data_dir: Optional[Path] = DataDir,
             split: str = typer.Option("test", help="test, val, train, or kaggle (SFDDD's unlabelled imgs/test)."),
             format: PredictFormat = typer.Option(PredictFormat.csv, help="csv, or kaggle (img,c0..c9)."),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV file (default: reports/<model>-<split>.csv)."),
-            device: str = Device, batch_size: int = typer.Option(500, min=1, help="Images per forward pass.")):
-    """Predictions for a split, written as CSV."""
+            device: str = Device, batch_size: int = typer.Option(500, min=1, help="Images per forward pass."),
+            image: Optional[list[Path]] = typer.Option(None, "--image", help="Your own PNG/JPEG file(s) instead of a split: prints the top-3 classes of each (--image a.png b.jpg)."),
+            more: Optional[list[Path]] = typer.Argument(None, metavar="[PATH]...", help="More files for --image.", show_default=False)):
+    """Predictions for a split, written as CSV; or the top-3 classes of your own image files."""
+    if image or more:
+        from probe.tasks.saliency import run_predict_images
+        typer.echo(run_predict_images(model, _image_paths(image, more), device=device))
+        return
     from probe.analysis.predict import write_predictions
     path, summary = write_predictions(model, split=split, data_dir=data_dir, fmt=format.value,
                                       output=output, device=device, batch_size=batch_size)
@@ -256,6 +262,51 @@ def compare(runs: list[Path] = Runs,
     test error, images/s; and the training settings that differ."""
     from probe.tasks.curves import run_compare
     typer.echo(run_compare(runs, out=out).summary())
+
+
+ImageFiles = typer.Option(None, "--image", help="Your own PNG/JPEG file(s), brought to the model's input as its dataset's images were (--image a.png b.jpg, or repeat --image).")
+MoreImageFiles = typer.Argument(None, metavar="[PATH]...", help="More files for --image.", show_default=False)
+
+
+def _image_paths(image: Optional[list[Path]], more: Optional[list[Path]]) -> list[Path]:
+    """--image a.png b.png: click gives the first to --image, the rest as arguments."""
+    from probe.errors import ConfigError
+    if more and not image:
+        raise ConfigError(f"unexpected argument {str(more[0])!r}: image files go after --image")
+    return [*(image or []), *(more or [])]
+
+
+@command(app, "saliency")
+def saliency(model: Optional[Path] = AnalysisModel,
+             class_: Optional[str] = typer.Option(None, "--class", help="The class to explain: a name (phone_right), a Kaggle code (c2) or an index. Without --model: the newest model that has it."),
+             method: str = typer.Option("all", "--method", help="vanilla, smoothgrad, ig, gradcam, guided, occlusion: one, a comma list, or all."),
+             n: int = typer.Option(6, "--n", help="Images to explain (the first n of the class in the split)."),
+             split: str = typer.Option("val", help="val (the split the model was chosen on), test or train."),
+             wrong: bool = typer.Option(False, "--wrong", help="Misclassified images of the class, with maps for the true and the predicted class."),
+             any_: bool = typer.Option(False, "--any", help="The first images of the class, right or wrong."),
+             index: Optional[str] = typer.Option(None, "--index", help="Images by number in the split: 3,17,40 (maps for --class, else each image's label)."),
+             image: Optional[list[Path]] = ImageFiles,
+             more: Optional[list[Path]] = MoreImageFiles,
+             scale: str = typer.Option("method", "--scale", help="method: one colour scale per method across the rows; image: each map its own."),
+             overlay: bool = typer.Option(False, "--overlay", help="Draw the maps over the images (in grayscale)."),
+             faithfulness: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves and the model-randomization check."),
+             data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
+             batch_size: int = typer.Option(256, "--batch-size", help="Largest number of images in one forward pass."),
+             threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when the machine is busier than its cores)."),
+             seed: int = typer.Option(0, help="Seed of SmoothGrad's noise, the random orders and the re-initialized weights.")):
+    """What the model looks at: saliency maps of six methods (through captum) side by side, and
+    how faithful each is (deletion/insertion against a random order, the model-randomization
+    check); the raw maps as attributions.safetensors."""
+    from probe.errors import ConfigError
+    from probe.tasks.saliency import run_saliency
+    if wrong and any_:
+        raise ConfigError("give --wrong or --any, not both")
+    files = _image_paths(image, more)
+    typer.echo(run_saliency(model, class_name=class_, methods=method, n=n, split=split,
+                            selection="wrong" if wrong else "any" if any_ else "correct", index=index,
+                            images=files or None, scale=scale, overlay=overlay, faithfulness=faithfulness,
+                            data_dir=data_dir, out=out, device=device, batch_size=batch_size,
+                            threads=threads, seed=seed).summary())
 
 
 def main(argv: list[str] | None = None) -> None:
