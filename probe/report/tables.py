@@ -4,14 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from probe.errors import ProbeError
-
-
-def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    def fmt(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+from probe.text import text_table
 
 
 def zoo_text(input_shape: tuple[int, int, int], num_classes: int, width: float) -> str:
@@ -21,7 +14,7 @@ def zoo_text(input_shape: tuple[int, int, int], num_classes: int, width: float) 
              f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f}M"] for r in rows]
     c, h, w = input_shape
     return (f"input {c}×{h}×{w}, {num_classes} classes, width ×{width:g}\n"
-            + _table(["preset", "depth", "block", "act", "shortcut", "params", "mult-adds"], body, {1, 5, 6}))
+            + text_table(["preset", "depth", "block", "act", "shortcut", "params", "mult-adds"], body, {1, 5, 6}))
 
 
 def trained_models(root: Path) -> list[dict]:
@@ -58,5 +51,5 @@ def models_text(root: Path) -> str:
                      err("val"), err("test"), str(m.get("created", ""))[:10]])
     if not rows:
         return f"no trained models in {root}"
-    table = _table(["name", "dataset", "arch", "params", "val err", "test err", "date"], rows, {3, 4, 5})
+    table = text_table(["name", "dataset", "arch", "params", "val err", "test err", "date"], rows, {3, 4, 5})
     return table + ("\n\nunreadable:\n" + "\n".join(broken) if broken else "")

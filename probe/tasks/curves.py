@@ -12,7 +12,7 @@ from probe.figures.style import save_figure
 from probe.io import atomic_write_json
 from probe.models.folder import WEIGHTS, ModelFolder, read_model_folder
 from probe.provenance import versions
-from probe.report.tables import _table
+from probe.text import text_table
 from probe.tasks.common import MODELS_ROOT, TaskOutput, output_folder
 
 # The training settings worth naming when they differ between the runs compared.
@@ -155,7 +155,7 @@ def compare_text(rows: list[dict]) -> str:
              r["dataset"], "—" if r["epochs"] is None else str(r["epochs"]), _duration(r["wall_seconds"]),
              _pct(r["val_error"]), _pct(r["test_error"]),
              "—" if r["images_per_second"] is None else f"{r['images_per_second']:,.0f}"] for r in rows]
-    return _table(["run", "architecture", "params", "dataset", "epochs", "train time", "val err",
+    return text_table(["run", "architecture", "params", "dataset", "epochs", "train time", "val err",
                    "test err", "images/s"], body, {2, 4, 5, 6, 7, 8})
 
 

@@ -2,8 +2,6 @@
 a ProgressPrinter (probe.train.callbacks) in `callbacks` to see progress."""
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +15,7 @@ from probe.models.classifier import Classifier
 from probe.models.folder import load_model
 from probe.models.inference import evaluate
 from probe.models.resnet import ResNet, ResNetConfig, get_config
+from probe.provenance import git_commit, versions
 from probe.train import checkpoint as ckpt
 from probe.train.callbacks import Checkpointer, training_summary
 from probe.train.config import TrainConfig
@@ -28,22 +27,6 @@ RESUMABLE_CHANGES = {"device", "compile", "eval_batch_size"}
 # The length may change too: the run is extended (or found complete), see extension().
 LENGTH = {"epochs", "iters"}
 MAX_DEPTH = 10_000  # weighted layers; resnet1202 has 1202. Beyond this a depth is a typo.
-
-
-def versions() -> dict:
-    import numpy
-    import probe
-    return {"probe": probe.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def build_classifier(arch: ResNetConfig, spec: DatasetSpec) -> Classifier:
