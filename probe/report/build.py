@@ -11,7 +11,7 @@ from typing import Callable
 from probe.errors import ConfigError
 from probe.io import atomic_write_json
 from probe.models.folder import ModelFolder
-from probe.report.presentation import Report, Section, slug
+from probe.report.presentation import Report, Section, Text, slug
 from probe.tasks.common import TaskOutput, resolve_model
 
 FORMATS = ("html", "pdf")
@@ -27,6 +27,7 @@ class Step:
     settings: dict
     section: Callable[[dict, Path, str, str], Section | None]
     needs_data: bool = True
+    skip: Callable[[ModelFolder], str | None] = lambda folder: None  # why this model has none
 
 
 @dataclass
@@ -56,9 +57,13 @@ def cached_run(step: Step, folder: ModelFolder, out: Path, data_dir) -> tuple[di
 
 
 def default_plan() -> ReportPlan:
-    from probe.report.structure import failures_section
+    from probe.report.structure import curves_section, failures_section
+    from probe.tasks.curves import run_learning_curves
     from probe.tasks.failures import run_misclassified
     plan = ReportPlan()
+    plan.steps.append(Step("curves", lambda path, out, data_dir: run_learning_curves([path], out=out),
+                           {}, curves_section, needs_data=False,
+                           skip=lambda f: None if f.history() else "no training history (history.json)"))
     plan.steps.append(Step("misclassified",
                            lambda path, **kw: run_misclassified(path, **kw),
                            {"split": "test"}, failures_section))
@@ -92,6 +97,12 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
             top.add(model_card(folder, prefix))
             for step in plan.steps:
                 bar.update(task, description=f"{folder.name}: {step.analysis}")
+                why_not = step.skip(folder)
+                if why_not:
+                    top.add(Section(step.analysis.capitalize(), f"{prefix}-{slug(step.analysis)}",
+                                    [Text(f"Not shown: {why_not}.")]))
+                    bar.advance(task)
+                    continue
                 step_out = out / "analyses" / folder.name / step.analysis
                 results, was_cached = cached_run(step, folder, step_out, data_dir)
                 reused += was_cached

@@ -53,6 +53,13 @@ def model_card(folder: ModelFolder, prefix: str) -> Section:
     return Section("Model card", f"{prefix}-card", [Table(["", ""], [list(r) for r in rows])])
 
 
+def curves_section(results: dict, out: Path, prefix: str, name: str) -> Section:
+    s = Section("Learning curves", f"{prefix}-curves")
+    s.add(figure(out, "curves", f"{name}: training (dashed) and validation (solid) error and loss per epoch.",
+                 f"{prefix}-curves", data=results["results"]))
+    return s
+
+
 def failures_section(results: dict, out: Path, prefix: str, name: str) -> Section:
     r = results["results"]
     split = results["settings"]["split"]
@@ -84,21 +91,16 @@ def failures_section(results: dict, out: Path, prefix: str, name: str) -> Sectio
 
 
 def comparison_section(folders: list[ModelFolder], out: Path) -> Section:
-    """The models side by side: their numbers in one table."""
-    rows = []
-    for f in folders:
-        m = f.meta
-        t = f.train_config
-        seconds = m.get("train_seconds") or m.get("wall_seconds")
-        rows.append([f.name, str(m.get("arch_name", "?")),
-                     f"{m['parameters']:,}" if isinstance(m.get("parameters"), int) else "?",
-                     f.spec.name, str(m.get("epochs_done", t.get("epochs", "?"))),
-                     f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "—",
-                     pct((f.metrics.get("val") or {}).get("error")),
-                     pct((f.metrics.get("test") or {}).get("error")),
-                     f"{m['images_per_second']:,.0f}" if isinstance(m.get("images_per_second"), (int, float)) else "—"])
+    """The models side by side: their numbers in one table, their learning curves on one plot."""
+    from probe.tasks.curves import (COMPARE_COLUMNS, COMPARE_NUMERIC, compare_cells, compare_row,
+                                    run_learning_curves)
     s = Section("Comparison", "comparison")
-    s.add(Table(["model", "architecture", "parameters", "dataset", "epochs", "training time",
-                 "val error", "test error", "train images/s"], rows,
-                caption="The models side by side.", numeric={2, 4, 5, 6, 7, 8}))
+    s.add(Table(COMPARE_COLUMNS, compare_cells([compare_row(f) for f in folders]),
+                caption="The models side by side (train time: training and validation; images/s: training only).",
+                numeric=COMPARE_NUMERIC))
+    curves_out = out / "analyses" / "comparison" / "curves"
+    if all(f.history() for f in folders):
+        run_learning_curves([f.path for f in folders], out=curves_out)
+        s.add(figure(curves_out, "curves", "Learning curves of the models on one plot: each model one colour, "
+                     "training dashed, validation solid.", "comparison-curves"))
     return s

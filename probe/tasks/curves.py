@@ -150,13 +150,21 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
 
 
-def compare_text(rows: list[dict]) -> str:
-    body = [[r["run"], r["architecture"], "—" if r["parameters"] is None else f"{r['parameters']:,}",
+COMPARE_COLUMNS = ["run", "architecture", "params", "dataset", "epochs", "train time", "val err",
+                   "test err", "images/s"]
+COMPARE_NUMERIC = {2, 4, 5, 6, 7, 8}
+
+
+def compare_cells(rows: list[dict]) -> list[list[str]]:
+    """The compare table's cells, for the terminal and for the report alike."""
+    return [[r["run"], r["architecture"], "—" if r["parameters"] is None else f"{r['parameters']:,}",
              r["dataset"], "—" if r["epochs"] is None else str(r["epochs"]), _duration(r["wall_seconds"]),
              _pct(r["val_error"]), _pct(r["test_error"]),
              "—" if r["images_per_second"] is None else f"{r['images_per_second']:,.0f}"] for r in rows]
-    return text_table(["run", "architecture", "params", "dataset", "epochs", "train time", "val err",
-                   "test err", "images/s"], body, {2, 4, 5, 6, 7, 8})
+
+
+def compare_text(rows: list[dict]) -> str:
+    return text_table(COMPARE_COLUMNS, compare_cells(rows), COMPARE_NUMERIC)
 
 
 def differing_settings(rows: list[dict]) -> dict[str, list]:
