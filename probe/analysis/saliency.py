@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from probe.analysis.common import as_input, class_probabilities, evaluating, model_device
+from probe.analysis.common import as_input, evaluating, model_device
 from probe.errors import ConfigError
 
 METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "guided", "occlusion")
@@ -199,6 +199,12 @@ def same_layer(model: nn.Module, work: nn.Module, layer: nn.Module | str | None)
     return found if work is model else work.get_submodule(layer_name(model, found))
 
 
+def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax (N, K) float32 on the CPU of inputs already in the model's dtype and device."""
+    with torch.inference_mode():
+        return torch.cat([model(x[sl]).float().softmax(1).cpu() for sl in _chunks(len(x), batch_size)])
+
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
@@ -309,7 +315,7 @@ def saliency(model: nn.Module, images: torch.Tensor, target, *, methods: str | S
     maps, seconds = {}, {}
     delta = gap = None
     with working_copy(model, config.channels_last) as work, seeded(config.seed, x.device):
-        probs = class_probabilities(work, x, batch_size=config.batch_size)  # (N, K)
+        probs = _probabilities(work, x, config.batch_size)  # (N, K)
         if int(t.min()) < 0 or int(t.max()) >= probs.shape[1]:
             raise ConfigError(f"targets must be classes 0..{probs.shape[1] - 1}")
         cam = same_layer(model, work, layer) if "gradcam" in methods else None

@@ -50,13 +50,15 @@ class UserImages:
                         self.names)
 
 
-def _open(path: Path, draft: tuple[int, int] | None) -> Image.Image:
+def _open(path: Path, draft: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:
+    """The decoded image (upright, transparency on white) and its size in the file."""
     data = read_regular(path, MAX_BYTES, "image")
     try:
         img = Image.open(io.BytesIO(data))
         if img.width * img.height > MAX_PIXELS:
             raise DataError(f"{path}: {img.width}×{img.height} pixels, more than {MAX_PIXELS:,}; "
                             "scale it down first")
+        size = img.size
         if draft is not None and img.format == "JPEG":
             img.draft(img.mode, draft)  # libjpeg decodes at 1/2..1/8 scale: the SFDDD loader's way
         img = ImageOps.exif_transpose(img)  # a phone's portrait photo stands upright
@@ -65,7 +67,7 @@ def _open(path: Path, draft: tuple[int, int] | None) -> Image.Image:
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(white, rgba)
         img.load()
-        return img
+        return img, size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not an image that can be read (PNG or JPEG expected): {e}") from None
 
@@ -87,18 +89,20 @@ def _border(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[:, :k].ravel(), a[:, -k:].ravel()])
 
 
-def mnist_like(img: Image.Image, size: int = 28, box: int = MNIST_BOX) -> tuple[np.ndarray, str]:
-    """A picture of a digit → uint8 (size, size) as MNIST made its images, and a note."""
+def mnist_like(img: Image.Image, side: int = 28, box: int = MNIST_BOX, *,
+               size: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+    """A picture of a digit → uint8 (side, side) as MNIST made its images, and a note."""
+    w0, h0 = size or img.size
     a = np.asarray(img.convert("L"), dtype=np.float32)
     notes = []
-    if a.shape == (size, size) and np.median(_border(a)) < 128:
+    if a.shape == (side, side) and np.median(_border(a)) < 128:
         return a.astype(np.uint8), "as is (already 28×28, light on dark)"
     if np.median(_border(a)) >= 128:  # dark ink on light paper: MNIST's ink is white
         a = 255 - a
         notes.append("inverted")
     a = np.clip(a - np.median(_border(a)), 0, None)  # the paper's level becomes black
     if a.max() <= 0:
-        return np.zeros((size, size), np.uint8), ", ".join(notes + ["blank"])
+        return np.zeros((side, side), np.uint8), ", ".join(notes + ["blank"])
     a = a * (255 / a.max())
     rows, cols = np.nonzero(a > 0.1 * 255)
     a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]  # the ink's bounding box
@@ -107,16 +111,16 @@ def mnist_like(img: Image.Image, size: int = 28, box: int = MNIST_BOX) -> tuple[
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     digit = np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((nw, nh), Image.Resampling.LANCZOS))
     digit = np.clip(digit, 0, 255)
-    field = np.zeros((size, size), np.float32)
-    top, left = (size - nh) // 2, (size - nw) // 2
+    field = np.zeros((side, side), np.float32)
+    top, left = (side - nh) // 2, (side - nw) // 2
     field[top:top + nh, left:left + nw] = digit
     # Centre of mass to the centre of the field, by a whole-pixel shift that keeps the digit inside.
-    yy, xx = np.mgrid[0:size, 0:size]
+    yy, xx = np.mgrid[0:side, 0:side]
     mass = field.sum()
-    dy = int(np.clip(round((size - 1) / 2 - (yy * field).sum() / mass), -top, size - nh - top))
-    dx = int(np.clip(round((size - 1) / 2 - (xx * field).sum() / mass), -left, size - nw - left))
+    dy = int(np.clip(round((side - 1) / 2 - (yy * field).sum() / mass), -top, side - nh - top))
+    dx = int(np.clip(round((side - 1) / 2 - (xx * field).sum() / mass), -left, side - nw - left))
     field = np.roll(field, (dy, dx), axis=(0, 1))
-    notes.append(f"digit fitted to {box}×{box}, centred by mass (from {img.width}×{img.height})")
+    notes.append(f"digit fitted to {box}×{box}, centred by mass (from {w0}×{h0})")
     return np.clip(np.rint(field), 0, 255).astype(np.uint8), ", ".join(notes)
 
 
@@ -129,13 +133,12 @@ def load_user_images(paths: Sequence[str | Path], spec: DatasetSpec) -> UserImag
     for path in paths:
         # MNIST: no draft decoding (a digit may be a small part of a large scan)
         draft = None if spec.name == "mnist" else (spec.width * 2, spec.height * 2)
-        img = _open(path, draft)
+        img, size = _open(path, draft)
         if spec.name == "mnist" and spec.channels == 1:
-            arr, note = mnist_like(img, spec.height)
+            arr, note = mnist_like(img, spec.height, size=size)
             out.append(arr[None])
             notes.append(note)
             continue
-        size = img.size
         img = _centre_aspect(img, spec.width, spec.height)
         img = img.convert("L" if spec.channels == 1 else "RGB")
         if img.size != (spec.width, spec.height):

@@ -1,0 +1,422 @@
+"""probe saliency: the maps against finite differences and IG's completeness, batch-size
+independence, the caller's model left as found, grayscale / RGB / SFDDD's crop, user images,
+and the command (its files and its error cases)."""
+import io
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+from typer.testing import CliRunner
+
+from probe.analysis.saliency import METHODS, SaliencyConfig, explain, parse_methods, saliency
+from probe.cli import app, main
+from probe.data.spec import CIFAR10, MNIST
+from probe.data.user_images import load_user_images
+from probe.errors import ConfigError, DataError
+from probe.models.classifier import Classifier
+from probe.models.resnet import ResNet, get_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+FAST = SaliencyConfig(smoothgrad_samples=4, ig_steps=8, occlusion_window=4, occlusion_stride=2)
+
+
+class Tiny(nn.Module):
+    """A small smooth network: conv → tanh → 2×2 pool → linear. Not probe's Classifier."""
+
+    def __init__(self, channels=1, classes=3, dtype=torch.float64, act=nn.Tanh):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.act = act()
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(16, classes)
+        self.to(dtype)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.act(self.conv(x)))))
+
+
+def tiny_classifier(spec, size=12, seed=0) -> Classifier:
+    torch.manual_seed(seed)
+    spec = replace(spec, height=size, width=size)
+    arch = get_config("resnet8", num_classes=spec.num_classes, in_channels=spec.channels, width=0.25)
+    model = Classifier.from_spec(ResNet(arch), spec)
+    # Random BatchNorm statistics: an untrained net's maps would otherwise be nearly flat.
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def finite_difference_gradient(model, x, target, h=1e-6):
+    """∂logit[target]/∂x by central differences, float64, every pixel's pair in one batch.
+    x: (N, C, H, W)."""
+    n, d = len(x), x[0].numel()
+    step = torch.eye(d, dtype=x.dtype).view(d, *x.shape[1:]) * h  # (D, C, H, W)
+    with torch.no_grad():
+        up = model((x[:, None] + step).flatten(0, 1))[:, target].view(n, d)
+        down = model((x[:, None] - step).flatten(0, 1))[:, target].view(n, d)
+    return ((up - down) / (2 * h)).view_as(x)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_vanilla_equals_finite_differences(channels):
+    torch.manual_seed(0)
+    model = Tiny(channels).eval()
+    x = torch.rand(2, channels, 5, 5, dtype=torch.float64)
+    r = saliency(model, x, 1, methods="vanilla")
+    fd = finite_difference_gradient(model, x, 1).abs().amax(1)  # (N, H, W): max over channels
+    assert r.maps["vanilla"].shape == (2, 5, 5)
+    torch.testing.assert_close(r.maps["vanilla"].double(), fd, rtol=1e-5, atol=1e-7)
+
+
+def test_integrated_gradients_is_complete():
+    """Σ attributions = f(x) − f(black), and captum's delta is exactly the shortfall."""
+    torch.manual_seed(1)
+    model = Tiny(3).eval()
+    x = torch.rand(3, 3, 6, 6, dtype=torch.float64)
+    r = saliency(model, x, 2, methods="ig", config=SaliencyConfig(ig_steps=64))
+    with torch.no_grad():
+        gap = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
+    total = r.maps["ig"].double().sum((1, 2))
+    torch.testing.assert_close(r.ig_gap.double(), gap, rtol=1e-5, atol=1e-6)
+    assert (total - gap).abs().max() <= 1e-3 * gap.abs().max() + 1e-6
+    torch.testing.assert_close(r.ig_delta.double(), total - gap, rtol=1e-3, atol=1e-5)
+
+
+def test_maps_do_not_depend_on_the_batch_size():
+    model = tiny_classifier(MNIST)
+    x = torch.randint(0, 256, (5, 1, 12, 12), dtype=torch.uint8)
+    deterministic = [m for m in METHODS if m != "smoothgrad"]  # SmoothGrad's noise is drawn per batch
+    big = saliency(model, x, 3, methods=deterministic, config=replace(FAST, batch_size=256))
+    small = saliency(model, x, 3, methods=deterministic, config=replace(FAST, batch_size=4))
+    for m in deterministic:
+        torch.testing.assert_close(small.maps[m], big.maps[m], rtol=1e-4, atol=1e-5, msg=m)
+    # The same with and without the channels-last working copy.
+    plain = saliency(model, x, 3, methods=deterministic, config=replace(FAST, channels_last=False))
+    for m in deterministic:
+        torch.testing.assert_close(plain.maps[m], big.maps[m], rtol=1e-4, atol=1e-5, msg=m)
+
+
+def test_smoothgrad_is_seeded_and_leaves_the_global_generator_alone():
+    model = tiny_classifier(MNIST)
+    x = torch.rand(2, 1, 12, 12)
+    torch.manual_seed(123)
+    a = saliency(model, x, 0, methods="smoothgrad", config=FAST).maps["smoothgrad"]
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    b = saliency(model, x, 0, methods="smoothgrad", config=FAST).maps["smoothgrad"]
+    torch.manual_seed(123)
+    assert torch.equal(a, b) and torch.equal(torch.rand(1), after)
+
+
+def test_the_callers_model_is_left_as_it_was():
+    model = tiny_classifier(MNIST).train()
+    params = list(model.parameters())
+    params[0].grad = torch.full_like(params[0], 7.0)
+    params[1].requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(3, 1, 12, 12)
+    saliency(model, x, 1, methods="all", config=FAST)
+    assert model.training
+    assert torch.equal(params[0].grad, torch.full_like(params[0], 7.0))
+    assert all(p.grad is None for p in params[1:])
+    assert not params[1].requires_grad and all(p.requires_grad for p in params[2:])
+    for k, v in model.state_dict().items():  # weights and BatchNorm statistics untouched
+        assert torch.equal(v, before[k]), k
+    # Without a working copy (the model itself is used): the same promise.
+    saliency(model, x, 1, methods="all", config=replace(FAST, channels_last=False))
+    assert model.training and not params[1].requires_grad
+    assert torch.equal(params[0].grad, torch.full_like(params[0], 7.0))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_three_channel_model_every_method():
+    model = tiny_classifier(CIFAR10, size=16)
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    r = saliency(model, x, torch.tensor([1, 7]), methods="all", config=FAST)
+    for m in METHODS:
+        assert r.maps[m].shape == (2, 16, 16) and r.maps[m].dtype == torch.float32, m
+        assert torch.isfinite(r.maps[m]).all(), m
+    for m in ("vanilla", "smoothgrad", "guided", "gradcam"):
+        assert (r.maps[m] >= 0).all(), m  # absolute values, or ReLU'd
+    assert (r.maps["ig"] < 0).any() and (r.maps["ig"] > 0).any()  # signed
+    # vanilla: the largest |∂logit/∂x| over the three channels
+    xf = (x.float() / 255).requires_grad_()
+    logits = model(xf)
+    g, = torch.autograd.grad(logits[0, 1] + logits[1, 7], xf)
+    torch.testing.assert_close(r.maps["vanilla"], g.abs().amax(1), rtol=1e-4, atol=1e-6)
+    assert r.targets.tolist() == [1, 7]
+
+
+def test_gradcam_of_another_model_needs_a_layer():
+    model = Tiny(1, dtype=torch.float32).eval()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="gradcam needs a layer"):
+        saliency(model, x, 0, methods="gradcam")
+    by_module = saliency(model, x, 0, methods="gradcam", layer=model.act).maps["gradcam"]
+    by_name = saliency(model, x, 0, methods="gradcam", layer="act").maps["gradcam"]
+    assert by_module.shape == (2, 8, 8) and torch.allclose(by_module, by_name)
+    with pytest.raises(ConfigError, match="no layer 'nope'"):
+        saliency(model, x, 0, methods="gradcam", layer="nope")
+    # The other methods need no layer.
+    assert saliency(model, x, 0, methods="vanilla,guided").maps["guided"].shape == (2, 8, 8)
+
+
+def test_occlusion_window_is_sized_to_the_image():
+    c = SaliencyConfig()
+    assert c.occlusion_shape(28, 28) == (4, 2)
+    assert c.occlusion_shape(32, 32) == (4, 2)
+    assert c.occlusion_shape(224, 224) == (32, 16)
+    assert c.occlusion_shape(3, 3) == (2, 1)
+    assert SaliencyConfig(occlusion_window=6, occlusion_stride=3).occlusion_shape(28, 28) == (6, 3)
+
+
+def test_method_names():
+    assert parse_methods("all") == list(METHODS)
+    assert parse_methods("ig, Vanilla,ig") == ["ig", "vanilla"]
+    with pytest.raises(ConfigError, match="did you mean 'gradcam'"):
+        parse_methods("gradcan")
+    with pytest.raises(ConfigError, match="no method"):
+        parse_methods(" , ")
+
+
+def test_explain_is_batched_like_saliency():
+    model = tiny_classifier(MNIST)
+    x = torch.rand(4, 1, 12, 12)
+    t = torch.tensor([0, 1, 2, 3])
+    ref = saliency(model, x, t, methods="occlusion", config=FAST).maps["occlusion"]
+    with torch.no_grad():
+        direct = explain(model.eval(), x, t, "occlusion", replace(FAST, batch_size=5))
+    torch.testing.assert_close(direct, ref, rtol=1e-4, atol=1e-5)
+
+
+# ---- user images --------------------------------------------------------------------------------
+
+def png(arr: np.ndarray, path: Path, mode=None) -> Path:
+    Image.fromarray(arr, mode).save(path)
+    return path
+
+
+def test_an_mnist_png_comes_back_unchanged(tmp_path):
+    rng = np.random.default_rng(0)
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = rng.integers(150, 256, (16, 4))
+    u = load_user_images([png(digit, tmp_path / "d.png")], MNIST)
+    assert u.images.shape == (1, 1, 28, 28) and u.images.dtype == torch.uint8
+    assert np.array_equal(u.images[0, 0].numpy(), digit) and "as is" in u.notes[0]
+
+
+def test_a_dark_on_light_scan_is_made_like_mnist(tmp_path):
+    scan = np.full((300, 200), 235, np.uint8)  # grey paper
+    scan[40:260, 20:60] = 20  # a thick dark stroke, off-centre
+    u = load_user_images([png(scan, tmp_path / "scan.png")], MNIST)
+    img = u.images[0, 0].float()
+    assert "inverted" in u.notes[0]
+    assert img[0].max() == 0 and img[:, 0].max() == 0  # black border: the paper is gone
+    rows, cols = (img > 25).nonzero(as_tuple=True)
+    assert rows.max() - rows.min() + 1 <= 20 and cols.max() - cols.min() + 1 <= 20  # the 20×20 box
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    com = ((yy * img).sum() / img.sum(), (xx * img).sum() / img.sum())
+    assert abs(com[0] - 13.5) <= 1 and abs(com[1] - 13.5) <= 1  # centred by mass
+
+
+def test_a_photo_is_cropped_to_the_aspect_and_resized(tmp_path):
+    from probe.data.spec import SFDDD
+    photo = np.zeros((400, 400, 3), np.uint8)
+    photo[:, :, 0] = 200  # red square photo; the centre 4:3 crop drops rows
+    photo[:50, :, 2] = 255  # a blue band at the top: cropped away
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=95)
+    (tmp_path / "p.jpg").write_bytes(buf.getvalue())
+    u = load_user_images([tmp_path / "p.jpg"], SFDDD)
+    assert u.images.shape == (1, 3, 48, 64)
+    assert u.images[0, 2].float().mean() < 20 and u.images[0, 0].float().mean() > 180
+    assert "400×400" in u.notes[0]
+
+
+def test_not_an_image_is_a_data_error(tmp_path):
+    (tmp_path / "x.png").write_text("not an image")
+    with pytest.raises(DataError, match="x.png"):
+        load_user_images([tmp_path / "x.png"], MNIST)
+    with pytest.raises(DataError, match="cannot be read"):
+        load_user_images([tmp_path / "missing.png"], MNIST)
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from test_model_folder import write_tiny_model
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def predictions(model_dir, data_dir, split="val"):
+    from probe.models.folder import load_model_folder
+    from probe.tasks.common import load_model_split
+    from probe.analysis.common import class_probabilities
+    net, folder = load_model_folder(model_dir)
+    data = load_model_split(folder, split, data_dir)
+    return data, class_probabilities(net, data.images).argmax(1)
+
+
+def fails(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_cli_error_cases(tiny_model, mnist_dir, tmp_path, capsys):
+    base = ["saliency", "--model", str(tiny_model), "--data-dir", str(mnist_dir), "--out", str(tmp_path / "o")]
+    err = fails(capsys, *base, "--class", "thre")
+    assert "unknown class 'thre'" in err and "0, 1, 2" in err
+    err = fails(capsys, "saliency", "--model", str(tiny_model), "--class", "seven")
+    assert "use one of" in err
+    err = fails(capsys, *base, "--class", "3", "--method", "smoothgard")
+    assert "unknown method 'smoothgard'" in err and "did you mean 'smoothgrad'" in err
+    assert "--n 0" in fails(capsys, *base, "--class", "3", "--n", "0")
+    assert "which class" in fails(capsys, *base)
+    assert "--wrong or --any" in fails(capsys, *base, "--class", "3", "--wrong", "--any")
+    assert "0..19" in fails(capsys, *base, "--index", "99")
+    data, pred = predictions(tiny_model, mnist_dir)
+    hopeless = next(k for k in range(10) if not ((data.labels == k) & (pred == k)).any())
+    err = fails(capsys, *base, "--class", str(hopeless))
+    assert "no correctly classified image" in err and "--wrong" in err and "--any" in err
+
+
+def test_closest_match_for_a_misspelt_sfddd_class():
+    from probe.data.spec import SFDDD
+    from probe.tasks.saliency import class_index
+    assert class_index(SFDDD, "c2") == class_index(SFDDD, "phone_right") == class_index(SFDDD, "2") == 2
+    with pytest.raises(ConfigError, match=r"closest match: phone_right"):
+        class_index(SFDDD, "phone_rigth")
+
+
+def test_cli_writes_the_figures_maps_and_results(tiny_model, mnist_dir, tmp_path):
+    data, pred = predictions(tiny_model, mnist_dir)
+    k = int(pred[0])  # a class with at least one correctly classified val image
+    out = tmp_path / "sal"
+    result = runner.invoke(app, ["saliency", "--model", str(tiny_model), "--data-dir", str(mnist_dir),
+                                 "--class", str(k), "--n", "2", "--method", "vanilla,ig,gradcam",
+                                 "--out", str(out), "--any"])
+    assert result.exit_code == 0, result.output
+    for stem in ("saliency", "faithfulness", "randomization", "randomization-maps"):
+        assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").stat().st_size > 0
+    doc = json.loads((out / "results.json").read_text())
+    rows = doc["results"]["rows"]
+    maps = load_file(out / "attributions.safetensors")
+    assert set(maps) == {"vanilla", "ig", "gradcam"}
+    assert all(v.shape == (len(rows), 28, 28) and v.dtype == torch.float32 for v in maps.values())
+    assert [r["index"] for r in rows] == (data.labels == k).nonzero().flatten()[:2].tolist()
+    assert all(r["target"] == str(k) for r in rows) and "ig_delta" in rows[0]
+    s = doc["settings"]
+    assert s["saliency"]["ig_steps"] == 32 and s["saliency"]["smoothgrad_samples"] == 25
+    assert s["deletion_insertion"]["steps"] == 20 and s["n"] == 2 and s["selection"] == "any"
+    assert set(doc["results"]["deletion_insertion"]["methods"]) == {"vanilla", "ig", "gradcam", "random"}
+    assert doc["results"]["randomization"]["steps"] == ["fc", "stage3", "stage2", "stage1", "stem"]
+    table = (out / "faithfulness.csv").read_text().splitlines()
+    assert table[0].startswith("method,deletion_auc,insertion_auc") and len(table) == 5
+    assert doc["model"]["weights_sha256"] and doc["figures"]
+
+
+def test_cli_wrong_images_get_two_rows(tiny_model, mnist_dir, tmp_path):
+    data, pred = predictions(tiny_model, mnist_dir)
+    k = next(k for k in range(10) if ((data.labels == k) & (pred != k)).any())
+    out = tmp_path / "w"
+    result = runner.invoke(app, ["saliency", "--model", str(tiny_model), "--data-dir", str(mnist_dir),
+                                 "--class", str(k), "--n", "1", "--wrong", "--method", "vanilla",
+                                 "--no-faithfulness", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["results"]["rows"]
+    assert [r["role"] for r in rows] == ["true", "predicted"] and rows[0]["index"] == rows[1]["index"]
+    assert rows[0]["target"] == str(k) and rows[1]["target"] == rows[1]["predicted"] != str(k)
+    assert not (out / "faithfulness.png").exists()
+    assert load_file(out / "attributions.safetensors")["vanilla"].shape == (2, 28, 28)
+
+
+def test_cli_user_images_and_predict(tiny_model, tmp_path):
+    digit = np.zeros((28, 28), np.uint8)
+    digit[5:23, 13:16] = 255
+    a = png(digit, tmp_path / "a.png")
+    b = png(255 - np.kron(digit, np.ones((4, 4), np.uint8)), tmp_path / "b.png")  # a dark-on-light scan
+    out = tmp_path / "u"
+    result = runner.invoke(app, ["saliency", "--model", str(tiny_model), "--image", str(a), str(b),
+                                 "--method", "vanilla,occlusion", "--scale", "image", "--overlay",
+                                 "--no-faithfulness", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "results.json").read_text())
+    rows = doc["results"]["rows"]
+    assert [Path(r["file"]).name for r in rows] == ["a.png", "b.png"]
+    assert all(r["target"] == r["predicted"] for r in rows)  # the prediction is the default target
+    assert "inverted" in rows[1]["note"] and doc["settings"]["selection"] == "files"
+    pr = runner.invoke(app, ["predict", "--model", str(tiny_model), "--image", str(a), str(b)])
+    assert pr.exit_code == 0, pr.output
+    lines = pr.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(a)) and len(lines[0].split("  ")) >= 3
+    bad = runner.invoke(app, ["saliency", "--model", str(tiny_model), str(a)])
+    assert bad.exit_code == 2 and "after --image" in bad.output
+
+
+SFDDD_HUES = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (220, 40, 220),
+              (40, 220, 220), (240, 240, 240), (20, 20, 20), (240, 140, 20), (120, 60, 200)]
+
+
+def colour_the_classes(folder: Path) -> None:
+    """Rewrite the fixture's JPEGs (same names and sizes) as one colour per class, with noise, so
+    a tiny model learns the classes in a few epochs."""
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        for path in sorted((folder / "imgs" / "train" / f"c{c}").glob("*.jpg")):
+            w, h = Image.open(path).size
+            img = np.clip(np.array(SFDDD_HUES[c]) + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(path, "JPEG", quality=90)
+
+
+def test_sfddd_phone_right_with_no_other_option(sfddd_dir, tmp_path, monkeypatch):
+    """A tiny model trained on the SFDDD fixture; `probe saliency --class phone_right` in a folder
+    whose trained_models/ holds it: maps on the 32×32 centre crop, the 64×48 frame shown."""
+    from probe.train.config import TrainConfig
+    from probe.train.run import train
+    colour_the_classes(sfddd_dir)
+    monkeypatch.setenv("PROBE_DATA_DIR", str(sfddd_dir.parent))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = TrainConfig(dataset="sfddd", arch="resnet8", width=0.25, epochs=12, batch_size=16, lr=0.05,
+                         schedule="cosine", eval_batch_size=100, device="cpu")
+    meta = train(config, Path("trained_models") / "sfddd-tiny")
+    assert meta["metrics"]["val"]["error"] < 0.5, meta["metrics"]
+    result = runner.invoke(app, ["saliency", "--class", "phone_right"])
+    assert result.exit_code == 0, result.output
+    out = work / "reports" / "sfddd-tiny" / "saliency"
+    assert (out / "saliency.png").is_file() and (out / "saliency.pdf").is_file()
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["settings"]["class"] == "phone_right" and doc["settings"]["split"] == "val"
+    maps = load_file(out / "attributions.safetensors")
+    assert set(maps) == set(METHODS) and all(v.shape[1:] == (32, 32) for v in maps.values())
+    assert all(r["label"] == r["target"] == r["predicted"] == "phone_right" for r in doc["results"]["rows"])
+    with Image.open(out / "saliency.png") as im:  # a row per image, a column per method: wider than tall
+        assert im.width > im.height * 0.5 and im.width >= 6 * 200
