@@ -23,6 +23,13 @@ METHOD_COLOURS = {"vanilla": PALETTE[0], "smoothgrad": PALETTE[1], "ig": PALETTE
                   "gradcam": PALETTE[3], "guided": PALETTE[4], "occlusion": PALETTE[5]}
 
 
+def wrap_title(title: str, width_in: float) -> list[str]:
+    """A figure title in lines that fit `width_in` inches at 9 pt."""
+    import textwrap
+    chars = max(20, int(width_in / (0.55 * (SMALL_FONT + 1) / 72)))
+    return [line for part in title.split("\n") for line in textwrap.wrap(part, chars)] if title else []
+
+
 def title_of(method: str) -> str:
     return SHORT_TITLES.get(method, method)
 
@@ -40,6 +47,12 @@ def _fmt(v: float) -> str:
     if "e" not in s:
         s = s.replace("0.", ".", 1) if s.startswith(("0.", "-0.")) else s  # ".64": narrow bars
     return s.replace("-", "−")
+
+
+def _text_width(text: str, size: float = SMALL_FONT) -> float:
+    """Inches of `text` in DejaVu Sans at `size` pt, roughly (digits 0.64 em, the minus 0.84)."""
+    em = {".": 0.32, "−": 0.84, "-": 0.36, "×": 0.84, "e": 0.62}
+    return sum(em.get(ch, 0.64) for ch in text) * size / 72
 
 
 def scale_of(values: torch.Tensor, signed: bool, clip: float = 99.5) -> tuple[float, float, bool]:
@@ -125,8 +138,9 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, sign
     first_w, map_w = cell_h * fw / fh, cell_h * w / h
     below = LINE if scale == "image" else 0.0  # each map's scale top under it
     row_h = cell_h + gap + below
-    head = (LINE if title else 0) + 2 * LINE + 0.04  # title, two-line column titles
-    foot = 0.42 if scale == "method" else 0.02  # colour bars and their tick labels
+    title_lines = wrap_title(title, label_w + first_w + m * (map_w + gap))
+    head = len(title_lines) * 1.2 * (SMALL_FONT + 1) / 72 + 2 * LINE + 0.06  # title, two-line column titles
+    foot = 0.5 if scale == "method" else 0.02  # colour bars, their tick labels, a power of ten
     width = label_w + first_w + m * (map_w + gap)
     height = head + n * row_h + foot
     fig = plt.figure(figsize=(max(width, 1.0), height))
@@ -151,7 +165,8 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, sign
             ax.text(-0.06 * cell_h / first_w, 0.5, row_labels[i], transform=ax.transAxes, ha="right",
                     va="center", fontsize=SMALL_FONT, linespacing=1.15)
         if i == 0:
-            ax.set_title("network input" if frames is not None else "image", fontsize=SMALL_FONT, pad=3)
+            ax.set_title("image\n(crop outlined)" if frames is not None and crop_box is not None else "image",
+                         fontsize=SMALL_FONT, pad=3, linespacing=1.1)
         for j, method in enumerate(methods):
             s = method in signed
             vmin, vmax, clipped = scales[method] if scale == "method" else scale_of(maps[method][i], s, clip)
@@ -173,14 +188,23 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, sign
             cb = fig.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend, extendfrac=0.06)
             vmin, vmax, _ = scales[method]
             ticks = [vmin, 0.0, vmax] if s else [0.0, vmax]
-            cb.set_ticks(ticks, labels=[_fmt(v) for v in ticks])
+            low, high = (0.1, 100) if s else (0.01, 1000)  # a signed bar has three labels and a minus
+            power = math.floor(math.log10(vmax)) if vmax > 0 and not low <= vmax < high else 0
+            labels = [_fmt(v / 10 ** power) for v in ticks]
+            if s and _text_width(labels[0]) + _text_width("0") / 2 + 0.07 > 0.92 * map_w / 2:
+                labels[1] = ""  # no room for the centre label: the white middle is 0
+            cb.set_ticks(ticks, labels=labels)
+            if power:  # "6.6" and "×10⁻³" below: narrow bars keep short labels
+                cb.ax.text(1.0, -2.6, f"$\\times 10^{{{power}}}$", transform=cb.ax.transAxes, ha="right",
+                           va="top", fontsize=SMALL_FONT)
             cb.ax.tick_params(labelsize=SMALL_FONT, length=2, pad=1)
             labels_ = cb.ax.get_xticklabels()  # the end labels inside the bar's span: neighbours never touch
             labels_[0].set_horizontalalignment("left")
             labels_[-1].set_horizontalalignment("right")
             cb.outline.set_linewidth(0.4)
-    if title:
-        fig.text(0.5, 1 - 0.02 / height, title, ha="center", va="top", fontsize=SMALL_FONT + 1)
+    if title_lines:
+        fig.text(0.5, 1 - 0.02 / height, "\n".join(title_lines), ha="center", va="top",
+                 fontsize=SMALL_FONT + 1, linespacing=1.2)
     return fig
 
 

@@ -276,7 +276,7 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
     title = f"{folder.name}: {what}; {title_class}"
     fig = saliency_figure(result.maps, x, signed=SIGNED, row_labels=row_labels,
                           frames=frames if crop_box else None, crop_box=crop_box, scale=scale,
-                          overlay=overlay, title=_wrap(title, 100))
+                          overlay=overlay, title=title)
     figures += save_figure(fig, out, "saliency")
     if di is not None:
         figures += save_figure(faithfulness_figure(di, title=f"{folder.name}: deletion and insertion, "
@@ -352,11 +352,6 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
                  + (", faithfulness.csv" if di is not None else "") + ", results.json"
                  + (f"; {thread_info['threads']} CPU thread(s): {thread_info['why']}" if "why" in thread_info else ""))
     return TaskOutput(out, files, lines, results)
-
-
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-    return "\n".join(textwrap.wrap(text, width))
 
 
 def _table(result, fsum: dict, rand) -> list[dict]:
