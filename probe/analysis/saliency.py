@@ -33,7 +33,8 @@ from probe.errors import ConfigError
 METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "guided", "occlusion")
 TITLES = {"vanilla": "Gradient", "smoothgrad": "SmoothGrad", "ig": "Integrated Gradients",
           "gradcam": "Grad-CAM", "guided": "Guided Backprop", "occlusion": "Occlusion"}
-SIGNED = frozenset({"ig", "occlusion"})  # the others are ≥ 0 (absolute values, or ReLU'd)
+SIGNED = frozenset({"ig", "occlusion"})
+MANY_PASSES = frozenset({"smoothgrad", "ig", "occlusion"})  # the others: one forward and backward  # the others are ≥ 0 (absolute values, or ReLU'd)
 REDUCTION = {  # how a method's (N, C, H, W) attribution becomes one value per pixel
     "vanilla": "max over channels of |gradient|", "smoothgrad": "max over channels of mean |gradient|",
     "ig": "sum over channels (keeps completeness)", "gradcam": "one channel (layer map, upsampled)",
@@ -304,18 +305,27 @@ def prepare_inputs(model: nn.Module, images: torch.Tensor, targets) -> tuple[tor
 
 def saliency(model: nn.Module, images: torch.Tensor, target, *, methods: str | Sequence[str] = METHODS,
              config: SaliencyConfig = SaliencyConfig(), layer: nn.Module | str | None = None,
-             progress: Callable[[str], None] | None = None) -> SaliencyResult:
+             progress: Callable[[str], None] | None = None,
+             probs: torch.Tensor | None = None) -> SaliencyResult:
     """Maps of every method for images (N, C, H, W) uint8 or [0, 1] and target (an int, or (N,)
     classes). layer: Grad-CAM's layer, needed only for a model without `cam_layer`.
-    progress: called with each method's name when it is done."""
+    progress: called with each method's name when it is done. probs: the images' class
+    probabilities (N, K) if you have them (else one forward pass computes them)."""
     methods = parse_methods(methods)
     x, t = prepare_inputs(model, images, target)
     if "gradcam" in methods:
         resolve_layer(model, layer)  # fail before the slow methods, not after
     maps, seconds = {}, {}
     delta = gap = None
-    with working_copy(model, config.channels_last) as work, seeded(config.seed, x.device):
-        probs = _probabilities(work, x, config.batch_size)  # (N, K)
+    # The copy costs about one forward pass of a small batch: worth it for the many passes of
+    # SmoothGrad, IG and Occlusion, not for one gradient.
+    many_passes = any(m in MANY_PASSES for m in methods)
+    with working_copy(model, config.channels_last and many_passes) as work, seeded(config.seed, x.device):
+        if probs is None:
+            probs = _probabilities(work, x, config.batch_size)  # (N, K)
+        elif tuple(probs.shape[:1]) != (len(x),):
+            raise ConfigError(f"probs of shape {tuple(probs.shape)} for {len(x)} images")
+        probs = probs.float().cpu()
         if int(t.min()) < 0 or int(t.max()) >= probs.shape[1]:
             raise ConfigError(f"targets must be classes 0..{probs.shape[1] - 1}")
         cam = same_layer(model, work, layer) if "gradcam" in methods else None
@@ -323,6 +333,8 @@ def saliency(model: nn.Module, images: torch.Tensor, target, *, methods: str | S
             start = time.perf_counter()
             if method == "ig":
                 a, delta = _ig_with_delta(work, x, t, config)
+                # captum's delta = Σ attribution − (f(x) − f(baseline)): the gap follows.
+                gap = (a.double().sum((1, 2)) - delta.double()).float().cpu()
                 delta = delta.float().cpu()
             else:
                 a = explain(work, x, t, method, config, cam)
@@ -332,11 +344,6 @@ def saliency(model: nn.Module, images: torch.Tensor, target, *, methods: str | S
             maps[method] = a.float().cpu()
             if progress is not None:
                 progress(method)
-        if delta is not None:
-            with torch.inference_mode():
-                fx = work(x).gather(1, t[:, None])[:, 0]
-                fb = work(torch.full_like(x, config.ig_baseline)).gather(1, t[:, None])[:, 0]
-            gap = (fx - fb).float().cpu()
     return SaliencyResult(maps=maps, targets=t.cpu(), probs=probs, config=config,
                           ig_delta=delta, ig_gap=gap, seconds=seconds)
 

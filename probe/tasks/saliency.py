@@ -239,7 +239,7 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
         n_rows = len(x)
         with progress(f"saliency of {n_rows} image(s)") as bar:
             task = bar.add_task("", total=len(method_list))
-            result = saliency(net, x, targets, methods=method_list, config=config,
+            result = saliency(net, x, targets, methods=method_list, config=config, probs=probs,
                               progress=lambda _m: bar.advance(task))
         di = rand = None
         if faithfulness:
