@@ -56,6 +56,10 @@ class FaithfulnessConfig:
         if self.insertion_start not in ("blur", "zero"):
             raise ConfigError(f"insertion_start must be 'blur' or 'zero', not {self.insertion_start!r}")
 
+    def sigma(self, height: int, width: int) -> float:
+        """The blur of the insertion's starting image, in pixels."""
+        return self.blur_sigma or max(height, width) / 8
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -140,7 +144,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, target, maps: Map
     orders = {m: pixel_ranks(a, gen) for m, a in maps.items()}
     randoms = [pixel_ranks(torch.zeros(n, h, w), gen) for _ in range(config.random_orders)]
     deleted = torch.full_like(x, config.deletion_value)
-    sigma = config.blur_sigma or max(h, w) / 8
+    sigma = config.sigma(h, w)
     start = gaussian_blur(x, sigma) if config.insertion_start == "blur" else torch.zeros_like(x)
 
     # Only the inner steps depend on the order: step 0 and the last step are the same images

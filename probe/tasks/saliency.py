@@ -200,7 +200,7 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
                     for p, note in zip(user.paths, user.notes)]
             row_labels = [(p.name if len(p.name) <= 12 else p.name[:11] + "…") for p in user.paths]
             data_info |= {"source": "files", "files": [str(p) for p in user.paths]}
-            what = f"{len(frames)} file(s)"
+            what = f"{len(frames)} file{'s' if len(frames) != 1 else ''}"
         else:
             data = load_model_split(folder, split, data_dir)
             data_info |= {"split": split, "n": len(data),
@@ -220,7 +220,7 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
                 targets = torch.full((len(idx),), k)
                 what = {"correct": f"the first {len(idx)} correctly classified", "any": f"the first {len(idx)}",
                         "wrong": f"the first {len(idx)} misclassified"}[selection] \
-                    + f" {split} image(s) of class {spec.classes[k]}"
+                    + f" {split} image{'s' if len(idx) != 1 else ''} of class {spec.classes[k]}"
                 if selection == "wrong":  # each image twice: why the true class, why the prediction
                     pred = probs.argmax(1)
                     idx, labels, probs = (t.repeat_interleave(2, 0) for t in (idx, labels, probs))
@@ -271,9 +271,10 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
     if tuple(frames.shape[-2:]) != (h, w):
         H, W = frames.shape[-2:]
         crop_box = ((H - h) // 2, (W - w) // 2, h, w)  # eval_view's centre crop
-    title_class = (f"maps for class {spec.display_names[k]}" if k is not None and selection != "wrong"
-                   else "maps for the class after each image's number")
-    title = f"{folder.name}: {what}; {title_class}"
+    title_class = ("each twice: maps for the true class and for the prediction" if selection == "wrong"
+                   else f"maps for class {spec.display_names[k]}" if k is not None
+                   else "maps for the predicted class" if images else "maps for each image's class")
+    title = f"{folder.name}: {what}; {title_class} (rows: image, class explained, its probability)"
     fig = saliency_figure(result.maps, x, signed=SIGNED, row_labels=row_labels,
                           frames=frames if crop_box else None, crop_box=crop_box, scale=scale,
                           overlay=overlay, title=title)
@@ -330,7 +331,7 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
                 "split": None if images else split,
                 "selection": "files" if images else "index" if index is not None else selection,
                 "scale": scale, "overlay": overlay, "faithfulness": faithfulness,
-                "saliency": config.to_dict(int(h), int(w)), "deletion_insertion": fconfig.to_dict(),
+                "saliency": config.to_dict(int(h), int(w)), "deletion_insertion": fconfig.to_dict() | {"blur_sigma": fconfig.sigma(int(h), int(w))},
                 "randomization": {"cascading": True, "correlation": "Spearman of |map|",
                                   "threshold": fconfig.flag_threshold, "seed": seed},
                 "colour_scale": {"clip_percentile": 99.5, "absolute": "sequential from 0",
