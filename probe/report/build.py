@@ -56,10 +56,26 @@ def cached_run(step: Step, folder: ModelFolder, out: Path, data_dir) -> tuple[di
     return json.loads(results_path.read_text()), False
 
 
-def default_plan() -> ReportPlan:
-    from probe.report.structure import curves_section, failures_section
+def hardest_class(folders: list[ModelFolder]) -> str:
+    """The class with the lowest mean test accuracy over the models (from their meta.json), so
+    that every model's saliency is shown on the same, interesting images."""
+    spec = folders[0].spec
+    scores = []
+    for k, name in enumerate(spec.classes):
+        accs = [((f.metrics.get("test") or {}).get("per_class_accuracy") or [None] * spec.num_classes)[k]
+                for f in folders]
+        accs = [a for a in accs if isinstance(a, (int, float))]
+        scores.append((sum(accs) / len(accs) if accs else 1.0, k))
+    return spec.classes[min(scores)[1]]
+
+
+def default_plan(folders: list[ModelFolder]) -> ReportPlan:
+    """The analyses of a report, with settings that keep it to a minute or two on a laptop CPU.
+    Every model gets the same settings, so their sections compare image for image."""
+    from probe.report.structure import curves_section, failures_section, saliency_section
     from probe.tasks.curves import run_learning_curves
     from probe.tasks.failures import run_misclassified
+    from probe.tasks.saliency import run_saliency
     plan = ReportPlan()
     plan.steps.append(Step("curves", lambda path, out, data_dir: run_learning_curves([path], out=out),
                            {}, curves_section, needs_data=False,
@@ -67,6 +83,10 @@ def default_plan() -> ReportPlan:
     plan.steps.append(Step("misclassified",
                            lambda path, **kw: run_misclassified(path, **kw),
                            {"split": "test"}, failures_section))
+    # The first images of one class, correct or not: identical inputs for every model compared.
+    plan.steps.append(Step("saliency", lambda path, **kw: run_saliency(path, **kw),
+                           {"class_name": hardest_class(folders), "split": "test", "n": 4,
+                            "selection": "any"}, saliency_section))
     return plan
 
 
@@ -87,7 +107,7 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan or default_plan()
+    plan = plan or default_plan(folders)
     sections, lines, reused = [], [], 0
     with progress("report") as bar:
         task = bar.add_task("", total=len(folders) * len(plan.steps))

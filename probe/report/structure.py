@@ -60,6 +60,41 @@ def curves_section(results: dict, out: Path, prefix: str, name: str) -> Section:
     return s
 
 
+def saliency_section(results: dict, out: Path, prefix: str, name: str) -> Section:
+    r, st = results["results"], results["settings"]
+    s = Section("What it looks at", f"{prefix}-saliency")
+    s.add(Text(f"Attribution maps of {len(r['rows'])} {st.get('split') or ''} image(s) of class "
+               f"{st.get('class')} for every method, one colour scale per method across the rows. "
+               "Faithfulness: deletion removes pixels in the map's order (a faithful map makes the "
+               "probability fall fast: low area), insertion restores them (high area is better); the "
+               "randomization check compares each map with the map of the same network re-initialized "
+               "from the top: a high rank correlation means the map barely depends on what was learned."))
+    s.add(figure(out, "saliency", f"{name}: saliency maps, class {st.get('class')}.", f"{prefix}-saliency",
+                 data={"rows": r["rows"], "methods": r["methods"]}))
+    table = r.get("table") or []
+    if table and "deletion_auc" in table[0]:
+        def num(v, digits=3):
+            return "—" if v is None else f"{v:.{digits}f}"
+        s.add(Table(["method", "deletion area ↓", "insertion area ↑", "Spearman vs randomized", "flag",
+                     "images/s"],
+                    [[t["method"], num(t.get("deletion_auc")), num(t.get("insertion_auc")),
+                      num(t.get("spearman_randomized"), 2),
+                      "barely changes when the model is destroyed" if t.get("flagged") else "",
+                      num(t.get("images_per_second"), 1)] for t in table],
+                    caption="Faithfulness of each method (random order: deletion "
+                            f"{num((r.get('deletion_insertion') or {}).get('methods', {}).get('random', {}).get('deletion_auc'))}, "
+                            f"insertion {num((r.get('deletion_insertion') or {}).get('methods', {}).get('random', {}).get('insertion_auc'))}).",
+                    numeric={1, 2, 3, 5}))
+    s.add(figure(out, "faithfulness", f"{name}: deletion and insertion curves per method, with a random order "
+                 "as the baseline.", f"{prefix}-faithfulness", data=r.get("deletion_insertion")))
+    s.add(figure(out, "randomization", f"{name}: model-randomization check (Adebayo et al. 2018), rank "
+                 "correlation of each method's maps as layers are re-initialized from the top.",
+                 f"{prefix}-randomization", data=r.get("randomization")))
+    s.add(figure(out, "randomization-maps", f"{name}: one image's maps as the model is re-initialized.",
+                 f"{prefix}-randomization-maps"))
+    return s
+
+
 def failures_section(results: dict, out: Path, prefix: str, name: str) -> Section:
     r = results["results"]
     split = results["settings"]["split"]
