@@ -309,6 +309,53 @@ def saliency(model: Optional[Path] = AnalysisModel,
                             threads=threads, seed=seed).summary())
 
 
+@command(app, "fool")
+def fool(model: Optional[Path] = AnalysisModel,
+         source: str = typer.Option("noise", "--from", help="noise (gradient ascent from random noise) or dataset (the smallest change to correctly classified images)."),
+         target: str = typer.Option("all", "--target", help="The class to fool the model into: a name, code or index, or all (one row per class)."),
+         n: int = typer.Option(4, "--n", help="Images per target."),
+         confidence: float = typer.Option(0.99, "--confidence", help="The target's probability to reach, judged on the saved 8-bit image."),
+         style: Optional[str] = typer.Option(None, "--style", help="--from noise: raw (plain ascent, unrecognizable images; the default) or natural (L2 decay, blur and jitter: looks more like the class)."),
+         source_class: Optional[str] = typer.Option(None, "--source", help="--from dataset: change only images of this class."),
+         split: str = typer.Option("test", help="--from dataset: the split whose images are changed."),
+         steps: Optional[int] = typer.Option(None, "--steps", help="Ascent steps before rounding (default: raw 200 at most, natural 150, dataset 40 per search round)."),
+         seed: int = typer.Option(0, help="Seed of the noise and of the images chosen."),
+         data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
+         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when the machine is busier than its cores).")):
+    """Fooling images: from noise (ascent on the target's probability) or from data (the smallest
+    L∞ change that flips a correct image to the target); each saved as an 8-bit PNG under
+    images/, read back and classified again."""
+    from probe.tasks.fooling import run_fool
+    typer.echo(run_fool(model, source=source, target=target, n=n, confidence=confidence, style=style,
+                        source_class=source_class, split=split, steps=steps, seed=seed,
+                        data_dir=data_dir, out=out, device=device, threads=threads).summary())
+
+
+@command(app, "attack")
+def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Model folder(s); repeat for several on one plot (default: the newest in trained_models/)."),
+           method: str = typer.Option("pgd", "--method", help="fgsm or pgd."),
+           norm: str = typer.Option("linf", "--norm", help="linf or l2."),
+           eps: Optional[str] = typer.Option(None, "--eps", help="ε list in pixel units: 0,0.1,0.3 or 0,2/255,8/255 (default: MNIST L∞ 0,0.1,0.2,0.3; CIFAR-10/SFDDD L∞ 0,2/255,4/255,8/255; L2 0,0.5,1,2)."),
+           steps: Optional[int] = typer.Option(None, "--steps", help="PGD steps (default 40)."),
+           step_size: Optional[float] = typer.Option(None, "--step-size", help="PGD step in pixel units (default 2.5·ε/steps)."),
+           targeted: Optional[str] = typer.Option(None, "--targeted", help="Drive the images to this class (name, code or index) instead of away from their own."),
+           restarts: Optional[int] = typer.Option(None, "--restarts", help="PGD runs from a new random start on the images still unbroken (default 1)."),
+           split: str = typer.Option("test", help="test, val or train (the model's own split)."),
+           limit: int = typer.Option(1000, "--limit", help="Attack a seeded random subset of this many images (0: the whole split)."),
+           precision: str = typer.Option("auto", "--precision", help="auto (bf16 on a CPU with native bf16, else fp32), fp32 or bf16 (autocast) for the gradient steps; images are always judged in fp32."),
+           batch_size: int = typer.Option(500, "--batch-size", help="Images per batch."),
+           seed: int = typer.Option(0, help="Seed of the random starts."),
+           data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
+           threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when the machine is busier than its cores).")):
+    """Accuracy against ε under FGSM or PGD (L∞ or L2, targeted or not) for one or more models
+    on one plot, the adversarial examples of a few images, and every point in results.json."""
+    from probe.tasks.attacks import run_attack
+    typer.echo(run_attack(model or None, method=method, norm=norm, eps=eps, steps=steps, step_size=step_size,
+                          targeted=targeted, restarts=restarts, split=split, limit=limit, precision=precision,
+                          batch_size=batch_size, seed=seed, data_dir=data_dir, out=out, device=device,
+                          threads=threads).summary())
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script. Usage errors (an unknown option or choice, a value out of range)
     are one line, like every other error, not Typer's multi-line box."""

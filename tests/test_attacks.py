@@ -1,0 +1,377 @@
+"""Attacks and robustness: PGD stays in the ε-ball and [0, 1] for any input (L∞ and L2), FGSM is
+one signed step of ε (checked against a gradient computed by hand), targeted attacks raise the
+target's probability, accuracy falls as ε grows and equals the clean accuracy at ε = 0 (and
+`probe evaluate`'s), the caller's model is left as found; the `probe attack` command as typed,
+and its mistakes as one line and exit code 2."""
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fixtures import idx_bytes  # noqa: E402
+from train_helpers import tiny_config  # noqa: E402
+
+from probe.analysis.attacks import (attack_gradient, fgsm, parse_eps_list, pgd, project,  # noqa: E402
+                                    random_in_ball, resolve_precision)
+from probe.analysis.common import class_probabilities  # noqa: E402
+from probe.analysis.robustness import robustness_curve  # noqa: E402
+from probe.cli import app, main  # noqa: E402
+from probe.errors import ConfigError  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on one thread: on shared, busy cores two OpenMP threads wait on each other and
+    small kernels take milliseconds instead of microseconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- a tiny learnable MNIST-format dataset and a tiny model trained on it --------------------
+def stamp_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """28×28 images of faint noise holding their class's own 6×6 stamp at two random places:
+    local patterns a tiny ResNet (global average pooling) learns in a few epochs, written in
+    MNIST's exact file format."""
+    stamps = np.random.default_rng(123).random((10, 6, 6)) > 0.5  # one fixed pattern per class
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        for _ in range(2):
+            r, q = rng.integers(1, 21, 2)
+            patch = images[i, r:r + 6, q:q + 6]
+            patch[stamps[c]] = 255
+    return images, labels
+
+
+def write_stamp_mnist(folder: Path, n_train: int = 600, n_test: int = 60) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = stamp_digits(n, seed)
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images, 2051), mtime=0))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, 2049), mtime=0))
+    return folder
+
+
+def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """(model folder, data folder): a resnet8 ×0.5 trained on stamp digits (100% test accuracy,
+    confident enough for p ≥ 0.99 in every class), made once per session
+    (test_fooling.py uses the same one)."""
+    base = tmp_path_factory.getbasetemp() / "tiny-attack-model"
+    data, model = base / "mnist", base / "trained_models" / "tiny"
+    if not (model / "weights.safetensors").is_file():
+        from probe.train.run import train
+        write_stamp_mnist(data)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a few seconds on one thread; minutes when 2 threads share busy cores
+        try:
+            torch.manual_seed(0)
+            train(tiny_config(epochs=20, batch_size=16, lr=0.2, width=0.5, augment=False), model, data_dir=data)
+        finally:
+            torch.set_num_threads(threads)
+    return model, data
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    return trained_tiny(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_net_and_data(tiny_trained):
+    from probe.data.mnist import load_mnist
+    from probe.models.folder import load_model
+    model_dir, data_dir = tiny_trained
+    net, _ = load_model(model_dir, "cpu")
+    test = load_mnist(data_dir)["test"]
+    return net, test.images, test.labels
+
+
+class TinyConv(nn.Module):
+    """An untrained conv net: any nn.Module mapping [0, 1] images to logits will do."""
+
+    def __init__(self, channels=1, classes=10, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+# ---- the ε-ball and [0, 1] --------------------------------------------------------------------
+@pytest.mark.parametrize("norm,eps", [("linf", 0.0), ("linf", 0.01), ("linf", 0.1), ("linf", 0.5), ("linf", 2.0),
+                                      ("l2", 0.0), ("l2", 0.05), ("l2", 0.5), ("l2", 3.0), ("l2", 100.0)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_pgd_never_leaves_the_ball_or_the_box(norm, eps, precision):
+    g = torch.Generator().manual_seed(1)
+    model = TinyConv(channels=3)
+    # Pixels at 0, at 1 and in between: clamping to [0, 1] must never push a pixel out of the ball.
+    x = torch.rand(24, 3, 8, 8, generator=g)
+    x[:8] = (x[:8] > 0.5).float()
+    y = torch.randint(0, 10, (24,), generator=g)
+    for kwargs in ({}, {"target": 3}, {"restarts": 2, "early_stop": False}, {"random_start": False}):
+        adv = pgd(model, x, y, eps, norm=norm, steps=5, step_size=max(eps, 0.1) / 2, batch_size=10,
+                  precision=precision, **kwargs)
+        assert adv.shape == x.shape and adv.dtype == torch.float32
+        assert adv.min() >= 0 and adv.max() <= 1
+        delta = (adv - x).flatten(1)
+        size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+        assert (size <= eps * (1 + 1e-6) + 1e-6).all(), (kwargs, float(size.max()))  # float32 rounding only
+        if eps == 0:
+            assert torch.equal(adv, x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_and_random_start_stay_inside_for_any_point(norm):
+    g = torch.Generator().manual_seed(2)
+    for trial in range(20):
+        x = torch.rand(16, 1, 6, 6, generator=g)
+        far = x + torch.randn(16, 1, 6, 6, generator=g) * 10 ** (trial % 4 - 2)
+        eps = torch.rand(16, generator=g) * 0.6  # one ε per image
+        for point in (project(far, x, eps, norm), random_in_ball(x, eps, norm, g)):
+            d = (point - x).flatten(1)
+            size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+            assert (size <= eps * (1 + 1e-6) + 1e-7).all() and point.min() >= 0 and point.max() <= 1
+    # Inside the ball and the box, the projection changes nothing.
+    x = torch.full((2, 1, 4, 4), 0.5)
+    inside = x + 0.01
+    assert torch.allclose(project(inside, x, 0.1, norm), inside)
+
+
+# ---- FGSM by hand ---------------------------------------------------------------------------------
+class Linear(nn.Module):
+    """logits = W·x + b on a 1×2×2 image: the cross-entropy's input gradient is Wᵀ(softmax − onehot)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0], [-1.0, 1.0, 2.0, -0.5], [0.3, 0.2, -1.0, 1.5]]))
+            self.fc.bias.copy_(torch.tensor([0.1, -0.2, 0.0]))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_fgsm_is_one_signed_step_of_eps_along_the_hand_computed_gradient():
+    model = Linear()
+    x = torch.tensor([[[[0.5, 0.2], [0.9, 0.4]]], [[[0.1, 0.6], [0.3, 0.7]]]])  # (2, 1, 2, 2)
+    y = torch.tensor([0, 2])
+    W, b = model.fc.weight.detach(), model.fc.bias.detach()
+    p = torch.softmax(x.flatten(1) @ W.T + b, 1)
+    grad = (p - torch.eye(3)[y]) @ W  # (2, 4): d CE / d x by hand
+    eps = 0.05
+    expected = (x.flatten(1) + eps * grad.sign()).clamp(0, 1).view_as(x)
+    adv = fgsm(model, x, y, eps)
+    assert torch.allclose(adv, expected, atol=1e-7)
+    assert torch.allclose((adv - x).abs(), torch.full_like(x, eps), atol=1e-7)  # every pixel moved by ε
+    # Targeted: one step down the gradient of the target's cross-entropy.
+    t = torch.tensor([1, 1])
+    grad_t = (p - torch.eye(3)[t]) @ W
+    assert torch.allclose(fgsm(model, x, y, eps, target=1), (x.flatten(1) - eps * grad_t.sign()).view_as(x), atol=1e-7)
+    # L2: a step of length ε along the gradient.
+    l2 = fgsm(model, x, y, eps, norm="l2")
+    assert torch.allclose(l2.flatten(1), x.flatten(1) + eps * grad / grad.norm(dim=1, keepdim=True), atol=1e-6)
+    # And the gradient helper agrees with the hand computation.
+    g, _ = attack_gradient(model, x, y)
+    assert torch.allclose(g.flatten(1), grad, atol=1e-6)
+
+
+def test_fgsm_clamps_to_the_box():
+    model = Linear()
+    x = torch.tensor([[[[0.0, 1.0], [0.99, 0.01]]]])
+    adv = fgsm(model, x, torch.tensor([0]), 0.3)
+    assert adv.min() >= 0 and adv.max() <= 1 and (adv - x).abs().max() <= 0.3 + 1e-7
+
+
+# ---- on a tiny trained model -------------------------------------------------------------------
+def test_targeted_attacks_raise_the_targets_probability(tiny_net_and_data):
+    net, images, labels = tiny_net_and_data
+    x, y = images[:20], labels[:20]
+    keep = y != 7
+    x, y = x[keep], y[keep]
+    before = class_probabilities(net, x)[:, 7]
+    for adv in (pgd(net, x, y, 0.05, steps=10, target=7, early_stop=False),
+                fgsm(net, x, y, 0.02, target=7)):
+        after = class_probabilities(net, adv)[:, 7]
+        assert (after > before).float().mean() >= 0.9, (before, after)
+        assert after.mean() > before.mean()
+
+
+def test_accuracy_falls_as_eps_grows_and_equals_clean_accuracy_at_0(tiny_net_and_data):
+    net, images, labels = tiny_net_and_data
+    clean = int((class_probabilities(net, images).argmax(1) == labels).sum()) / len(labels)
+    assert clean >= 0.9  # the stamps are learnt
+    eps = [0.02, 0.05, 0.1, 0.3]
+    for method in ("pgd", "fgsm"):
+        curve = robustness_curve(net, images, labels, eps, method=method, steps=10, examples=3)
+        acc = curve.accuracy
+        assert curve.eps == [0.0, *eps] and acc[0] == clean
+        assert all(a >= b for a, b in zip(acc, acc[1:])), acc
+        assert acc[-1] < clean - 0.5, acc
+        pts = curve.points()
+        assert pts[0]["eps"] == 0 and pts[0]["correct"] == round(clean * len(labels))
+        assert all(p["ci95"][0] - 1e-9 <= p["accuracy"] <= p["ci95"][1] + 1e-9 for p in pts)
+        # The examples: clean first, then attacked afresh, inside their ball.
+        assert curve.examples.shape[:2] == (5, 3)
+        assert torch.equal(curve.examples[0], images[curve.example_index].float() / 255)
+        for j, e in enumerate(curve.eps):
+            assert (curve.examples[j] - curve.examples[0]).abs().max() <= e + 1e-6
+            assert (curve.linf[j] <= e + 1e-6).all()
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(tiny_net_and_data):
+    net, images, labels = tiny_net_and_data
+    acc = {}
+    for name, kw in {"fgsm": dict(method="fgsm"), "pgd": dict(method="pgd", steps=20),
+                     "pgd3": dict(method="pgd", steps=20, restarts=3)}.items():
+        acc[name] = robustness_curve(net, images, labels, [0.05], examples=0, **kw).accuracy[1]
+    assert acc["pgd"] <= acc["fgsm"] and acc["pgd3"] <= acc["pgd"], acc
+
+
+def test_the_callers_model_is_left_as_found(tiny_net_and_data):
+    net, images, labels = tiny_net_and_data
+    net.train()
+    params = list(net.parameters())
+    params[0].requires_grad_(False)
+    for p in params[1:]:
+        p.grad = torch.ones_like(p)
+    grads = [p.grad for p in params]
+    stats = {k: v.clone() for k, v in net.state_dict().items()}
+    try:
+        pgd(net, images[:8], labels[:8], 0.1, steps=3)
+        fgsm(net, images[:8], labels[:8], 0.1)
+        robustness_curve(net, images[:8], labels[:8], [0.1], steps=2, examples=2)
+        assert net.training
+        assert [p.requires_grad for p in params] == [False] + [True] * (len(params) - 1)
+        assert all(p.grad is g for p, g in zip(params, grads))
+        assert all(torch.equal(v, stats[k]) for k, v in net.state_dict().items())  # BN statistics too
+    finally:
+        net.eval()
+        params[0].requires_grad_(True)
+        for p in params:
+            p.grad = None
+
+
+def test_bad_arguments_are_config_errors():
+    model = TinyConv()
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    for call in (lambda: pgd(model, x, y, -0.1), lambda: pgd(model, x, y, float("nan")),
+                 lambda: pgd(model, x, y, 0.1, norm="l1"), lambda: pgd(model, x, y, 0.1, steps=0),
+                 lambda: pgd(model, x, y, 0.1, step_size=-1), lambda: fgsm(model, x, y[:1], 0.1),
+                 lambda: robustness_curve(model, x, y, [0.1], method="cw"),
+                 lambda: resolve_precision("fp8", "cpu")):
+        with pytest.raises(ConfigError):
+            call()
+
+
+def test_eps_lists():
+    assert parse_eps_list("0,0.1, 0.3") == [0.0, 0.1, 0.3]
+    assert parse_eps_list("8/255 0 2/255") == [0.0, 2 / 255, 8 / 255]
+    assert parse_eps_list("0.1,0.1") == [0.1]
+    for bad, words in (("-0.1", "-0.1"), ("abc", "not a number"), ("1/0", "not a number"), ("", "at least one"),
+                       ("nan", "≥ 0"), ("inf", "≥ 0")):
+        with pytest.raises(ConfigError, match=words):
+            parse_eps_list(bad)
+
+
+# ---- the command ------------------------------------------------------------------------------
+@pytest.fixture
+def in_project(tiny_trained, tmp_path, monkeypatch):
+    """A working folder holding trained_models/tiny, as a user's project would."""
+    model_dir, data_dir = tiny_trained
+    import shutil
+    shutil.copytree(model_dir, tmp_path / "trained_models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, data_dir
+
+
+def test_attack_as_typed_in_the_issue(in_project):
+    cwd, data_dir = in_project
+    result = runner.invoke(app, ["attack", "--method", "pgd", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    out = cwd / "reports" / "tiny" / "attack-pgd-linf"
+    for stem in ("robustness", "examples"):
+        assert (out / f"{stem}.png").is_file() and (out / f"{stem}.pdf").is_file()
+    doc = json.loads((out / "results.json").read_text())
+    eps = [p["eps"] for p in doc["results"]["models"][0]["points"]]
+    assert eps == [0.0, 0.1, 0.2, 0.3]  # MNIST's conventional L∞ points
+    assert doc["settings"]["steps"] == 40 and doc["settings"]["precision"] in ("fp32", "bf16")
+    assert doc["data"]["n"] == 60 and doc["data"]["indices"] == "all"  # fewer than --limit's 1000
+    assert "tiny" in result.output and "0.1" in result.output and "clean accuracy" in result.output
+
+
+def test_clean_accuracy_at_eps_0_equals_probe_evaluate(in_project):
+    from probe.analysis.predict import evaluate_model
+    cwd, data_dir = in_project
+    result = runner.invoke(app, ["attack", "--method", "fgsm", "--eps", "0", "--limit", "0",
+                                 "--data-dir", str(data_dir), "--out", "r"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((cwd / "r" / "results.json").read_text())
+    model = doc["results"]["models"][0]
+    evaluated = evaluate_model(cwd / "trained_models" / "tiny", split="test", data_dir=data_dir)
+    n = evaluated["n"]
+    assert model["points"][0]["n"] == n == 60  # the whole split
+    # The same images classified the same way: the same count (evaluate's accuracy is a float32 mean).
+    assert model["points"][0]["correct"] == round(evaluated["accuracy"] * n) == round(model["clean_accuracy_whole_split"] * n)
+    assert model["points"][0]["accuracy"] == pytest.approx(evaluated["accuracy"], abs=1e-7)
+
+
+def test_attack_options_and_several_models_on_one_plot(in_project):
+    import shutil
+    cwd, data_dir = in_project
+    shutil.copytree(cwd / "trained_models" / "tiny", cwd / "trained_models" / "tiny2")
+    result = runner.invoke(app, ["attack", "--model", "trained_models/tiny", "--model", "trained_models/tiny2",
+                                 "--method", "pgd", "--norm", "l2", "--eps", "0,0.5,1", "--steps", "5",
+                                 "--step-size", "0.2", "--targeted", "3", "--restarts", "2", "--limit", "20",
+                                 "--precision", "fp32", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    out = cwd / "reports" / "tiny-vs-tiny2" / "attack-pgd-l2-to-3"
+    doc = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in doc["results"]["models"]] == ["tiny", "tiny2"]
+    a, b = (m["points"] for m in doc["results"]["models"])
+    assert [p["eps"] for p in a] == [0.0, 0.5, 1.0]
+    assert [p["accuracy"] for p in a] == [p["accuracy"] for p in b]  # the same weights, the same seeds
+    assert all("target_rate" in p for p in a) and doc["data"]["n"] == 20 and len(doc["data"]["indices"]) == 20
+    assert {"examples-tiny.png", "examples-tiny2.png", "robustness.png"} <= set(doc["figures"])
+    assert "share put in 3" in result.output
+
+
+ATTACK_ERRORS = [
+    (["attack", "--eps", "-0.1"], "--eps -0.1"),
+    (["attack", "--eps", "abc"], "--eps 'abc'"),
+    (["attack", "--eps", "0,x"], "--eps 'x'"),
+    (["attack", "--targeted", "nine"], "unknown class 'nine'"),
+    (["attack", "--method", "cw"], "--method 'cw'"),
+    (["attack", "--norm", "l1"], "--norm 'l1'"),
+    (["attack", "--method", "fgsm", "--steps", "10"], "--steps"),
+    (["attack", "--steps", "0"], "--steps 0"),
+    (["attack", "--step-size", "-0.01"], "--step-size"),
+    (["attack", "--limit", "-5"], "--limit -5"),
+    (["attack", "--model", "no/such/model"], "no/such/model"),
+]
+
+
+@pytest.mark.parametrize("argv,words", ATTACK_ERRORS, ids=[" ".join(a) for a, _ in ATTACK_ERRORS])
+def test_attack_mistakes_are_one_line_and_exit_2(in_project, argv, words, capsys):
+    cwd, data_dir = in_project
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--data-dir", str(data_dir)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
