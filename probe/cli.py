@@ -318,7 +318,7 @@ def fool(model: Optional[Path] = AnalysisModel,
          style: Optional[str] = typer.Option(None, "--style", help="--from noise: raw (plain ascent, unrecognizable images; the default) or natural (L2 decay, blur and jitter: looks more like the class)."),
          source_class: Optional[str] = typer.Option(None, "--source", help="--from dataset: change only images of this class."),
          split: str = typer.Option("test", help="--from dataset: the split whose images are changed."),
-         steps: Optional[int] = typer.Option(None, "--steps", help="Ascent steps before rounding (default: raw 200 at most, natural 150, dataset 40 per search round)."),
+         steps: Optional[int] = typer.Option(None, "--steps", help="Ascent steps before rounding (default: raw 200 at most; natural 150 regularized, then up to 150 plain where needed; dataset 40 per attempt of the search)."),
          seed: int = typer.Option(0, help="Seed of the noise and of the images chosen."),
          data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
          threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when the machine is busier than its cores).")):

@@ -375,3 +375,20 @@ def test_attack_mistakes_are_one_line_and_exit_2(in_project, argv, words, capsys
     err = capsys.readouterr().err
     assert e.value.code == 2, err
     assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_the_attack_speed_benchmark_runs(real_mnist_dir, tmp_path):
+    """benchmarks/attack_speed.py end to end on a few images (the real run takes ~30 min)."""
+    import importlib.util
+    if importlib.util.find_spec("torchattacks") is None:  # its __init__ needs scipy: not imported whole
+        pytest.skip("torchattacks is not installed (pip install --no-deps torchattacks)")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import attack_speed
+    doc = attack_speed.main(["--images", "12", "--rounds", "1", "--batch-size", "6", "--data-dir", str(real_mnist_dir),
+                             "--json", str(tmp_path / "a.json"), "--quiet"])
+    assert {r["side"] for r in doc["table"]} == set(attack_speed.SIDES)
+    assert all(r["images_per_s"] > 0 and 0 <= r["robust_accuracy"] <= 1 for r in doc["table"])
+    # Every side stays inside the ball it was given.
+    assert all(rd["max_linf"] <= r["eps"] + 1e-6 for r in doc["runs"] for rd in r["rounds"])
+    assert json.loads((tmp_path / "a.json").read_text())["images"] == 12
