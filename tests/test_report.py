@@ -54,12 +54,21 @@ def hostile_model(folder: Path) -> Path:
     return folder
 
 
+def write_history(folder: Path, epochs: int = 3) -> None:
+    """A history.json as `probe train` writes it, so the report has learning curves to draw."""
+    records = [{"epoch": e, "train_loss": 2.3 / e, "train_error": 0.9 / e, "val_loss": 2.4 / e,
+                "val_error": 0.95 / e, "best": e == epochs} for e in range(1, epochs + 1)]
+    (folder / "history.json").write_text(json.dumps(records))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, mnist_dir):
     root = tmp_path_factory.mktemp("report")
     models = root / "trained_models"
     hostile_model(models / "tiny-a")
     write_tiny_model(models / "tiny-b", seed=1)
+    for name in ("tiny-a", "tiny-b"):
+        write_history(models / name)
     out = root / "out"
     result = run_report([models / "tiny-a", models / "tiny-b"], data_dir=mnist_dir, out=out)
     return result, out, models, mnist_dir
@@ -77,7 +86,9 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
     html = (out / "report.html").read_text()
     page = Page()
     page.feed(html)
-    for anchor in ("comparison", "tiny-a", "tiny-a-card", "tiny-a-failures", "tiny-b-failures"):
+    for anchor in ("comparison", "tiny-a", "tiny-a-card", "tiny-a-failures", "tiny-b-failures",
+                   "tiny-a-saliency", "tiny-a-fool-noise", "tiny-a-fool-dataset", "tiny-b-robustness",
+                   "tiny-a-curves"):
         assert anchor in page.ids, anchor
     toc = [h[1:] for h in page.hrefs if h.startswith("#")]
     assert toc and all(a in page.ids for a in toc)  # every contents link resolves
@@ -103,7 +114,8 @@ def test_pdf_has_the_sections_as_text_and_embedded_fonts(report):
     _, out, *_ = report
     reader = PdfReader(out / "report.pdf")
     text = "\n".join(p.extract_text() for p in reader.pages)
-    for title in ("Comparison", "Model card", "Where it fails", "tiny-a", "tiny-b"):
+    for title in ("Comparison", "Model card", "Where it fails", "What it looks at", "Fooled from noise",
+                  "Fooled from real images", "Robustness", "tiny-a", "tiny-b"):
         assert title in text, title
     assert HOSTILE in text  # as text, not markup
     for page in reader.pages:
@@ -138,13 +150,14 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report):
     _, out, models, data = report
     again = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out)
     steps = again.results["reused"]
-    assert steps > 0 and f"({steps} reused from the cache)" in again.lines[0]
+    assert steps == 2 * 5 + 1  # every per-model analysis of both, and the robustness of both
+    assert f"({steps} reused from the cache)" in again.lines[0]
     state = load_file(models / "tiny-b" / "weights.safetensors")
     key = next(k for k in state if k.endswith("fc.bias"))
     state[key] = state[key] + torch.arange(len(state[key]), dtype=state[key].dtype)
     save_file(state, models / "tiny-b" / "weights.safetensors")
     third = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out)
-    assert third.results["reused"] == steps // 2  # tiny-a's analyses only
+    assert third.results["reused"] == 5  # tiny-a's own analyses only: tiny-b's and the joint one rerun
 
 
 def _browser() -> str | None:

@@ -20,14 +20,16 @@ CACHE_KEY = ".probe-cache.json"
 
 @dataclass
 class Step:
-    """One analysis of one model for the report: what to run, with which settings, and how its
-    results become a section."""
+    """One analysis for the report: what to run, with which settings, and how its results
+    become a section. A per-model step runs once per model (run(path, out=, data_dir=, **settings));
+    a group step once for all of them (run([paths], ...)), e.g. robustness curves on one plot."""
     analysis: str
-    run: Callable[..., object]  # run(folder_path, out=..., data_dir=..., **settings)
+    run: Callable[..., object]
     settings: dict
-    section: Callable[[dict, Path, str, str], Section | None]
+    section: Callable[..., Section | None]  # per model: (results, out, prefix, name); group: (results, out, folder, prefix)
     needs_data: bool = True
     skip: Callable[[ModelFolder], str | None] = lambda folder: None  # why this model has none
+    group: bool = False
 
 
 @dataclass
@@ -35,11 +37,12 @@ class ReportPlan:
     steps: list[Step] = field(default_factory=list)
 
 
-def cached_run(step: Step, folder: ModelFolder, out: Path, data_dir) -> tuple[dict, bool]:
-    """results.json of the step, from the cache when its key (weights' sha256, settings, data
-    folder, probe version) is unchanged; else the step is run and the key written after it."""
+def cached_run(step: Step, folders: list[ModelFolder], out: Path, data_dir) -> tuple[dict, bool]:
+    """results.json of the step, from the cache when its key (the weights' sha256, settings,
+    data folder, probe version) is unchanged; else the step is run and the key written after it."""
     import probe
-    key = {"analysis": step.analysis, "weights_sha256": folder.weights_sha256(), "settings": step.settings,
+    key = {"analysis": step.analysis, "weights_sha256": [f.weights_sha256() for f in folders],
+           "settings": step.settings,
            "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.needs_data else None,
            "probe": probe.__version__}
     key_path, results_path = out / CACHE_KEY, out / "results.json"
@@ -51,7 +54,8 @@ def cached_run(step: Step, folder: ModelFolder, out: Path, data_dir) -> tuple[di
             pass
     if key_path.exists():
         key_path.unlink()  # a half-finished rerun must not look cached
-    step.run(folder.path, out=out, data_dir=data_dir, **step.settings)
+    target = [f.path for f in folders] if step.group else folders[0].path
+    step.run(target, out=out, data_dir=data_dir, **step.settings)
     atomic_write_json(key_path, key)
     return json.loads(results_path.read_text()), False
 
@@ -72,7 +76,10 @@ def hardest_class(folders: list[ModelFolder]) -> str:
 def default_plan(folders: list[ModelFolder]) -> ReportPlan:
     """The analyses of a report, with settings that keep it to a minute or two on a laptop CPU.
     Every model gets the same settings, so their sections compare image for image."""
-    from probe.report.structure import curves_section, failures_section, saliency_section
+    from probe.report.structure import (curves_section, failures_section, fooling_section,
+                                        robustness_section, saliency_section)
+    from probe.tasks.attacks import run_attack
+    from probe.tasks.fooling import run_fool
     from probe.tasks.curves import run_learning_curves
     from probe.tasks.failures import run_misclassified
     from probe.tasks.saliency import run_saliency
@@ -87,6 +94,15 @@ def default_plan(folders: list[ModelFolder]) -> ReportPlan:
     plan.steps.append(Step("saliency", lambda path, **kw: run_saliency(path, **kw),
                            {"class_name": hardest_class(folders), "split": "test", "n": 4,
                             "selection": "any"}, saliency_section))
+    # Small budgets: a report of two models stays under two minutes on a 2-core CPU. The
+    # commands themselves default to more (probe fool: 4 per target; probe attack: 1,000 images).
+    plan.steps.append(Step("fool-noise", lambda path, **kw: run_fool(path, **kw),
+                           {"source": "noise", "n": 2}, fooling_section, needs_data=False))
+    plan.steps.append(Step("fool-dataset", lambda path, **kw: run_fool(path, **kw),
+                           {"source": "dataset", "n": 1, "split": "test"}, fooling_section))
+    plan.steps.append(Step("robustness", lambda paths, **kw: run_attack(paths, **kw),
+                           {"method": "pgd", "norm": "linf", "steps": 20, "limit": 200, "split": "test"},
+                           robustness_section, group=True))
     return plan
 
 
@@ -108,30 +124,41 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
         raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     plan = plan or default_plan(folders)
+    per_model = [st for st in plan.steps if not st.group]
+    groups = [st for st in plan.steps if st.group]
     sections, lines, reused = [], [], 0
     with progress("report") as bar:
-        task = bar.add_task("", total=len(folders) * len(plan.steps))
+        task = bar.add_task("", total=len(folders) * len(per_model) + len(groups))
+        group_results = []
+        for step in groups:
+            bar.update(task, description=f"{step.analysis} (all models)")
+            step_out = out / "analyses" / "all" / step.analysis
+            results, was_cached = cached_run(step, folders, step_out, data_dir)
+            reused += was_cached
+            group_results.append((step, results, step_out))
+            bar.advance(task)
         for folder in folders:
             prefix = slug(folder.name)
             top = Section(folder.name if len(folders) > 1 else f"Model {folder.name}", prefix)
             top.add(model_card(folder, prefix))
-            for step in plan.steps:
+            for step in per_model:
                 bar.update(task, description=f"{folder.name}: {step.analysis}")
                 why_not = step.skip(folder)
                 if why_not:
                     top.add(Section(step.analysis.capitalize(), f"{prefix}-{slug(step.analysis)}",
                                     [Text(f"Not shown: {why_not}.")]))
-                    bar.advance(task)
-                    continue
-                step_out = out / "analyses" / folder.name / step.analysis
-                results, was_cached = cached_run(step, folder, step_out, data_dir)
-                reused += was_cached
-                top.add(step.section(results, step_out, prefix, folder.name))
+                else:
+                    step_out = out / "analyses" / folder.name / step.analysis
+                    results, was_cached = cached_run(step, [folder], step_out, data_dir)
+                    reused += was_cached
+                    top.add(step.section(results, step_out, prefix, folder.name))
                 bar.advance(task)
+            for step, results, step_out in group_results:
+                top.add(step.section(results, step_out, folder, prefix))
             sections.append(top)
     if len(folders) > 1:
         from probe.report.structure import comparison_section
-        sections.insert(0, comparison_section(folders, out))
+        sections.insert(0, comparison_section(folders, out, group_results))
     title = ("probe report: " + " vs ".join(names))
     subtitle = ("What the network looks at, how easily it is fooled, and where it fails: "
                 f"{', '.join(f'{f.name} ({f.spec.name})' for f in folders)}.")
@@ -148,7 +175,7 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
         from probe.report.pdf import render_pdf
         files.append(render_pdf(report, out / "report.pdf"))
     seconds = time.perf_counter() - started
-    lines.append(f"{len(report.figures())} figures from {len(plan.steps) * len(folders)} analyses "
+    lines.append(f"{len(report.figures())} figures from {len(per_model) * len(folders) + len(groups)} analyses "
                  f"({reused} reused from the cache) in {seconds:.0f} s")
     lines += [f"open {p}" for p in files if p.suffix in (".html", ".pdf")]
     return TaskOutput(out, files, lines, {"seconds": seconds, "reused": reused})

@@ -95,6 +95,56 @@ def saliency_section(results: dict, out: Path, prefix: str, name: str) -> Sectio
     return s
 
 
+def fooling_section(results: dict, out: Path, prefix: str, name: str) -> Section:
+    r, st = results["results"], results["settings"]
+    rates = r.get("rates") or {}
+    noise = r.get("source") == "noise"
+    title = "Fooled from noise" if noise else "Fooled from real images"
+    s = Section(title, f"{prefix}-fool-{'noise' if noise else 'dataset'}")
+    how = (f"Gradient ascent from random noise ({r.get('style')}) until the model gives the target class "
+           f"p ≥ {r['confidence']}" if noise else
+           f"The smallest L∞ change to a correctly classified test image of another class that makes the "
+           f"model say the target with p ≥ {r['confidence']}")
+    s.add(Text(f"{how}; {r['count']} images. A fooling image counts only if it still fools the model after "
+               f"it is saved as an 8-bit PNG and read back: fooled before saving "
+               f"{pct(rates.get('before_saving'), 1)}, after saving {pct(rates.get('after_saving'), 1)}"
+               + (f"; median change L∞ {r['median_linf'] * 255:.0f}/255, L2 {r['median_l2']:.2f}."
+                  if not noise and r.get("median_linf") is not None else ".")))
+    pages = sorted(Path(out).glob("fooling*.png"))
+    for i, png in enumerate(pages, 1):
+        s.add(figure(out, png.stem, f"{name}: {title.lower()}, one row per target class"
+                     + ("" if noise else ": original | change (magnified) | fooled") + ".",
+                     f"{prefix}-{'noise' if noise else 'dataset'}-fooling-{i}", data={"images": r["images"]}))
+    return s
+
+
+def robustness_section(results: dict, out: Path, folder: ModelFolder, prefix: str) -> Section:
+    """A model's part of the robustness run: its accuracy against ε and its adversarial examples."""
+    r, st = results["results"], results["settings"]
+    mine = next((m for m in r["models"] if m["name"] == folder.name), None)
+    s = Section("Robustness", f"{prefix}-robustness")
+    if mine is None:
+        return s.add(Text("Not shown: this model was not attacked."))
+    unit = 255 if st.get("norm") == "linf" and all(e * 255 == round(e * 255) for e in st["eps"]) else None
+    def eps_text(e):
+        return f"{e:g}"
+    s.add(Text(f"{st['method'].upper()} {'L∞' if st['norm'] == 'linf' else 'L2'}, {st['steps']} steps, "
+               f"random start, on {results['data'].get('n', '?')} {st['split']} images: accuracy against the "
+               "size ε of the change (pixel units of [0, 1]). Clean accuracy on the whole split "
+               f"{pct(mine['clean_accuracy_whole_split'])}, as probe evaluate says."))
+    s.add(Table(["ε", "accuracy", "95% interval", "images"],
+                [[eps_text(p["eps"]), pct(p["accuracy"]),
+                  f"{100 * p['ci95'][0]:.1f}–{100 * p['ci95'][1]:.1f}%" if p.get("ci95") else "—", f"{p['n']:,}"]
+                 for p in mine["points"]], caption=f"{folder.name}: accuracy under attack.", numeric={1, 2, 3}))
+    if len(r["models"]) == 1:
+        s.add(figure(out, "robustness", f"{folder.name}: accuracy against ε.", f"{prefix}-robustness",
+                     data={"points": mine["points"]}, width=0.75))
+    stem = "examples" if len(r["models"]) == 1 else f"examples-{folder.name}"
+    s.add(figure(out, stem, f"{folder.name}: adversarial examples at each ε.", f"{prefix}-adversarial-examples",
+                 data={"examples": mine.get("examples")}))
+    return s
+
+
 def failures_section(results: dict, out: Path, prefix: str, name: str) -> Section:
     r = results["results"]
     split = results["settings"]["split"]
@@ -125,7 +175,7 @@ def failures_section(results: dict, out: Path, prefix: str, name: str) -> Sectio
     return s
 
 
-def comparison_section(folders: list[ModelFolder], out: Path) -> Section:
+def comparison_section(folders: list[ModelFolder], out: Path, group_results=()) -> Section:
     """The models side by side: their numbers in one table, their learning curves on one plot."""
     from probe.tasks.curves import (COMPARE_COLUMNS, COMPARE_NUMERIC, compare_cells, compare_row,
                                     run_learning_curves)
@@ -138,4 +188,12 @@ def comparison_section(folders: list[ModelFolder], out: Path) -> Section:
         run_learning_curves([f.path for f in folders], out=curves_out)
         s.add(figure(curves_out, "curves", "Learning curves of the models on one plot: each model one colour, "
                      "training dashed, validation solid.", "comparison-curves"))
+    for step, results, step_out in group_results:
+        if step.analysis == "robustness":
+            st = results["settings"]
+            s.add(figure(step_out, "robustness", f"Accuracy against ε of every model on the same "
+                         f"{results['data'].get('n', '?')} {st['split']} images ({st['method'].upper()} "
+                         f"{'L∞' if st['norm'] == 'linf' else 'L2'}, {st['steps']} steps).",
+                         "comparison-robustness", data={m["name"]: m["points"] for m in results["results"]["models"]},
+                         width=0.75))
     return s
