@@ -6,7 +6,6 @@ import contextlib
 import csv
 import difflib
 import io
-import os
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -79,22 +78,16 @@ def parse_indices(text: str | Sequence[int], n_images: int, split: str) -> list[
 
 @contextlib.contextmanager
 def cpu_threads(threads: int | None, device: torch.device) -> Iterator[dict]:
-    """Intra-op threads for the run, restored afterwards. None on the CPU: one thread when the
-    machine is already busier than its cores (OpenMP threads that wait on each other on a
-    shared machine are 3-10x slower than one thread), else PyTorch's default."""
+    """Intra-op threads for the run (`--threads`), restored afterwards; None keeps PyTorch's
+    default. (On a machine shared with other jobs one thread can be several times faster than
+    OpenMP threads waiting on each other: say --threads 1.)"""
     before = torch.get_num_threads()
     info = {"threads": before}
-    if device.type == "cpu":
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        cores = os.cpu_count() or 1
-        if threads is None and before > 1 and load > cores:
-            threads = 1
-            info["why"] = f"load average {load:.1f} on {cores} cores"
-        if threads is not None:
-            if threads < 1:
-                raise ConfigError(f"--threads {threads}: use 1 or more")
-            torch.set_num_threads(threads)
-            info["threads"] = threads
+    if device.type == "cpu" and threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads {threads}: use 1 or more")
+        torch.set_num_threads(threads)
+        info["threads"] = threads
     try:
         yield info
     finally:
