@@ -321,7 +321,7 @@ def fool(model: Optional[Path] = AnalysisModel,
          steps: Optional[int] = typer.Option(None, "--steps", help="Ascent steps before rounding (default: raw 200 at most; natural 150 regularized, then up to 150 plain where needed; dataset 40 per attempt of the search)."),
          seed: int = typer.Option(0, help="Seed of the noise and of the images chosen."),
          data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
-         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when the machine is busier than its cores).")):
+         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy).")):
     """Fooling images: from noise (ascent on the target's probability) or from data (the smallest
     L∞ change that flips a correct image to the target); each saved as an 8-bit PNG under
     images/, read back and classified again."""
@@ -346,7 +346,7 @@ def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            batch_size: int = typer.Option(500, "--batch-size", help="Images per batch."),
            seed: int = typer.Option(0, help="Seed of the random starts."),
            data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
-           threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when the machine is busier than its cores).")):
+           threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy).")):
     """Accuracy against ε under FGSM or PGD (L∞ or L2, targeted or not) for one or more models
     on one plot, the adversarial examples of a few images, and every point in results.json."""
     from probe.tasks.attacks import run_attack

@@ -69,10 +69,10 @@ def run_fool(model=None, *, source: str = "noise", target: str = "all", n: int =
              device: str = "auto", batch_size: int = 500, threads: int | None = None,
              root="trained_models") -> TaskOutput:
     """The `probe fool` command: see the module's docstring. Returns what was written."""
-    from probe.tasks.saliency import cpu_threads
+    from probe.tasks.attacks import attack_threads
     started = time.perf_counter()
     dev = resolve_device(device)
-    with cpu_threads(threads, dev) as thread_info:
+    with attack_threads(threads, dev) as thread_info:
         return _run_fool(model, source=source, target=target, n=n, confidence=confidence, style=style,
                          source_class=source_class, split=split, steps=steps, seed=seed,
                          data_dir=data_dir, out=out, dev=dev, batch_size=batch_size, root=root,
@@ -183,8 +183,10 @@ def _run_fool(model, *, source, target, n, confidence, style, source_class, spli
     if source == "dataset" and results["median_linf"] is not None:
         lines.append(f"median change: L∞ {results['median_linf']:.4f} ({round(results['median_linf'] * 255)}/255), "
                      f"L2 {results['median_l2']:.3f}")
+    threads = f"{thread_info['threads']} CPU thread{'s' if thread_info['threads'] > 1 else ''}" + (
+        f" ({thread_info['why']})" if thread_info.get("why") else "") if dev.type == "cpu" else str(dev)
     lines.append(f"median {int(result.steps.float().median())} gradient steps, "
-                 f"{time.perf_counter() - started:.1f} s in all")
+                 f"{time.perf_counter() - started:.1f} s in all on {threads}")
     if not identical:
         lines.append("warning: a PNG read back differs from the image judged")
     lines.append(f"{len(pages)} figure page(s) (PNG + PDF), {m} PNGs in images/, results.json")
