@@ -7,7 +7,7 @@ from pathlib import Path
 
 from probe.errors import ConfigError, ProbeError
 from probe.io import atomic_write_json
-from probe.models.folder import META, ModelFolder, read_model_folder
+from probe.models.folder import META, WEIGHTS, ModelFolder, read_model_folder
 from probe.provenance import versions
 
 MODELS_ROOT = Path("trained_models")
@@ -82,14 +82,24 @@ def load_model_split(folder: ModelFolder, split: str, data_dir=None):
     return load_split_for(folder.meta, split, data_dir)
 
 
-def write_results(out: Path, analysis: str, *, folder: ModelFolder, settings: dict, results: dict,
+def model_record(folder: ModelFolder) -> dict:
+    """Which model a result is of: name, path, architecture and the weights' sha256 (None for a
+    folder without weights, which curves and compare can still read)."""
+    sha = folder.weights_sha256() if (folder.path / WEIGHTS).is_file() else None
+    return {"name": folder.name, "path": str(folder.path), "arch": folder.meta.get("arch_name"),
+            "weights_sha256": sha}
+
+
+def write_results(out: Path, analysis: str, *, folder: ModelFolder | None = None,
+                  folders: list[ModelFolder] | None = None, settings: dict, results: dict,
                   figures: list[Path], started: float, data: dict | None = None) -> Path:
     """results.json: the numbers behind every figure, the settings, and where they came from
-    (model name, weights' sha256, dataset, split, versions, seconds taken)."""
+    (the model, or `models` for an analysis of several runs; dataset, split, versions, seconds)."""
+    who = ({"model": model_record(folder)} if folder is not None else {}) | \
+          ({"models": [model_record(f) for f in folders]} if folders is not None else {})
     doc = {
         "analysis": analysis,
-        "model": {"name": folder.name, "path": str(folder.path), "arch": folder.meta.get("arch_name"),
-                  "weights_sha256": folder.weights_sha256()},
+        **who,
         "data": data or {},
         "settings": settings,
         "results": results,

@@ -9,11 +9,9 @@ from probe.analysis.curves import curves_of
 from probe.errors import ConfigError
 from probe.figures.curves import curves_figure
 from probe.figures.style import save_figure
-from probe.io import atomic_write_json
-from probe.models.folder import WEIGHTS, ModelFolder, read_model_folder
-from probe.provenance import versions
+from probe.models.folder import ModelFolder, read_model_folder
 from probe.text import text_table
-from probe.tasks.common import MODELS_ROOT, TaskOutput, output_folder
+from probe.tasks.common import MODELS_ROOT, TaskOutput, output_folder, write_results
 
 # The training settings worth naming when they differ between the runs compared.
 SETTINGS = ("dataset", "arch", "width", "epochs", "iters", "batch_size", "lr", "schedule",
@@ -48,30 +46,6 @@ def _default_name(folders: list[ModelFolder]) -> str:
     return folders[0].name if len(folders) == 1 else "compare"
 
 
-def _sha256(folder: ModelFolder) -> str | None:
-    return folder.weights_sha256() if (folder.path / WEIGHTS).is_file() else None
-
-
-def write_runs_results(out: Path, analysis: str, *, folders: list[ModelFolder], settings: dict,
-                       results: dict, figures: list[Path], started: float) -> Path:
-    """results.json for an analysis of several runs: as tasks.common.write_results, with a list
-    of models in place of one."""
-    doc = {
-        "analysis": analysis,
-        "models": [{"name": f.name, "path": str(f.path), "arch": f.meta.get("arch_name"),
-                    "weights_sha256": _sha256(f)} for f in folders],
-        "settings": settings,
-        "results": results,
-        "figures": sorted(p.name for p in figures),
-        "versions": versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    path = out / "results.json"
-    atomic_write_json(path, doc)
-    return path
-
-
 # ---- curves ---------------------------------------------------------------------------------
 def run_learning_curves(runs, *, out=None, log: bool = False, root=MODELS_ROOT) -> TaskOutput:
     started = time.perf_counter()
@@ -80,7 +54,7 @@ def run_learning_curves(runs, *, out=None, log: bool = False, root=MODELS_ROOT) 
     curves = curves_of(folders, run_labels(folders))
     figures = save_figure(curves_figure(curves, log=log), out, "curves")
     results = curves.to_dict()
-    path = write_runs_results(out, "curves", folders=folders, settings={"log": log},
+    path = write_results(out, "curves", folders=folders, settings={"log": log},
                               results=results, figures=figures, started=started)
     lines = []
     for run in curves.runs:
@@ -182,7 +156,7 @@ def run_compare(runs, *, out=None, root=MODELS_ROOT) -> TaskOutput:
     text = compare_text(rows)
     differ = differing_settings(rows)
     results = {"runs": rows, "differing_settings": differ, "table": text}
-    path = write_runs_results(out, "compare", folders=folders, settings={}, results=results,
+    path = write_results(out, "compare", folders=folders, settings={}, results=results,
                               figures=[], started=started)
     lines = [text]
     if len(rows) > 1:
