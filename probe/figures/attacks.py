@@ -45,7 +45,13 @@ def robustness_figure(curves, *, in_255: bool = False, title: str = ""):
     ax.set_ylabel("accuracy (%)" if first.target is None else "accuracy (%), targeted attack")
     ax.set_ylim(-2, 102)
     ax.set_xlim(x[0] - 0.04 * (x[-1] - x[0] or 1), x[-1] + 0.04 * (x[-1] - x[0] or 1))
-    ax.legend(loc="upper right", frameon=True, framealpha=0.9)
+    from matplotlib.patches import Patch
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(color="0.5", alpha=0.3, linewidth=0))
+    labels.append("95% interval (Wilson)")
+    # Below the axes: inside, the legend would cover some model's curve.
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=1 if len(curves) < 3 else 2, frameon=False)
     if title:
         ax.set_title(title)
     return fig

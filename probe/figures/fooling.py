@@ -142,6 +142,7 @@ def dataset_figures(result, spec, *, title: str = ""):
                 show_image(axes[0], result.original[i])
                 delta = (result.images[i].float() - result.original[i].float()).numpy() / 255
                 change = _change_map(delta)
+                changed = bool(np.abs(delta).max() > 0)  # no change: the search found nothing
                 scale = float(np.abs(change).max()) or 1 / 255
                 axes[1].imshow(change, cmap=DIVERGING, vmin=-scale, vmax=scale, interpolation="none")
                 axes[1].set_xticks([])
@@ -154,8 +155,8 @@ def dataset_figures(result, spec, *, title: str = ""):
                 p_tgt = float(result.p_target[i])
                 kw = dict(ha="center", va="top", fontsize=SMALL_FONT)
                 axes[0].text(0.5, -0.04, _p(p_src), transform=axes[0].transAxes, color="0.2", **kw)
-                axes[1].text(0.5, -0.04, f"±{_level(scale)}" if c == 1 else f"±{scale:.3f}",
-                             transform=axes[1].transAxes, color="0.2", **kw)
+                scale_text = (f"±{_level(scale)}" if c == 1 else f"±{scale:.3f}") if changed else "none found"
+                axes[1].text(0.5, -0.04, scale_text, transform=axes[1].transAxes, color="0.2", **kw)
                 axes[2].text(0.5, -0.04, _p(p_tgt), transform=axes[2].transAxes, fontweight="bold",
                              color=CORRECT if p_tgt >= result.confidence else WRONG, **kw)
         if title:
