@@ -70,8 +70,20 @@ def report(tmp_path_factory, mnist_dir):
     for name in ("tiny-a", "tiny-b"):
         write_history(models / name)
     out = root / "out"
-    result = run_report([models / "tiny-a", models / "tiny-b"], data_dir=mnist_dir, out=out)
+    result = run_report([models / "tiny-a", models / "tiny-b"], data_dir=mnist_dir, out=out, plan=small_plan(models))
     return result, out, models, mnist_dir
+
+
+def small_plan(models: Path):
+    """The report's own plan (every section), with the work of each analysis cut to a sliver."""
+    from probe.models.folder import read_model_folder
+    from probe.report.build import default_plan
+    plan = default_plan([read_model_folder(models / "tiny-a"), read_model_folder(models / "tiny-b")])
+    smaller = {"saliency": {"n": 1}, "fool-noise": {"n": 1, "target": "1", "steps": 30},
+               "fool-dataset": {"n": 1, "target": "1", "steps": 30}, "robustness": {"limit": 20, "steps": 3}}
+    for step in plan.steps:
+        step.settings = step.settings | smaller.get(step.analysis, {})
+    return plan
 
 
 def test_the_report_files_are_there(report):
@@ -148,7 +160,7 @@ def test_every_figure_pdf_is_vector_and_tex_includes_it(report):
 
 def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report):
     _, out, models, data = report
-    again = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out)
+    again = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out, plan=small_plan(models))
     steps = again.results["reused"]
     assert steps == 2 * 5 + 1  # every per-model analysis of both, and the robustness of both
     assert f"({steps} reused from the cache)" in again.lines[0]
@@ -156,7 +168,7 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report):
     key = next(k for k in state if k.endswith("fc.bias"))
     state[key] = state[key] + torch.arange(len(state[key]), dtype=state[key].dtype)
     save_file(state, models / "tiny-b" / "weights.safetensors")
-    third = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out)
+    third = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out, plan=small_plan(models))
     assert third.results["reused"] == 5  # tiny-a's own analyses only: tiny-b's and the joint one rerun
 
 
