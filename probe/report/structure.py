@@ -188,6 +188,17 @@ def comparison_section(folders: list[ModelFolder], out: Path, group_results=()) 
         run_learning_curves([f.path for f in folders], out=curves_out)
         s.add(figure(curves_out, "curves", "Learning curves of the models on one plot: each model one colour, "
                      "training dashed, validation solid.", "comparison-curves"))
+    # The same inputs through each model: saliency of the same test images, fooling from the
+    # same noise (seeded), one model after the other.
+    for analysis, stem, what in (("saliency", "saliency", "saliency maps of the same test images"),
+                                 ("fool-noise", "fooling", "fooling images grown from the same noise")):
+        shown = [(f, out / "analyses" / f.name / analysis) for f in folders]
+        shown = [(f, d) for f, d in shown if (d / f"{stem}.png").is_file()]
+        if len(shown) > 1:
+            sub = Section(f"Side by side: {what}", f"comparison-{analysis}")
+            for f, d in shown:
+                sub.add(figure(d, stem, f"{f.name}: {what}.", f"comparison-{analysis}-{f.name}"))
+            s.add(sub)
     for step, results, step_out in group_results:
         if step.analysis == "robustness":
             st = results["settings"]
