@@ -53,3 +53,14 @@ def sfddd_dir(sfddd_master, tmp_path) -> Path:
     """A private copy without the master's cache: tests add files, break files and fill caches."""
     return Path(shutil.copytree(sfddd_master, tmp_path / "sfddd",
                                 ignore=shutil.ignore_patterns(".probe-cache")))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on one thread: they gain nothing from a second, and on shared, busy cores two
+    OpenMP threads wait on each other and small kernels take milliseconds instead of microseconds."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

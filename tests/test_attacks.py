@@ -29,14 +29,7 @@ from probe.errors import ConfigError  # noqa: E402
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on one thread: on shared, busy cores two OpenMP threads wait on each other and
-    small kernels take milliseconds instead of microseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---- a tiny learnable MNIST-format dataset and a tiny model trained on it --------------------

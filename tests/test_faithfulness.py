@@ -15,12 +15,7 @@ from probe.analysis.saliency import SaliencyConfig, saliency
 from probe.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class OnePixel(nn.Module):

@@ -25,14 +25,7 @@ from probe.tasks.fooling import read_png, save_png  # noqa: E402
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on one thread: on shared, busy cores two OpenMP threads wait on each other and
-    small kernels take milliseconds instead of microseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="session")

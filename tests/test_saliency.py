@@ -26,13 +26,7 @@ from probe.models.resnet import ResNet, get_config
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared machine lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 FAST = SaliencyConfig(smoothgrad_samples=4, ig_steps=8, occlusion_window=4, occlusion_stride=2)
