@@ -14,7 +14,7 @@ from probe.analysis.attacks import METHODS, NORMS, PRECISIONS, check_eps, parse_
 from probe.analysis.common import class_probabilities
 from probe.analysis.robustness import robustness_curve
 from probe.data.augment import eval_view
-from probe.device import resolve_device
+from probe.device import cpu_threads, resolve_device
 from probe.errors import ConfigError
 from probe.figures.attacks import eps_label, examples_figure, robustness_figure
 from probe.figures.style import save_figure
@@ -38,12 +38,11 @@ IN_255 = ("cifar10", "sfddd")  # datasets whose L∞ ε are written as k/255
 
 @contextlib.contextmanager
 def attack_threads(threads: int | None, device) -> Iterator[dict]:
-    """CPU threads for an attack or a fooling run (probe.tasks.saliency.cpu_threads), with a
+    """CPU threads for an attack or a fooling run (probe.device.cpu_threads), with a
     stricter default: one thread as soon as other processes keep more than cores − 1 busy. The
     gradient steps are many small kernels; two OpenMP threads that share a core with another
     process wait on each other at every one (measured here: PGD on 1,000 MNIST images, 80 s on
     2 threads beside one busy process, 11 s on 1)."""
-    from probe.tasks.saliency import cpu_threads
     why = None
     if threads is None and torch.device(device).type == "cpu" and torch.get_num_threads() > 1:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0

@@ -2,13 +2,12 @@
 (deletion/insertion, the model-randomization check); and `probe predict --image`."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import difflib
 import io
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -16,7 +15,7 @@ from probe.analysis.common import class_probabilities
 from probe.analysis.saliency import (METHODS, REDUCTION, SIGNED, TITLES, SaliencyConfig, parse_methods,
                                      saliency)
 from probe.data.augment import eval_view
-from probe.device import resolve_device
+from probe.device import cpu_threads, resolve_device
 from probe.errors import ConfigError, ProbeError
 from probe.figures.style import class_labels, save_figure
 from probe.io import atomic_write_bytes, atomic_write_text
@@ -74,24 +73,6 @@ def parse_indices(text: str | Sequence[int], n_images: int, split: str) -> list[
     if not out:
         raise ConfigError("--index: give at least one image number, like 3,17,40")
     return out
-
-
-@contextlib.contextmanager
-def cpu_threads(threads: int | None, device: torch.device) -> Iterator[dict]:
-    """Intra-op threads for the run (`--threads`), restored afterwards; None keeps PyTorch's
-    default. (On a machine shared with other jobs one thread can be several times faster than
-    OpenMP threads waiting on each other: say --threads 1.)"""
-    before = torch.get_num_threads()
-    info = {"threads": before}
-    if device.type == "cpu" and threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads {threads}: use 1 or more")
-        torch.set_num_threads(threads)
-        info["threads"] = threads
-    try:
-        yield info
-    finally:
-        torch.set_num_threads(before)
 
 
 def _warm_up(net, x: torch.Tensor) -> None:
