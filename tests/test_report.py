@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model_folder import write_tiny_model  # noqa: E402
 
-from probe.report.build import run_report  # noqa: E402
+from probe.models.folder import read_model_folder  # noqa: E402
+from probe.report.build import CACHE_KEY, run_report  # noqa: E402
 
 HOSTILE = "<script>alert(1)</script>"
 BROWSERS = ["/usr/bin/chromium-headless-shell", "/usr/lib/chromium-headless-shell/chromium-headless-shell",
@@ -76,10 +77,10 @@ def report(tmp_path_factory, mnist_dir):
 
 def small_plan(models: Path):
     """The report's own plan (every section), with the work of each analysis cut to a sliver."""
-    from probe.models.folder import read_model_folder
     from probe.report.build import default_plan
     plan = default_plan([read_model_folder(models / "tiny-a"), read_model_folder(models / "tiny-b")])
-    smaller = {"saliency": {"n": 1}, "fool-noise": {"n": 1, "target": "1", "steps": 30},
+    smaller = {"misclassified": {"max_images": 6}, "saliency": {"n": 1},
+               "fool-noise": {"n": 1, "target": "1", "steps": 30},
                "fool-dataset": {"n": 1, "target": "1", "steps": 30}, "robustness": {"limit": 20, "steps": 3}}
     for step in plan.steps:
         step.settings = step.settings | smaller.get(step.analysis, {})
@@ -158,9 +159,13 @@ def test_every_figure_pdf_is_vector_and_tex_includes_it(report):
         assert f"\\label{{fig:{pdf.stem}}}" in tex
 
 
-def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report):
+def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_path):
     _, out, models, data = report
-    again = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out, plan=small_plan(models))
+    # Copies: the other tests read the fixture's models. The cache key holds the weights' sha256,
+    # the settings and the data folder, not the model's path, so the copied results still count.
+    models, out = Path(shutil.copytree(models, tmp_path / "trained_models")), Path(shutil.copytree(out, tmp_path / "out"))
+    pair = [models / "tiny-a", models / "tiny-b"]
+    again = run_report(pair, data_dir=data, out=out, plan=small_plan(models), formats=("html",))
     steps = again.results["reused"]
     assert steps == 2 * 5 + 1  # every per-model analysis of both, and the robustness of both
     assert f"({steps} reused from the cache)" in again.lines[0]
@@ -168,8 +173,13 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report):
     key = next(k for k in state if k.endswith("fc.bias"))
     state[key] = state[key] + torch.arange(len(state[key]), dtype=state[key].dtype)
     save_file(state, models / "tiny-b" / "weights.safetensors")
-    third = run_report([models / "tiny-a", models / "tiny-b"], data_dir=data, out=out, plan=small_plan(models))
-    assert third.results["reused"] == 5  # tiny-a's own analyses only: tiny-b's and the joint one rerun
+    # Two of the analyses are enough to see what reruns: tiny-b's own and the joint one.
+    plan = small_plan(models)
+    plan.steps = [s for s in plan.steps if s.analysis in ("curves", "robustness")]
+    third = run_report(pair, data_dir=data, out=out, plan=plan, formats=("html",))
+    assert third.results["reused"] == 1  # tiny-a's curves only
+    rerun = json.loads((out / "analyses" / "tiny-b" / "curves" / CACHE_KEY).read_text())
+    assert rerun["weights_sha256"] == [read_model_folder(models / "tiny-b").weights_sha256()]
 
 
 def _browser() -> str | None:
