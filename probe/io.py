@@ -10,6 +10,21 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise the OSError a write of `path` would meet (naming `path`), before any work is done:
+    a folder in its place, a file where a folder of its path should be, or a folder not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, f"cannot write here ({parent} is not writable)", str(path))
+            return
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     """Yield a binary file; on a clean exit it replaces `path`, on an exception it vanishes.
@@ -18,12 +33,8 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     os.replace → fsync the folder, so that the rename itself survives a power cut.
     """
     path = Path(path)
+    check_writable(path)
     try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
-        for parent in path.parents:
-            if parent.exists() and not parent.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except (IsADirectoryError, NotADirectoryError):

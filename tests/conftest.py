@@ -64,3 +64,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One process per core: each worker and the processes its tests start use one thread.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)

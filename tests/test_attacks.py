@@ -5,6 +5,7 @@ target's probability, accuracy falls as ε grows and equals the clean accuracy a
 and its mistakes as one line and exit code 2."""
 import gzip
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,20 +63,31 @@ def write_stamp_mnist(folder: Path, n_train: int = 600, n_test: int = 60) -> Pat
 def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
     """(model folder, data folder): a resnet8 ×0.5 trained on stamp digits (100% test accuracy,
     confident enough for p ≥ 0.99 in every class), made once per session
-    (test_fooling.py uses the same one)."""
-    base = tmp_path_factory.getbasetemp() / "tiny-attack-model"
+    (test_fooling.py uses the same one). Under pytest-xdist the workers share one: the first to
+    need it trains it while holding a lock, the others wait and load it."""
+    from filelock import FileLock  # a dependency of torch
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own
+    base = base / "tiny-attack-model"
+    base.mkdir(exist_ok=True)
     data, model = base / "mnist", base / "trained_models" / "tiny"
-    if not (model / "weights.safetensors").is_file():
-        from probe.train.run import train
-        write_stamp_mnist(data)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a few seconds on one thread; minutes when 2 threads share busy cores
-        try:
-            torch.manual_seed(0)
-            train(tiny_config(epochs=20, batch_size=16, lr=0.2, width=0.5, augment=False), model, data_dir=data)
-        finally:
-            torch.set_num_threads(threads)
+    with FileLock(str(base / "lock")):
+        if not (model / "weights.safetensors").is_file():
+            _train_tiny(data, model)
     return model, data
+
+
+def _train_tiny(data: Path, model: Path) -> None:
+    from probe.train.run import train
+    write_stamp_mnist(data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few seconds on one thread; minutes when 2 threads share busy cores
+    try:
+        torch.manual_seed(0)
+        train(tiny_config(epochs=20, batch_size=16, lr=0.2, width=0.5, augment=False), model, data_dir=data)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -25,11 +25,16 @@ def test_usage_errors_are_one_line_and_exit_2(argv, words, capsys):
     assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
 
 
-def test_an_unwritable_output_names_the_users_path(tmp_path, capsys, real_mnist_dir):
+def test_an_unwritable_output_names_the_users_path(tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("predicted before the output path was checked")
+
+    monkeypatch.setattr("probe.analysis.predict.predict_logits", too_late)
     with pytest.raises(SystemExit) as e:
         main(["predict", "--model", "trained_models/mnist-resnet20", "--split", "val",
-              "-o", str(tmp_path / "file" / "out.csv"), "--data-dir", str(real_mnist_dir)])
+              "-o", str(tmp_path / "file" / "out.csv"), "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and ".tmp" not in err and err.count("\n") == 1
     assert f"{tmp_path / 'file' / 'out.csv'}: {tmp_path / 'file'} is a file, not a folder" in err

@@ -14,6 +14,7 @@ files read, Ctrl-C ends decoding at once, absent classes refused, checks that su
 """
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -157,29 +158,56 @@ def test_cifar_fifo_batch_is_refused_by_name(tmp_path):
     assert "data_batch_1: is a FIFO (named pipe), not a regular file" in str(out["error"])
 
 
-_LOAD = ("import sys\nfrom probe.data.sfddd import load_labelled, load_kaggle_test\n"
-         "from probe.errors import DataError\n"
-         "try:\n    ({fn})(sys.argv[1])\nexcept DataError as e:\n    print(e); sys.exit(2)\n")
+FIFO_CASES = [("imgs/train/c3/img_fifo.jpg", "load_labelled"), ("imgs/test/img_fifo.jpg", "load_kaggle_test"),
+              ("driver_imgs_list.csv", "load_labelled")]
+# What needs an interpreter of its own, in one `python -O` subprocess (each costs a second of
+# imports): loading SFDDD folders holding a FIFO (a blocked pool thread would also block the
+# interpreter's exit, so a timeout catches it) and ImageSet's checks with asserts stripped.
+_CHILD = """import sys
+import torch
+from probe.data.imageset import ImageSet
+from probe.data.sfddd import load_labelled, load_kaggle_test
+from probe.data.spec import MNIST
+from probe.errors import DataError
+try:
+    ImageSet(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), MNIST)
+    print("imageset: accepted")
+except Exception as e:
+    print("imageset:", type(e).__name__)
+for k, (fn, folder) in enumerate(zip(sys.argv[1::2], sys.argv[2::2])):
+    try:
+        globals()[fn](folder)
+        print(f"fifo {k}: loaded")
+    except DataError as e:
+        print(f"fifo {k}:", e)
+"""
 
 
-@pytest.mark.parametrize("where, fn", [("imgs/train/c3/img_fifo.jpg", "load_labelled"),
-                                       ("imgs/test/img_fifo.jpg", "load_kaggle_test"),
-                                       ("driver_imgs_list.csv", "load_labelled")])
-def test_sfddd_fifo_is_refused_not_waited_on(sfddd_dir, where, fn):
-    """A FIFO named .jpg and listed in the CSV used to block a decoding thread forever. In a
-    subprocess with a timeout: a blocked pool thread would also block the interpreter's exit."""
-    path = sfddd_dir / where
-    if path.exists():
-        path.unlink()
-    os.mkfifo(path)
-    if where.startswith("imgs/train"):
-        with open(sfddd_dir / "driver_imgs_list.csv", "a") as f:
-            f.write("p002,c3,img_fifo.jpg\n")
-    r = subprocess.run([sys.executable, "-c", _LOAD.format(fn=fn), str(sfddd_dir)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=180,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 2, r.stderr
-    assert f"{path.name}: is a FIFO (named pipe), not a regular file" in r.stdout
+@pytest.fixture(scope="module")
+def own_interpreter(sfddd_master, tmp_path_factory):
+    args = []
+    for k, (where, fn) in enumerate(FIFO_CASES):
+        folder = Path(shutil.copytree(sfddd_master, tmp_path_factory.mktemp("fifo") / "sfddd",
+                                      ignore=shutil.ignore_patterns(".probe-cache")))
+        path = folder / where
+        if path.exists():
+            path.unlink()
+        os.mkfifo(path)
+        if where.startswith("imgs/train"):
+            with open(folder / "driver_imgs_list.csv", "a") as f:
+                f.write("p002,c3,img_fifo.jpg\n")
+        args += [fn, str(folder)]
+    r = subprocess.run([sys.executable, "-O", "-c", _CHILD, *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(": ", 1) for line in r.stdout.splitlines())
+
+
+@pytest.mark.parametrize("k", range(len(FIFO_CASES)), ids=[w for w, _ in FIFO_CASES])
+def test_sfddd_fifo_is_refused_not_waited_on(own_interpreter, k):
+    """A FIFO named .jpg and listed in the CSV used to block a decoding thread forever."""
+    name = Path(FIFO_CASES[k][0]).name
+    assert f"{name}: is a FIFO (named pipe), not a regular file" in own_interpreter[f"fifo {k}"], own_interpreter
 
 
 def test_decode_jpeg_refuses_a_fifo_at_once(tmp_path):
@@ -326,13 +354,8 @@ def test_bad_imagesets(what, make, error, message):
         make()
 
 
-def test_imageset_checks_survive_python_O():
-    code = ("import torch\nfrom probe.data.imageset import ImageSet\nfrom probe.data.spec import MNIST\n"
-            "try:\n    ImageSet(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), MNIST)\n"
-            "except Exception as e:\n    print(type(e).__name__)\n")
-    r = subprocess.run([sys.executable, "-O", "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.stdout.strip() == "DataError", r.stderr
+def test_imageset_checks_survive_python_O(own_interpreter):
+    assert own_interpreter["imageset"] == "DataError"
 
 
 def test_good_imagesets_still_build():

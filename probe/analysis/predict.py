@@ -10,7 +10,7 @@ import torch
 from probe.data.imageset import ImageSet
 from probe.data.spec import DatasetSpec
 from probe.errors import ConfigError
-from probe.io import atomic_write_text
+from probe.io import atomic_write_text, check_writable
 from probe.device import resolve_device
 from probe.models.inference import metrics_from_logits, predict_logits
 from probe.models.folder import load_model
@@ -75,11 +75,12 @@ def predictions_csv(data: ImageSet, probs: torch.Tensor, fmt: str) -> str:
 
 def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str = "csv",
                       output=None, device: str = "auto", batch_size: int = 500) -> tuple[Path, str]:
+    output = Path(output) if output else Path("reports") / f"{Path(model_dir).name}-{split}.csv"
+    check_writable(output)  # a bad -o is said before a long prediction, not after it
     dev = resolve_device(device)
     model, meta = load_model(model_dir, dev)
     data = load_split_for(meta, split, data_dir)
     logits = predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
-    output = Path(output) if output else Path("reports") / f"{Path(model_dir).name}-{split}.csv"
     atomic_write_text(output, predictions_csv(data, logits.double().softmax(1), fmt))
     summary = f"{len(data):,} predictions for {data.spec.name} {split}"
     if (data.labels >= 0).any():
