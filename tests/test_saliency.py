@@ -416,11 +416,11 @@ def test_sfddd_phone_right_with_no_other_option(sfddd_dir, tmp_path, monkeypatch
         assert im.width > im.height * 0.5 and im.width >= 6 * 200
 
 
-def test_speed_benchmark_runs_and_the_maps_agree(tmp_path, capsys):
+def test_speed_benchmark_runs_and_the_maps_agree(tiny_model, tmp_path, capsys):
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import saliency_speed
-    doc = saliency_speed.main(["--repeats", "1", "--n", "2", "--methods", "vanilla,occlusion",
+    doc = saliency_speed.main(["--repeats", "1", "--n", "2", "--methods", "vanilla,occlusion", "--model", str(tiny_model),
                                "--data-dir", str(tmp_path / "none"), "--json", str(tmp_path / "s.json")])
     assert "random images" in doc["images"] and [r["method"] for r in doc["rows"]] == ["vanilla", "occlusion"]
     assert all(r["max_rel_diff"] < 1e-4 for r in doc["rows"])  # probe and captum compute the same maps
