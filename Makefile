@@ -20,8 +20,9 @@ $(VENV)/.installed: $(PY) pyproject.toml
 
 setup: $(VENV)/.installed
 
+# One pytest worker per core (at most 4), each a module at a time so a module's fixtures are made once.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadscope
 
 # The main job: the report of both committed MNIST models, compared, from the MNIST test set.
 demo: setup

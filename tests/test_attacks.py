@@ -3,13 +3,10 @@ one signed step of ε (checked against a gradient computed by hand), targeted at
 target's probability, accuracy falls as ε grows and equals the clean accuracy at ε = 0 (and
 `probe evaluate`'s), the caller's model is left as found; the `probe attack` command as typed,
 and its mistakes as one line and exit code 2."""
-import gzip
 import json
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,8 +14,7 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fixtures import idx_bytes  # noqa: E402
-from train_helpers import tiny_config  # noqa: E402
+from stamp_model import stamp_model  # noqa: E402
 
 from probe.analysis.attacks import (attack_gradient, fgsm, parse_eps_list, pgd, project,  # noqa: E402
                                     random_in_ball, resolve_precision)
@@ -33,66 +29,11 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-# ---- a tiny learnable MNIST-format dataset and a tiny model trained on it --------------------
-def stamp_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """28×28 images of faint noise holding their class's own 6×6 stamp at two random places:
-    local patterns a tiny ResNet (global average pooling) learns in a few epochs, written in
-    MNIST's exact file format."""
-    stamps = np.random.default_rng(123).random((10, 6, 6)) > 0.5  # one fixed pattern per class
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 10
-    rng.shuffle(labels)
-    images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-    for i, c in enumerate(labels):
-        for _ in range(2):
-            r, q = rng.integers(1, 21, 2)
-            patch = images[i, r:r + 6, q:q + 6]
-            patch[stamps[c]] = 255
-    return images, labels
-
-
-def write_stamp_mnist(folder: Path, n_train: int = 600, n_test: int = 60) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        images, labels = stamp_digits(n, seed)
-        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images, 2051), mtime=0))
-        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, 2049), mtime=0))
-    return folder
-
-
-def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """(model folder, data folder): a resnet8 ×0.5 trained on stamp digits (100% test accuracy,
-    confident enough for p ≥ 0.99 in every class), made once per session
-    (test_fooling.py uses the same one). Under pytest-xdist the workers share one: the first to
-    need it trains it while holding a lock, the others wait and load it."""
-    from filelock import FileLock  # a dependency of torch
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the run's folder, above each worker's own
-    base = base / "tiny-attack-model"
-    base.mkdir(exist_ok=True)
-    data, model = base / "mnist", base / "trained_models" / "tiny"
-    with FileLock(str(base / "lock")):
-        if not (model / "weights.safetensors").is_file():
-            _train_tiny(data, model)
-    return model, data
-
-
-def _train_tiny(data: Path, model: Path) -> None:
-    from probe.train.run import train
-    write_stamp_mnist(data)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a few seconds on one thread; minutes when 2 threads share busy cores
-    try:
-        torch.manual_seed(0)
-        train(tiny_config(epochs=20, batch_size=16, lr=0.2, width=0.5, augment=False), model, data_dir=data)
-    finally:
-        torch.set_num_threads(threads)
-
-
+# ---- a tiny model that has learnt the stamp digits (tests/stamp_model.py) ----------------------
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory):
-    return trained_tiny(tmp_path_factory)
+    """(model folder, data folder)."""
+    return stamp_model(tmp_path_factory.getbasetemp() / "stamp-model")
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,11 @@ records, repeated epochs, gaps), every plotted number in results.json, each run 
 train dashed and validation solid, a vector PDF without raster images; the compare table from
 meta.json; bad input as one line and exit code 2."""
 import json
-import math
 import re
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from pypdf import PdfReader

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_attacks import trained_tiny  # noqa: E402  (one tiny trained model per session)
+from stamp_model import stamp_model  # noqa: E402  (a tiny model that has learnt the stamp digits)
 
 from probe.analysis.common import class_probabilities, evaluating  # noqa: E402
 from probe.analysis.fooling import (_fool_loop, choose_sources, fool_from_dataset,  # noqa: E402
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 @pytest.fixture(scope="session")
 def tiny_trained_f(tmp_path_factory):
-    return trained_tiny(tmp_path_factory)
+    return stamp_model(tmp_path_factory.getbasetemp() / "stamp-model")
 
 
 @pytest.fixture(scope="session")

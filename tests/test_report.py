@@ -242,3 +242,20 @@ def test_bad_formats_and_outputs_are_clear_errors(report, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         run_report([models / "tiny-b"], data_dir=data, out=tmp_path / "file")
+
+
+@pytest.mark.parametrize("dataset, norm, written", [("cifar10", "linf", ["0", "2/255", "8/255"]),
+                                                    ("mnist", "linf", ["0", "0.00784314", "0.0313725"]),
+                                                    ("cifar10", "l2", ["0", "0.00784314", "0.0313725"])])
+def test_robustness_table_writes_eps_as_the_figure_does(tmp_path, dataset, norm, written):
+    from types import SimpleNamespace
+    from probe.report.presentation import Table
+    from probe.report.structure import robustness_section
+    eps = [0.0, 2 / 255, 8 / 255]
+    points = [{"eps": e, "accuracy": 0.9 - e, "ci95": [0.8, 0.95], "n": 100} for e in eps]
+    results = {"results": {"models": [{"name": "m", "points": points, "clean_accuracy_whole_split": 0.9}]},
+               "settings": {"method": "pgd", "norm": norm, "steps": 10, "split": "test", "eps": eps},
+               "data": {"dataset": dataset, "n": 100}}
+    section = robustness_section(results, tmp_path, SimpleNamespace(name="m"), "m")
+    table = next(item for item in section.children if isinstance(item, Table))
+    assert [row[0] for row in table.rows] == written

@@ -3,7 +3,6 @@ independence, the caller's model left as found, grayscale / RGB / SFDDD's crop, 
 and the command (its files and its error cases)."""
 import io
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 

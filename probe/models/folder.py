@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -18,6 +19,10 @@ from safetensors.torch import save as st_save
 
 from probe.errors import ModelFileError, ProbeError
 from probe.io import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from probe.data.spec import DatasetSpec
+    from probe.models.resnet import ResNetConfig
 
 WEIGHTS, META, HISTORY = "weights.safetensors", "meta.json", "history.json"
 FORMAT_VERSION = 1

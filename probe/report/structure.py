@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from probe.figures.attacks import eps_label
 from probe.models.folder import ModelFolder
 from probe.report.presentation import Figure, Section, Table, Text, slug
+from probe.tasks.attacks import IN_255
 
 
 def pct(x, digits: int = 2) -> str:
@@ -96,7 +98,7 @@ def saliency_section(results: dict, out: Path, prefix: str, name: str) -> Sectio
 
 
 def fooling_section(results: dict, out: Path, prefix: str, name: str) -> Section:
-    r, st = results["results"], results["settings"]
+    r = results["results"]
     rates = r.get("rates") or {}
     noise = r.get("source") == "noise"
     title = "Fooled from noise" if noise else "Fooled from real images"
@@ -125,15 +127,14 @@ def robustness_section(results: dict, out: Path, folder: ModelFolder, prefix: st
     s = Section("Robustness", f"{prefix}-robustness")
     if mine is None:
         return s.add(Text("Not shown: this model was not attacked."))
-    unit = 255 if st.get("norm") == "linf" and all(e * 255 == round(e * 255) for e in st["eps"]) else None
-    def eps_text(e):
-        return f"{e:g}"
+    # ε written as the robustness figure writes them (8/255 for CIFAR-10's L∞, 0.1 for MNIST's)
+    in_255 = results["data"].get("dataset") in IN_255 and st.get("norm") == "linf"
     s.add(Text(f"{st['method'].upper()} {'L∞' if st['norm'] == 'linf' else 'L2'}, {st['steps']} steps, "
                f"random start, on {results['data'].get('n', '?')} {st['split']} images: accuracy against the "
-               "size ε of the change (pixel units of [0, 1]). Clean accuracy on the whole split "
+               "size ε of the change (pixel values in [0, 1]). Clean accuracy on the whole split "
                f"{pct(mine['clean_accuracy_whole_split'])}, as probe evaluate says."))
     s.add(Table(["ε", "accuracy", "95% interval", "images"],
-                [[eps_text(p["eps"]), pct(p["accuracy"]),
+                [[eps_label(p["eps"], in_255), pct(p["accuracy"]),
                   f"{100 * p['ci95'][0]:.1f}–{100 * p['ci95'][1]:.1f}%" if p.get("ci95") else "—", f"{p['n']:,}"]
                  for p in mine["points"]], caption=f"{folder.name}: accuracy under attack.", numeric={1, 2, 3}))
     if len(r["models"]) == 1:

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from probe.analysis.common import class_probabilities
-from probe.analysis.saliency import (METHODS, REDUCTION, SIGNED, TITLES, SaliencyConfig, parse_methods,
+from probe.analysis.saliency import (REDUCTION, SIGNED, TITLES, SaliencyConfig, parse_methods,
                                      saliency)
 from probe.data.augment import eval_view
 from probe.device import cpu_threads, resolve_device
