@@ -99,7 +99,7 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
     html = (out / "report.html").read_text()
     page = Page()
     page.feed(html)
-    for anchor in ("comparison", "tiny-a", "tiny-a-card", "tiny-a-failures", "tiny-b-failures",
+    for anchor in ("comparison", "comparison-curves", "comparison-robustness", "tiny-a", "tiny-a-card", "tiny-a-failures", "tiny-b-failures",
                    "tiny-a-saliency", "tiny-a-fool-noise", "tiny-a-fool-dataset", "tiny-b-robustness",
                    "tiny-a-curves"):
         assert anchor in page.ids, anchor
@@ -167,7 +167,7 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_pat
     pair = [models / "tiny-a", models / "tiny-b"]
     again = run_report(pair, data_dir=data, out=out, plan=small_plan(models), formats=("html",))
     steps = again.results["reused"]
-    assert steps == 2 * 5 + 1  # every per-model analysis of both, and the robustness of both
+    assert steps == 2 * 5 + 2  # every per-model analysis of both; the robustness and curves of both
     assert f"({steps} reused from the cache)" in again.lines[0]
     state = load_file(models / "tiny-b" / "weights.safetensors")
     key = next(k for k in state if k.endswith("fc.bias"))
@@ -177,7 +177,7 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_pat
     plan = small_plan(models)
     plan.steps = [s for s in plan.steps if s.analysis in ("curves", "robustness")]
     third = run_report(pair, data_dir=data, out=out, plan=plan, formats=("html",))
-    assert third.results["reused"] == 1  # tiny-a's curves only
+    assert third.results["reused"] == 1  # tiny-a's curves only: tiny-b's and both joint ones rerun
     rerun = json.loads((out / "analyses" / "tiny-b" / "curves" / CACHE_KEY).read_text())
     assert rerun["weights_sha256"] == [read_model_folder(models / "tiny-b").weights_sha256()]
 

@@ -103,6 +103,10 @@ def default_plan(folders: list[ModelFolder]) -> ReportPlan:
     plan.steps.append(Step("robustness", lambda paths, **kw: run_attack(paths, **kw),
                            {"method": "pgd", "norm": "linf", "steps": 20, "limit": 200, "split": "test"},
                            robustness_section, group=True))
+    if len(folders) > 1 and all(f.history() for f in folders):
+        # Their learning curves on one plot, for the comparison (no per-model part).
+        plan.steps.append(Step("curves", lambda paths, out, data_dir: run_learning_curves(paths, out=out),
+                               {}, lambda *args: None, needs_data=False, group=True))
     return plan
 
 

@@ -178,17 +178,15 @@ def failures_section(results: dict, out: Path, prefix: str, name: str) -> Sectio
 
 def comparison_section(folders: list[ModelFolder], out: Path, group_results=()) -> Section:
     """The models side by side: their numbers in one table, their learning curves on one plot."""
-    from probe.tasks.curves import (COMPARE_COLUMNS, COMPARE_NUMERIC, compare_cells, compare_row,
-                                    run_learning_curves)
+    from probe.tasks.curves import COMPARE_COLUMNS, COMPARE_NUMERIC, compare_cells, compare_row
     s = Section("Comparison", "comparison")
     s.add(Table(COMPARE_COLUMNS, compare_cells([compare_row(f) for f in folders]),
                 caption="The models side by side (train time: training and validation; images/s: training only).",
                 numeric=COMPARE_NUMERIC))
-    curves_out = out / "analyses" / "comparison" / "curves"
-    if all(f.history() for f in folders):
-        run_learning_curves([f.path for f in folders], out=curves_out)
-        s.add(figure(curves_out, "curves", "Learning curves of the models on one plot: each model one colour, "
-                     "training dashed, validation solid.", "comparison-curves"))
+    for step, _, step_out in group_results:
+        if step.analysis == "curves":
+            s.add(figure(step_out, "curves", "Learning curves of the models on one plot: each model one colour, "
+                         "training dashed, validation solid.", "comparison-curves"))
     # The same inputs through each model: saliency of the same test images, fooling from the
     # same noise (seeded), one model after the other.
     for analysis, stem, what in (("saliency", "saliency", "saliency maps of the same test images"),
