@@ -131,13 +131,33 @@ def test_pdf_has_the_sections_as_text_and_embedded_fonts(report):
                   "Fooled from real images", "Robustness", "tiny-a", "tiny-b"):
         assert title in text, title
     assert HOSTILE in text  # as text, not markup
-    for page in reader.pages:
-        fonts = page.get("/Resources", {}).get("/Font", {}) or {}
-        for font in fonts.values():
-            font = font.get_object()
-            descendant = font.get("/DescendantFonts")
-            desc = (descendant[0].get_object() if descendant else font).get("/FontDescriptor")
-            assert desc is not None, font.get("/BaseFont")  # no font is left to the viewer
+    # every figure drawn once, whole, as a Form XObject; its text is text (an axis label here)
+    forms = [x for page in reader.pages
+             for x in ((page.get("/Resources") or {}).get("/XObject") or {}).values()
+             if x.get_object().get("/Subtype") == "/Form"]
+    assert len(forms) == (out / "report.html").read_text().count("<figure")
+    assert "predicted class" in text
+    fonts = [font for page in reader.pages for font in _fonts(page.get("/Resources"))]
+    assert len(fonts) > 2  # the report's own and the figures' (inside their Form XObjects)
+    for font in fonts:
+        descendant = font.get("/DescendantFonts")
+        desc = (descendant[0].get_object() if descendant else font).get("/FontDescriptor")
+        assert desc is not None, font.get("/BaseFont")  # no font is left to the viewer
+        desc = desc.get_object()
+        assert any(k in desc for k in ("/FontFile", "/FontFile2", "/FontFile3")), font.get("/BaseFont")
+
+
+def _fonts(resources) -> list:
+    """Every font a page's resources use, also those of the Form XObjects it draws."""
+    if resources is None:
+        return []
+    resources = resources.get_object()
+    fonts = [f.get_object() for f in (resources.get("/Font") or {}).values()]
+    for xobject in (resources.get("/XObject") or {}).values():
+        xobject = xobject.get_object()
+        if xobject.get("/Subtype") == "/Form":
+            fonts += _fonts(xobject.get("/Resources"))
+    return fonts
 
 
 def _has_vector_paths(pdf_path: Path) -> bool:

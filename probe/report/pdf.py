@@ -166,20 +166,51 @@ def render_pdf(report: Report, path: str | Path) -> Path:
 
 
 def _stamp_figures(layout_pdf: str, placed: list) -> bytes:
-    """Put each figure's vector page into the frame reserved for it (the last build's places)."""
+    """Put each figure's vector page into the frame reserved for it (the last build's places).
+
+    Each figure page goes in whole as a Form XObject (its content stream and resources as they
+    are), drawn with one `cm … Do`: nothing of it is parsed or rewritten, which is what made
+    merging pages the slowest part of the PDF."""
     import io
 
-    from pypdf import PdfReader, PdfWriter, Transformation
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import (ArrayObject, DecodedStreamObject, DictionaryObject, FloatObject,
+                               NameObject)
     writer = PdfWriter(clone_from=PdfReader(layout_pdf))
     # multiBuild lays the story out several times; the last pass's places are the real ones.
     last = {}
     for page, x, y, slot in placed:
         last[id(slot)] = (page, x, y, slot)
-    for page, x, y, slot in last.values():
+    drawn: dict[int, list[bytes]] = {}
+    for k, (page, x, y, slot) in enumerate(last.values()):
         fig_page = PdfReader(str(slot.figure.pdf)).pages[0]
-        left, bottom, _, _ = slot.box
-        t = Transformation().translate(-left, -bottom).scale(slot.scale, slot.scale).translate(x, y)
-        writer.pages[page - 1].merge_transformed_page(fig_page, t)
+        left, bottom, width, height = slot.box
+        form = DecodedStreamObject()
+        form.set_data(fig_page.get_contents().get_data())
+        form.update({
+            NameObject("/Type"): NameObject("/XObject"), NameObject("/Subtype"): NameObject("/Form"),
+            NameObject("/BBox"): ArrayObject(FloatObject(v) for v in (left, bottom, left + width, bottom + height)),
+            NameObject("/Resources"): fig_page["/Resources"].get_object().clone(writer),
+        })
+        name = f"/ProbeFigure{k}"
+        target = writer.pages[page - 1]
+        resources = target.setdefault(NameObject("/Resources"), DictionaryObject()).get_object()
+        xobjects = resources.setdefault(NameObject("/XObject"), DictionaryObject()).get_object()
+        xobjects[NameObject(name)] = writer._add_object(form.flate_encode())
+        s = slot.scale
+        drawn.setdefault(page, []).append(
+            f"q {s:.6f} 0 0 {s:.6f} {x - s * left:.4f} {y - s * bottom:.4f} cm {name} Do Q".encode())
+    for page, commands in drawn.items():
+        target = writer.pages[page - 1]
+        # the layout's own content between q … Q, so no state it leaves can reach the figures
+        before, after = DecodedStreamObject(), DecodedStreamObject()
+        before.set_data(b"q")
+        after.set_data(b"Q " + b" ".join(commands))
+        contents = target.get("/Contents")
+        contents = contents.get_object() if contents is not None else ArrayObject()
+        parts = list(contents) if isinstance(contents, ArrayObject) else [target.raw_get("/Contents")]
+        target[NameObject("/Contents")] = ArrayObject(
+            [writer._add_object(before), *parts, writer._add_object(after.flate_encode())])
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
