@@ -79,7 +79,7 @@ def small_plan(models: Path):
     """The report's own plan (every section), with the work of each analysis cut to a sliver."""
     from probe.report.build import default_plan
     plan = default_plan([read_model_folder(models / "tiny-a"), read_model_folder(models / "tiny-b")])
-    smaller = {"misclassified": {"max_images": 6}, "saliency": {"n": 1},
+    smaller = {"misclassified": {"max_images": 6}, "saliency": {"n": 1, "methods": "vanilla,gradcam"},
                "fool-noise": {"n": 1, "target": "1", "steps": 30},
                "fool-dataset": {"n": 1, "target": "1", "steps": 30}, "robustness": {"limit": 20, "steps": 3}}
     for step in plan.steps:
