@@ -190,7 +190,7 @@ def test_fool_natural_for_one_target(in_project):
 def test_fool_from_dataset(in_project):
     cwd, data_dir = in_project
     result = runner.invoke(app, ["fool", "--from", "dataset", "--data-dir", str(data_dir), "--target", "all",
-                                 "--n", "1", "--steps", "15"])
+                                 "--n", "1", "--steps", "8"])
     assert result.exit_code == 0, result.output
     out = cwd / "reports" / "tiny" / "fool-dataset"
     doc = check_saved(out)
