@@ -1,0 +1,171 @@
+"""Figure and report-PDF speed: probe's way against the plain way, in one run, on the same inputs.
+
+    .venv/bin/python benchmarks/figure_speed.py
+    .venv/bin/python benchmarks/figure_speed.py --repeats 9 --json out.json
+
+1. Saving a figure (PNG at 200 dpi + PDF with Type 42 fonts). Reference: matplotlib's own
+   `fig.savefig` of both files, fontTools as shipped (matplotlib subsets the OpenType layout
+   tables GSUB/GPOS/kern along with the glyphs). probe: `probe.figures.style.save_figure`, whose
+   subsets keep only what a PDF reads. The figures are the report's own kinds: a confusion matrix
+   (counts, log scale), its row-normalized twin, per-class accuracy with intervals, and an image
+   grid like the misclassified page (48 images with titles).
+2. Putting figure PDFs into the report's pages. Reference: pypdf's `merge_transformed_page` of
+   each figure page (what probe did before: it parses and rewrites every content stream).
+   probe: `probe.report.pdf._stamp_figures` (each figure page whole as a Form XObject).
+
+A round times both sides on every input, alternating which goes first; round 0 is a warm-up left
+out of the medians. Reported: median seconds of each side, the ratio of medians and the median of
+the per-round ratios ("paired"), and for the PDFs the output sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from probe.analysis.confusion import confusion_matrix  # noqa: E402
+from probe.data.spec import MNIST  # noqa: E402
+from probe.figures.failures import confusion_figure, per_class_figure  # noqa: E402
+from probe.figures.style import PNG_DPI, new_figure, save_figure, show_image  # noqa: E402
+from probe.provenance import versions  # noqa: E402
+
+
+def figures() -> dict:
+    """name -> a function making a fresh figure (a figure is closed once saved)."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(1000) % 10
+    predicted = torch.where(torch.rand(1000, generator=g) < 0.9, labels, torch.randint(0, 10, (1000,), generator=g))
+    confusion = confusion_matrix(labels, predicted, 10)
+    images = torch.randint(0, 256, (48, 1, 28, 28), dtype=torch.uint8, generator=g)
+
+    def grid():
+        fig, axes = new_figure(height=6.0, nrows=6, ncols=8)
+        for ax, image, k in zip(axes.flat, images, range(48)):
+            show_image(ax, image)
+            ax.set_title(f"{k % 10} → {(k + 3) % 10}  .{90 - k:02d}", fontsize=8)
+        fig.suptitle("48 of 1,000 test images misclassified")
+        return fig
+
+    return {"confusion": lambda: confusion_figure(confusion, MNIST),
+            "confusion-normalized": lambda: confusion_figure(confusion, MNIST, normalized=True),
+            "per-class": lambda: per_class_figure(confusion.per_class(), MNIST),
+            "image grid": grid}
+
+
+def plain_save(fig, folder: Path, stem: str) -> None:
+    import matplotlib.pyplot as plt
+    fig.savefig(folder / f"{stem}.png", dpi=PNG_DPI)
+    fig.savefig(folder / f"{stem}.pdf", metadata={"Creator": "probe"})
+    plt.close(fig)
+
+
+def merge_pages(layout_pdf: str, placed: list) -> bytes:
+    """The reference: pypdf merges each figure page into the layout page."""
+    from pypdf import PdfReader, PdfWriter, Transformation
+    writer = PdfWriter(clone_from=PdfReader(layout_pdf))
+    for page, x, y, slot in placed:
+        fig_page = PdfReader(str(slot.figure.pdf)).pages[0]
+        left, bottom, _, _ = slot.box
+        t = Transformation().translate(-left, -bottom).scale(slot.scale, slot.scale).translate(x, y)
+        writer.pages[page - 1].merge_transformed_page(fig_page, t)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def layout(folder: Path, pdfs: list[Path]) -> tuple[str, list]:
+    """A blank A4 page per two figures, and where each figure goes (as the report places them)."""
+    from pypdf import PdfReader, PdfWriter
+    writer = PdfWriter()
+    placed = []
+    for k, pdf in enumerate(pdfs):
+        if k % 2 == 0:
+            writer.add_blank_page(595.3, 841.9)
+        box = PdfReader(str(pdf)).pages[0].mediabox
+        box = (float(box.left), float(box.bottom), float(box.width), float(box.height))
+        scale = min(450 / box[2], 350 / box[3], 1.0)
+        slot = SimpleNamespace(figure=SimpleNamespace(pdf=pdf), box=box, scale=scale)
+        placed.append((k // 2 + 1, 72.0, 440.0 if k % 2 == 0 else 60.0, slot))
+    path = folder / "layout.pdf"
+    with open(path, "wb") as f:
+        writer.write(f)
+    return str(path), placed
+
+
+def median_ratio(reference: list[float], probe: list[float]) -> dict:
+    return {"reference_median_s": statistics.median(reference), "probe_median_s": statistics.median(probe),
+            "ratio_of_medians": statistics.median(reference) / statistics.median(probe),
+            "paired": statistics.median(r / p for r, p in zip(reference, probe))}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default 5)")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "figure-speed.json")
+    args = p.parse_args(argv)
+    from probe.report.pdf import _stamp_figures
+    makers = figures()
+    timings = {name: {"reference": [], "probe": []} for name in [*makers, "report PDF"]}
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for round_ in range(args.repeats + 1):
+            sides = [("reference", plain_save), ("probe", save_figure)]
+            if round_ % 2:
+                sides.reverse()
+            for name, make in makers.items():
+                for side, save in sides:
+                    (tmp / side).mkdir(exist_ok=True)
+                    fig = make()
+                    start = time.perf_counter()
+                    save(fig, tmp / side, name.replace(" ", "-"))
+                    if round_:
+                        timings[name][side].append(time.perf_counter() - start)
+            pdfs = sorted((tmp / "probe").glob("*.pdf")) * 3  # 12 figures: a report's worth
+            layout_pdf, placed = layout(tmp, pdfs)
+            stamps = [("reference", merge_pages), ("probe", _stamp_figures)]
+            if round_ % 2:
+                stamps.reverse()
+            for side, stamp in stamps:
+                start = time.perf_counter()
+                data = stamp(layout_pdf, placed)
+                if round_:
+                    timings["report PDF"][side].append(time.perf_counter() - start)
+                sizes[side] = len(data)
+    rows = {name: median_ratio(t["reference"], t["probe"]) for name, t in timings.items()}
+    figure_names = list(makers)
+    ref_total = [sum(timings[n]["reference"][r] for n in figure_names) for r in range(args.repeats)]
+    probe_total = [sum(timings[n]["probe"][r] for n in figure_names) for r in range(args.repeats)]
+    rows["all four figures"] = median_ratio(ref_total, probe_total)
+    print(f"{'':24} {'reference':>10} {'probe':>8} {'× faster':>9} {'paired':>7}")
+    for name, r in rows.items():
+        print(f"{name:24} {r['reference_median_s']:9.3f}s {r['probe_median_s']:7.3f}s "
+              f"{r['ratio_of_medians']:8.2f}× {r['paired']:6.2f}×")
+    print(f"report PDF of 12 figures: {sizes['reference'] / 1e3:,.0f} kB (reference), {sizes['probe'] / 1e3:,.0f} kB (probe)")
+    doc = {"benchmark": "figure_speed", "repeats": args.repeats, "rows": rows,
+           "pdf_bytes": sizes, "timings": timings, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                                                 "load_average": os.getloadavg()},
+           "versions": versions()}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+        print(f"→ {args.json}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
