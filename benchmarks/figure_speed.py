@@ -111,6 +111,11 @@ def median_ratio(reference: list[float], probe: list[float]) -> dict:
             "paired": statistics.median(r / p for r, p in zip(reference, probe))}
 
 
+def _library_versions() -> dict:
+    from importlib.metadata import version
+    return {name: version(name) for name in ("matplotlib", "fonttools", "pypdf", "reportlab")}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,7 +164,7 @@ def main(argv=None) -> dict:
     doc = {"benchmark": "figure_speed", "repeats": args.repeats, "rows": rows,
            "pdf_bytes": sizes, "timings": timings, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                                  "load_average": os.getloadavg()},
-           "versions": versions()}
+           "versions": versions() | _library_versions()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))

@@ -10,19 +10,30 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
-def check_writable(path: str | Path) -> None:
-    """Raise the OSError a write of `path` would meet (naming `path`), before any work is done:
-    a folder in its place, a file where a folder of its path should be, or a folder not writable."""
-    path = Path(path)
+def _refuse_impossible_paths(path: Path) -> None:
+    """A folder where the file should be, or a file where a folder of its path should be."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(errno.EACCES, f"cannot write here ({parent} is not writable)", str(path))
             return
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise the OSError that writing `path` would meet (naming `path`), before a long job whose
+    result goes there: an impossible path, or a nearest existing folder that refuses a file (tried
+    with a real one, as permission bits alone mislead on ACL and network file systems)."""
+    path = Path(path)
+    _refuse_impossible_paths(path)
+    parent = next(p for p in path.parents if p.exists())
+    try:
+        fd, probe_file = tempfile.mkstemp(dir=parent, prefix=".probe-write-check.")
+        os.close(fd)
+        os.unlink(probe_file)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write here ({e.strerror})", str(path)) from None
 
 
 @contextlib.contextmanager
@@ -33,7 +44,7 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     os.replace → fsync the folder, so that the rename itself survives a power cut.
     """
     path = Path(path)
-    check_writable(path)
+    _refuse_impossible_paths(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -46,3 +46,21 @@ def test_public_load_model(tmp_path):
     train(tiny_config(epochs=1), tmp_path / "m", splits=tiny_splits())
     model, meta = probe.load_model(tmp_path / "m")
     assert not model.training and meta["arch_name"] == "resnet8" and probe.__version__
+
+
+def test_check_writable_says_what_a_write_would_meet_and_leaves_nothing(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        pio.check_writable(tmp_path / "file" / "out.csv")
+    with pytest.raises(IsADirectoryError):
+        pio.check_writable(tmp_path / "folder")
+    pio.check_writable(tmp_path / "new" / "deeper" / "out.csv")  # folders to be made: fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]  # nothing made or left
+
+    def refused(*args, **kwargs):  # a read-only or full file system (root ignores mode bits)
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(pio.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError) as e:
+        pio.check_writable(tmp_path / "folder" / "out.csv")
+    assert e.value.filename == str(tmp_path / "folder" / "out.csv") and "cannot write here" in str(e.value)

@@ -132,10 +132,15 @@ def test_pdf_has_the_sections_as_text_and_embedded_fonts(report):
         assert title in text, title
     assert HOSTILE in text  # as text, not markup
     # every figure drawn once, whole, as a Form XObject; its text is text (an axis label here)
-    forms = [x for page in reader.pages
-             for x in ((page.get("/Resources") or {}).get("/XObject") or {}).values()
-             if x.get_object().get("/Subtype") == "/Form"]
-    assert len(forms) == (out / "report.html").read_text().count("<figure")
+    drawn = 0
+    for page in reader.pages:
+        xobjects = (page.get("/Resources") or {}).get("/XObject") or {}
+        content = page.get_contents().get_data()
+        for name, xobject in xobjects.items():
+            if xobject.get_object().get("/Subtype") == "/Form":
+                assert content.count(f"{name} Do".encode()) == 1, name
+                drawn += 1
+    assert drawn == (out / "report.html").read_text().count("<figure")
     assert "predicted class" in text
     fonts = [font for page in reader.pages for font in _fonts(page.get("/Resources"))]
     assert len(fonts) > 2  # the report's own and the figures' (inside their Form XObjects)
@@ -200,6 +205,12 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_pat
     assert third.results["reused"] == 1  # tiny-a's curves only: tiny-b's and both joint ones rerun
     rerun = json.loads((out / "analyses" / "tiny-b" / "curves" / CACHE_KEY).read_text())
     assert rerun["weights_sha256"] == [read_model_folder(models / "tiny-b").weights_sha256()]
+    # A new training history redraws the curves that show it (the weights are the same).
+    write_history(models / "tiny-a", epochs=4)
+    fourth = run_report(pair, data_dir=data, out=out, plan=plan, formats=("html",))
+    assert fourth.results["reused"] == 1  # tiny-b's curves only
+    joint = json.loads((out / "joint-analyses" / "curves" / "results.json").read_text())
+    assert [len(run["epoch"]) for run in joint["results"]["runs"]] == [4, 3]
 
 
 def _browser() -> str | None:

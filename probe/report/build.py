@@ -10,7 +10,7 @@ from typing import Callable
 
 from probe.errors import ConfigError
 from probe.io import atomic_write_json
-from probe.models.folder import ModelFolder
+from probe.models.folder import HISTORY, ModelFolder
 from probe.report.presentation import Report, Section, Text, slug
 from probe.tasks.common import TaskOutput, resolve_model
 
@@ -38,10 +38,14 @@ class ReportPlan:
 
 
 def cached_run(step: Step, folders: list[ModelFolder], out: Path, data_dir) -> tuple[dict, bool]:
-    """results.json of the step, from the cache when its key (the weights' sha256, settings,
-    data folder, probe version) is unchanged; else the step is run and the key written after it."""
+    """results.json of the step, from the cache when its key (the models' names, the sha256 of
+    their weights and history, settings, data folder, probe version) is unchanged; else the step
+    is run and the key written after it."""
     import probe
-    key = {"analysis": step.analysis, "weights_sha256": [f.weights_sha256() for f in folders],
+    # The names label figures and legends; the training history is what learning curves draw.
+    key = {"analysis": step.analysis, "models": [f.name for f in folders],
+           "weights_sha256": [f.weights_sha256() for f in folders],
+           "history_sha256": [_sha256_or_none(f.path / HISTORY) for f in folders],
            "settings": step.settings,
            "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.needs_data else None,
            "probe": probe.__version__}
@@ -58,6 +62,11 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, data_dir) -> t
     step.run(target, out=out, data_dir=data_dir, **step.settings)
     atomic_write_json(key_path, key)
     return json.loads(results_path.read_text()), False
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def hardest_class(folders: list[ModelFolder]) -> str:
@@ -136,7 +145,8 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
         group_results = []
         for step in groups:
             bar.update(task, description=f"{step.analysis} (all models)")
-            step_out = out / "analyses" / "all" / step.analysis
+            # beside analyses/, not in it: no model's name can land on a joint analysis's folder
+            step_out = out / "joint-analyses" / step.analysis
             results, was_cached = cached_run(step, folders, step_out, data_dir)
             reused += was_cached
             group_results.append((step, results, step_out))

@@ -186,7 +186,8 @@ def _stamp_figures(layout_pdf: str, placed: list) -> bytes:
         fig_page = PdfReader(str(slot.figure.pdf)).pages[0]
         left, bottom, width, height = slot.box
         form = DecodedStreamObject()
-        form.set_data(fig_page.get_contents().get_data())
+        contents = fig_page.get_contents()
+        form.set_data(contents.get_data() if contents is not None else b"")
         form.update({
             NameObject("/Type"): NameObject("/XObject"), NameObject("/Subtype"): NameObject("/Form"),
             NameObject("/BBox"): ArrayObject(FloatObject(v) for v in (left, bottom, left + width, bottom + height)),
@@ -204,8 +205,8 @@ def _stamp_figures(layout_pdf: str, placed: list) -> bytes:
         target = writer.pages[page - 1]
         # the layout's own content between q … Q, so no state it leaves can reach the figures
         before, after = DecodedStreamObject(), DecodedStreamObject()
-        before.set_data(b"q")
-        after.set_data(b"Q " + b" ".join(commands))
+        before.set_data(b"q\n")
+        after.set_data(b"\nQ\n" + b"\n".join(commands) + b"\n")
         contents = target.get("/Contents")
         contents = contents.get_object() if contents is not None else ArrayObject()
         parts = list(contents) if isinstance(contents, ArrayObject) else [target.raw_get("/Contents")]
