@@ -1,0 +1,79 @@
+"""How long the test suite takes: `make test`'s way (one pytest-xdist worker per core) against
+the whole suite in one process, in one run, on the same checkout.
+
+    PROBE_DATA_DIR=../shared/datasets .venv/bin/python benchmarks/suite_time.py
+    .venv/bin/python benchmarks/suite_time.py --rounds 3 --json out.json
+
+Each round runs both, alternating which goes first; every run is timed from start to exit, as a
+user waits for it (interpreter start, collection, the tests, the summary). Reported: the median
+seconds of each, their ratio, and pytest's own summary line of each run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAKE_TEST = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadscope"]  # as in the Makefile's `test`
+
+
+def makefile_options() -> list[str]:
+    """The pytest options of the Makefile's test target, so the benchmark times what it runs."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(r"^test:.*\n\t\$\(PY\) -m pytest (.*)$", text, re.MULTILINE)
+    return [a for a in shlex.split(match.group(1)) if a != "-q"] if match else MAKE_TEST
+
+
+def run(options: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options],
+                          cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    summary = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+    if done.returncode != 0:
+        raise SystemExit(f"the suite failed ({' '.join(options) or 'one process'}): {summary}")
+    return seconds, summary
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=2, help="rounds of both runs (default 2)")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "suite-time.json")
+    args = p.parse_args(argv)
+    sides = {"one process": [], "make test (xdist)": makefile_options()}
+    seconds = {name: [] for name in sides}
+    summaries = {name: [] for name in sides}
+    for round_ in range(args.rounds):
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        for name in order:
+            s, summary = run(sides[name])
+            seconds[name].append(s)
+            summaries[name].append(summary)
+            print(f"round {round_ + 1}, {name}: {s:.1f} s  ({summary})", flush=True)
+    medians = {name: statistics.median(v) for name, v in seconds.items()}
+    ratio = medians["one process"] / medians["make test (xdist)"]
+    print(f"median: one process {medians['one process']:.1f} s, make test {medians['make test (xdist)']:.1f} s "
+          f"({ratio:.2f}× faster)")
+    doc = {"benchmark": "suite_time", "options": sides, "seconds": seconds, "median_seconds": medians,
+           "ratio_of_medians": ratio, "summaries": summaries,
+           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+           "data_dir": os.environ.get("PROBE_DATA_DIR")}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+        print(f"→ {args.json}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
