@@ -290,3 +290,28 @@ def test_robustness_table_writes_eps_as_the_figure_does(tmp_path, dataset, norm,
     section = robustness_section(results, tmp_path, SimpleNamespace(name="m"), "m")
     table = next(item for item in section.children if isinstance(item, Table))
     assert [row[0] for row in table.rows] == written
+
+
+def test_a_heading_goes_to_the_next_page_with_its_figure(tmp_path):
+    """reportlab's keepWithNext does not join a heading to a KeepTogether (a figure with its
+    caption): the heading must not be left alone at the foot of a page."""
+    import numpy as np
+    from pypdf import PdfReader
+    from probe.figures.style import new_figure, save_figure
+    from probe.report.pdf import render_pdf
+    from probe.report.presentation import Figure, Report, Section, Text
+    fig, ax = new_figure(height=5.5)  # tall: it cannot fit below a page of text
+    ax.plot(np.arange(3))
+    png, pdf = save_figure(fig, tmp_path, "tall")
+    filler = Text(" ".join(["Words that fill most of the page before the next section starts."] * 48))
+    figure_section = Section("Figure after a full page", "b", [Section("Sub heading", "b1",
+                                                                       [Figure(png, pdf, "A tall figure.", "tall")])])
+    report = Report("T", "S", [Section("Long text", "a", [filler, figure_section])], "today")
+    pages = PdfReader(render_pdf(report, tmp_path / "r.pdf")).pages
+    with_heading = [k for k, page in enumerate(pages) if "Sub heading" in page.extract_text()]
+    with_figure = [k for k, page in enumerate(pages)
+                   if any(x.get_object().get("/Subtype") == "/Form"
+                          for x in ((page.get("/Resources") or {}).get("/XObject") or {}).values())]
+    assert len(with_figure) == 1 and with_heading[-1] == with_figure[0]  # the TOC lists it too
+    heading_page = [k for k, page in enumerate(pages) if "Figure after a full page" in page.extract_text()]
+    assert heading_page[-1] == with_figure[0]

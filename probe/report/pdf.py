@@ -101,6 +101,14 @@ def render_pdf(report: Report, path: str | Path) -> Path:
     story += [Paragraph("Contents", heads[1]), toc, PageBreak()]
     counter = {"figure": 0}
 
+    def kept_with_headings(parts: list):
+        """KeepTogether of `parts` and the headings right before them: reportlab's keepWithNext
+        does not join a heading to a KeepTogether, so it would leave it alone at a page's foot."""
+        before = []
+        while story and isinstance(story[-1], Paragraph) and story[-1].getKeepWithNext():
+            before.insert(0, story.pop())
+        return KeepTogether(before + parts)
+
     def add(node, level):
         if isinstance(node, Section):
             p = Paragraph(escape(node.title), heads[min(level, 3)])
@@ -125,14 +133,15 @@ def render_pdf(report: Report, path: str | Path) -> Path:
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
                 ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))
             parts = ([Paragraph(escape(node.caption), small)] if node.caption else []) + [t, Spacer(1, 10)]
-            story.append(KeepTogether(parts) if len(node.rows) < 25 else parts[0])
+            story.append(kept_with_headings(parts) if len(node.rows) < 25 else parts[0])
             if len(node.rows) >= 25:
                 story.extend(parts[1:])
         elif isinstance(node, Figure):
             counter["figure"] += 1
-            slot = FigureSlot(node, frame_w, frame_h - 60, placed)
+            # room on the page for headings above the figure and its caption below
+            slot = FigureSlot(node, frame_w, frame_h - 120, placed)
             text = Paragraph(f"<b>Figure {counter['figure']}.</b> {escape(node.caption)}", caption)
-            story.append(KeepTogether([slot, text]))
+            story.append(kept_with_headings([slot, text]))
 
     for s in report.sections:
         add(s, 1)
