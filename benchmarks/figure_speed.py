@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +38,7 @@ from probe.data.spec import MNIST  # noqa: E402
 from probe.figures.failures import confusion_figure, per_class_figure  # noqa: E402
 from probe.figures.style import PNG_DPI, new_figure, save_figure, show_image  # noqa: E402
 from probe.provenance import versions  # noqa: E402
+from results_file import machine, write_json  # noqa: E402
 
 
 def figures() -> dict:
@@ -158,13 +156,9 @@ def main(argv=None) -> dict:
               f"{r['ratio_of_medians']:8.2f}× {r['paired']:6.2f}×")
     print(f"report PDF of 12 figures: {sizes['reference'] / 1e3:,.0f} kB (reference), {sizes['probe'] / 1e3:,.0f} kB (probe)")
     doc = {"benchmark": "figure_speed", "repeats": args.repeats, "rows": rows,
-           "pdf_bytes": sizes, "timings": timings, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                                                 "load_average": os.getloadavg()},
+           "pdf_bytes": sizes, "timings": timings, "machine": machine(),
            "versions": versions() | _library_versions()}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2))
-        print(f"→ {args.json}")
+    write_json(args.json, doc)
     return doc
 
 

@@ -11,9 +11,7 @@ seconds of each, their ratio, and pytest's own summary line of each run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -21,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from results_file import machine, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKE_TEST = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadscope"]  # as in the Makefile's `test`
@@ -66,12 +66,9 @@ def main(argv=None) -> dict:
           f"({ratio:.2f}× faster)")
     doc = {"benchmark": "suite_time", "options": sides, "seconds": seconds, "median_seconds": medians,
            "ratio_of_medians": ratio, "summaries": summaries,
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+           "machine": machine(),
            "data_dir": os.environ.get("PROBE_DATA_DIR")}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2))
-        print(f"→ {args.json}")
+    write_json(args.json, doc)
     return doc
 
 
