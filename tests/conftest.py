@@ -71,3 +71,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)
+
+
+# ---- a tiny model that has learnt the stamp digits (tests/stamp_model.py): attacks and fooling --
+@pytest.fixture(scope="session")
+def stamp_trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(model folder, data folder)."""
+    from stamp_model import stamp_model
+    return stamp_model(tmp_path_factory.getbasetemp() / "stamp-model")
+
+
+@pytest.fixture(scope="session")
+def stamp_net_and_data(stamp_trained):
+    """(network, test images, test labels)."""
+    from probe.data.mnist import load_mnist
+    from probe.models.folder import load_model
+    model_dir, data_dir = stamp_trained
+    net, _ = load_model(model_dir, "cpu")
+    test = load_mnist(data_dir)["test"]
+    return net, test.images, test.labels
+
+
+@pytest.fixture
+def stamp_project(stamp_trained, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A working folder holding trained_models/tiny, as a user's project would; (folder, data)."""
+    model_dir, data_dir = stamp_trained
+    shutil.copytree(model_dir, tmp_path / "trained_models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, data_dir

@@ -14,8 +14,6 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stamp_model import stamp_model  # noqa: E402
-
 from probe.analysis.attacks import (attack_gradient, fgsm, parse_eps_list, pgd, project,  # noqa: E402
                                     random_in_ball, resolve_precision)
 from probe.analysis.common import class_probabilities  # noqa: E402
@@ -27,23 +25,6 @@ runner = CliRunner()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-# ---- a tiny model that has learnt the stamp digits (tests/stamp_model.py) ----------------------
-@pytest.fixture(scope="session")
-def tiny_trained(tmp_path_factory):
-    """(model folder, data folder)."""
-    return stamp_model(tmp_path_factory.getbasetemp() / "stamp-model")
-
-
-@pytest.fixture(scope="session")
-def tiny_net_and_data(tiny_trained):
-    from probe.data.mnist import load_mnist
-    from probe.models.folder import load_model
-    model_dir, data_dir = tiny_trained
-    net, _ = load_model(model_dir, "cpu")
-    test = load_mnist(data_dir)["test"]
-    return net, test.images, test.labels
 
 
 class TinyConv(nn.Module):
@@ -146,8 +127,8 @@ def test_fgsm_clamps_to_the_box():
 
 
 # ---- on a tiny trained model -------------------------------------------------------------------
-def test_targeted_attacks_raise_the_targets_probability(tiny_net_and_data):
-    net, images, labels = tiny_net_and_data
+def test_targeted_attacks_raise_the_targets_probability(stamp_net_and_data):
+    net, images, labels = stamp_net_and_data
     x, y = images[:20], labels[:20]
     keep = y != 7
     x, y = x[keep], y[keep]
@@ -159,8 +140,8 @@ def test_targeted_attacks_raise_the_targets_probability(tiny_net_and_data):
         assert after.mean() > before.mean()
 
 
-def test_accuracy_falls_as_eps_grows_and_equals_clean_accuracy_at_0(tiny_net_and_data):
-    net, images, labels = tiny_net_and_data
+def test_accuracy_falls_as_eps_grows_and_equals_clean_accuracy_at_0(stamp_net_and_data):
+    net, images, labels = stamp_net_and_data
     clean = int((class_probabilities(net, images).argmax(1) == labels).sum()) / len(labels)
     assert clean >= 0.9  # the stamps are learnt
     eps = [0.02, 0.05, 0.1, 0.3]
@@ -181,8 +162,8 @@ def test_accuracy_falls_as_eps_grows_and_equals_clean_accuracy_at_0(tiny_net_and
             assert (curve.linf[j] <= e + 1e-6).all()
 
 
-def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(tiny_net_and_data):
-    net, images, labels = tiny_net_and_data
+def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(stamp_net_and_data):
+    net, images, labels = stamp_net_and_data
     acc = {}
     for name, kw in {"fgsm": dict(method="fgsm"), "pgd": dict(method="pgd", steps=20),
                      "pgd3": dict(method="pgd", steps=20, restarts=3)}.items():
@@ -190,8 +171,8 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(tiny_net_and
     assert acc["pgd"] <= acc["fgsm"] and acc["pgd3"] <= acc["pgd"], acc
 
 
-def test_the_callers_model_is_left_as_found(tiny_net_and_data):
-    net, images, labels = tiny_net_and_data
+def test_the_callers_model_is_left_as_found(stamp_net_and_data):
+    net, images, labels = stamp_net_and_data
     net.train()
     params = list(net.parameters())
     params[0].requires_grad_(False)
@@ -237,18 +218,8 @@ def test_eps_lists():
 
 
 # ---- the command ------------------------------------------------------------------------------
-@pytest.fixture
-def in_project(tiny_trained, tmp_path, monkeypatch):
-    """A working folder holding trained_models/tiny, as a user's project would."""
-    model_dir, data_dir = tiny_trained
-    import shutil
-    shutil.copytree(model_dir, tmp_path / "trained_models" / "tiny")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path, data_dir
-
-
-def test_attack_as_typed_in_the_issue(in_project):
-    cwd, data_dir = in_project
+def test_attack_as_typed_in_the_issue(stamp_project):
+    cwd, data_dir = stamp_project
     result = runner.invoke(app, ["attack", "--method", "pgd", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     out = cwd / "reports" / "tiny" / "attack-pgd-linf"
@@ -262,9 +233,9 @@ def test_attack_as_typed_in_the_issue(in_project):
     assert "tiny" in result.output and "0.1" in result.output and "clean accuracy" in result.output
 
 
-def test_clean_accuracy_at_eps_0_equals_probe_evaluate(in_project):
+def test_clean_accuracy_at_eps_0_equals_probe_evaluate(stamp_project):
     from probe.analysis.predict import evaluate_model
-    cwd, data_dir = in_project
+    cwd, data_dir = stamp_project
     result = runner.invoke(app, ["attack", "--method", "fgsm", "--eps", "0", "--limit", "0",
                                  "--data-dir", str(data_dir), "--out", "r"])
     assert result.exit_code == 0, result.output
@@ -278,9 +249,9 @@ def test_clean_accuracy_at_eps_0_equals_probe_evaluate(in_project):
     assert model["points"][0]["accuracy"] == pytest.approx(evaluated["accuracy"], abs=1e-7)
 
 
-def test_attack_options_and_several_models_on_one_plot(in_project):
+def test_attack_options_and_several_models_on_one_plot(stamp_project):
     import shutil
-    cwd, data_dir = in_project
+    cwd, data_dir = stamp_project
     shutil.copytree(cwd / "trained_models" / "tiny", cwd / "trained_models" / "tiny2")
     result = runner.invoke(app, ["attack", "--model", "trained_models/tiny", "--model", "trained_models/tiny2",
                                  "--method", "pgd", "--norm", "l2", "--eps", "0,0.5,1", "--steps", "5",
@@ -314,8 +285,8 @@ ATTACK_ERRORS = [
 
 
 @pytest.mark.parametrize("argv,words", ATTACK_ERRORS, ids=[" ".join(a) for a, _ in ATTACK_ERRORS])
-def test_attack_mistakes_are_one_line_and_exit_2(in_project, argv, words, capsys):
-    cwd, data_dir = in_project
+def test_attack_mistakes_are_one_line_and_exit_2(stamp_project, argv, words, capsys):
+    cwd, data_dir = stamp_project
     with pytest.raises(SystemExit) as e:
         main([*argv, "--data-dir", str(data_dir)])
     err = capsys.readouterr().err

@@ -13,8 +13,6 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stamp_model import stamp_model  # noqa: E402  (a tiny model that has learnt the stamp digits)
-
 from probe.analysis.common import class_probabilities, evaluating  # noqa: E402
 from probe.analysis.fooling import (_fool_loop, choose_sources, fool_from_dataset,  # noqa: E402
                                     fool_from_noise, goal_for)
@@ -28,21 +26,6 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-@pytest.fixture(scope="session")
-def tiny_trained_f(tmp_path_factory):
-    return stamp_model(tmp_path_factory.getbasetemp() / "stamp-model")
-
-
-@pytest.fixture(scope="session")
-def net_and_test(tiny_trained_f):
-    from probe.data.mnist import load_mnist
-    from probe.models.folder import load_model
-    model_dir, data_dir = tiny_trained_f
-    net, _ = load_model(model_dir, "cpu")
-    test = load_mnist(data_dir)["test"]
-    return net, test.images, test.labels
-
-
 def round_trip(images: torch.Tensor, folder: Path) -> torch.Tensor:
     for i, im in enumerate(images):
         save_png(im, folder / f"{i}.png")
@@ -50,8 +33,8 @@ def round_trip(images: torch.Tensor, folder: Path) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("style", ["raw", "natural"])
-def test_fooling_from_noise_reaches_the_confidence_and_survives_saving(net_and_test, style, tmp_path):
-    net, _, _ = net_and_test
+def test_fooling_from_noise_reaches_the_confidence_and_survives_saving(stamp_net_and_data, style, tmp_path):
+    net, _, _ = stamp_net_and_data
     r = fool_from_noise(net, [0, 3, 9], shape=(1, 28, 28), n=2, confidence=0.99, style=style,
                         steps=None if style == "raw" else 40, center=0.13)
     assert len(r) == 6 and r.target.tolist() == [0, 0, 3, 3, 9, 9]
@@ -68,8 +51,8 @@ def test_fooling_from_noise_reaches_the_confidence_and_survives_saving(net_and_t
     assert not torch.equal(r.images[0], r.images[1])
 
 
-def test_fooling_from_data_is_the_smallest_change_found_and_survives_saving(net_and_test, tmp_path):
-    net, images, labels = net_and_test
+def test_fooling_from_data_is_the_smallest_change_found_and_survives_saving(stamp_net_and_data, tmp_path):
+    net, images, labels = stamp_net_and_data
     r = fool_from_dataset(net, images, labels, [1, 6], n=3, confidence=0.99, steps=20)
     assert len(r) == 6 and r.fooled.all() and (r.p_target >= 0.99).all()
     # Correctly classified originals of other classes, changed within the recorded bound, on the grid.
@@ -123,8 +106,8 @@ def test_rounding_that_breaks_an_image_is_repaired_on_the_grid():
     assert p >= 0.99
 
 
-def test_bad_arguments_are_config_errors(net_and_test):
-    net, images, labels = net_and_test
+def test_bad_arguments_are_config_errors(stamp_net_and_data):
+    net, images, labels = stamp_net_and_data
     for call in (lambda: fool_from_noise(net, [0], shape=(1, 28, 28), confidence=1.5),
                  lambda: fool_from_noise(net, [0], shape=(1, 28, 28), confidence=0),
                  lambda: fool_from_noise(net, [0], shape=(1, 28, 28), n=0),
@@ -136,15 +119,6 @@ def test_bad_arguments_are_config_errors(net_and_test):
 
 
 # ---- the command ------------------------------------------------------------------------------
-@pytest.fixture
-def in_project(tiny_trained_f, tmp_path, monkeypatch):
-    import shutil
-    model_dir, data_dir = tiny_trained_f
-    shutil.copytree(model_dir, tmp_path / "trained_models" / "tiny")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path, data_dir
-
-
 def check_saved(out: Path, channels: int = 1) -> dict:
     """Every PNG under images/ read back and classified again by a fresh copy of the model:
     each still fools it, and results.json says so."""
@@ -165,8 +139,8 @@ def check_saved(out: Path, channels: int = 1) -> dict:
     return doc
 
 
-def test_fool_from_noise_with_every_option_left_out(in_project):
-    cwd, _ = in_project
+def test_fool_from_noise_with_every_option_left_out(stamp_project):
+    cwd, _ = stamp_project
     result = runner.invoke(app, ["fool", "--from", "noise"])
     assert result.exit_code == 0, result.output
     out = cwd / "reports" / "tiny" / "fool-noise"
@@ -178,8 +152,8 @@ def test_fool_from_noise_with_every_option_left_out(in_project):
     assert "before saving 40/40" in result.output and "after saving as PNG and reading back 40/40" in result.output
 
 
-def test_fool_natural_for_one_target(in_project):
-    cwd, _ = in_project
+def test_fool_natural_for_one_target(stamp_project):
+    cwd, _ = stamp_project
     result = runner.invoke(app, ["fool", "--from", "noise", "--target", "3", "--n", "2", "--confidence", "0.95",
                                  "--style", "natural", "--steps", "30", "--out", "nat"])
     assert result.exit_code == 0, result.output
@@ -187,8 +161,8 @@ def test_fool_natural_for_one_target(in_project):
     assert doc["results"]["count"] == 2 and doc["results"]["style"] == "natural"
 
 
-def test_fool_from_dataset(in_project):
-    cwd, data_dir = in_project
+def test_fool_from_dataset(stamp_project):
+    cwd, data_dir = stamp_project
     result = runner.invoke(app, ["fool", "--from", "dataset", "--data-dir", str(data_dir), "--target", "all",
                                  "--n", "1", "--steps", "8"])
     assert result.exit_code == 0, result.output
@@ -222,7 +196,7 @@ FOOL_ERRORS = [
 
 
 @pytest.mark.parametrize("argv,words", FOOL_ERRORS, ids=[" ".join(a) for a, _ in FOOL_ERRORS])
-def test_fool_mistakes_are_one_line_and_exit_2(in_project, argv, words, capsys):
+def test_fool_mistakes_are_one_line_and_exit_2(stamp_project, argv, words, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     err = capsys.readouterr().err

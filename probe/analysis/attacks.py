@@ -175,9 +175,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, n
     device = model_device(model)
     eps_all = torch.as_tensor(eps, dtype=torch.float32)
     out = []
-    with evaluating(model):
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with evaluating(model, frozen=True):
         for start in range(0, len(images), batch_size):
             x = as_input(images[start:start + batch_size], device)
             e = eps_all if eps_all.ndim == 0 else eps_all[start:start + len(x)]
@@ -225,9 +223,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
             raise ConfigError(f"step size must be finite and > 0, not {step_size!r}")
     generator = torch.Generator(device=device).manual_seed(seed)
     out = []
-    with evaluating(model):
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with evaluating(model, frozen=True):
         for start in range(0, len(images), batch_size):
             x = as_input(images[start:start + batch_size], device)
             n = len(x)

@@ -27,14 +27,18 @@ def as_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside; afterwards the caller's mode, `.grad` and `requires_grad` as they were,
-    so an analysis can be run in the middle of someone's notebook or training loop."""
+def evaluating(model: nn.Module, frozen: bool = False) -> Iterator[nn.Module]:
+    """Eval mode inside (and, if `frozen`, no parameter requiring gradients: input gradients
+    only); afterwards the caller's mode, `.grad` and `requires_grad` as they were, so an analysis
+    can be run in the middle of someone's notebook or training loop."""
     was_training = model.training
     params = list(model.parameters())
     grads = [p.grad for p in params]
     flags = [p.requires_grad for p in params]
     model.eval()
+    if frozen:
+        for p in params:
+            p.requires_grad_(False)
     try:
         yield model
     finally:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probe.analysis.common import evaluating
-from probe.analysis.saliency import (Explainer, SaliencyConfig, _frozen, explainer, layer_name,
+from probe.analysis.saliency import (Explainer, SaliencyConfig, explainer, layer_name,
                                      parse_methods, prepare_inputs, resolve_layer, seeded,
                                      working_copy)
 from probe.errors import ConfigError
@@ -318,7 +318,7 @@ def randomization_check(model: nn.Module, images: torch.Tensor, target, *,
 
     def run(net: nn.Module, name: str) -> torch.Tensor:
         start = time.perf_counter()
-        with _frozen(net), seeded(config.seed, x.device):  # the same noise for every model
+        with evaluating(net, frozen=True), seeded(config.seed, x.device):  # the same noise for every model
             out = fns[name](net, x, t).detach().float().cpu()
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
         if progress is not None:

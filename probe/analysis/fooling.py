@@ -288,9 +288,7 @@ def fool_from_noise(model: nn.Module, targets, *, shape: tuple[int, int, int], n
         natural = _Natural(center=centre.to(device))
         rate = 0.03 if lr is None else lr
     started = time.perf_counter()
-    with evaluating(model):
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with evaluating(model, frozen=True):
         # natural: `steps` regularized steps, then as many plain ones at most where the goal
         # is not reached yet (a model may give no class to smooth images).
         out = _fool_loop(model, x.to(device), target.to(device), goal=goal_for(confidence),
@@ -380,9 +378,7 @@ def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     rounds_at_most = len(GROW_LEVELS) + math.ceil(math.log2(255))
     tg = target.to(device)
     levels = torch.tensor(GROW_LEVELS, dtype=torch.float32)
-    with evaluating(model):
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with evaluating(model, frozen=True):
         for r in range(rounds_at_most):
             growing = ~found & (grow < len(GROW_LEVELS))  # no success yet: the next bound up
             halving = found & (hi - lo > 1)  # a success: bisect below it

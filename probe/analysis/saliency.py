@@ -161,16 +161,6 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str:
 
 
 @contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside (only the input's gradient is needed, and
-    backward then skips every weight gradient); the caller's state restored afterwards."""
-    with evaluating(model):
-        for p in model.parameters():
-            p.requires_grad_(False)
-        yield
-
-
-@contextlib.contextmanager
 def working_copy(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Module]:
     """The model to compute on, in eval mode without parameter gradients. With channels_last, a
     channels-last copy: convolutions in NHWC are 2-3x faster on the CPU (oneDNN), the maps the
@@ -185,7 +175,7 @@ def working_copy(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Mo
         except Exception:  # noqa: BLE001 - an uncopyable module: fall back to the model itself
             work = None
     if work is None:
-        with _frozen(model):
+        with evaluating(model, frozen=True):  # the caller's state restored afterwards
             yield model
         return
     for p in work.parameters():
