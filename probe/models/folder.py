@@ -108,6 +108,11 @@ class ModelFolder:
     def weights_sha256(self) -> str:
         return hashlib.sha256((self.path / WEIGHTS).read_bytes()).hexdigest()
 
+    def history_sha256(self) -> str | None:
+        """None for a folder without history.json."""
+        path = self.path / HISTORY
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
 
 def _meta_error(path: Path, field: str, why: str) -> ModelFileError:
     return ModelFileError(f"{path}: field {field!r} {why}; retrain or restore the model folder")

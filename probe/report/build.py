@@ -10,7 +10,7 @@ from typing import Callable
 
 from probe.errors import ConfigError
 from probe.io import atomic_write_json
-from probe.models.folder import HISTORY, ModelFolder
+from probe.models.folder import ModelFolder
 from probe.report.presentation import Report, Section, Text, slug
 from probe.tasks.common import TaskOutput, resolve_model
 
@@ -45,7 +45,7 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, data_dir) -> t
     # The names label figures and legends; the training history is what learning curves draw.
     key = {"analysis": step.analysis, "models": [f.name for f in folders],
            "weights_sha256": [f.weights_sha256() for f in folders],
-           "history_sha256": [_sha256_or_none(f.path / HISTORY) for f in folders],
+           "history_sha256": [f.history_sha256() for f in folders],
            "settings": step.settings,
            "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.needs_data else None,
            "probe": probe.__version__}
@@ -62,11 +62,6 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, data_dir) -> t
     step.run(target, out=out, data_dir=data_dir, **step.settings)
     atomic_write_json(key_path, key)
     return json.loads(results_path.read_text()), False
-
-
-def _sha256_or_none(path: Path) -> str | None:
-    import hashlib
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def hardest_class(folders: list[ModelFolder]) -> str:
