@@ -12,7 +12,7 @@ adversarial images are judged by the same fp32 forward pass, so "robust accuracy
 thing for all: the share of images still classified correctly.
 
 Sides:
-  probe-fp32       probe.analysis.attacks.pgd, fp32 (early stop: an image leaves the batch once an
+  probe-fp32       probe.methods.attacks.pgd, fp32 (early stop: an image leaves the batch once an
                    iterate is adversarial, confirmed in fp32; the parameters' requires_grad off)
   probe-bf16       the same with the gradient steps under bf16 autocast (judged in fp32)
   probe-fp32-full  probe's loop without early stop: every image gets all 40 steps and the last
@@ -50,8 +50,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe.analysis.attacks import pgd  # noqa: E402
-from probe.analysis.common import class_probabilities  # noqa: E402
+from probe.methods.attacks import pgd  # noqa: E402
+from probe.methods.common import class_probabilities  # noqa: E402
 from probe.analysis.predict import load_split_for  # noqa: E402
 from probe.models.folder import load_model_folder  # noqa: E402
 from probe.tasks.attacks import subset  # noqa: E402

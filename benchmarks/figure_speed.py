@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe.analysis.confusion import confusion_matrix  # noqa: E402
+from probe.methods.confusion import confusion_matrix  # noqa: E402
 from probe.data.spec import MNIST  # noqa: E402
 from probe.figures.failures import confusion_figure, per_class_figure  # noqa: E402
 from probe.figures.style import PNG_DPI, new_figure, save_figure, show_image  # noqa: E402

@@ -13,7 +13,7 @@ model.cam_layer with ReLU and bilinear upsampling), the same reduction of channe
 seed for SmoothGrad's noise. Everything about *how* they run is left at captum's defaults on the
 captum side: no batch sizes passed (NoiseTunnel then runs all samples in one batch, IG all steps
 in one batch, Occlusion one perturbation per forward pass), the model as it is (NCHW, its
-parameters requiring gradients). The probe side is `probe.analysis.saliency.saliency(model,
+parameters requiring gradients). The probe side is `probe.methods.saliency.saliency(model,
 images, 3, methods=[m])`, the call `probe saliency` makes: a channels-last working copy of the
 model without parameter gradients, captum's batch sizes chosen for batch_size=256 inputs per
 forward pass, the class probabilities, and for IG captum's convergence delta (two more forward
@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe.analysis.saliency import METHODS, SaliencyConfig, saliency, seeded  # noqa: E402
+from probe.methods.saliency import METHODS, SaliencyConfig, saliency, seeded  # noqa: E402
 from probe.models.folder import load_model_folder  # noqa: E402
 from probe.provenance import versions  # noqa: E402
 

@@ -225,9 +225,11 @@ def misclassified(model: Optional[Path] = AnalysisModel,
                   batch_size: int = typer.Option(500, min=1, help="Images per forward pass.")):
     """Every wrong image in a grid (true class, prediction, second choice), the confusion
     matrix, per-class accuracy with 95% intervals, and the most confused pairs."""
-    from probe.tasks.failures import run_misclassified
-    typer.echo(run_misclassified(model, split=split, data_dir=data_dir, max_images=max_images, out=out,
-                                 device=device, batch_size=batch_size).summary())
+    from probe.analysis import misclassified as analysis
+    from probe.analysis.runner import run_analysis
+    settings = analysis.Settings(split=split, max_images=max_images, batch_size=batch_size)
+    typer.echo(run_analysis(analysis.ANALYSIS, model, settings, out=out, data_dir=data_dir,
+                            device=device).summary())
 
 
 @command(app, "report")

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from probe.analysis.attacks import (attack_gradient, fgsm, parse_eps_list, pgd, project,  # noqa: E402
+from probe.methods.attacks import (attack_gradient, fgsm, parse_eps_list, pgd, project,  # noqa: E402
                                     random_in_ball, resolve_precision)
-from probe.analysis.common import class_probabilities  # noqa: E402
-from probe.analysis.robustness import robustness_curve  # noqa: E402
+from probe.methods.common import class_probabilities  # noqa: E402
+from probe.methods.robustness import robustness_curve  # noqa: E402
 from probe.cli import app, main  # noqa: E402
 from probe.errors import ConfigError  # noqa: E402
 

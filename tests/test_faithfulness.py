@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from probe.analysis.faithfulness import (RANDOM, FaithfulnessConfig, cascade_groups, deletion_insertion,
+from probe.methods.faithfulness import (RANDOM, FaithfulnessConfig, cascade_groups, deletion_insertion,
                                          gaussian_blur, pixel_ranks, randomization_check, rankdata,
                                          spearman)
-from probe.analysis.saliency import SaliencyConfig, saliency
+from probe.methods.saliency import SaliencyConfig, saliency
 from probe.errors import ConfigError
 
 
@@ -157,7 +157,7 @@ def test_randomization_check_image_map_against_vanilla(trained_bars):
 
 
 def _vanilla():
-    from probe.analysis.saliency import explainer
+    from probe.methods.saliency import explainer
     return {"vanilla": explainer("vanilla")}
 
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from probe.analysis.common import class_probabilities, evaluating  # noqa: E402
-from probe.analysis.fooling import (_fool_loop, choose_sources, fool_from_dataset,  # noqa: E402
+from probe.methods.common import class_probabilities, evaluating  # noqa: E402
+from probe.methods.fooling import (_fool_loop, choose_sources, fool_from_dataset,  # noqa: E402
                                     fool_from_noise, goal_for)
 from probe.cli import app, main  # noqa: E402
 from probe.errors import ConfigError  # noqa: E402

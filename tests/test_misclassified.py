@@ -16,7 +16,7 @@ from pypdf import PdfReader
 from torch import nn
 
 import probe.cli
-from probe.analysis.confusion import confusion_matrix, wilson_interval
+from probe.methods.confusion import confusion_matrix, wilson_interval
 from probe.analysis.misclassified import Misclassified, misclassified
 from probe.data.mnist import load_mnist
 from probe.data.spec import CIFAR10, MNIST, SFDDD

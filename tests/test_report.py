@@ -280,7 +280,7 @@ def test_bad_formats_and_outputs_are_clear_errors(report, tmp_path):
                                                     ("cifar10", "l2", ["0", "0.00784314", "0.0313725"])])
 def test_robustness_table_writes_eps_as_the_figure_does(tmp_path, dataset, norm, written):
     from types import SimpleNamespace
-    from probe.report.presentation import Table
+    from probe.presentation import Table
     from probe.report.structure import robustness_section
     eps = [0.0, 2 / 255, 8 / 255]
     points = [{"eps": e, "accuracy": 0.9 - e, "ci95": [0.8, 0.95], "n": 100} for e in eps]
@@ -299,7 +299,7 @@ def test_a_heading_goes_to_the_next_page_with_its_figure(tmp_path):
     from pypdf import PdfReader
     from probe.figures.style import new_figure, save_figure
     from probe.report.pdf import render_pdf
-    from probe.report.presentation import Figure, Report, Section, Text
+    from probe.presentation import Figure, Report, Section, Text
     fig, ax = new_figure(height=5.5)  # tall: it cannot fit below a page of text
     ax.plot(np.arange(3))
     png, pdf = save_figure(fig, tmp_path, "tall")

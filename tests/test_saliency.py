@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
-from probe.analysis.saliency import METHODS, SaliencyConfig, explain, parse_methods, saliency
+from probe.methods.saliency import METHODS, SaliencyConfig, explain, parse_methods, saliency
 from probe.cli import app, main
 from probe.data.spec import CIFAR10, MNIST
 from probe.data.user_images import load_user_images
@@ -268,7 +268,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def predictions(model_dir, data_dir, split="val"):
     from probe.models.folder import load_model_folder
     from probe.tasks.common import load_model_split
-    from probe.analysis.common import class_probabilities
+    from probe.methods.common import class_probabilities
     net, folder = load_model_folder(model_dir)
     data = load_model_split(folder, split, data_dir)
     return data, class_probabilities(net, data.images).argmax(1)

@@ -1,80 +1,204 @@
-"""Where a model fails: every wrong image of a split, ordered by the confidence of the wrong
-answer, with the true class, the prediction and the second choice (the seed's grid)."""
+"""Where a model fails: every wrong image of a split in a grid (true class upper left, the
+prediction lower left, the second choice lower right: the seed's layout), the confusion matrix,
+per-class accuracy with 95% Wilson intervals, and the most confused pairs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from probe.analysis.common import class_probabilities
+from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field,
+                                 check_choice, check_int)
+from probe.data.spec import ClassNames
 from probe.errors import ConfigError
+from probe.figures.failures import confusion_figure, grid_pages, misclassified_pages, per_class_figure
+from probe.methods.common import class_probabilities
+from probe.methods.confusion import confusion_matrix, wilson_interval
+from probe.presentation import FigureRef, Section, Table, Text, pct
+
+SPLITS = ("val", "test", "train")
+
+
+@dataclass(frozen=True)
+class Settings(SettingsBase):
+    split: str = "val"
+    max_images: int | None = None  # --max: the most confident mistakes only
+    batch_size: int = 500
+
+    def __post_init__(self):
+        check_choice("--split", self.split, SPLITS)
+        if self.max_images is not None:
+            check_int("--max", self.max_images, 1, why="or leave --max out for every wrong image")
+        check_int("--batch-size", self.batch_size, 1)
 
 
 @dataclass
-class Misclassified:
-    """The wrong images, most confident mistake first. Tensors are (M,) over the M wrong images,
-    except `probs` (N, K): every image's class probabilities, kept for the confusion matrix."""
-    index: torch.Tensor  # into the analysed images
-    label: torch.Tensor
-    predicted: torch.Tensor
-    p_predicted: torch.Tensor
-    second: torch.Tensor  # the second-largest probability's class
-    p_second: torch.Tensor
-    p_true: torch.Tensor
-    probs: torch.Tensor
-    labels: torch.Tensor  # (N,) every image's label
-    total_wrong: int  # before --max
-
-    def __len__(self) -> int:
-        return len(self.index)
+class MisclassifiedResult(ResultBase):
+    """The wrong images, most confident mistake first (`misclassified`: one record each, class
+    slugs), the confusion matrix (row = true class) and per-class accuracy with its interval."""
+    KIND = "misclassified"
+    model: str
+    classes: list[str]  # slugs
+    display_names: list[str]
+    codes: list[str]
+    split: str | None
+    n: int  # labelled images
+    wrong: int  # before --max
+    error: float
+    error_ci95: list[float] | None
+    misclassified: list[dict]
+    confusion_matrix: list[list[int]]
+    per_class: list[dict]
+    most_confused: list[dict]
+    images: torch.Tensor | None = array_field()  # (M, C, H, W) uint8: the wrong images as stored
+    predicted: list[int] = field(default_factory=list)  # every image's predicted class (N,)
+    grid_pages: int = 0  # pages of the misclassified grid
 
     @property
-    def n(self) -> int:
-        return len(self.labels)
+    def names(self) -> ClassNames:
+        return ClassNames(tuple(self.classes), tuple(self.display_names), tuple(self.codes))
 
     @property
-    def all_predicted(self) -> torch.Tensor:
-        return self.probs.argmax(1)  # (N,)
+    def shown(self) -> int:
+        return len(self.misclassified)
 
-    def records(self, class_names=None, image_names=None) -> list[dict]:
-        """One JSON-able record per wrong image."""
-        name = (lambda k: class_names[k]) if class_names is not None else (lambda k: k)
-        out = []
-        for j in range(len(self)):
-            i = int(self.index[j])
-            out.append({
-                "index": i, **({"image": image_names[i]} if image_names is not None else {}),
-                "true": name(int(self.label[j])), "predicted": name(int(self.predicted[j])),
-                "p_predicted": round(float(self.p_predicted[j]), 6),
-                "second": name(int(self.second[j])), "p_second": round(float(self.p_second[j]), 6),
-                "p_true": round(float(self.p_true[j]), 6),
-            })
-        return out
+    @property
+    def confusion_matrix_row_normalized(self) -> list[list[float]]:
+        return [[v / max(1, sum(row)) for v in row] for row in self.confusion_matrix]
 
 
-def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                  max_images: int | None = None, batch_size: int = 500, progress=None) -> Misclassified:
-    """images: (N, C, H, W) uint8 or float [0, 1], as the model takes them; labels: (N,) int.
-    Unlabelled images (label < 0) are never counted as wrong. max_images keeps the most
-    confident mistakes only (the total is still reported)."""
-    if max_images is not None and max_images < 1:
-        raise ConfigError(f"--max {max_images}: show at least 1 image (or leave --max out for all)")
-    labels = labels.cpu().long()
+def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, classes=None,
+                  max_images: int | None = None, batch_size: int = 500, display_images=None,
+                  image_names: list[str] | None = None, name: str = "model", split: str | None = None,
+                  progress=None) -> MisclassifiedResult:
+    """images: (N, C, H, W) uint8 or float [0, 1], as the model takes them; labels: (N,) int,
+    -1 for unlabelled (never counted wrong). classes: names or their number (default: the
+    model's outputs). display_images: what the grid shows (default `images`)."""
+    labels = torch.as_tensor(labels).cpu().long()
     if len(labels) != len(images):
         raise ConfigError(f"{len(images)} images but {len(labels)} labels")
+    if max_images is not None:
+        check_int("max_images", max_images, 1)
+    if not (labels >= 0).any():
+        raise ConfigError("no labelled image: nothing can be called misclassified")
     probs = class_probabilities(model, images, batch_size=batch_size, progress=progress)  # (N, K)
+    names = ClassNames.of(classes if classes is not None else probs.shape[1])
+    if len(names) != probs.shape[1]:
+        raise ConfigError(f"{len(names)} class names for a model with {probs.shape[1]} outputs")
     top_p, top_k = probs.topk(min(2, probs.shape[1]), dim=1)  # (N, 2)
     wrong = (top_k[:, 0] != labels) & (labels >= 0)
     index = wrong.nonzero().flatten()
     # Most confident mistake first; the stable sort keeps image order among equals.
-    order = torch.sort(top_p[index, 0], descending=True, stable=True).indices
-    index = index[order]
+    index = index[torch.sort(top_p[index, 0], descending=True, stable=True).indices]
     total = len(index)
-    if max_images is not None:
-        index = index[:max_images]
-    second = top_k[index, 1] if top_k.shape[1] > 1 else top_k[index, 0]
-    return Misclassified(
-        index=index, label=labels[index], predicted=top_k[index, 0], p_predicted=top_p[index, 0],
-        second=second, p_second=probs[index, second], p_true=probs[index, labels[index]],
-        probs=probs, labels=labels, total_wrong=total)
+    index = index[:max_images] if max_images is not None else index
+    second = top_k[:, 1] if top_k.shape[1] > 1 else top_k[:, 0]
+    s = names.slugs
+    records = [{"index": i, **({"image": image_names[i]} if image_names is not None else {}),
+                "true": s[int(labels[i])], "predicted": s[int(top_k[i, 0])],
+                "p_predicted": round(float(top_p[i, 0]), 6), "second": s[int(second[i])],
+                "p_second": round(float(probs[i, second[i]]), 6),
+                "p_true": round(float(probs[i, labels[i]]), 6)} for i in index.tolist()]
+    confusion = confusion_matrix(labels, top_k[:, 0], len(names))
+    n = int((labels >= 0).sum())
+    shown = display_images if display_images is not None else images
+    return MisclassifiedResult(
+        model=name, classes=list(s), display_names=list(names.display), codes=list(names.codes),
+        split=split, n=n, wrong=total, error=total / n, error_ci95=_interval(n - total, n, flip=True),
+        misclassified=records, confusion_matrix=confusion.matrix.tolist(),
+        per_class=[r | {"class": s[r["class"]]} for r in confusion.per_class()],
+        most_confused=[r | {"true": s[r["true"]], "predicted": s[r["predicted"]]} for r in confusion.most_confused()],
+        images=_as_uint8(shown[index]) if len(index) else None, predicted=top_k[:, 0].tolist(),
+        grid_pages=grid_pages(len(records), tuple(shown.shape[-2:]), names))
+
+
+def _interval(correct: int, n: int, flip: bool = False) -> list[float] | None:
+    ci = wilson_interval(correct, n)
+    if ci is None:
+        return None
+    return [1 - ci[1], 1 - ci[0]] if flip else list(ci)
+
+
+def _as_uint8(x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().cpu()
+    return x if x.dtype == torch.uint8 else (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def run(ctx: Context, settings: Settings) -> MisclassifiedResult:
+    data = ctx.split(settings.split)
+    if not (data.labels >= 0).any():
+        raise ConfigError(f"the {settings.split!r} split has no labels: nothing can be called misclassified")
+    return misclassified(ctx.model, ctx.view(data.images), data.labels, classes=ctx.classes,
+                         max_images=settings.max_images, batch_size=settings.batch_size,
+                         display_images=data.images, image_names=data.names, name=ctx.name,
+                         split=settings.split,
+                         progress=lambda done: ctx.report(f"predicting {len(data):,} images", done, len(data)))
+
+
+def figures(result: MisclassifiedResult) -> dict:
+    title = f"{result.model}: {result.wrong} of {result.n:,} {result.split or ''} images misclassified"
+    pages = misclassified_pages(result.misclassified, result.images, result.names, title=title)
+    out = dict(zip(page_stems(result), pages))
+    matrix = torch.tensor(result.confusion_matrix)
+    out["confusion"] = confusion_figure(matrix, result.names)
+    out["confusion-normalized"] = confusion_figure(matrix, result.names, normalized=True)
+    out["per-class-accuracy"] = per_class_figure(result.per_class, result.names)
+    return out
+
+
+def page_stems(result: MisclassifiedResult) -> list[str]:
+    """The grid's figure stems, as figures() names them."""
+    if result.grid_pages == 1:
+        return ["misclassified"]
+    return [f"misclassified-{i:02d}" for i in range(1, result.grid_pages + 1)]
+
+
+def section(result: MisclassifiedResult) -> Section:
+    split = result.split or ""
+    s = Section(ANALYSIS.title, "failures")
+    s.add(Text(f"{result.wrong} of {result.n:,} {split} images are misclassified (error {pct(result.error)}, "
+               f"95% interval {pct(result.error_ci95[0])}–{pct(result.error_ci95[1])}). Each wrong image shows "
+               "the true class and its probability (upper left), the prediction (lower left, bold) and the "
+               "second choice (lower right); most confident mistake first."))
+    stems = page_stems(result) if result.misclassified else []
+    for i, stem in enumerate(stems, 1):
+        suffix = f" (page {i} of {len(stems)})" if len(stems) > 1 else ""
+        s.add(FigureRef(stem, f"{result.model}: misclassified {split} images{suffix}.",
+                        data={"misclassified": result.misclassified}))
+    s.add(FigureRef("confusion", f"{result.model}: confusion matrix on the {split} split, counts on a log "
+                    "colour scale.", data={"classes": result.classes, "matrix": result.confusion_matrix},
+                    width=0.75))
+    s.add(FigureRef("confusion-normalized", f"{result.model}: confusion matrix, each row as a percentage of "
+                    "its true class.", width=0.75,
+                    data={"classes": result.classes, "matrix": result.confusion_matrix_row_normalized}))
+    s.add(FigureRef("per-class-accuracy", f"{result.model}: accuracy per class with its 95% Wilson interval.",
+                    data={"per_class": result.per_class}, width=0.8))
+    s.add(Table(["class", "images", "correct", "accuracy", "95% interval"],
+                [[c["class"], f"{c['n']:,}", f"{c['correct']:,}", pct(c["accuracy"]),
+                  "—" if c["ci95"] is None else f"{100 * c['ci95'][0]:.2f}–{100 * c['ci95'][1]:.2f}%"]
+                 for c in result.per_class], caption="Per-class accuracy.", numeric={1, 2, 3, 4}))
+    if result.most_confused:
+        s.add(Table(["true class", "predicted", "images", "share of the true class"],
+                    [[p["true"], p["predicted"], str(p["count"]), pct(p["fraction_of_true"])]
+                     for p in result.most_confused], caption="The most confused pairs.", numeric={2, 3}))
+    return s
+
+
+def summary(result: MisclassifiedResult) -> list[str]:
+    lines = [f"{result.wrong} of {result.n:,} {result.split or ''} images misclassified "
+             f"(error {100 * result.error:.2f}%)"
+             + (f"; the {result.shown} most confident shown" if result.shown < result.wrong else "")]
+    pairs = result.most_confused[:5]
+    if pairs:
+        lines.append("most confused: " + ", ".join(f"{p['true']}→{p['predicted']} ×{p['count']}" for p in pairs))
+    scored = [r for r in result.per_class if r["accuracy"] is not None]
+    if scored:
+        worst = min(scored, key=lambda r: r["accuracy"])
+        lines.append(f"lowest per-class accuracy: {worst['class']} {100 * worst['accuracy']:.2f}% "
+                     f"(95% CI {100 * worst['ci95'][0]:.2f}–{100 * worst['ci95'][1]:.2f}%)")
+    return lines
+
+
+ANALYSIS = Analysis("misclassified", "Where it fails", Settings, MisclassifiedResult, run, figures, section,
+                    summary)

@@ -8,6 +8,62 @@ from probe.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class ClassNames:
+    """What drawing and printing need of a model's classes: slugs (what --class takes and files
+    are named after), display names for labels, and short codes where a dataset has them."""
+    slugs: tuple[str, ...]
+    display: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _strs("classes", tuple(self.slugs))
+        object.__setattr__(self, "slugs", tuple(self.slugs))
+        object.__setattr__(self, "display", tuple(self.display) or self.slugs)
+        object.__setattr__(self, "codes", tuple(self.codes))
+        _strs("display_names", self.display, len(self.slugs))
+        if self.codes:
+            _strs("codes", self.codes, len(self.slugs))
+
+    @classmethod
+    def of(cls, classes) -> "ClassNames":
+        """ClassNames from ClassNames, a DatasetSpec, a list of names or a number of classes."""
+        if isinstance(classes, ClassNames):
+            return classes
+        if isinstance(classes, DatasetSpec):
+            return cls(classes.classes, classes.display_names, classes.codes)
+        if isinstance(classes, int) and not isinstance(classes, bool):
+            return cls(tuple(str(k) for k in range(classes)))
+        if isinstance(classes, (list, tuple)):
+            return cls(tuple(str(c) for c in classes))
+        raise ConfigError(f"classes: give a list of class names or their number, not {type(classes).__name__}")
+
+    def __len__(self) -> int:
+        return len(self.slugs)
+
+    def labels(self, short: bool = False) -> list[str]:
+        """Names for axes and legends: display names, or the short codes (c0..c9) where the
+        dataset has them and space is tight."""
+        return list(self.codes) if short and self.codes else list(self.display)
+
+    def index(self, name: str | int) -> int:
+        """A slug, a code (c2), a display name or an index ("2" or 2) → the class index."""
+        if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
+            i = int(name)
+            if 0 <= i < len(self):
+                return i
+        else:
+            key = name.strip().lower()
+            for table in (self.slugs, self.codes, self.display):
+                lowered = [t.lower() for t in table]
+                if key in lowered:
+                    return lowered.index(key)
+        raise ConfigError(
+            f"unknown class {name!r}: use one of {', '.join(self.slugs)}"
+            + (f", a code ({self.codes[0]}..{self.codes[-1]})" if self.codes else "")
+            + f" or an index 0..{len(self) - 1}")
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     classes: tuple[str, ...]  # slugs: what --class takes and files are named after
@@ -62,23 +118,17 @@ class DatasetSpec:
         h, w = self.crop or (self.height, self.width)
         return (self.channels, h, w)
 
+    @property
+    def names(self) -> ClassNames:
+        return ClassNames(self.classes, self.display_names, self.codes)
+
     def class_index(self, name: str | int) -> int:
         """A slug, a code (c2), a display name or an index ("2" or 2) → the class index."""
-        if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
-            i = int(name)
-            if 0 <= i < self.num_classes:
-                return i
-        else:
-            key = name.strip().lower()
-            for table in (self.classes, self.codes, self.display_names):
-                lowered = [t.lower() for t in table]
-                if key in lowered:
-                    return lowered.index(key)
-        raise ConfigError(
-            f"unknown class {name!r} for {self.name}: use one of {', '.join(self.classes)}"
-            + (f", a code ({self.codes[0]}..{self.codes[-1]})" if self.codes else "")
-            + f" or an index 0..{self.num_classes - 1}"
-        )
+        try:
+            return self.names.index(name)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("unknown class", "unknown class", 1).replace(
+                f"{name!r}:", f"{name!r} for {self.name}:", 1)) from None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from probe.data.spec import ClassNames
 from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
                                  apply_style, class_labels, new_figure, show_image)
 
@@ -23,48 +24,61 @@ def _p(p: float) -> str:
     return f"{p:.2f}".removeprefix("0")  # ".98": narrow cells need every character
 
 
-def misclassified_pages(result, display_images, spec, *, per_page: int = 100, title: str = ""):
-    """The wrong images in pages of at most `per_page` (fewer when a page would be taller than a
-    thesis page): the true class upper left, the prediction lower left (red), the second choice
-    lower right, each with its probability. display_images: (N, C, H, W) as stored (SFDDD's
-    whole 64×48 frame), indexed by result.index. Returns a list of Figures (none if no image
-    is wrong)."""
-    import matplotlib.pyplot as plt
-    apply_style()
-    names = [_clip(x, 12) for x in class_labels(spec, short=True)]
-    n = len(result)
-    if n == 0:
-        return []
-    h, w = display_images.shape[-2:]
+def _grid_layout(names: list[str], h: int, w: int, per_page: int) -> tuple[int, float, float, float, int]:
+    """(columns, cell width, image width, image height, images per page) of the grid: columns
+    as wide as the longest "name .98" needs, pages no taller than a thesis page."""
     longest = max(len(x) for x in names) + 4  # "name .98"
     cell_w = max(0.6, 2 * longest * CHAR_WIDTH + 0.08)
     cols = max(3, min(10, int(FULL_WIDTH // cell_w)))
     cell_w = FULL_WIDTH / cols
     img_w = cell_w * 0.92
     img_h = img_w * h / w
+    rows_fit = max(1, int(PAGE_HEIGHT // (img_h + 2 * LINE + 0.06)))
+    return cols, cell_w, img_w, img_h, max(1, min(per_page, cols * rows_fit))
+
+
+def grid_pages(n_wrong: int, image_size: tuple[int, int], classes, per_page: int = 100) -> int:
+    """How many pages misclassified_pages draws for n_wrong images of (H, W)."""
+    names = [_clip(x, 12) for x in class_labels(classes, short=True)]
+    return math.ceil(n_wrong / _grid_layout(names, *image_size, per_page)[4])
+
+
+def misclassified_pages(records: list[dict], images, classes, *, per_page: int = 100, title: str = ""):
+    """The wrong images in pages of at most `per_page` (fewer when a page would be taller than a
+    thesis page): the true class upper left, the prediction lower left (red), the second choice
+    lower right, each with its probability. records: one per wrong image (class slugs under
+    true/predicted/second, probabilities p_true/p_predicted/p_second); images: (M, C, H, W),
+    one per record. Returns a list of Figures (none if no image is wrong)."""
+    import matplotlib.pyplot as plt
+    apply_style()
+    names_of = ClassNames.of(classes)
+    names = [_clip(x, 12) for x in names_of.labels(short=True)]
+    n = len(records)
+    if n == 0:
+        return []
+    cols, cell_w, img_w, img_h, per_page = _grid_layout(names, *images.shape[-2:], per_page)
     cell_h = img_h + 2 * LINE + 0.06
-    rows_fit = max(1, int(PAGE_HEIGHT // cell_h))
-    per_page = max(1, min(per_page, cols * rows_fit))
     pages = []
     for page, start in enumerate(range(0, n, per_page)):
         chunk = range(start, min(n, start + per_page))
-        rows = math.ceil(len(chunk) / cols)
         head = 0.3 if title else 0.0
-        fig = plt.figure(figsize=(FULL_WIDTH, rows * cell_h + head))
-        H = rows * cell_h + head
+        H = math.ceil(len(chunk) / cols) * cell_h + head
+        fig = plt.figure(figsize=(FULL_WIDTH, H))
         for slot, j in enumerate(chunk):
             r, c = divmod(slot, cols)
             left = (c * cell_w + (cell_w - img_w) / 2) / FULL_WIDTH
             bottom = (H - head - r * cell_h - LINE - img_h) / H
             ax = fig.add_axes((left, bottom, img_w / FULL_WIDTH, img_h / H))
-            show_image(ax, display_images[int(result.index[j])])
+            show_image(ax, images[j])
+            rec = records[j]
+
+            def label(key: str, p: str) -> str:
+                return f"{names[names_of.index(rec[key])]} {_p(rec[p])}"
             kw = dict(transform=ax.transAxes, fontsize=SMALL_FONT)
-            ax.text(0, 1.02, f"{names[int(result.label[j])]} {_p(float(result.p_true[j]))}",
-                    ha="left", va="bottom", color="black", **kw)
-            ax.text(0, -0.03, f"{names[int(result.predicted[j])]} {_p(float(result.p_predicted[j]))}",
-                    ha="left", va="top", color=WRONG, fontweight="bold", **kw)
-            ax.text(1, -0.03, f"{names[int(result.second[j])]} {_p(float(result.p_second[j]))}",
-                    ha="right", va="top", color="0.35", **kw)
+            ax.text(0, 1.02, label("true", "p_true"), ha="left", va="bottom", color="black", **kw)
+            ax.text(0, -0.03, label("predicted", "p_predicted"), ha="left", va="top", color=WRONG,
+                    fontweight="bold", **kw)
+            ax.text(1, -0.03, label("second", "p_second"), ha="right", va="top", color="0.35", **kw)
         if title:
             pages_total = math.ceil(n / per_page)
             suffix = f" (page {page + 1} of {pages_total})" if pages_total > 1 else ""
@@ -73,17 +87,18 @@ def misclassified_pages(result, display_images, spec, *, per_page: int = 100, ti
     return pages
 
 
-def confusion_figure(confusion, spec, *, normalized: bool = False):
+def confusion_figure(matrix, classes, *, normalized: bool = False):
     """A heatmap of the confusion matrix. Counts on a log colour scale (the diagonal would
     otherwise hide every mistake), blank where 0; row-normalized as percentages of the true class."""
     import seaborn as sns
     from matplotlib.colors import LogNorm
-    k = confusion.num_classes
-    names = class_labels(spec)
+    counts = np.asarray(matrix, dtype=np.int64)  # (K, K): row = true class
+    k = len(counts)
+    names = class_labels(classes)
     size = min(FULL_WIDTH, 2.2 + 0.42 * k)
     fig, ax = new_figure(size, size * 0.92)
     if normalized:
-        data = confusion.row_normalized.numpy() * 100
+        data = counts / np.maximum(1, counts.sum(1, keepdims=True)) * 100
         annot = np.where(data > 0, np.vectorize(lambda v: f"{v:.1f}" if v < 99.95 else "100")(data), "")
         sns.heatmap(data, ax=ax, cmap=SEQUENTIAL, vmin=0, vmax=100, annot=annot, fmt="",
                     square=True, linewidths=0.5, linecolor="0.9",
@@ -91,7 +106,6 @@ def confusion_figure(confusion, spec, *, normalized: bool = False):
                     annot_kws={"fontsize": SMALL_FONT})
         ax.set_title("Confusion matrix (row-normalized, %)")
     else:
-        counts = confusion.matrix.numpy()
         masked = np.ma.masked_equal(counts, 0)
         annot = np.where(counts > 0, counts.astype(str), "")
         sns.heatmap(masked, ax=ax, cmap=SEQUENTIAL, norm=LogNorm(vmin=1, vmax=max(2, counts.max())),
@@ -108,10 +122,10 @@ def confusion_figure(confusion, spec, *, normalized: bool = False):
     return fig
 
 
-def per_class_figure(per_class: list[dict], spec):
+def per_class_figure(per_class: list[dict], classes):
     """Accuracy per class as a point with its 95% Wilson interval; the axis spans the data
     (a bar from 0 would flatten 99.2% against 99.9%), the overall accuracy as a line."""
-    names = class_labels(spec)
+    names = class_labels(classes)
     k = len(per_class)
     fig, ax = new_figure(FULL_WIDTH * 0.75, 0.9 + 0.22 * k)
     acc = [np.nan if r["accuracy"] is None else 100 * r["accuracy"] for r in per_class]

@@ -17,6 +17,8 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from probe.data.spec import ClassNames  # noqa: E402
+
 FULL_WIDTH = 6.3  # inches
 HALF_WIDTH = 3.1
 FONT_SIZE = 9
@@ -102,12 +104,10 @@ def _glyph_only_font_subsets():
             subset.Options = plain
 
 
-def class_labels(spec, short: bool = False) -> list[str]:
-    """Names for axes and legends: display names, or the short codes (c0..c9) where a dataset
-    has them and space is tight."""
-    if short and spec.codes:
-        return list(spec.codes)
-    return list(spec.display_names)
+def class_labels(classes, short: bool = False) -> list[str]:
+    """Names for axes and legends (classes: ClassNames, a DatasetSpec, names or a count):
+    display names, or the short codes (c0..c9) where a dataset has them and space is tight."""
+    return ClassNames.of(classes).labels(short)
 
 
 def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:

@@ -17,12 +17,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from probe.data.spec import DatasetSpec
+from probe.data.splits import load_splits
+from probe.device import resolve_device
 from probe.errors import ModelFileError, ProbeError
 from probe.io import atomic_write_bytes, atomic_write_json
+from probe.models.classifier import Classifier
+from probe.models.resnet import ResNet, ResNetConfig
 
 if TYPE_CHECKING:
-    from probe.data.spec import DatasetSpec
-    from probe.models.resnet import ResNetConfig
+    from probe.data.imageset import ImageSet
 
 WEIGHTS, META, HISTORY = "weights.safetensors", "meta.json", "history.json"
 FORMAT_VERSION = 1
@@ -95,6 +99,22 @@ class ModelFolder:
     def train_config(self) -> dict:
         return self.meta.get("train") or {}
 
+    @property
+    def split_seed(self) -> int:
+        """The seed of the validation split the model was trained with (older folders: the seed)."""
+        t = self.train_config
+        return t.get("split_seed", t.get("seed", 0))
+
+    @property
+    def split_by(self) -> str:
+        return self.train_config.get("split_by", "driver")
+
+    def load_split(self, split: str, data_dir=None) -> "ImageSet":
+        """A split of the model's dataset, drawn with the model's own seed and split rule, so
+        that 'val' is the validation set the model was chosen on."""
+        return load_splits(self.spec.name, data_dir, seed=self.split_seed, split_by=self.split_by,
+                           splits=(split,))[split]
+
     def history(self) -> list[dict]:
         """history.json: one record per epoch ([] for a folder without one)."""
         path = self.path / HISTORY
@@ -122,8 +142,6 @@ def read_model_folder(path: str | Path) -> ModelFolder:
     """Read and check meta.json: format version, dataset spec, architecture, their agreement,
     and the types of the fields the analyses use. Any fault is one ModelFileError naming the
     file and the field."""
-    from probe.data.spec import DatasetSpec
-    from probe.models.resnet import ResNetConfig
     folder = Path(path)
     if not folder.is_dir():
         if folder.exists():
@@ -159,9 +177,6 @@ def read_model_folder(path: str | Path) -> ModelFolder:
         raise _meta_error(meta_path, "dataset", f"does not describe a dataset ({e})") from None
     try:
         arch = ResNetConfig.from_dict(meta["arch"])
-        validate = getattr(arch, "validate", None)
-        if validate is not None:
-            validate()
     except (ProbeError, TypeError, ValueError) as e:
         raise _meta_error(meta_path, "arch", f"does not describe a network ({e})") from None
     if arch.num_classes != spec.num_classes:
@@ -182,9 +197,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
 def load_model_folder(path: str | Path, device: str | torch.device = "cpu"):
     """(Classifier, ModelFolder): the checked weights and the checked description."""
-    from probe.device import resolve_device
-    from probe.models.classifier import Classifier
-    from probe.models.resnet import ResNet
     folder = read_model_folder(path)
     dev = resolve_device(device)
     tensors, _ = read_safetensors(folder.path / WEIGHTS)

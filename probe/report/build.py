@@ -11,7 +11,7 @@ from typing import Callable
 from probe.errors import ConfigError
 from probe.io import atomic_write_json
 from probe.models.folder import ModelFolder
-from probe.report.presentation import Report, Section, Text, slug
+from probe.presentation import Report, Section, Text, slug
 from probe.tasks.common import TaskOutput, resolve_model
 
 FORMATS = ("html", "pdf")

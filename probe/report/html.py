@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from probe.report.presentation import Figure, Report, Section, Table, Text
+from probe.presentation import Figure, Report, Section, Table, Text
 
 CSS_PX_PER_INCH = 96
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from probe.io import atomic_write_text
-from probe.report.presentation import Report
+from probe.presentation import Report
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",

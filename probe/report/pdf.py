@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from probe.io import atomic_write_bytes
-from probe.report.presentation import Figure, Report, Section, Table, Text
+from probe.presentation import Figure, Report, Section, Table, Text
 
 FONT, FONT_BOLD = "ProbeSans", "ProbeSans-Bold"
 

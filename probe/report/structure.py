@@ -6,7 +6,7 @@ from pathlib import Path
 
 from probe.figures.attacks import eps_label
 from probe.models.folder import ModelFolder
-from probe.report.presentation import Figure, Section, Table, Text, slug
+from probe.presentation import Figure, Section, Table, Text, slug
 from probe.tasks.attacks import IN_255
 
 

@@ -9,9 +9,9 @@ from typing import Iterator
 
 import torch
 
-from probe.analysis.attacks import METHODS, NORMS, PRECISIONS, check_eps, parse_eps_list, perturbation_size, resolve_precision
-from probe.analysis.common import class_probabilities
-from probe.analysis.robustness import robustness_curve
+from probe.methods.attacks import METHODS, NORMS, PRECISIONS, check_eps, parse_eps_list, perturbation_size, resolve_precision
+from probe.methods.common import class_probabilities
+from probe.methods.robustness import robustness_curve
 from probe.data.augment import eval_view
 from probe.device import cpu_threads, resolve_device
 from probe.errors import ConfigError

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.analysis.common import class_probabilities
-from probe.analysis.fooling import STYLES, check_confidence, fool_from_dataset, fool_from_noise, goal_for
+from probe.methods.common import class_probabilities
+from probe.methods.fooling import STYLES, check_confidence, fool_from_dataset, fool_from_noise, goal_for
 from probe.data.augment import eval_view
 from probe.device import resolve_device
 from probe.errors import ConfigError

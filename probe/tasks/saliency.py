@@ -11,8 +11,8 @@ from typing import Sequence
 
 import torch
 
-from probe.analysis.common import class_probabilities
-from probe.analysis.saliency import (REDUCTION, SIGNED, TITLES, SaliencyConfig, parse_methods,
+from probe.methods.common import class_probabilities
+from probe.methods.saliency import (REDUCTION, SIGNED, TITLES, SaliencyConfig, parse_methods,
                                      saliency)
 from probe.data.augment import eval_view
 from probe.device import cpu_threads, resolve_device
@@ -78,7 +78,7 @@ def parse_indices(text: str | Sequence[int], n_images: int, split: str) -> list[
 def _warm_up(net, x: torch.Tensor) -> None:
     """One forward and backward pass: the first gradient of a process pays for setting up
     kernels, which would otherwise be billed to whichever method runs first."""
-    from probe.analysis.saliency import working_copy
+    from probe.methods.saliency import working_copy
     with working_copy(net) as work:
         inp = x[:1].detach().clone().requires_grad_()
         torch.autograd.grad(work(inp).sum(), inp)
@@ -130,7 +130,7 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
     """Maps of each method for n images of a class (or the images picked by index, or the
     user's own files), the deletion/insertion curves and the randomization check; figures,
     attributions.safetensors, faithfulness.csv and results.json in reports/<model>/saliency/."""
-    from probe.analysis.faithfulness import FaithfulnessConfig, deletion_insertion, randomization_check
+    from probe.methods.faithfulness import FaithfulnessConfig, deletion_insertion, randomization_check
     from probe.data.user_images import load_user_images
     from probe.figures.saliency import (faithfulness_figure, randomization_figure,
                                         randomization_maps_figure, saliency_figure)
@@ -221,7 +221,7 @@ def run_saliency(model: str | Path | None = None, *, class_name: str | None = No
                 bar.add_task("", total=None)
                 di = deletion_insertion(net, x, targets, result.maps, config=fconfig)
             with progress("randomization check") as bar:
-                from probe.analysis.faithfulness import cascade_groups
+                from probe.methods.faithfulness import cascade_groups
                 task = bar.add_task("", total=len(method_list) * len(cascade_groups(net)))
                 rand = randomization_check(net, x, targets, methods=method_list, config=config,
                                            trained_maps=result.maps, threshold=fconfig.flag_threshold,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probe.analysis.common import as_input, evaluating, model_device
+from probe.methods.common import as_input, evaluating, model_device
 from probe.errors import ConfigError
 
 NORMS = ("linf", "l2")

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def pct(x, digits: int = 2) -> str:
+    """A fraction as a percentage for the reader; "—" where there is none."""
+    return "—" if x is None else f"{100 * x:.{digits}f}%"
+
+
 def slug(text: str) -> str:
     """A stable anchor / file name: lower case, letters, digits and dashes."""
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
@@ -33,6 +38,17 @@ class Figure:
     anchor: str  # unique in the report; also the stable file name in figures/
     data: dict | None = None  # the numbers behind it, linked as JSON
     width: float = 1.0  # fraction of the text width in print
+
+
+@dataclass
+class FigureRef:
+    """A figure an analysis's section names by its file stem; the report finds stem.png and
+    stem.pdf in the analysis's folder (a missing one is an error, never a silent omission) and
+    gives it a unique anchor."""
+    stem: str
+    caption: str
+    data: dict | None = None
+    width: float = 1.0
 
 
 @dataclass

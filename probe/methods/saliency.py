@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from probe.analysis.common import as_input, evaluating, model_device
+from probe.methods.common import as_input, evaluating, model_device
 from probe.errors import ConfigError
 
 METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "guided", "occlusion")

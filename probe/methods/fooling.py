@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probe.analysis.attacks import attack_gradient, project
-from probe.analysis.common import as_input, class_probabilities, evaluating, model_device
+from probe.methods.attacks import attack_gradient, project
+from probe.methods.common import as_input, class_probabilities, evaluating, model_device
 from probe.errors import ConfigError
 
 STYLES = ("raw", "natural")

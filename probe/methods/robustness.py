@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from probe.analysis.attacks import METHODS, NORMS, PRECISIONS, attack, check_eps, perturbation_size
-from probe.analysis.common import as_input, class_probabilities
-from probe.analysis.confusion import wilson_interval
+from probe.methods.attacks import METHODS, NORMS, PRECISIONS, attack, check_eps, perturbation_size
+from probe.methods.common import as_input, class_probabilities
+from probe.methods.confusion import wilson_interval
 from probe.errors import ConfigError
 
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probe.analysis.common import evaluating
-from probe.analysis.saliency import (Explainer, SaliencyConfig, explainer, layer_name,
+from probe.methods.common import evaluating
+from probe.methods.saliency import (Explainer, SaliencyConfig, explainer, layer_name,
                                      parse_methods, prepare_inputs, resolve_layer, seeded,
                                      working_copy)
 from probe.errors import ConfigError

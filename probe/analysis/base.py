@@ -1,0 +1,214 @@
+"""What every analysis shares: the context it runs in, its typed result, its registry entry.
+
+An analysis is one module with
+    Settings   a frozen dataclass, checked once in __post_init__, in the user's option names;
+               `to_json()` is its part of the report's cache key
+    run(ctx, settings) -> Result      the numbers, on any nn.Module mapping [0, 1] images to logits
+    Result     a dataclass with to_json()/from_json() and a schema version
+    figures(result) -> {stem: Figure} drawing needs the class names only (they are in the result)
+    section(result) -> Section        the report's part, naming its figures by stem
+    summary(result) -> [lines]        what the terminal prints
+and one `ANALYSIS = Analysis(...)` entry that the registry, the CLI and the report iterate.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from probe.data.augment import eval_view
+from probe.data.imageset import ImageSet
+from probe.data.spec import ClassNames, DatasetSpec
+from probe.errors import ConfigError, ModelFileError
+from probe.models.folder import ModelFolder
+from probe.methods.common import model_device
+from probe.presentation import Section
+
+# ---- settings ------------------------------------------------------------------------------
+
+
+def check_int(option: str, value, lo: int, hi: int | None = None, why: str = "") -> int:
+    """An integer option in [lo, hi], else a ConfigError naming the option as the user typed it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{option} {value!r}: give a whole number")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"from {lo} to {hi:,}" if hi is not None else f"{lo} or more"
+        raise ConfigError(f"{option} {value}: give {bound}" + (f" ({why})" if why else ""))
+    return value
+
+
+def check_float(option: str, value, lo: float, hi: float, *, open_low: bool = False,
+                open_high: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{option} {value!r}: give a number")
+    low_bad = value <= lo if open_low else value < lo
+    high_bad = value >= hi if open_high else value > hi
+    if low_bad or high_bad:
+        raise ConfigError(f"{option} {value:g}: give a number in {'(' if open_low else '['}{lo:g}, "
+                          f"{hi:g}{')' if open_high else ']'}")
+    return float(value)
+
+
+def check_choice(option: str, value, choices, meaning: str = "") -> str:
+    if value not in choices:
+        raise ConfigError(f"{option} {value!r}: use {', '.join(map(str, choices))}" + (f" ({meaning})" if meaning else ""))
+    return value
+
+
+class SettingsBase:
+    """Mixin of every Settings dataclass: its JSON form (the cache key part) and replace()."""
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+def array_field(**kwargs):
+    """A tensor field of a Result: kept beside results.json in arrays.safetensors, not in JSON."""
+    return field(default=None, metadata={"array": True}, repr=False, **kwargs)
+
+
+class ResultBase:
+    """Mixin of every Result dataclass. JSON fields are plain numbers, strings, lists and dicts;
+    tensor fields (declared with array_field) travel in arrays.safetensors."""
+    KIND: ClassVar[str] = ""
+    SCHEMA: ClassVar[int] = 1
+
+    def to_json(self) -> dict:
+        out = {"kind": self.KIND, "schema": self.SCHEMA}
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("array"):
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata.get("array") and getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_json(cls, doc: dict, arrays: dict[str, torch.Tensor] | None = None):
+        """The result of `to_json()` (and `arrays()`), checked for kind and schema version."""
+        if not isinstance(doc, dict) or doc.get("kind") != cls.KIND:
+            got = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+            raise ModelFileError(f"not a {cls.KIND} result (found {got!r})")
+        if doc.get("schema") != cls.SCHEMA:
+            raise ModelFileError(f"{cls.KIND} result of schema {doc.get('schema')!r}; this probe reads "
+                                 f"schema {cls.SCHEMA}: run the analysis again")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [n for n, f in names.items() if not f.metadata.get("array") and n not in doc
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ModelFileError(f"{cls.KIND} result without {', '.join(missing)}: run the analysis again")
+        values = {n: doc[n] for n, f in names.items() if not f.metadata.get("array") and n in doc}
+        values |= {n: t for n, t in (arrays or {}).items() if n in names}
+        return cls(**values)
+
+    def figures(self) -> dict:
+        """{stem: matplotlib Figure}: this result drawn (see the analysis's figures())."""
+        from probe.analysis.registry import entry_of  # the registry imports every analysis module
+        return entry_of(self).figures(self)
+
+    def summary(self) -> list[str]:
+        from probe.analysis.registry import entry_of
+        return entry_of(self).summary(self)
+
+
+# ---- context -------------------------------------------------------------------------------
+
+# Splits loaded in this process: each split of each model's dataset once (the report's analyses
+# of one model share the test split).
+_SPLITS: dict[tuple, ImageSet] = {}
+
+
+def load_split_cached(folder: ModelFolder, split: str, data_dir=None) -> ImageSet:
+    key = (folder.spec.name, str(Path(data_dir).resolve()) if data_dir is not None else None, split,
+           folder.split_seed, folder.split_by)
+    if key not in _SPLITS:
+        _SPLITS[key] = folder.load_split(split, data_dir)
+    return _SPLITS[key]
+
+
+def clear_split_cache() -> None:
+    _SPLITS.clear()
+
+
+@dataclass
+class Context:
+    """What an analysis runs on: the model (any nn.Module mapping [0, 1] images (N, C, H, W) to
+    logits), its class names, a name for titles, and, for a trained model folder, its dataset
+    (split loader, evaluation crop). progress: an optional callable(description, done, total)."""
+    model: nn.Module
+    classes: ClassNames
+    name: str = "model"
+    folder: ModelFolder | None = None
+    data_dir: Path | None = None
+    progress: Callable[[str, float, float | None], None] | None = None
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W), for inputs made from nothing
+    mean: tuple[float, ...] | None = None  # the dataset's mean pixel, where known
+
+    @classmethod
+    def of(cls, model: nn.Module, classes=None, *, folder: ModelFolder | None = None, data_dir=None,
+           progress=None, name: str | None = None, input_shape=None) -> "Context":
+        spec: DatasetSpec | None = folder.spec if folder is not None else getattr(model, "spec", None)
+        if classes is None:
+            if spec is None:
+                raise ConfigError("classes: give the class names (or their number) of a model "
+                                  "that probe did not train")
+            classes = spec
+        names = ClassNames.of(classes)
+        return cls(model, names, name or (folder.name if folder is not None else type(model).__name__),
+                   folder, Path(data_dir) if data_dir is not None else None, progress,
+                   tuple(input_shape) if input_shape is not None else (spec.input_shape if spec else None),
+                   tuple(spec.mean) if spec is not None else None)
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    @property
+    def spec(self) -> DatasetSpec | None:
+        return self.folder.spec if self.folder is not None else None
+
+    def split(self, name: str) -> ImageSet:
+        """A split of the model's own dataset (cached in the process)."""
+        if self.folder is None:
+            raise ConfigError(f"the {name} split: this model has no dataset of its own; give the images")
+        return load_split_cached(self.folder, name, self.data_dir)
+
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        """Stored images (N, C, H, W) → what the network sees (the dataset's evaluation crop)."""
+        return eval_view(images, self.spec) if self.spec is not None else images
+
+    def report(self, what: str, done: float, total: float | None = None) -> None:
+        if self.progress is not None:
+            self.progress(what, done, total)
+
+
+# ---- the registry entry ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One analysis as the CLI and the report see it. A joint analysis runs once on all models
+    (run(list[Context], settings)), e.g. robustness curves of several models on one plot."""
+    name: str  # its folder under reports/<model>/ and its name in the report plan
+    title: str  # its section's heading
+    settings: type
+    result: type
+    run: Callable[..., Any]
+    figures: Callable[[Any], dict]
+    section: Callable[[Any], Section]
+    summary: Callable[[Any], list[str]]
+    needs_data: bool = True  # reads a split of the model's dataset
+    joint: bool = False
+    write_files: Callable[[Any, Path], list[Path]] | None = None  # files beyond figures and results.json
