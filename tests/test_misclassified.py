@@ -17,14 +17,14 @@ from torch import nn
 
 import probe.cli
 from probe.methods.confusion import confusion_matrix, wilson_interval
-from probe.analysis.misclassified import Misclassified, misclassified
+from probe.analysis.misclassified import misclassified
 from probe.data.mnist import load_mnist
 from probe.data.spec import CIFAR10, MNIST, SFDDD
 from probe.errors import ConfigError
-from probe.figures.failures import misclassified_pages
+from probe.analysis.misclassified import Settings
+from probe.figures.failures import grid_pages, misclassified_pages
 from probe.figures.style import save_figure
 from probe.models.folder import load_model_folder
-from probe.tasks.common import load_model_split
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model_folder import write_tiny_model  # noqa: E402
@@ -82,16 +82,22 @@ def brute_force(model, images, labels):
     return rows
 
 
+def column(result, key: str) -> list:
+    """One field of every wrong image's record; class names (here "0".."9") as numbers."""
+    values = [r[key] for r in result.misclassified]
+    return [int(v) for v in values] if key in ("true", "predicted", "second") else values
+
+
 def check_against_brute_force(model, images, labels, result):
     expected = brute_force(model, images, labels)
     assert len(expected) > 5, "the test needs a model that makes mistakes"
-    assert result.index.tolist() == [r[0] for r in expected]
-    assert result.predicted.tolist() == [r[1] for r in expected]
-    assert result.second.tolist() == [r[3] for r in expected]
-    assert result.p_predicted.tolist() == pytest.approx([r[2] for r in expected], abs=1e-5)
-    assert result.p_second.tolist() == pytest.approx([r[4] for r in expected], abs=1e-5)
-    assert result.label.tolist() == [int(labels[r[0]]) for r in expected]
-    assert result.total_wrong == len(expected)
+    assert column(result, "index") == [r[0] for r in expected]
+    assert column(result, "predicted") == [r[1] for r in expected]
+    assert column(result, "second") == [r[3] for r in expected]
+    assert column(result, "p_predicted") == pytest.approx([r[2] for r in expected], abs=1e-5)
+    assert column(result, "p_second") == pytest.approx([r[4] for r in expected], abs=1e-5)
+    assert column(result, "true") == [int(labels[r[0]]) for r in expected]
+    assert result.wrong == len(expected)
 
 
 def test_the_selection_and_order_equal_a_brute_force_loop(fixture_test):
@@ -102,7 +108,7 @@ def test_the_selection_and_order_equal_a_brute_force_loop(fixture_test):
 
 def test_the_tiny_resnet_on_its_own_split_equals_a_brute_force_loop(tiny, mnist_dir):
     model, folder = load_model_folder(tiny)
-    data = load_model_split(folder, "test", mnist_dir)
+    data = folder.load_split("test", mnist_dir)
     result = misclassified(model, data.images, data.labels, batch_size=7)
     check_against_brute_force(model, data.images, data.labels, result)
 
@@ -110,15 +116,18 @@ def test_the_tiny_resnet_on_its_own_split_equals_a_brute_force_loop(tiny, mnist_
 def test_second_choice_is_the_second_largest_probability_and_nothing_is_listed_twice(fixture_test):
     images, labels = fixture_test
     result = misclassified(Linear(seed=1), images, labels)
-    assert len(set(result.index.tolist())) == len(result)
-    for j in range(len(result)):
-        probs = result.probs[result.index[j]]
+    index = column(result, "index")
+    assert len(set(index)) == len(index) == result.shown
+    for r in result.misclassified:
+        probs = result.probs[r["index"]]
         top2 = probs.topk(2)
-        assert int(result.predicted[j]) == int(top2.indices[0]) != int(result.label[j])
-        assert int(result.second[j]) == int(top2.indices[1]) != int(result.predicted[j])
-        assert float(result.p_second[j]) == float(top2.values[1]) <= float(result.p_predicted[j])
-        assert float(result.p_true[j]) == float(probs[result.label[j]])
-    assert torch.all(result.p_predicted[:-1] >= result.p_predicted[1:])  # most confident first
+        assert int(r["predicted"]) == int(top2.indices[0]) != int(r["true"])
+        assert int(r["second"]) == int(top2.indices[1]) != int(r["predicted"])
+        assert r["p_second"] == pytest.approx(float(top2.values[1]), abs=1e-6)
+        assert r["p_second"] <= r["p_predicted"]
+        assert r["p_true"] == pytest.approx(float(probs[int(r["true"])]), abs=1e-6)
+    p = column(result, "p_predicted")
+    assert p == sorted(p, reverse=True)  # most confident first
 
 
 def test_unlabelled_images_are_never_counted(fixture_test):
@@ -126,14 +135,14 @@ def test_unlabelled_images_are_never_counted(fixture_test):
     model = Linear()
     full = misclassified(model, images, labels)
     unlabelled = labels.clone()
-    hidden = full.index[:3].tolist() + [i for i in range(len(labels)) if i not in full.index.tolist()][:2]
+    wrong = column(full, "index")
+    hidden = wrong[:3] + [i for i in range(len(labels)) if i not in wrong][:2]
     unlabelled[hidden] = -1
     result = misclassified(model, images, unlabelled)
-    assert not set(hidden) & set(result.index.tolist())
-    assert result.index.tolist() == full.index[3:].tolist()
-    assert result.total_wrong == full.total_wrong - 3
-    cm = confusion_matrix(unlabelled, result.all_predicted, 10)
-    assert int(cm.matrix.sum()) == len(labels) - len(hidden)
+    assert not set(hidden) & set(column(result, "index"))
+    assert column(result, "index") == wrong[3:]
+    assert result.wrong == full.wrong - 3 and result.n == len(labels) - len(hidden)
+    assert int(torch.tensor(result.confusion_matrix).sum()) == len(labels) - len(hidden)
     check_against_brute_force(model, images, unlabelled, result)
 
 
@@ -142,28 +151,29 @@ def test_max_keeps_the_most_confident_mistakes(fixture_test):
     model = Linear()
     full = misclassified(model, images, labels)
     top = misclassified(model, images, labels, max_images=4)
-    assert len(top) == 4 and top.total_wrong == full.total_wrong
-    assert top.index.tolist() == full.index[:4].tolist()
-    assert top.second.tolist() == full.second[:4].tolist()
-    assert len(misclassified(model, images, labels, max_images=10_000)) == full.total_wrong
+    assert top.shown == 4 and top.wrong == full.wrong
+    assert top.misclassified == full.misclassified[:4]
+    assert misclassified(model, images, labels, max_images=10_000).shown == full.wrong
     for bad in (0, -1):
-        with pytest.raises(ConfigError, match="--max"):
+        with pytest.raises(ConfigError, match="max_images"):
             misclassified(model, images, labels, max_images=bad)
+        with pytest.raises(ConfigError, match="--max"):
+            Settings(max_images=bad)
 
 
 def test_results_do_not_depend_on_the_batch_size(tiny, mnist_dir):
     model, folder = load_model_folder(tiny)
-    data = load_model_split(folder, "test", mnist_dir)
+    data = folder.load_split("test", mnist_dir)
     runs = [misclassified(model, data.images, data.labels, batch_size=b) for b in (1, 7, 500)]
     for r in runs[1:]:
-        assert r.index.tolist() == runs[0].index.tolist()
-        assert r.second.tolist() == runs[0].second.tolist()
+        assert column(r, "index") == column(runs[0], "index")
+        assert column(r, "second") == column(runs[0], "second")
         torch.testing.assert_close(r.probs, runs[0].probs, atol=1e-6, rtol=0)
 
 
 def test_the_callers_model_is_left_as_it_was(tiny, mnist_dir):
     model, folder = load_model_folder(tiny)
-    data = load_model_split(folder, "test", mnist_dir)
+    data = folder.load_split("test", mnist_dir)
     model.train()
     params = list(model.parameters())
     for p in params:
@@ -183,17 +193,19 @@ def test_the_callers_model_is_left_as_it_was(tiny, mnist_dir):
 def test_confusion_matrix_sums_diagonal_and_normalized_rows(fixture_test):
     images, labels = fixture_test
     result = misclassified(Linear(), images, labels)
-    cm = confusion_matrix(labels, result.all_predicted, 10)
+    cm = confusion_matrix(labels, result.probs.argmax(1), 10)
+    assert cm.matrix.tolist() == result.confusion_matrix
     assert int(cm.matrix.sum()) == len(labels)
-    assert int(cm.matrix.trace()) == len(labels) - result.total_wrong
+    assert int(cm.matrix.trace()) == len(labels) - result.wrong
     assert cm.support == np.bincount(labels.numpy(), minlength=10).tolist()
     # Every wrong image is counted in its (true, predicted) cell.
     off = torch.zeros(10, 10, dtype=torch.long)
-    for y, k in zip(result.label.tolist(), result.predicted.tolist()):
+    for y, k in zip(column(result, "true"), column(result, "predicted")):
         off[y, k] += 1
     diag_free = cm.matrix.clone().fill_diagonal_(0)
     assert torch.equal(diag_free, off)
     torch.testing.assert_close(cm.row_normalized.sum(1), torch.ones(10, dtype=torch.float64))
+    assert [sum(row) for row in result.confusion_matrix_row_normalized] == pytest.approx([1.0] * 10)
 
 
 def wilson_by_hand(correct: int, n: int, z: float = 1.96):
@@ -267,43 +279,41 @@ def placed_images(pdf: Path, page: int = 0) -> list[dict]:
 
 def test_the_grid_pdf_holds_the_wrong_images_pixel_for_pixel(tiny, mnist_dir, tmp_path):
     model, folder = load_model_folder(tiny)
-    data = load_model_split(folder, "test", mnist_dir)
-    result = misclassified(model, data.images, data.labels, max_images=16)
-    pages = misclassified_pages(result, data.images, folder.spec, title="tiny")
-    assert len(pages) == 1
+    data = folder.load_split("test", mnist_dir)
+    result = misclassified(model, data.images, data.labels, max_images=16, classes=folder.spec)
+    pages = misclassified_pages(result.misclassified, result.images, result.names, title="tiny")
+    assert len(pages) == 1 == result.grid_pages
     pdf = save_figure(pages[0], tmp_path, "grid")[1]
     placed = placed_images(pdf)
-    assert len(placed) == len(result) == 16
+    assert len(placed) == result.shown == 16
+    index = column(result, "index")
     for j, im in enumerate(placed):
-        want = data.images[int(result.index[j]), 0].numpy().astype(int)  # (28, 28)
+        want = data.images[index[j], 0].numpy().astype(int)  # (28, 28)
         got = im["pixels"].astype(int)
         assert got.shape == (28, 28, 3), "each cell is its own image, at its own 28×28 pixels"
         # Grayscale is stored as the gray colour map's RGB: R = G = B = the pixel value
         # (±1 from the colour map's rounding).
         assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
-        assert np.abs(got[..., 0] - want).max() <= 1, f"cell {j} is not image {int(result.index[j])}"
+        assert np.abs(got[..., 0] - want).max() <= 1, f"cell {j} is not image {index[j]}"
         assert im["width"] == pytest.approx(im["height"], rel=1e-3)  # square cells for square images
 
 
-def fake_result(n: int, num_classes: int = 10) -> Misclassified:
+def fake_records(n: int, spec) -> list[dict]:
     """n wrong images 0..n-1, true class k % K, predicted (k + 1) % K, second (k + 2) % K."""
-    k = torch.arange(n)
-    probs = torch.full((n, num_classes), 0.1)
-    return Misclassified(index=k, label=k % num_classes, predicted=(k + 1) % num_classes,
-                         p_predicted=torch.full((n,), 0.6), second=(k + 2) % num_classes,
-                         p_second=torch.full((n,), 0.3), p_true=torch.full((n,), 0.1),
-                         probs=probs, labels=k % num_classes, total_wrong=n)
+    s, K = spec.classes, spec.num_classes
+    return [{"index": k, "true": s[k % K], "predicted": s[(k + 1) % K], "second": s[(k + 2) % K],
+             "p_true": 0.1, "p_predicted": 0.6, "p_second": 0.3} for k in range(n)]
 
 
 def test_colour_images_keep_their_pixels_and_sfddd_its_aspect_ratio(tmp_path):
     g = torch.Generator().manual_seed(0)
     cifar = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=g)
-    pdf = save_figure(misclassified_pages(fake_result(3), cifar, CIFAR10)[0], tmp_path, "cifar")[1]
+    pdf = save_figure(misclassified_pages(fake_records(3, CIFAR10), cifar, CIFAR10)[0], tmp_path, "cifar")[1]
     for j, im in enumerate(placed_images(pdf)):
         assert im["pixels"].shape == (32, 32, 3)
         assert np.array_equal(im["pixels"], cifar[j].permute(1, 2, 0).numpy())
     frames = torch.randint(0, 256, (2, 3, 48, 64), dtype=torch.uint8, generator=g)  # SFDDD: 64 wide, 48 high
-    pdf = save_figure(misclassified_pages(fake_result(2), frames, SFDDD)[0], tmp_path, "sfddd")[1]
+    pdf = save_figure(misclassified_pages(fake_records(2, SFDDD), frames, SFDDD)[0], tmp_path, "sfddd")[1]
     for j, im in enumerate(placed_images(pdf)):
         assert np.array_equal(im["pixels"], frames[j].permute(1, 2, 0).numpy())
         assert im["width"] / im["height"] == pytest.approx(64 / 48, rel=1e-3)
@@ -311,10 +321,11 @@ def test_colour_images_keep_their_pixels_and_sfddd_its_aspect_ratio(tmp_path):
 
 def test_pages_hold_at_most_100_images_and_every_image_once():
     images = torch.zeros(130, 1, 28, 28, dtype=torch.uint8)
-    pages = misclassified_pages(fake_result(130), images, MNIST, title="t")
+    pages = misclassified_pages(fake_records(130, MNIST), images, MNIST, title="t")
     counts = [len(fig.axes) for fig in pages]
     assert sum(counts) == 130 and max(counts) <= 100 and len(pages) == math.ceil(130 / counts[0]) > 1
-    assert misclassified_pages(fake_result(0), images, MNIST) == []
+    assert grid_pages(130, (28, 28), MNIST) == len(pages)
+    assert misclassified_pages([], images, MNIST) == []
     import matplotlib.pyplot as plt
     for fig in pages:
         plt.close(fig)
@@ -335,7 +346,7 @@ def test_the_command_on_a_tiny_model(tiny, mnist_dir, tmp_path, capsys):
                             "--split", "test", "--out", out, "--batch-size", 16)
     assert code == 0, err
     model, folder = load_model_folder(tiny)
-    data = load_model_split(folder, "test", mnist_dir)
+    data = folder.load_split("test", mnist_dir)
     expected = brute_force(model, data.images, data.labels)
     assert f"{len(expected)} of 50 test images misclassified" in stdout
     assert str(out) in stdout
@@ -344,7 +355,7 @@ def test_the_command_on_a_tiny_model(tiny, mnist_dir, tmp_path, capsys):
             assert (out / f"{stem}.{ext}").stat().st_size > 1000
     doc = json.loads((out / "results.json").read_text())
     r = doc["results"]
-    assert r["wrong"] == r["shown"] == len(r["misclassified"]) == len(expected)
+    assert r["wrong"] == len(r["misclassified"]) == len(expected)
     assert [m["index"] for m in r["misclassified"]] == [e[0] for e in expected]
     assert [m["predicted"] for m in r["misclassified"]] == [str(e[1]) for e in expected]
     if data.names is not None:
@@ -369,7 +380,7 @@ def test_the_newest_model_and_the_default_folder(tiny, mnist_dir, tmp_path, caps
     assert "the newest model in trained_models/" in stdout and "val images misclassified" in stdout
     assert "the 3 most confident shown" in stdout
     doc = json.loads((work / "reports" / "tiny" / "misclassified" / "results.json").read_text())
-    assert doc["results"]["shown"] == 3 == len(doc["results"]["misclassified"])
+    assert len(doc["results"]["misclassified"]) == 3
     assert doc["results"]["wrong"] > 3 and doc["data"]["split"] == "val"
     assert len(placed_images(work / "reports" / "tiny" / "misclassified" / "misclassified.pdf")) == 3
 
@@ -385,7 +396,7 @@ def error_cases(tiny, mnist_dir, tmp_path):
     model = ["--model", tiny]
     data = ["--data-dir", mnist_dir]
     return {
-        "unknown split": ([*model, *data, "--split", "tset"], "unknown split 'tset'"),
+        "unknown split": ([*model, *data, "--split", "tset"], "--split 'tset': use val, test, train"),
         "not a model": (["--model", not_a_model, *data], "meta.json: file not found"),
         "a file as --model": (["--model", a_file, *data], "not a model folder"),
         "no such --model": (["--model", tmp_path / "nowhere", *data], "no such model folder"),
@@ -430,14 +441,20 @@ def test_the_library_refuses_labels_that_do_not_fit(fixture_test):
         misclassified(Linear(), images, labels[:49])
 
 
-def test_a_split_without_labels_is_refused_by_the_task(tiny, mnist_dir, tmp_path, monkeypatch):
+def test_a_split_without_labels_is_refused_by_the_analysis(tiny, mnist_dir, tmp_path, monkeypatch):
+    from probe.analysis import misclassified as analysis
+    from probe.analysis.base import clear_split_cache
+    from probe.analysis.runner import run_analysis
     from probe.data.imageset import ImageSet
-    from probe.tasks import failures
-    real = failures.load_model_split
+    from probe.models.folder import ModelFolder
+    real = ModelFolder.load_split
 
     def unlabelled(folder, split, data_dir=None):
         d = real(folder, split, data_dir)
         return ImageSet(d.images, torch.full_like(d.labels, -1), d.spec)
-    monkeypatch.setattr(failures, "load_model_split", unlabelled)
+    monkeypatch.setattr(ModelFolder, "load_split", unlabelled)
+    clear_split_cache()
     with pytest.raises(ConfigError, match="no labels"):
-        failures.run_misclassified(tiny, split="test", data_dir=mnist_dir, out=tmp_path / "o")
+        run_analysis(analysis.ANALYSIS, tiny, analysis.Settings(split="test"), data_dir=mnist_dir,
+                     out=tmp_path / "o")
+    clear_split_cache()

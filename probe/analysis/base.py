@@ -113,6 +113,10 @@ class ResultBase:
         values |= {n: t for n, t in (arrays or {}).items() if n in names}
         return cls(**values)
 
+    def data_info(self) -> dict:
+        """Which data the numbers rest on, for results.json: the split and its size, where known."""
+        return {k: getattr(self, k) for k in ("split", "n") if getattr(self, k, None) is not None}
+
     def figures(self) -> dict:
         """{stem: matplotlib Figure}: this result drawn (see the analysis's figures())."""
         from probe.analysis.registry import entry_of  # the registry imports every analysis module
@@ -146,8 +150,9 @@ def clear_split_cache() -> None:
 class Context:
     """What an analysis runs on: the model (any nn.Module mapping [0, 1] images (N, C, H, W) to
     logits), its class names, a name for titles, and, for a trained model folder, its dataset
-    (split loader, evaluation crop). progress: an optional callable(description, done, total)."""
-    model: nn.Module
+    (split loader, evaluation crop). progress: an optional callable(description, done, total).
+    model None: a model folder without its weights (an analysis with needs_model=False)."""
+    model: nn.Module | None
     classes: ClassNames
     name: str = "model"
     folder: ModelFolder | None = None
@@ -157,7 +162,7 @@ class Context:
     mean: tuple[float, ...] | None = None  # the dataset's mean pixel, where known
 
     @classmethod
-    def of(cls, model: nn.Module, classes=None, *, folder: ModelFolder | None = None, data_dir=None,
+    def of(cls, model: nn.Module | None, classes=None, *, folder: ModelFolder | None = None, data_dir=None,
            progress=None, name: str | None = None, input_shape=None) -> "Context":
         spec: DatasetSpec | None = folder.spec if folder is not None else getattr(model, "spec", None)
         if classes is None:
@@ -210,5 +215,8 @@ class Analysis:
     section: Callable[[Any], Section]
     summary: Callable[[Any], list[str]]
     needs_data: bool = True  # reads a split of the model's dataset
+    needs_model: bool = True  # loads the weights (learning curves read history.json only)
     joint: bool = False
+    # A joint analysis's part in each model's section: (result, model name) -> Section | None.
+    model_section: Callable[[Any, str], Section | None] | None = None
     write_files: Callable[[Any, Path], list[Path]] | None = None  # files beyond figures and results.json

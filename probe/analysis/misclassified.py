@@ -3,7 +3,7 @@ prediction lower left, the second choice lower right: the seed's layout), the co
 per-class accuracy with 95% Wilson intervals, and the most confused pairs."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -51,9 +51,9 @@ class MisclassifiedResult(ResultBase):
     confusion_matrix: list[list[int]]
     per_class: list[dict]
     most_confused: list[dict]
-    images: torch.Tensor | None = array_field()  # (M, C, H, W) uint8: the wrong images as stored
-    predicted: list[int] = field(default_factory=list)  # every image's predicted class (N,)
     grid_pages: int = 0  # pages of the misclassified grid
+    images: torch.Tensor | None = array_field()  # (M, C, H, W) uint8: the wrong images as stored
+    probs: torch.Tensor | None = array_field()  # (N, K) float32: every image's class probabilities
 
     @property
     def names(self) -> ClassNames:
@@ -109,8 +109,7 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         misclassified=records, confusion_matrix=confusion.matrix.tolist(),
         per_class=[r | {"class": s[r["class"]]} for r in confusion.per_class()],
         most_confused=[r | {"true": s[r["true"]], "predicted": s[r["predicted"]]} for r in confusion.most_confused()],
-        images=_as_uint8(shown[index]) if len(index) else None, predicted=top_k[:, 0].tolist(),
-        grid_pages=grid_pages(len(records), tuple(shown.shape[-2:]), names))
+        images=_as_uint8(shown[index]) if len(index) else None, probs=probs, grid_pages=grid_pages(len(records), tuple(shown.shape[-2:]), names))
 
 
 def _interval(correct: int, n: int, flip: bool = False) -> list[float] | None:

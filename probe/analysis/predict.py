@@ -13,27 +13,25 @@ from probe.errors import ConfigError
 from probe.io import atomic_write_text, check_writable
 from probe.device import resolve_device
 from probe.models.inference import metrics_from_logits, predict_logits
-from probe.models.folder import load_model
+from probe.models.folder import load_model_folder
 
 
-def load_split_for(meta: dict, split: str, data_dir=None) -> ImageSet:
-    """A split of the model's dataset, drawn with the model's own seed and split rule, so that
-    'val' is the validation set the model was chosen on."""
-    from probe.data.splits import load_splits
-    train_cfg = meta.get("train", {})
-    name = meta["dataset"]["name"]
-    return load_splits(name, data_dir, seed=train_cfg.get("split_seed", train_cfg.get("seed", 0)),
-                       split_by=train_cfg.get("split_by", "driver"), splits=(split,))[split]
+def split_logits(model_dir, split: str, data_dir=None, device: str = "auto", batch_size: int = 500,
+                 labelled: bool = False) -> tuple[ImageSet, torch.Tensor]:
+    """A split of the model's own dataset (drawn with its split seed and rule, so that 'val' is the
+    validation set it was chosen on) and the model's logits (N, K) on it. labelled: a split
+    without labels is an error."""
+    dev = resolve_device(device)
+    model, folder = load_model_folder(model_dir, dev)
+    data = folder.load_split(split, data_dir)
+    if labelled and (data.labels < 0).all():
+        raise ConfigError(f"the {split!r} split has no labels to evaluate against; use `probe predict`")
+    return data, predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
 
 
 def evaluate_model(model_dir, *, split: str = "test", data_dir=None, device: str = "auto",
                    batch_size: int = 500) -> dict:
-    dev = resolve_device(device)
-    model, meta = load_model(model_dir, dev)
-    data = load_split_for(meta, split, data_dir)
-    if (data.labels < 0).all():
-        raise ConfigError(f"the {split!r} split has no labels to evaluate against; use `probe predict`")
-    logits = predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
+    data, logits = split_logits(model_dir, split, data_dir, device, batch_size, labelled=True)
     result = metrics_from_logits(logits, data.labels, data.spec.num_classes)
     return result | {"model": Path(model_dir).name, "split": split, "dataset": data.spec.name,
                      "classes": list(data.spec.classes)}
@@ -77,10 +75,7 @@ def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str
                       output=None, device: str = "auto", batch_size: int = 500) -> tuple[Path, str]:
     output = Path(output) if output else Path("reports") / f"{Path(model_dir).name}-{split}.csv"
     check_writable(output)  # a bad -o is said before a long prediction, not after it
-    dev = resolve_device(device)
-    model, meta = load_model(model_dir, dev)
-    data = load_split_for(meta, split, data_dir)
-    logits = predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
+    data, logits = split_logits(model_dir, split, data_dir, device, batch_size)
     atomic_write_text(output, predictions_csv(data, logits.double().softmax(1), fmt))
     summary = f"{len(data):,} predictions for {data.spec.name} {split}"
     if (data.labels >= 0).any():

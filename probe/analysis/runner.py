@@ -99,10 +99,36 @@ def progress_hook(what: str) -> Iterator:
         yield hook
 
 
-def context_for(folder: ModelFolder, *, device="auto", data_dir=None, hook=None) -> Context:
-    """The model of a folder loaded on `device`, with its dataset's split loader."""
-    net, _ = load_model_folder(folder.path, resolve_device(device))
-    return Context.of(net, folder=folder, data_dir=data_dir, progress=hook)
+def context_for(folder: ModelFolder, *, device="auto", data_dir=None, hook=None, name: str | None = None,
+                load: bool = True) -> Context:
+    """The model of a folder loaded on `device`, with its dataset's split loader. load=False:
+    the folder without its weights (model None), for an analysis of meta.json and history.json."""
+    net = load_model_folder(folder.path, resolve_device(device))[0] if load else None
+    return Context.of(net, folder=folder, data_dir=data_dir, progress=hook, name=name)
+
+
+def resolve_runs(runs, root: str | Path = MODELS_ROOT) -> list[ModelFolder]:
+    """Model folders from paths, or from names of folders in `root` (`probe curves mnist-resnet20`)."""
+    if not runs:
+        raise ConfigError("give at least one run: a model folder such as trained_models/mnist-resnet20")
+    folders, seen = [], set()
+    for run in runs:
+        path = Path(run)
+        if not path.exists() and len(path.parts) == 1 and (Path(root) / path).is_dir():
+            path = Path(root) / path
+        folder = read_model_folder(path)
+        key = folder.path.resolve()
+        if key in seen:
+            raise ConfigError(f"{run}: the same run is given twice")
+        seen.add(key)
+        folders.append(folder)
+    return folders
+
+
+def run_labels(folders: list[ModelFolder]) -> list[str]:
+    """Each run's folder name, or its path where two runs share a name."""
+    names = [f.name for f in folders]
+    return [n if names.count(n) == 1 else str(f.path) for n, f in zip(names, folders)]
 
 
 # ---- results.json ------------------------------------------------------------------------------
@@ -130,7 +156,8 @@ def write_outputs(entry: Analysis, result, out: Path, *, settings, folders: list
         atomic_write_bytes(out / ARRAYS, st_save(arrays, metadata={"format": f"probe {entry.name} arrays"}))
         files.append(out / ARRAYS)
     who = {"models": [model_record(f) for f in folders]} if entry.joint else {"model": model_record(folders[0])}
-    doc = {"analysis": entry.name, **who, "settings": settings.to_json(), "device": device,
+    data = {"dataset": folders[0].spec.name, "split_seed": folders[0].split_seed} | result.data_info()
+    doc = {"analysis": entry.name, **who, "data": data, "settings": settings.to_json(), "device": device,
            "results": result.to_json(), "figures": sorted(p.name for p in files if p.suffix in (".png", ".pdf")),
            "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "seconds": round(time.perf_counter() - started, 3)}
@@ -162,11 +189,41 @@ def run_analysis(entry: Analysis, model, settings, *, out=None, data_dir=None, d
     folder, how = resolve_model(model, root=root, class_name=class_name)
     out = output_folder(folder.name, entry.name, out)
     with progress_hook(entry.title) as hook:
-        ctx = context_for(folder, device=device, data_dir=data_dir, hook=hook)
-        result = entry.run(ctx, settings)
-    files = write_outputs(entry, result, out, settings=settings, folders=[folder], started=started,
-                          device=str(ctx.device))
-    lines = [f"model: {folder.path} ({how})", *entry.summary(result),
-             f"{sum(p.suffix == '.png' for p in files)} figure(s) (PNG + PDF), "
-             + ", ".join(p.name for p in files if p.suffix not in (".png", ".pdf"))]
-    return Outcome(out, result, files, lines)
+        ctx = context_for(folder, device=device, data_dir=data_dir, hook=hook, load=entry.needs_model)
+        result = entry.run([ctx] if entry.joint else ctx, settings)
+    return _finish(entry, result, out, settings, [folder], started, ctx, [f"model: {folder.path} ({how})"])
+
+
+def run_joint(entry: Analysis, runs, settings, *, out=None, data_dir=None, device="auto",
+              root=MODELS_ROOT, name: str | None = None, folder: str | None = None) -> Outcome:
+    """`probe curves a b`: one analysis of several model folders at once (run(list[Context])).
+    runs: paths, or names of folders in root (none: the newest model in root). Output in --out,
+    else reports/<name>/<folder>/; name default: the run's own for one, "compare" for several;
+    folder default: the analysis's name."""
+    started = time.perf_counter()
+    folders, lines = (resolve_runs(runs, root), []) if runs else _newest(root)
+    name = name or (folders[0].name if len(folders) == 1 else "compare")
+    out = output_folder(name, folder or entry.name, out)
+    with progress_hook(entry.title) as hook:
+        contexts = [context_for(f, device=device, data_dir=data_dir, hook=hook, name=label,
+                                load=entry.needs_model) for f, label in zip(folders, run_labels(folders))]
+        result = entry.run(contexts, settings)
+    return _finish(entry, result, out, settings, folders, started, contexts[0], lines)
+
+
+def _newest(root) -> tuple[list[ModelFolder], list[str]]:
+    folder, how = resolve_model(None, root=root)
+    return [folder], [f"model: {folder.path} ({how})"]
+
+
+def _finish(entry: Analysis, result, out: Path, settings, folders: list[ModelFolder], started: float,
+            ctx: Context, lines: list[str]) -> Outcome:
+    """The files written, and the lines for the terminal: how the model was chosen, the
+    analysis's summary, what was written."""
+    device = str(ctx.device) if ctx.model is not None else None
+    files = write_outputs(entry, result, out, settings=settings, folders=folders, started=started,
+                          device=device)
+    figures = sum(p.suffix == ".png" for p in files)
+    made = ([f"{figures} figure(s) (PNG + PDF)"] if figures else []) + \
+        [p.name for p in files if p.suffix not in (".png", ".pdf")]
+    return Outcome(out, result, files, [*lines, *entry.summary(result), ", ".join(made)])

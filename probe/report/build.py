@@ -1,5 +1,6 @@
-"""`probe report`: run the analyses of one or more models (reusing results already computed for
-the same weights, data and settings), assemble the tree, render HTML, PDF and figures.tex."""
+"""`probe report`: run the registry's analyses of one or more models (reusing results already
+computed for the same weights, history, data and settings), assemble the tree of sections the
+analyses describe, and render it as HTML, PDF and figures.tex."""
 from __future__ import annotations
 
 import json
@@ -8,11 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from probe.errors import ConfigError
-from probe.io import atomic_write_json
+import probe
+from probe.analysis.base import Analysis, Context
+from probe.analysis.registry import ANALYSES
+from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
+from probe.errors import ConfigError, ProbeError
+from probe.io import atomic_write_json, atomic_write_text
 from probe.models.folder import ModelFolder
+from probe.progress import progress
 from probe.presentation import Report, Section, Text, slug
-from probe.tasks.common import TaskOutput, resolve_model
+from probe.report.html import render_html
+from probe.report.latex import write_latex
+from probe.report.pdf import render_pdf
+from probe.report.structure import comparison_section, model_card, place_figures
 
 FORMATS = ("html", "pdf")
 CACHE_KEY = ".probe-cache.json"
@@ -20,16 +29,16 @@ CACHE_KEY = ".probe-cache.json"
 
 @dataclass
 class Step:
-    """One analysis for the report: what to run, with which settings, and how its results
-    become a section. A per-model step runs once per model (run(path, out=, data_dir=, **settings));
-    a group step once for all of them (run([paths], ...)), e.g. robustness curves on one plot."""
-    analysis: str
-    run: Callable[..., object]
-    settings: dict
-    section: Callable[..., Section | None]  # per model: (results, out, prefix, name); group: (results, out, folder, prefix)
-    needs_data: bool = True
+    """One analysis of the report with its settings. A joint step runs once on all the models
+    (robustness curves on one plot); the others once per model."""
+    entry: Analysis
+    settings: object
+    joint: bool = False
     skip: Callable[[ModelFolder], str | None] = lambda folder: None  # why this model has none
-    group: bool = False
+
+    @property
+    def analysis(self) -> str:
+        return self.entry.name
 
 
 @dataclass
@@ -37,39 +46,12 @@ class ReportPlan:
     steps: list[Step] = field(default_factory=list)
 
 
-def cached_run(step: Step, folders: list[ModelFolder], out: Path, data_dir) -> tuple[dict, bool]:
-    """results.json of the step, from the cache when its key (the models' names, the sha256 of
-    their weights and history, settings, data folder, probe version) is unchanged; else the step
-    is run and the key written after it."""
-    import probe
-    # The names label figures and legends; the training history is what learning curves draw.
-    key = {"analysis": step.analysis, "models": [f.name for f in folders],
-           "weights_sha256": [f.weights_sha256() for f in folders],
-           "history_sha256": [f.history_sha256() for f in folders],
-           "settings": step.settings,
-           "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.needs_data else None,
-           "probe": probe.__version__}
-    key_path, results_path = out / CACHE_KEY, out / "results.json"
-    if key_path.is_file() and results_path.is_file():
-        try:
-            if json.loads(key_path.read_text()) == key:
-                return json.loads(results_path.read_text()), True
-        except (OSError, json.JSONDecodeError):
-            pass
-    if key_path.exists():
-        key_path.unlink()  # a half-finished rerun must not look cached
-    target = [f.path for f in folders] if step.group else folders[0].path
-    step.run(target, out=out, data_dir=data_dir, **step.settings)
-    atomic_write_json(key_path, key)
-    return json.loads(results_path.read_text()), False
-
-
 def hardest_class(folders: list[ModelFolder]) -> str:
     """The class with the lowest mean test accuracy over the models (from their meta.json), so
     that every model's saliency is shown on the same, interesting images."""
     spec = folders[0].spec
     scores = []
-    for k, name in enumerate(spec.classes):
+    for k in range(spec.num_classes):
         accs = [((f.metrics.get("test") or {}).get("per_class_accuracy") or [None] * spec.num_classes)[k]
                 for f in folders]
         accs = [a for a in accs if isinstance(a, (int, float))]
@@ -77,49 +59,82 @@ def hardest_class(folders: list[ModelFolder]) -> str:
     return str(min(scores)[1])  # the index: a class name may be anything a meta.json says
 
 
+def _no_history(folder: ModelFolder) -> str | None:
+    return None if folder.history() else "no training history (history.json)"
+
+
 def default_plan(folders: list[ModelFolder]) -> ReportPlan:
     """The analyses of a report, with settings that keep it to a minute or two on a laptop CPU.
     Every model gets the same settings, so their sections compare image for image."""
-    from probe.report.structure import (curves_section, failures_section, fooling_section,
-                                        robustness_section, saliency_section)
-    from probe.tasks.attacks import run_attack
-    from probe.tasks.fooling import run_fool
-    from probe.tasks.curves import run_learning_curves
-    from probe.tasks.failures import run_misclassified
-    from probe.tasks.saliency import run_saliency
-    plan = ReportPlan()
-    plan.steps.append(Step("curves", lambda path, out, data_dir: run_learning_curves([path], out=out),
-                           {}, curves_section, needs_data=False,
-                           skip=lambda f: None if f.history() else "no training history (history.json)"))
-    plan.steps.append(Step("misclassified",
-                           lambda path, **kw: run_misclassified(path, **kw),
-                           {"split": "test"}, failures_section))
-    # The first images of one class, correct or not: identical inputs for every model compared.
-    plan.steps.append(Step("saliency", lambda path, **kw: run_saliency(path, **kw),
-                           {"class_name": hardest_class(folders), "split": "test", "n": 4,
-                            "selection": "any"}, saliency_section))
-    # Small budgets: a report of two models stays under two minutes on a 2-core CPU. The
-    # commands themselves default to more (probe fool: 4 per target; probe attack: 1,000 images).
-    plan.steps.append(Step("fool-noise", lambda path, **kw: run_fool(path, **kw),
-                           {"source": "noise", "n": 2}, fooling_section, needs_data=False))
-    plan.steps.append(Step("fool-dataset", lambda path, **kw: run_fool(path, **kw),
-                           {"source": "dataset", "n": 1, "split": "test"}, fooling_section))
-    plan.steps.append(Step("robustness", lambda paths, **kw: run_attack(paths, **kw),
-                           {"method": "pgd", "norm": "linf", "steps": 20, "limit": 200, "split": "test"},
-                           robustness_section, group=True))
+    a = ANALYSES
+    steps = [
+        Step(a["curves"], a["curves"].settings(), skip=_no_history),
+        Step(a["misclassified"], a["misclassified"].settings(split="test")),
+        # The first images of one class, correct or not: identical inputs for every model compared.
+        Step(a["saliency"], a["saliency"].settings(class_name=hardest_class(folders), split="test", n=4,
+                                                   selection="any")),
+        # Small budgets: a report of two models stays under two minutes on a 2-core CPU. The
+        # commands themselves default to more (probe fool: 4 per target; probe attack: 1,000 images).
+        Step(a["fool-noise"], a["fool-noise"].settings(n=2)),
+        Step(a["fool-dataset"], a["fool-dataset"].settings(n=1, split="test")),
+        Step(a["robustness"], a["robustness"].settings(method="pgd", norm="linf", steps=20, limit=200,
+                                                       split="test"), joint=True),
+    ]
     if len(folders) > 1 and all(f.history() for f in folders):
-        # Their learning curves on one plot, for the comparison (no per-model part).
-        plan.steps.append(Step("curves", lambda paths, out, data_dir: run_learning_curves(paths, out=out),
-                               {}, lambda *args: None, needs_data=False, group=True))
-    return plan
+        steps.append(Step(a["curves"], a["curves"].settings(), joint=True))  # all on one plot
+    return ReportPlan(steps)
 
 
-def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
-               progress_bar: bool = True, plan: ReportPlan | None = None) -> TaskOutput:
-    from probe.progress import progress
-    from probe.report.structure import model_card
+def cache_key(step: Step, folders: list[ModelFolder], data_dir) -> dict:
+    """What a cached result depends on: the models' names (they label figures), the sha256 of
+    their weights and history (what learning curves draw), the settings, the data folder and
+    probe's version."""
+    return {"analysis": step.analysis, "models": [f.name for f in folders],
+            "weights_sha256": [f.weights_sha256() if step.entry.needs_model else None for f in folders],
+            "history_sha256": [f.history_sha256() for f in folders],
+            "settings": step.settings.to_json(),
+            "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.entry.needs_data else None,
+            "probe": probe.__version__}
+
+
+class Contexts:
+    """Each model loaded once for the whole report (and its splits once, by Context's cache)."""
+
+    def __init__(self, data_dir, device: str, hook):
+        self.data_dir, self.device, self.hook, self._made = data_dir, device, hook, {}
+
+    def __call__(self, folder: ModelFolder, needs_model: bool = True) -> Context:
+        if not needs_model:
+            return Context.of(None, folder=folder, data_dir=self.data_dir, progress=self.hook)
+        if folder.path not in self._made:
+            self._made[folder.path] = context_for(folder, device=self.device, data_dir=self.data_dir,
+                                                  hook=self.hook)
+        return self._made[folder.path]
+
+
+def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Contexts):
+    """The step's Result, from the cache when its key is unchanged; else run, written, and the key
+    written after it (a half-finished rerun never looks cached)."""
+    key = cache_key(step, folders, contexts.data_dir)
+    key_path = out / CACHE_KEY
+    if key_path.is_file():
+        try:
+            if json.loads(key_path.read_text()) == key:
+                return read_outputs(step.entry, out), True
+        except (OSError, ValueError, RecursionError, ProbeError):
+            pass  # unreadable: run again
+    key_path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    formats = tuple(formats)
+    ctxs = [contexts(f, step.entry.needs_model) for f in folders]
+    result = step.entry.run(ctxs if step.joint else ctxs[0], step.settings)
+    write_outputs(step.entry, result, out, settings=step.settings, folders=folders, started=started,
+                  device=str(ctxs[0].device) if step.entry.needs_model else None)
+    atomic_write_json(key_path, key)
+    return result, False
+
+
+def _check_request(models, formats, out, root) -> tuple[list[ModelFolder], Path]:
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ConfigError(f"--format {','.join(formats)}: use html, pdf or html,pdf")
@@ -131,60 +146,79 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    return folders, out
+
+
+def model_sections(folder: ModelFolder, steps: list[Step], out: Path, contexts: Contexts, joint: list,
+                   tick: Callable[[str], None]) -> tuple[Section, int]:
+    """One model's part of the report: its card, then each analysis's section (figures placed
+    from the analysis's folder), then its part of the joint analyses."""
+    prefix = slug(folder.name)
+    top = Section(folder.name, prefix).add(model_card(folder, prefix))
+    reused = 0
+    for step in steps:
+        tick(f"{folder.name}: {step.analysis}")
+        why_not = step.skip(folder)
+        if why_not:
+            top.add(Section(step.entry.title, f"{prefix}-{step.analysis}", [Text(f"Not shown: {why_not}.")]))
+            continue
+        step_out = out / "analyses" / folder.name / step.analysis
+        result, was_cached = cached_run(step, [folder], step_out, contexts)
+        reused += was_cached
+        top.add(place_figures(step.entry.section(result), step_out, prefix, step.analysis))
+    for step, result, step_out in joint:
+        part = step.entry.model_section(result, folder.name) if step.entry.model_section else None
+        if part is not None:
+            top.add(place_figures(part, step_out, prefix, step.analysis))
+    return top, reused
+
+
+def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
+               device: str = "auto", plan: ReportPlan | None = None) -> Outcome:
+    started = time.perf_counter()
+    formats = tuple(formats)
+    folders, out = _check_request(models, formats, out, root)
     plan = plan or default_plan(folders)
-    per_model = [st for st in plan.steps if not st.group]
-    groups = [st for st in plan.steps if st.group]
-    sections, lines, reused = [], [], 0
+    per_model = [st for st in plan.steps if not st.joint]
+    joint_steps = [st for st in plan.steps if st.joint]
+    sections, reused, joint = [], 0, []
     with progress("report") as bar:
-        task = bar.add_task("", total=len(folders) * len(per_model) + len(groups))
-        group_results = []
-        for step in groups:
-            bar.update(task, description=f"{step.analysis} (all models)")
+        task = bar.add_task("", total=len(folders) * len(per_model) + len(joint_steps))
+
+        def hook(description, done, total=None):
+            bar.update(task, description=description)
+
+        def tick(description):
+            bar.update(task, description=description, advance=1)
+        contexts = Contexts(data_dir, device, hook)
+        for step in joint_steps:
+            tick(f"{step.analysis} (all models)")
             # beside analyses/, not in it: no model's name can land on a joint analysis's folder
             step_out = out / "joint-analyses" / step.analysis
-            results, was_cached = cached_run(step, folders, step_out, data_dir)
+            result, was_cached = cached_run(step, folders, step_out, contexts)
             reused += was_cached
-            group_results.append((step, results, step_out))
-            bar.advance(task)
+            joint.append((step, result, step_out))
         for folder in folders:
-            prefix = slug(folder.name)
-            top = Section(folder.name if len(folders) > 1 else f"Model {folder.name}", prefix)
-            top.add(model_card(folder, prefix))
-            for step in per_model:
-                bar.update(task, description=f"{folder.name}: {step.analysis}")
-                why_not = step.skip(folder)
-                if why_not:
-                    top.add(Section(step.analysis.capitalize(), f"{prefix}-{slug(step.analysis)}",
-                                    [Text(f"Not shown: {why_not}.")]))
-                else:
-                    step_out = out / "analyses" / folder.name / step.analysis
-                    results, was_cached = cached_run(step, [folder], step_out, data_dir)
-                    reused += was_cached
-                    top.add(step.section(results, step_out, prefix, folder.name))
-                bar.advance(task)
-            for step, results, step_out in group_results:
-                top.add(step.section(results, step_out, folder, prefix))
+            top, n = model_sections(folder, per_model, out, contexts, joint, tick)
             sections.append(top)
+            reused += n
     if len(folders) > 1:
-        from probe.report.structure import comparison_section
-        sections.insert(0, comparison_section(folders, out, group_results))
-    title = ("probe report: " + " vs ".join(names))
-    subtitle = ("What the network looks at, how easily it is fooled, and where it fails: "
-                f"{', '.join(f'{f.name} ({f.spec.name})' for f in folders)}.")
-    report = Report(title, subtitle, sections, time.strftime("%Y-%m-%d %H:%M"))
-    files = []
-    from probe.report.latex import write_latex
-    files.append(write_latex(report, out))
+        sections.insert(0, comparison_section(folders, joint))
+    elif sections:
+        sections[0].title = f"Model {folders[0].name}"
+    names = [f.name for f in folders]
+    report = Report("probe report: " + " vs ".join(names),
+                    "What the network looks at, how easily it is fooled, and where it fails: "
+                    f"{', '.join(f'{f.name} ({f.spec.name})' for f in folders)}.",
+                    sections, time.strftime("%Y-%m-%d %H:%M"))
+    files = [write_latex(report, out)]
     if "html" in formats:
-        from probe.io import atomic_write_text
-        from probe.report.html import render_html
         atomic_write_text(out / "report.html", render_html(report))
         files.append(out / "report.html")
     if "pdf" in formats:
-        from probe.report.pdf import render_pdf
         files.append(render_pdf(report, out / "report.pdf"))
     seconds = time.perf_counter() - started
-    lines.append(f"{len(report.figures())} figures from {len(per_model) * len(folders) + len(groups)} analyses "
-                 f"({reused} reused from the cache) in {seconds:.0f} s")
-    lines += [f"open {p}" for p in files if p.suffix in (".html", ".pdf")]
-    return TaskOutput(out, files, lines, {"seconds": seconds, "reused": reused})
+    lines = [f"{len(report.figures())} figures from {len(per_model) * len(folders) + len(joint_steps)} analyses "
+             f"({reused} reused from the cache) in {seconds:.0f} s",
+             *(f"open {p}" for p in files if p.suffix in (".html", ".pdf"))]
+    return Outcome(out, {"seconds": seconds, "reused": reused, "figures": len(report.figures())}, files, lines)
