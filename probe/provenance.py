@@ -5,12 +5,12 @@ import platform
 import subprocess
 from pathlib import Path
 
+import probe
+
 
 def versions() -> dict:
     import numpy
     import torch
-
-    import probe
     return {"probe": probe.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
 

@@ -7,6 +7,7 @@ import torch
 
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
+from probe.data.sfddd import find_layout, read_driver_list
 from probe.data.spec import get_spec
 from probe.data.splits import SPLITS, load_splits
 
@@ -46,7 +47,6 @@ def check_dataset(name: str, data_dir: str | Path | None = None, **kw) -> dict:
     split "kaggle" when the folder has one."""
     spec = get_spec(name)
     if spec.name == "sfddd" and "splits" not in kw:
-        from probe.data.sfddd import find_layout
         has_test = find_layout(data_dir).test.is_dir()
         kw["splits"] = SPLITS + (("kaggle",) if has_test else ())
     sets = load_splits(spec.name, data_dir, **kw)
@@ -61,8 +61,6 @@ def check_dataset(name: str, data_dir: str | Path | None = None, **kw) -> dict:
 
 def _sfddd_drivers(data_dir, sets: dict[str, ImageSet]) -> dict[str, list[str]]:
     """Which drivers each labelled split holds (the whole point of splitting by driver)."""
-    from probe.data.sfddd import find_layout, read_driver_list
-
     by_name = {key.split("/", 1)[1]: driver
                for key, (driver, _) in read_driver_list(find_layout(data_dir).csv).items()}
     return {s: sorted({by_name[n] for n in images.names if n in by_name})

@@ -11,11 +11,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from probe.data._progress import progress
+from probe.data.cifar10 import find_source
+from probe.data.mnist import FILES, find_file
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import get_spec
 from probe.errors import DataError
 from probe.io import atomic_writer
+from probe.progress import progress
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_MD5 = {  # the original files of LeCun et al., as torchvision checks them
@@ -68,16 +70,12 @@ def fetch_dataset(name: str, data_dir: str | Path | None = None) -> Path:
             "so that it holds imgs/train/c0..c9, imgs/test and driver_imgs_list.csv"
         )
     if spec.name == "mnist":
-        from probe.data.mnist import FILES, find_file
-
         for base in (b for pair in FILES.values() for b in pair):
             try:
                 find_file(folder, base)  # already there, gzipped or not
             except DataError:
                 download(MNIST_URL + base + ".gz", folder / (base + ".gz"), MNIST_MD5[base + ".gz"])
     else:
-        from probe.data.cifar10 import find_source
-
         try:
             find_source(folder)
         except DataError:

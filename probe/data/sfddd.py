@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from probe.data._progress import progress
 from probe.data.files import check_regular, open_regular
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import SFDDD
 from probe.errors import DataError
 from probe.io import atomic_writer
+from probe.progress import progress
 
 CSV_NAME = "driver_imgs_list.csv"
 CSV_HEADER = ["subject", "classname", "img"]

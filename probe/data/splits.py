@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probe.data import sfddd
+from probe.data.cifar10 import load_cifar10
 from probe.data.imageset import ImageSet
-from probe.data.spec import get_spec
+from probe.data.mnist import load_mnist
+from probe.data.spec import SFDDD, get_spec
 from probe.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -81,11 +84,7 @@ def load_splits(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
 def _load(spec, data_dir, seed: int, split_by: str, splits: tuple[str, ...]) -> dict[str, ImageSet]:
     if spec.name == "sfddd":
         return _sfddd(data_dir, seed, split_by, splits)
-    if spec.name == "mnist":
-        from probe.data.mnist import load_mnist as load
-    else:
-        from probe.data.cifar10 import load_cifar10 as load
-    raw = load(data_dir)
+    raw = (load_mnist if spec.name == "mnist" else load_cifar10)(data_dir)
     out = {}
     if "train" in splits or "val" in splits:
         full = raw["train"]
@@ -98,9 +97,6 @@ def _load(spec, data_dir, seed: int, split_by: str, splits: tuple[str, ...]) -> 
 
 
 def _sfddd(data_dir, seed: int, split_by: str, splits: tuple[str, ...]) -> dict[str, ImageSet]:
-    from probe.data import sfddd
-    from probe.data.spec import SFDDD
-
     if split_by not in ("driver", "random"):
         raise ConfigError(f"unknown split_by {split_by!r} for sfddd: use driver or random")
     out = {}

@@ -24,7 +24,6 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from probe.data.files import read_regular
-from probe.data.imageset import ImageSet
 from probe.data.spec import DatasetSpec
 from probe.errors import DataError
 
@@ -44,10 +43,6 @@ class UserImages:
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.paths]
-
-    def as_imageset(self) -> ImageSet:
-        return ImageSet(self.images, torch.full((len(self.images),), -1, dtype=torch.long), self.spec,
-                        self.names)
 
 
 def _open(path: Path, draft: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:

@@ -34,9 +34,7 @@ class Classifier(nn.Module):
     """[0, 1] images → logits. `classifier.net` is the bare network, for captum layer methods.
 
     A Classifier loaded from a model folder carries its dataset's `spec` (class slugs, display
-    names, codes, input shape), so an analysis needs nothing but the model; `prepare` turns the
-    dataset's stored uint8 images into the view the network was evaluated on (SFDDD's centre
-    crop of the 64×48 frame).
+    names, codes, input shape), so an analysis needs nothing but the model.
     """
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], spec=None):
@@ -54,13 +52,6 @@ class Classifier(nn.Module):
     def cam_layer(self) -> nn.Module:
         """The layer Grad-CAM uses (the network's last feature map)."""
         return self.net.cam_layer
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Stored uint8 images (N, C, H, W) → float [0, 1] at the network's input view."""
-        from probe.data.augment import eval_view
-        if self.spec is not None:
-            images = eval_view(images, self.spec)
-        return images.float() / 255 if not images.is_floating_point() else images
 
     def forward(self, x):  # (N, C, H, W) in [0, 1]
         return self.net(self.normalize(x))  # (N, num_classes)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from probe.models.folder import save_history, save_meta, save_weights
 from probe.models.inference import evaluate
 from probe.train import checkpoint as ckpt
 
@@ -145,9 +146,9 @@ class Checkpointer(Callback):
     def on_epoch_end(self, trainer: "Trainer", record: dict) -> None:
         state = trainer.model.state_dict()
         if record.get("best"):
-            ckpt.save_weights(self.folder, state)
-        ckpt.save_history(self.folder, trainer.history)
-        ckpt.save_meta(self.folder, self.meta | training_summary(trainer))
+            save_weights(self.folder, state)
+        save_history(self.folder, trainer.history)
+        save_meta(self.folder, self.meta | training_summary(trainer))
         ckpt.save_resume(self.folder, state, trainer.optimizer, resume_state(trainer, self.meta))
 
 

@@ -17,8 +17,7 @@ from safetensors.torch import save as st_save
 
 from probe.errors import ModelFileError
 from probe.io import atomic_write_bytes
-from probe.models.folder import (HISTORY, META, WEIGHTS, plain_tensors, read_json,  # noqa: F401
-                                 read_safetensors, save_history, save_meta, save_weights)
+from probe.models.folder import plain_tensors, read_safetensors
 
 RESUME = "resume.safetensors"
 

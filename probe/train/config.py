@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from probe.errors import ConfigError
+from probe.train.schedule import SCHEDULES, WARMUP_SCHEDULES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -65,8 +66,7 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), not {self.momentum}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be in [0, 1), not {self.label_smoothing}")
-        from probe.train.schedule import SCHEDULES, WARMUP_SCHEDULES  # checked before any data is loaded
-        if self.schedule not in SCHEDULES:
+        if self.schedule not in SCHEDULES:  # checked here, before any data is loaded
             raise ConfigError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
         if self.warmup_iters and self.schedule not in WARMUP_SCHEDULES:
             raise ConfigError(f"--warmup-iters {self.warmup_iters} does nothing with the {self.schedule} "

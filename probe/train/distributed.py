@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from probe.device import resolve_device  # noqa: F401  (re-exported)
+from probe.device import resolve_device
 from probe.errors import ConfigError
 
 
@@ -20,10 +20,6 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def rank_device(name: str, local_rank: int, world_size: int) -> str:

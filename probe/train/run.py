@@ -10,9 +10,10 @@ import torch
 
 from probe.data.augment import AugmentConfig, default_augment
 from probe.data.spec import DatasetSpec, get_spec
+from probe.data.splits import load_splits
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
-from probe.models.folder import load_model
+from probe.models.folder import META, load_model, read_json, save_meta
 from probe.models.inference import evaluate
 from probe.models.resnet import ResNet, ResNetConfig, get_config
 from probe.provenance import git_commit, versions
@@ -160,7 +161,6 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         config = paper_warmup(config, arch.depth)
         _checked_on_main(dist_info, lambda: prepare_folder(out, config, resume, force))
         if splits is None:
-            from probe.data.splits import load_splits
             splits = load_splits(config.dataset, data_dir, seed=config.split_seed, split_by=config.split_by)
         torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
         model = build_classifier(arch, spec)
@@ -188,7 +188,7 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
             if trainer.state.step >= trainer.total_steps:
                 status = "evaluated"
                 if dist_info.is_main:
-                    done = ckpt.read_json(out / ckpt.META)
+                    done = read_json(out / META)
                     if "test" in done.get("metrics", {}) or "test" not in splits:
                         _run_end(trainer, done | {"folder": str(out)}, "complete")
                         return done
@@ -212,7 +212,7 @@ def _final_evaluation(trainer: Trainer, out: Path, meta: dict, splits: dict, dev
     result["metrics"]["val"] = evaluate(best, splits["val"], batch_size=bs, device=device) if "val" in splits else {}
     if "test" in splits:
         result["metrics"]["test"] = evaluate(best, splits["test"], batch_size=bs, device=device)
-    ckpt.save_meta(out, result)
+    save_meta(out, result)
     return result
 
 

@@ -22,8 +22,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from probe.data.augment import eval_view
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import get_spec
+from probe.data.splits import load_splits
 from probe.models.inference import to_input
 from probe.models.resnet import get_config
 from probe.train.run import build_classifier
@@ -43,8 +45,6 @@ def _batch(spec, n: int, data_dir, seed: int, random_images: bool) -> tuple[torc
         return (torch.rand(n, *spec.input_shape, generator=g),
                 torch.randint(0, spec.num_classes, (n,), generator=g),
                 f"{n} random images ({why})")
-    from probe.data.augment import eval_view
-    from probe.data.splits import load_splits
     train = load_splits(spec.name, data_dir, seed=seed, splits=("train",))["train"]  # DataError propagates
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     return (to_input(eval_view(train.images[idx], spec)), train.labels[idx],
