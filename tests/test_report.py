@@ -30,13 +30,13 @@ class Page(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.ids, self.hrefs, self.srcs, self.scripts, self.tags = set(), [], [], 0, []
+        self.ids, self.hrefs, self.srcs, self.scripts, self.tags = [], [], [], 0, []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         self.tags.append(tag)
         if "id" in a:
-            self.ids.add(a["id"])
+            self.ids.append(a["id"])
         if "href" in a:
             self.hrefs.append(a["href"])
         if "src" in a:
@@ -83,7 +83,7 @@ def small_plan(models: Path):
                "fool-noise": {"n": 1, "target": "1", "steps": 30},
                "fool-dataset": {"n": 1, "target": "1", "steps": 30}, "robustness": {"limit": 20, "steps": 3}}
     for step in plan.steps:
-        step.settings = step.settings | smaller.get(step.analysis, {})
+        step.settings = step.settings.replace(**smaller.get(step.analysis, {}))
     return plan
 
 
@@ -103,6 +103,7 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
                    "tiny-a-saliency", "tiny-a-fool-noise", "tiny-a-fool-dataset", "tiny-b-robustness",
                    "tiny-a-curves"):
         assert anchor in page.ids, anchor
+    assert len(page.ids) == len(set(page.ids)), sorted(i for i in page.ids if page.ids.count(i) > 1)
     toc = [h[1:] for h in page.hrefs if h.startswith("#")]
     assert toc and all(a in page.ids for a in toc)  # every contents link resolves
     assert page.srcs and all(s.startswith("data:image/png;base64,") for s in page.srcs)
@@ -118,8 +119,19 @@ def test_hostile_names_are_shown_as_text(report):
     html = (out / "report.html").read_text()
     assert HOSTILE not in html and "<b>bold</b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    tex = (out / "figures.tex").read_text()
-    assert "\\begin{figure}" in tex and "<script>" not in tex or "\\textless{}" in tex
+
+
+def test_figures_tex_escapes_every_special_character_of_a_caption(tmp_path):
+    from probe.figures.style import new_figure, save_figure
+    from probe.presentation import Figure, Report, Section
+    from probe.report.latex import write_latex
+    png, pdf = save_figure(new_figure()[0], tmp_path, "f")
+    caption = HOSTILE + r" 100% of $x_1$ & #2 {a} ~ ^ \input"
+    report = Report("T", "S", [Section("s", "s", [Figure(png, pdf, caption, "f")])], "today")
+    tex = write_latex(report, tmp_path).read_text()
+    assert ("\\caption{\\textless{}script\\textgreater{}alert(1)\\textless{}/script\\textgreater{} "
+            "100\\% of \\$x\\_1\\$ \\& \\#2 \\{a\\} \\textasciitilde{} \\textasciicircum{} "
+            "\\textbackslash{}input}") in tex
 
 
 def test_pdf_has_the_sections_as_text_and_embedded_fonts(report):

@@ -112,6 +112,32 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         images=_as_uint8(shown[index]) if len(index) else None, probs=probs, grid_pages=grid_pages(len(records), tuple(shown.shape[-2:]), names))
 
 
+@dataclass
+class ConfusionResult(ResultBase):
+    """The confusion matrix (row = true class, column = prediction) of labelled images, per-class
+    accuracy with 95% Wilson intervals, and the most confused pairs."""
+    KIND = "confusion"
+    classes: list[str]
+    display_names: list[str]
+    codes: list[str]
+    matrix: list[list[int]]
+    per_class: list[dict]
+    most_confused: list[dict]
+
+    def figures(self) -> dict:
+        names = ClassNames(tuple(self.classes), tuple(self.display_names), tuple(self.codes))
+        return {"confusion": confusion_figure(self.matrix, names),
+                "confusion-normalized": confusion_figure(self.matrix, names, normalized=True),
+                "per-class-accuracy": per_class_figure(self.per_class, names)}
+
+
+def confusion(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, classes=None,
+              batch_size: int = 500) -> ConfusionResult:
+    """The confusion matrix of `model` on labelled images (N, C, H, W) in [0, 1] or uint8."""
+    r = misclassified(model, images, labels, classes=classes, max_images=1, batch_size=batch_size)
+    return ConfusionResult(r.classes, r.display_names, r.codes, r.confusion_matrix, r.per_class, r.most_confused)
+
+
 def _interval(correct: int, n: int, flip: bool = False) -> list[float] | None:
     ci = wilson_interval(correct, n)
     if ci is None:

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from probe.data.spec import ClassNames  # noqa: E402
+from probe.io import atomic_writer  # noqa: E402
 
 FULL_WIDTH = 6.3  # inches
 HALF_WIDTH = 3.1
@@ -59,7 +60,6 @@ def new_figure(width: float = FULL_WIDTH, height: float | None = None, **subplot
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Write `stem.png` (200 dpi) and `stem.pdf` (vector: line art and text stay vectors,
     images stay images) atomically, close the figure, and return both paths."""
-    from probe.io import atomic_writer
     folder = Path(folder)
     paths = []
     for ext, kwargs in (("png", {"dpi": PNG_DPI}), ("pdf", {"metadata": {"Creator": "probe"}})):

@@ -6,7 +6,10 @@ import base64
 import json
 from pathlib import Path
 
+from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
+
+import probe
 
 from probe.presentation import Figure, Report, Section, Table, Text
 
@@ -43,9 +46,6 @@ def _node(node, numbers: dict) -> dict:
 
 
 def render_html(report: Report) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    import probe
     env = Environment(loader=PackageLoader("probe.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=False, lstrip_blocks=False)

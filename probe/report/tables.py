@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.models.folder import META, read_model_folder
+from probe.models.zoo import zoo_table
 from probe.text import text_table
 
 
 def zoo_text(input_shape: tuple[int, int, int], num_classes: int, width: float) -> str:
-    from probe.models.zoo import zoo_table
     rows = zoo_table(input_shape, num_classes, width=width)
     body = [[r["name"], str(r["depth"]), r["block"], "pre" if r["preact"] else "post", r["shortcut"],
              f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f}M"] for r in rows]
@@ -20,7 +21,6 @@ def zoo_text(input_shape: tuple[int, int, int], num_classes: int, width: float) 
 def trained_models(root: Path) -> list[dict]:
     """Every model folder below root, checked: a readable one as its meta.json, an unreadable
     one as {"name", "error"} (listed, not skipped, and never hiding the others)."""
-    from probe.models.folder import META, read_model_folder
     rows = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and (p / META).exists()):
         try:

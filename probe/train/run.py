@@ -166,16 +166,7 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         model = build_classifier(arch, spec)
         augment = default_augment(spec) if config.augment else AugmentConfig()
         saved = ckpt.load_resume(out) if resume else None
-        meta = {
-            "name": out.name, "arch_name": config.arch, "arch": arch.to_dict(),
-            "dataset": spec.to_dict(), "train": config.to_dict(), "augment": asdict(augment),
-            "seed": config.seed, "split_seed": config.split_seed,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "split_sizes": {k: len(v) for k, v in splits.items()},  # the sizes actually trained on
-            "versions": versions(), "git_commit": git_commit(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
-            "world_size": dist_info.world_size,
-        }
+        meta = _run_meta(out, config, arch, spec, augment, model, splits, device, dist_info.world_size)
         if saved is not None:
             meta["extensions"] = extensions(saved[2], config)
         hooks = [Checkpointer(out, meta)] if dist_info.is_main else []
@@ -201,6 +192,19 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         return result
     finally:
         teardown()
+
+
+def _run_meta(out: Path, config: TrainConfig, arch, spec, augment, model, splits, device, world_size: int) -> dict:
+    """meta.json of a run as it starts: what it is, on what, with what."""
+    return {
+        "name": out.name, "arch_name": config.arch, "arch": arch.to_dict(),
+        "dataset": spec.to_dict(), "train": config.to_dict(), "augment": asdict(augment),
+        "seed": config.seed, "split_seed": config.split_seed,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "split_sizes": {k: len(v) for k, v in splits.items()},  # the sizes actually trained on
+        "versions": versions(), "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device), "world_size": world_size,
+    }
 
 
 def _final_evaluation(trainer: Trainer, out: Path, meta: dict, splits: dict, device) -> dict:

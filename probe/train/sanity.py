@@ -129,36 +129,11 @@ def _gradient_check(model: torch.nn.Module, spec, seed: int, n_inputs: int = 4,
     worst, worst_abs, checked, kinks = 0.0, 0.0, 0, 0
     with torch.no_grad():
         base = loss_fn().item()
-
-        def probe(flat, i: int, analytic: float, eps: float) -> tuple[float, float, bool]:
-            """(error, error / bound, whether a kink within eps explains the error)."""
-            old = flat[i].item()
-            flat[i] = old + eps
-            up = loss_fn().item()
-            flat[i] = old - eps
-            down = loss_fn().item()
-            flat[i] = old
-            numeric = (up - down) / (2 * eps)
-            err = abs(analytic - numeric)
-            jump = abs((up - base) - (base - down)) / eps  # forward slope − backward slope
-            return err, err / (GRAD_ATOL + GRAD_RTOL * abs(numeric)), jump >= err
-
         for tensor, grad, wanted in groups:
-            flat, gflat = tensor.view(-1), grad.reshape(-1)
-            done = 0
-            for i in gflat.abs().topk(min(candidates, gflat.numel())).indices.tolist():
-                if done == wanted:
-                    break
-                err, ratio, _ = probe(flat, i, gflat[i].item(), GRAD_EPS)
-                if ratio > 1:
-                    err, ratio, kink = probe(flat, i, gflat[i].item(), GRAD_EPS_SMALL)
-                    if ratio > 1 and kink:
-                        kinks += 1
-                        continue
-                if ratio >= worst:
-                    worst, worst_abs = ratio, err
-                done += 1
-            checked += done
+            ratio, err, done, skipped = _check_largest(loss_fn, base, tensor, grad, wanted, candidates)
+            if ratio >= worst:
+                worst, worst_abs = ratio, err
+            checked, kinks = checked + done, kinks + skipped
     expected = n_inputs + len(picks)
     passed = worst <= 1.0 and 2 * checked >= expected  # kinks everywhere say nothing either way
     skipped = f", {kinks} skipped at a ReLU kink within ε" if kinks else ""
@@ -170,6 +145,41 @@ def _gradient_check(model: torch.nn.Module, spec, seed: int, n_inputs: int = 4,
                        f"ε = {GRAD_EPS:g}, then {GRAD_EPS_SMALL:g})"
                        + ("" if checked == expected else f"; {checked} of {expected} entries "
                           "compared (at least half needed)"))}
+
+
+def _difference(loss_fn, base: float, flat, i: int, analytic: float, eps: float) -> tuple[float, float, bool]:
+    """Central difference of entry i: (error, error / bound, whether a kink within eps explains
+    the error)."""
+    old = flat[i].item()
+    flat[i] = old + eps
+    up = loss_fn().item()
+    flat[i] = old - eps
+    down = loss_fn().item()
+    flat[i] = old
+    numeric = (up - down) / (2 * eps)
+    err = abs(analytic - numeric)
+    jump = abs((up - base) - (base - down)) / eps  # forward slope − backward slope
+    return err, err / (GRAD_ATOL + GRAD_RTOL * abs(numeric)), jump >= err
+
+
+def _check_largest(loss_fn, base: float, tensor, grad, wanted: int, candidates: int):
+    """The `wanted` largest-gradient entries of one tensor checked (kinks skipped for the next
+    largest): (worst ratio, its error, entries checked, entries skipped at a kink)."""
+    flat, gflat = tensor.view(-1), grad.reshape(-1)
+    worst, worst_abs, done, kinks = 0.0, 0.0, 0, 0
+    for i in gflat.abs().topk(min(candidates, gflat.numel())).indices.tolist():
+        if done == wanted:
+            break
+        err, ratio, _ = _difference(loss_fn, base, flat, i, gflat[i].item(), GRAD_EPS)
+        if ratio > 1:
+            err, ratio, kink = _difference(loss_fn, base, flat, i, gflat[i].item(), GRAD_EPS_SMALL)
+            if ratio > 1 and kink:
+                kinks += 1
+                continue
+        if ratio >= worst:
+            worst, worst_abs = ratio, err
+        done += 1
+    return worst, worst_abs, done, kinks
 
 
 def _overfit(model, xb, yb, steps_max: int) -> dict:
