@@ -1,5 +1,9 @@
-"""Plain-text tables for the terminal."""
+"""Plain text: tables for the terminal, and the control characters no output draws."""
 from __future__ import annotations
+
+# C0 and C1 control characters and DEL: no output can draw them, and some act (a newline ends a
+# TeX comment).
+CONTROL_AS_SPACE = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], " ")
 
 
 def text_table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:

@@ -129,9 +129,8 @@ def test_figures_tex_escapes_every_special_character_of_a_caption(tmp_path):
     caption = HOSTILE + r" 100% of $x_1$ & #2 {a} ~ ^ \input"
     report = Report("T", "S", [Section("s", "s", [Figure(png, pdf, caption, "f")])], "today")
     tex = write_latex(report, tmp_path).read_text()
-    assert ("\\caption{\\textless{}script\\textgreater{}alert(1)\\textless{}/script\\textgreater{} "
-            "100\\% of \\$x\\_1\\$ \\& \\#2 \\{a\\} \\textasciitilde{} \\textasciicircum{} "
-            "\\textbackslash{}input}") in tex
+    assert ("\\caption{$<$script$>$alert(1)$<$/script$>$ 100\\% of \\$x\\_1\\$ \\& \\#2 \\{a\\} "
+            "\\~{} \\^{} $\\backslash$input}") in tex
 
 
 def test_pdf_has_the_sections_as_text_and_embedded_fonts(report):

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from probe.data.spec import ClassNames  # noqa: E402
+from probe.text import CONTROL_AS_SPACE  # noqa: E402
 from probe.io import atomic_writer  # noqa: E402
 
 FULL_WIDTH = 6.3  # inches
@@ -34,6 +35,8 @@ RC = {
     "font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE, "axes.labelsize": FONT_SIZE,
     "xtick.labelsize": SMALL_FONT, "ytick.labelsize": SMALL_FONT, "legend.fontsize": SMALL_FONT,
     "figure.titlesize": FONT_SIZE + 1,
+    # User text (class and model names) is drawn as it is: a "$" starts no mathtext.
+    "text.parse_math": False,
     # TrueType (Type 42) fonts embedded: text stays text in the PDF and LaTeX accepts it.
     "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
     "savefig.bbox": "tight", "savefig.pad_inches": 0.02,
@@ -107,7 +110,13 @@ def _glyph_only_font_subsets():
 def class_labels(classes, short: bool = False) -> list[str]:
     """Names for axes and legends (classes: ClassNames, a DatasetSpec, names or a count):
     display names, or the short codes (c0..c9) where a dataset has them and space is tight."""
-    return ClassNames.of(classes).labels(short)
+    return [plain_text(x) for x in ClassNames.of(classes).labels(short)]
+
+
+def plain_text(text) -> str:
+    """User text as matplotlib draws it safely: control characters (a newline would break a
+    label's layout, a NUL a font) as spaces; mathtext is off in RC, so "$" is a dollar sign."""
+    return str(text).translate(CONTROL_AS_SPACE)
 
 
 def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:

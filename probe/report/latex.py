@@ -3,18 +3,42 @@ figures.tex with one figure environment per figure, ready to \\input."""
 from __future__ import annotations
 
 import shutil
+import unicodedata
 from pathlib import Path
 
 from probe.io import atomic_write_text
 from probe.presentation import Report
 
-_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-            "<": r"\textless{}", ">": r"\textgreater{}"}
+# Written so that any font encoding prints them (a thesis may load T1; the default is OT1).
+_SPECIAL = {"\\": r"$\backslash$", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}", "<": r"$<$", ">": r"$>$", "|": r"$|$",
+            '"': r"{\ttfamily\char34}", "-": "-{}"}
+# The symbols probe's own text uses, as pdflatex writes them without extra packages.
+_SYMBOLS = {"ε": r"$\varepsilon$", "∞": r"$\infty$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$",
+            "−": "-", "–": "--", "—": "---", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "→": r"$\to$",
+            "…": r"\ldots{}", "±": r"$\pm$", "·": r"$\cdot$", "²": r"$^2$", "ρ": r"$\rho$", "δ": r"$\delta$",
+            "α": r"$\alpha$", "σ": r"$\sigma$", "°": r"$^\circ$", "‘": "`", "’": "'", "“": "``", "”": "''",
+            "\u00a0": "~", "é": "\\'e", "è": "\\`e", "ü": '\\"u', "ö": '\\"o', "ä": '\\"a'}
 
 
 def tex_escape(text: str) -> str:
-    return "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+    """Any text as LaTeX that prints it: TeX's specials escaped (also ^, so no ^^xx sequence can
+    form), control characters (a newline would end a % comment) as spaces, the symbols probe
+    writes as math, and any other character outside ASCII as its closest ASCII letter or "?"."""
+    out = []
+    for ch in str(text):
+        if ch in _SPECIAL:
+            out.append(_SPECIAL[ch])
+        elif ch in _SYMBOLS:
+            out.append(_SYMBOLS[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(" ")
+        elif ch.isascii():
+            out.append(ch)
+        else:
+            plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            out.append(tex_escape(plain) if plain.strip() and plain.isprintable() else "?")
+    return "".join(out)
 
 
 def write_latex(report: Report, out: Path) -> Path:

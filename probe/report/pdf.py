@@ -28,8 +28,15 @@ from reportlab.platypus.tableofcontents import TableOfContents
 
 from probe.io import atomic_write_bytes
 from probe.presentation import Figure, Report, Section, Table, Text
+from probe.text import CONTROL_AS_SPACE
 
 FONT, FONT_BOLD = "ProbeSans", "ProbeSans-Bold"
+
+
+def markup(text) -> str:
+    """Any text as reportlab paragraph markup that prints it: <, > and & escaped, control
+    characters (which reportlab cannot draw) as spaces."""
+    return escape(str(text).translate(CONTROL_AS_SPACE))
 
 
 def _register_fonts() -> None:
@@ -81,8 +88,10 @@ class _Doc(SimpleDocTemplate):
         if level is not None:
             key = f"h{id(flowable)}"
             self.canv.bookmarkPage(key)
-            self.canv.addOutlineEntry(flowable.getPlainText(), key, level=level)
-            self.notify("TOCEntry", (level, flowable.getPlainText(), self.page, key))
+            plain = flowable.getPlainText()
+            self.canv.addOutlineEntry(plain, key, level=level)
+            # the contents draw their entries as Paragraphs, which parse markup: escaped again
+            self.notify("TOCEntry", (level, markup(plain), self.page, key))
 
 
 class _Story:
@@ -99,8 +108,8 @@ class _Story:
                                      ("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 0)])
         toc.levelStyles = [ParagraphStyle(f"toc{i}", parent=st["body"], fontSize=10 - i, leading=13 - i,
                                           leftIndent=12 * i, firstLineIndent=0) for i in range(3)]
-        self.flow += [Paragraph(escape(report.title), st["title"]), Paragraph(escape(report.subtitle), st["sub"]),
-                      Paragraph(escape(f"Made {report.created}."), st["sub2"]), Spacer(1, 12),
+        self.flow += [Paragraph(markup(report.title), st["title"]), Paragraph(markup(report.subtitle), st["sub"]),
+                      Paragraph(markup(f"Made {report.created}."), st["sub2"]), Spacer(1, 12),
                       Paragraph("Contents", st["heads"][1]), toc, PageBreak()]
 
     def kept_with_headings(self, parts: list):
@@ -113,7 +122,7 @@ class _Story:
 
     def add(self, node, level: int = 1) -> None:
         if isinstance(node, Section):
-            p = Paragraph(escape(node.title), self.st["heads"][min(level, 3)])
+            p = Paragraph(markup(node.title), self.st["heads"][min(level, 3)])
             p.toc_level = level - 1 if level - 1 <= 2 else None
             if level == 1 and self.flow and not isinstance(self.flow[-1], PageBreak):
                 self.flow.append(PageBreak())
@@ -121,30 +130,40 @@ class _Story:
             for child in node.children:
                 self.add(child, level + 1)
         elif isinstance(node, Text):
-            self.flow.append(Paragraph(escape(node.text), self.st["body"]))
+            self.flow.append(Paragraph(markup(node.text), self.st["body"]))
         elif isinstance(node, Table):
             self.table(node)
         elif isinstance(node, Figure):
             self.figures += 1
             # room on the page for headings above the figure and its caption below
             slot = FigureSlot(node, self.frame_w, self.frame_h - 120, self.placed)
-            text = Paragraph(f"<b>Figure {self.figures}.</b> {escape(node.caption)}", self.st["caption"])
+            text = Paragraph(f"<b>Figure {self.figures}.</b> {markup(node.caption)}", self.st["caption"])
             self.flow.append(self.kept_with_headings([slot, text]))
+
+    def column_widths(self, node: Table) -> list[float]:
+        """Widths that fit the frame, shared by the columns as their longest cells (a name of
+        any length wraps inside its column instead of pushing the table off the page)."""
+        longest = [max([len(str(c))] + [len(str(r[i])) for r in node.rows if i < len(r)])
+                   for i, c in enumerate(node.columns)]
+        weights = [min(max(n, 4), 40) for n in longest]
+        natural = [w * 5.2 + 12 for w in weights]  # ~5.2 pt a character at 8.5 pt, and padding
+        scale = min(1.0, self.frame_w / sum(natural))
+        return [w * scale for w in natural]
 
     def table(self, node: Table) -> None:
         st = self.st
-        rows = [[Paragraph(f"<b>{escape(c)}</b>", st["cell_num"] if i in node.numeric else st["cell"])
+        rows = [[Paragraph(f"<b>{markup(c)}</b>", st["cell_num"] if i in node.numeric else st["cell"])
                  for i, c in enumerate(node.columns)]]
-        rows += [[Paragraph(escape(str(v)), st["cell_num"] if i in node.numeric else st["cell"])
+        rows += [[Paragraph(markup(str(v)), st["cell_num"] if i in node.numeric else st["cell"])
                   for i, v in enumerate(r)] for r in node.rows]
-        t = RLTable(rows, repeatRows=1, hAlign="LEFT")
+        t = RLTable(rows, colWidths=self.column_widths(node), repeatRows=1, hAlign="LEFT")
         t.setStyle(TableStyle([
             ("FONT", (0, 0), (-1, -1), FONT),  # a Table sets its cells' font even for Paragraphs
             ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
             ("LINEBELOW", (0, 1), (-1, -1), 0.3, colors.HexColor("#cccccc")),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
             ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))
-        parts = ([Paragraph(escape(node.caption), st["small"])] if node.caption else []) + [t, Spacer(1, 10)]
+        parts = ([Paragraph(markup(node.caption), st["small"])] if node.caption else []) + [t, Spacer(1, 10)]
         if len(node.rows) < 25:  # a long table may break across pages
             self.flow.append(self.kept_with_headings(parts))
         else:

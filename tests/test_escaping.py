@@ -1,0 +1,75 @@
+"""User text (model, class and file names) reaches each output through that output's one
+escaping function: TeX (tex_escape), reportlab markup (markup), matplotlib (mathtext off,
+control characters as spaces), HTML (Jinja2 autoescape). Each is fed every character 0-255 and
+every special of its output, and the result is compiled or rendered for real."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from probe.report.latex import tex_escape
+from probe.report.pdf import markup
+
+EVERY_BYTE = "".join(chr(i) for i in range(256))
+HOSTILE = ["x\n\\input{/etc/hostname}", "^^5cinput{/etc/hostname}", "$\\frac{a}{b}$ 100% #1 &~_{}",
+           "<b onerror=alert(1)>bold</b> &amp; <para>", "\\\\end{document}", "ε ∞ ≥ 漢字 \u00a0–—", EVERY_BYTE]
+
+
+def _needs(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is missing: .ci/run installs it")
+        pytest.skip(f"no {tool} here")
+    return path
+
+
+def test_tex_escape_compiles_and_runs_nothing(tmp_path):
+    pdflatex = _needs("pdflatex")
+    lines = [f"% a comment holding user text: {tex_escape(t)}" for t in HOSTILE]
+    body = "\n\n".join(f"Item {i}: {tex_escape(t)}" for i, t in enumerate(HOSTILE))
+    (tmp_path / "doc.tex").write_text("\n".join(["\\documentclass{article}", *lines, "\\begin{document}", body,
+                                                 "\n\nThe end.", "\\end{document}", ""]))
+    run = subprocess.run([pdflatex, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert run.returncode == 0, log[-3000:]
+    assert "\n! " not in log
+    text = subprocess.run([_needs("pdftotext"), "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
+                          text=True).stdout
+    assert "The end." in text and "Item 6" in text
+    assert "input{/etc/hostname}" in text.replace("\n", "")  # printed, not run
+    hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").is_file() else ""
+    if len(hostname) > 3:
+        assert hostname not in text
+
+
+def test_tex_escape_leaves_no_special_unescaped():
+    out = tex_escape(EVERY_BYTE)
+    assert all(ch.isascii() and (ch >= " ") for ch in out)
+    assert "^^" not in out and "\n" not in out
+
+
+def test_reportlab_markup_builds_and_prints_the_text(tmp_path):
+    from pypdf import PdfReader
+
+    from probe.presentation import Report, Section, Table, Text
+    from probe.report.pdf import render_pdf
+    sections = [Section(t, f"s{i}", [Text(t), Table([t, "n"], [[t, "1"]], caption=t)]) for i, t in enumerate(HOSTILE)]
+    pdf = render_pdf(Report(HOSTILE[3], HOSTILE[2], sections, "today"), tmp_path / "r.pdf")
+    text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
+    assert "<b onerror=alert(1)>bold</b> &amp; <para>" in text  # shown, also in the contents
+    assert text.count("onerror") >= 4
+    assert markup("a<b>&\x00") == "a&lt;b&gt;&amp; "
+
+
+def test_matplotlib_draws_hostile_names_as_text(tmp_path):
+    from probe.figures.failures import confusion_figure
+    from probe.figures.style import plain_text, save_figure
+    names = [t[:40] for t in HOSTILE] + ["$x$", "a$b", "c"]
+    fig = confusion_figure([[1] * 10 for _ in range(10)], names)
+    fig.suptitle(plain_text(EVERY_BYTE))
+    png, pdf = save_figure(fig, tmp_path, "hostile")
+    assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
