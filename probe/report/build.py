@@ -211,7 +211,7 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
                     "What the network looks at, how easily it is fooled, and where it fails: "
                     f"{', '.join(f'{f.name} ({f.spec.name})' for f in folders)}.",
                     sections, time.strftime("%Y-%m-%d %H:%M"))
-    files = [write_latex(report, out)]
+    files = write_latex(report, out)
     if "html" in formats:
         atomic_write_text(out / "report.html", render_html(report))
         files.append(out / "report.html")

@@ -7,7 +7,7 @@ import unicodedata
 from pathlib import Path
 
 from probe.io import atomic_write_text
-from probe.presentation import Report
+from probe.presentation import Figure, Report, Section, Table
 
 # Written so that any font encoding prints them (a thesis may load T1; the default is OT1).
 _SPECIAL = {"\\": r"$\backslash$", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -41,23 +41,89 @@ def tex_escape(text: str) -> str:
     return "".join(out)
 
 
-def write_latex(report: Report, out: Path) -> Path:
-    """Copies each figure's PDF (and PNG) to out/figures/<anchor>.pdf and writes out/figures.tex."""
+def tex_cell(text, chunk: int = 12) -> str:
+    """A table cell: escaped, with a break allowed inside long unbroken runs (a sha256, a long
+    file name), so a narrow column wraps instead of running into the next."""
+    words = str(text).split(" ")
+    return " ".join("\\allowbreak{}".join(tex_escape(w[i:i + chunk]) for i in range(0, len(w), chunk))
+                    if len(w) > chunk else tex_escape(w) for w in words)
+
+
+def _column_spec(table: Table) -> str:
+    """p-columns sharing the text width by their longest cells (capped), numbers flush right."""
+    longest = [max([len(str(c))] + [len(str(r[i])) for r in table.rows if i < len(r)])
+               for i, c in enumerate(table.columns)]
+    weights = [min(max(n, 3), 40) for n in longest]
+    gaps = 2 * len(weights)  # \tabcolsep on both sides of every column, roughly in ems
+    cols = []
+    for i, w in enumerate(weights):
+        frac = w / sum(weights)
+        align = "\\raggedleft" if i in table.numeric else "\\raggedright"
+        cols.append(f">{{{align}\\arraybackslash}}p{{\\dimexpr{frac:.3f}\\linewidth-{frac * gaps:.2f}\\tabcolsep\\relax}}")
+    return "@{}" + "".join(cols) + "@{}"
+
+
+def _tables(node: Section, found: list) -> list:
+    """(section, table) pairs in reading order."""
+    for child in node.children:
+        if isinstance(child, Table):
+            found.append((node, child))
+        elif isinstance(child, Section):
+            _tables(child, found)
+    return found
+
+
+def table_tex(section: Section, table: Table, label: str) -> str:
+    head = " & ".join(f"\\textbf{{{tex_cell(c)}}}" for c in table.columns)
+    header = [f"    {head} \\\\", "    \\midrule"] if any(str(c).strip() for c in table.columns) else []
+    rows = [" & ".join(tex_cell(v) for v in r) + " \\\\" for r in table.rows]
+    return "\n".join([
+        "\\begin{table}[htbp]", "  \\centering\\small",
+        f"  \\caption{{{tex_escape(table.caption or section.title)}}}", f"  \\label{{tab:{label}}}",
+        f"  \\begin{{tabular}}{{{_column_spec(table)}}}", "    \\toprule", *header,
+        *(f"    {r}" for r in rows), "    \\bottomrule", "  \\end{tabular}", "\\end{table}\n"])
+
+
+def figure_tex(fig: Figure) -> str:
+    width = f"{fig.width:g}\\linewidth" if fig.width != 1 else "\\linewidth"
+    return "\n".join([
+        "\\begin{figure}[htbp]", "  \\centering",
+        # never taller than the page leaves room for: the caption stays on it
+        f"  \\includegraphics[width={width},height=0.72\\textheight,keepaspectratio]{{figures/{fig.anchor}.pdf}}",
+        f"  \\caption{{{tex_escape(fig.caption)}}}", f"  \\label{{fig:{fig.anchor}}}", "\\end{figure}\n"])
+
+
+FLOATS_BEFORE_CLEARPAGE = 10  # LaTeX holds at most 18 unplaced floats
+
+
+def _with_clearpages(blocks: list[str]) -> list[str]:
+    out = []
+    for i, block in enumerate(blocks, 1):
+        out.append(block)
+        if i % FLOATS_BEFORE_CLEARPAGE == 0 and i < len(blocks):
+            out.append("\\clearpage\n")
+    return out
+
+
+def write_latex(report: Report, out: Path) -> list[Path]:
+    """Copies each figure's PDF (and PNG) to out/figures/<anchor>.pdf and writes out/figures.tex
+    (one figure environment each) and out/tables.tex (booktabs), both ready to \\input."""
     folder = Path(out) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    blocks = [f"% Figures of: {report.title}. Made by probe; \\input{{figures.tex}} after "
-              "\\usepackage{graphicx}.\n"]
+    figures = []
     for fig in report.figures():
         shutil.copyfile(fig.pdf, folder / f"{fig.anchor}.pdf")
         shutil.copyfile(fig.png, folder / f"{fig.anchor}.png")
-        width = f"{fig.width:g}\\linewidth" if fig.width != 1 else "\\linewidth"
-        blocks.append("\n".join([
-            "\\begin{figure}[htbp]",
-            "  \\centering",
-            f"  \\includegraphics[width={width}]{{figures/{fig.anchor}.pdf}}",
-            f"  \\caption{{{tex_escape(fig.caption)}}}",
-            f"  \\label{{fig:{fig.anchor}}}",
-            "\\end{figure}\n"]))
-    path = Path(out) / "figures.tex"
-    atomic_write_text(path, "\n".join(blocks))
-    return path
+        figures.append(figure_tex(fig))
+    tables, seen = [], {}
+    for top in report.sections:
+        for section, table in _tables(top, []):
+            seen[section.anchor] = seen.get(section.anchor, 0) + 1
+            tables.append(table_tex(section, table, f"{section.anchor}-{seen[section.anchor]}"))
+    title = tex_escape(report.title)
+    fig_path, tab_path = Path(out) / "figures.tex", Path(out) / "tables.tex"
+    atomic_write_text(fig_path, "\n".join([f"% Figures of: {title}. Made by probe; \\input{{figures.tex}} "
+                                          "after \\usepackage{graphicx}.\n", *_with_clearpages(figures)]))
+    atomic_write_text(tab_path, "\n".join([f"% Tables of: {title}. Made by probe; \\input{{tables.tex}} "
+                                          "after \\usepackage{booktabs,array}.\n", *_with_clearpages(tables)]))
+    return [fig_path, tab_path]

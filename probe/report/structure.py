@@ -63,7 +63,7 @@ def model_card(folder: ModelFolder, prefix: str) -> Section:
         ("created", str(m.get("created", "—"))),
         ("weights sha256", folder.weights_sha256()),
     ]
-    return Section("Model card", f"{prefix}-card", [Table(["", ""], [list(r) for r in rows])])
+    return Section("Model card", f"{prefix}-card", [Table(["", ""], [list(r) for r in rows], caption=f"Model card of {folder.name}.")])
 
 
 
