@@ -52,9 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 from probe.methods.attacks import pgd  # noqa: E402
 from probe.methods.common import class_probabilities  # noqa: E402
-from probe.analysis.predict import load_split_for  # noqa: E402
 from probe.models.folder import load_model_folder  # noqa: E402
-from probe.tasks.attacks import subset  # noqa: E402
+from probe.methods.robustness import subset  # noqa: E402
 
 SIDES = ("probe-fp32", "probe-bf16", "probe-fp32-full", "torchattacks", "captum")
 EPS = (0.1, 0.3)
@@ -203,7 +202,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     say = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     model, folder = load_model_folder(args.model, "cpu")
-    data = load_split_for(folder.meta, "test", args.data_dir)
+    data = folder.load_split("test", args.data_dir)
     index = subset(len(data), args.images)
     x = data.images[index].float() / 255  # (N, 1, 28, 28) [0, 1]
     y = data.labels[index]

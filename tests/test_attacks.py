@@ -1,8 +1,10 @@
 """Attacks and robustness: PGD stays in the ε-ball and [0, 1] for any input (L∞ and L2), FGSM is
 one signed step of ε (checked against a gradient computed by hand), targeted attacks raise the
 target's probability, accuracy falls as ε grows and equals the clean accuracy at ε = 0 (and
-`probe evaluate`'s), the caller's model is left as found; the `probe attack` command as typed,
-and its mistakes as one line and exit code 2."""
+`probe evaluate`'s), the caller's model is left as found; the public API on a plain
+nn.Sequential CNN in float32 and float64 (float64 precision kept), the joint result's JSON round
+trip and report sections; the `probe attack` command as typed, and its mistakes as one line and
+exit code 2."""
 import json
 import sys
 from pathlib import Path
@@ -17,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from probe.methods.attacks import (attack_gradient, fgsm, parse_eps_list, pgd, project,  # noqa: E402
                                     random_in_ball, resolve_precision)
 from probe.methods.common import class_probabilities  # noqa: E402
-from probe.methods.robustness import robustness_curve  # noqa: E402
+from probe.methods.robustness import attack_curve  # noqa: E402
+from probe.analysis import robustness  # noqa: E402
+from probe.analysis.robustness import RobustnessResult, Settings, robustness_curve  # noqa: E402
 from probe.cli import app, main  # noqa: E402
 from probe.errors import ConfigError  # noqa: E402
 
@@ -146,7 +150,7 @@ def test_accuracy_falls_as_eps_grows_and_equals_clean_accuracy_at_0(stamp_net_an
     assert clean >= 0.9  # the stamps are learnt
     eps = [0.02, 0.05, 0.1, 0.3]
     for method in ("pgd", "fgsm"):
-        curve = robustness_curve(net, images, labels, eps, method=method, steps=10, examples=3)
+        curve = attack_curve(net, images, labels, eps, method=method, steps=10, examples=3)
         acc = curve.accuracy
         assert curve.eps == [0.0, *eps] and acc[0] == clean
         assert all(a >= b for a, b in zip(acc, acc[1:])), acc
@@ -167,7 +171,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(stamp_net_an
     acc = {}
     for name, kw in {"fgsm": dict(method="fgsm"), "pgd": dict(method="pgd", steps=20),
                      "pgd3": dict(method="pgd", steps=20, restarts=3)}.items():
-        acc[name] = robustness_curve(net, images, labels, [0.05], examples=0, **kw).accuracy[1]
+        acc[name] = attack_curve(net, images, labels, [0.05], examples=0, **kw).accuracy[1]
     assert acc["pgd"] <= acc["fgsm"] and acc["pgd3"] <= acc["pgd"], acc
 
 
@@ -184,6 +188,7 @@ def test_the_callers_model_is_left_as_found(stamp_net_and_data):
         pgd(net, images[:8], labels[:8], 0.1, steps=3)
         fgsm(net, images[:8], labels[:8], 0.1)
         robustness_curve(net, images[:8], labels[:8], [0.1], steps=2, examples=2)
+        attack_curve(net, images[:8], labels[:8], [0.1], method="fgsm", examples=2)
         assert net.training
         assert [p.requires_grad for p in params] == [False] + [True] * (len(params) - 1)
         assert all(p.grad is g for p, g in zip(params, grads))
@@ -202,6 +207,9 @@ def test_bad_arguments_are_config_errors():
                  lambda: pgd(model, x, y, 0.1, norm="l1"), lambda: pgd(model, x, y, 0.1, steps=0),
                  lambda: pgd(model, x, y, 0.1, step_size=-1), lambda: fgsm(model, x, y[:1], 0.1),
                  lambda: robustness_curve(model, x, y, [0.1], method="cw"),
+                 lambda: robustness_curve(model, x, y, [0.1], classes=["a", "b"]),  # 10 outputs
+                 lambda: robustness_curve(model, x, y, [0.1], target=10),
+                 lambda: robustness_curve(model, x, torch.tensor([0, -1]), [0.1]),
                  lambda: resolve_precision("fp8", "cpu")):
         with pytest.raises(ConfigError):
             call()
@@ -217,18 +225,111 @@ def test_eps_lists():
             parse_eps_list(bad)
 
 
+# ---- the public API on any model ----------------------------------------------------------------
+def sequential_cnn(dtype) -> nn.Sequential:
+    """Not a probe ResNet: a plain nn.Sequential, as a user's notebook would have."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_public_api_on_a_sequential_cnn(dtype):
+    import matplotlib.pyplot as plt
+    from probe.methods.attacks import attack
+    model = sequential_cnn(dtype).train()
+    x = torch.randint(0, 256, (12, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    y = class_probabilities(model, x).argmax(1)  # every image right before the attack
+    for method in ("pgd", "fgsm"):
+        adv = attack(model, x, y, 0.1, method=method, steps=5)
+        assert adv.dtype == dtype and adv.shape == x.shape  # the model's dtype, kept
+        assert (adv - x.to(dtype) / 255).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    result = robustness_curve(model, x, y, [0.05, 0.3], classes=["a", "b", "c"], steps=5, examples=2,
+                              name="seq", target="b")
+    assert isinstance(result, RobustnessResult) and model.training  # left as found
+    acc = [p["accuracy"] for p in result.models[0]["points"]]
+    assert result.eps == [0.0, 0.05, 0.3] and acc[0] == 1.0 and acc == sorted(acc, reverse=True)
+    assert result.target == "b" and all("target_rate" in p for p in result.models[0]["points"])
+    assert result.predicted.shape == (1, 3, 12) and result.example_images.shape == (2, 3, 1, 8, 8)
+    figs = result.figures()
+    assert set(figs) == {"robustness", "examples"}
+    for fig in figs.values():
+        plt.close(fig)
+
+
+def test_float64_attacks_keep_float64_precision():
+    """FGSM on a float64 model: the hand-computed step to float64 precision, which a float32
+    round trip of the images (0.2 is not a float32) would miss by ~1e-8."""
+    model = Linear().double()
+    x = torch.tensor([[[[0.5, 0.2], [0.9, 0.4]]], [[[0.1, 0.6], [0.3, 0.7]]]], dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    W, b = model.fc.weight.detach(), model.fc.bias.detach()
+    grad = (torch.softmax(x.flatten(1) @ W.T + b, 1) - torch.eye(3, dtype=torch.float64)[y]) @ W
+    expected = (x.flatten(1) + 0.05 * grad.sign()).clamp(0, 1).view_as(x)
+    assert torch.allclose(fgsm(model, x, y, 0.05), expected, rtol=0, atol=1e-15)
+    # PGD with one step of ε from the clean image is FGSM (L∞).
+    one = pgd(model, x, y, 0.05, steps=1, step_size=0.05, random_start=False, early_stop=False)
+    assert one.dtype == torch.float64 and torch.allclose(one, expected, rtol=0, atol=1e-15)
+    g, logits = attack_gradient(model, x, y)
+    assert g.dtype == logits.dtype == torch.float64 and torch.allclose(g.flatten(1), grad, atol=1e-14)
+
+
+def test_a_joint_run_its_json_round_trip_and_its_sections(stamp_trained):
+    import matplotlib.pyplot as plt
+    from probe.analysis.runner import context_for
+    from probe.models.folder import read_model_folder
+    from probe.presentation import FigureRef
+    model_dir, data_dir = stamp_trained
+    folder = read_model_folder(model_dir)
+    contexts = [context_for(folder, device="cpu", data_dir=data_dir, name=n) for n in ("a", "b")]
+    result = robustness.run(contexts, Settings(eps="0.1", steps=3, limit=20, examples=2, precision="fp32"))
+    assert result.model_names == ["a", "b"] and result.n == 20 and len(result.indices) == 20
+    same = [[{k: v for k, v in p.items() if k != "seconds"} for p in m["points"]] for m in result.models]
+    assert same[0] == same[1]  # the same weights and seeds
+    doc = json.loads(json.dumps(result.to_json()))
+    again = RobustnessResult.from_json(doc, result.arrays())
+    assert again.to_json() == result.to_json() and torch.equal(again.example_images, result.example_images)
+    figs = again.figures()
+    assert set(figs) == {"robustness", "examples-a", "examples-b"}
+    for fig in figs.values():
+        plt.close(fig)
+
+    def stems(section):
+        return [c.stem for c in section.children if isinstance(c, FigureRef)] + \
+            [s for c in section.children if hasattr(c, "children") for s in stems(c)]
+    assert stems(robustness.section(result)) == ["robustness", "examples-a", "examples-b"]
+    assert stems(robustness.model_section(result, "b")) == ["examples-b"]  # the joint plot is the comparison's
+    lines = robustness.summary(result)
+    assert any(line.startswith("a ") and "%" in line for line in lines) and "20 of 60 test images" in "\n".join(lines)
+
+
+def test_settings_are_checked_once_in_the_options_names():
+    assert Settings(eps="0.3, 0,8/255").eps == (0.0, 8 / 255, 0.3)
+    assert Settings(eps=[0.1, 0.1]).eps == (0.1,)
+    opts = Settings(method="fgsm").attack_options()
+    assert opts["steps"] == 1 and opts["restarts"] == 1
+    assert Settings().attack_options()["steps"] == 40
+    for kwargs, words in (({"method": "fgsm", "restarts": 2}, "--restarts"), ({"restarts": 0}, "--restarts 0"),
+                          ({"precision": "fp8"}, "--precision 'fp8'"), ({"batch_size": 0}, "--batch-size 0"),
+                          ({"split": "dev"}, "--split 'dev'"), ({"threads": 0}, "--threads 0"),
+                          ({"step_size": 0}, "--step-size 0")):
+        with pytest.raises(ConfigError, match=words):
+            Settings(**kwargs)
+
+
 # ---- the command ------------------------------------------------------------------------------
 def test_attack_as_typed_in_the_issue(stamp_project):
     cwd, data_dir = stamp_project
     result = runner.invoke(app, ["attack", "--method", "pgd", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
-    out = cwd / "reports" / "tiny" / "attack-pgd-linf"
+    out = cwd / "reports" / "tiny" / "robustness"
     for stem in ("robustness", "examples"):
         assert (out / f"{stem}.png").is_file() and (out / f"{stem}.pdf").is_file()
     doc = json.loads((out / "results.json").read_text())
     eps = [p["eps"] for p in doc["results"]["models"][0]["points"]]
     assert eps == [0.0, 0.1, 0.2, 0.3]  # MNIST's conventional L∞ points
-    assert doc["settings"]["steps"] == 40 and doc["settings"]["precision"] in ("fp32", "bf16")
+    assert doc["analysis"] == "robustness" and doc["settings"]["precision"] == "auto"  # as given
+    assert doc["results"]["steps"] == 40 and doc["results"]["precision"] in ("fp32", "bf16")  # as run
     assert doc["data"]["n"] == 60 and doc["data"]["indices"] == "all"  # fewer than --limit's 1000
     assert "tiny" in result.output and "0.1" in result.output and "clean accuracy" in result.output
 
@@ -258,9 +359,10 @@ def test_attack_options_and_several_models_on_one_plot(stamp_project):
                                  "--step-size", "0.2", "--targeted", "3", "--restarts", "2", "--limit", "20",
                                  "--precision", "fp32", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
-    out = cwd / "reports" / "tiny-vs-tiny2" / "attack-pgd-l2-to-3"
+    out = cwd / "reports" / "compare" / "robustness"
     doc = json.loads((out / "results.json").read_text())
     assert [m["name"] for m in doc["results"]["models"]] == ["tiny", "tiny2"]
+    assert [m["name"] for m in doc["models"]] == ["tiny", "tiny2"] and doc["results"]["target"] == "3"
     a, b = (m["points"] for m in doc["results"]["models"])
     assert [p["eps"] for p in a] == [0.0, 0.5, 1.0]
     assert [p["accuracy"] for p in a] == [p["accuracy"] for p in b]  # the same weights, the same seeds

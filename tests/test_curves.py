@@ -13,11 +13,15 @@ import torch
 from pypdf import PdfReader
 
 import probe.cli
-from probe.analysis.curves import curves_of, learning_curves, run_curves
+from probe.analysis import curves as curves_analysis
+from probe.analysis.base import Context
+from probe.analysis.compare import compare_text, differing_settings, run_compare
+from probe.analysis.curves import CurvesResult, Settings, curves_of, learning_curves, run_curves
+from probe.analysis.registry import ANALYSES
+from probe.analysis.runner import resolve_runs
 from probe.errors import ConfigError, ModelFileError
 from probe.figures.curves import curves_figure
 from probe.models.folder import read_model_folder
-from probe.tasks.curves import compare_text, differing_settings, resolve_runs, run_compare
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model_folder import write_tiny_model  # noqa: E402
@@ -101,6 +105,79 @@ def test_curves_of_model_folders(tmp_path):
     with pytest.raises(ModelFileError, match="no history.json"):
         curves_of([read_model_folder(b)])
     assert learning_curves({"x": OLD, "y": OLD[:2]}).to_dict()["runs"][1]["epoch"] == [1, 2]
+
+
+def test_the_result_round_trips_through_json_and_the_settings_are_checked():
+    result = learning_curves({"a": OLD, "b": OLD[:2]}, label_smoothing={"b": 0.1}, log=True)
+    doc = json.loads(json.dumps(result.to_json()))
+    assert doc["kind"] == "curves" and doc["log"] is True and doc["runs"][1]["epoch"] == [1, 2]
+    back = CurvesResult.from_json(doc)
+    assert back == result and back.runs[1].smoothed
+    with pytest.raises(ModelFileError, match="malformed run"):
+        CurvesResult.from_json(doc | {"runs": [{"name": "a"}]})
+    with pytest.raises(ModelFileError, match="not a curves result"):
+        CurvesResult.from_json({"kind": "misclassified"})
+    assert Settings().to_json() == {"log": False}
+    with pytest.raises(ConfigError, match="--log"):
+        Settings(log="yes")
+
+
+def test_run_reads_the_folders_of_its_contexts_without_weights(tmp_path):
+    a = read_model_folder(with_history(write_tiny_model(tmp_path / "a"), OLD))
+    b = read_model_folder(with_history(write_tiny_model(tmp_path / "b"), OLD[:2]))
+    (b.path / "weights.safetensors").unlink()  # curves need no weights
+    one = curves_analysis.run(Context.of(None, folder=a), Settings())
+    assert [r.name for r in one.runs] == ["a"] and one.runs[0].val_error == [0.4, 0.35, 0.36]
+    both = curves_analysis.run([Context.of(None, folder=a), Context.of(None, folder=b, name="bee")],
+                               Settings(log=True))
+    assert [r.name for r in both.runs] == ["a", "bee"] and both.log
+    entry = ANALYSES["curves"]
+    assert entry.joint and not entry.needs_model and not entry.needs_data
+    assert list(entry.figures(both)) == ["curves"]
+    refs = entry.section(one).children
+    assert [r.stem for r in refs] == ["curves"] and refs[0].caption.startswith("a: training (dashed)")
+    assert refs[0].data == {"runs": [one.runs[0].to_dict()]}
+    assert "on one plot" in entry.section(both).children[0].caption
+    assert entry.summary(one)[0] == "a: 3 epochs, best epoch 2 (val error 35.00%), final train error 20.00%"
+    assert both.summary()[-1] == "error and loss on a log scale"
+    with pytest.raises(ConfigError, match="model folder"):
+        curves_analysis.run(Context.of(torch.nn.Identity(), classes=2), Settings())
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_learning_curves_of_a_foreign_training_loop(dtype):
+    """The public function on the history of a user's own nn.Sequential CNN, trained a few epochs
+    in float32 or float64: the recorded numbers come back, and result.figures() draws them."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+                              torch.nn.Linear(16, 3)).to(dtype)
+    x, y = torch.rand(24, 1, 8, 8, dtype=dtype), torch.arange(24) % 3
+    xv, yv = torch.rand(12, 1, 8, 8, dtype=dtype), torch.arange(12) % 3
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    history = []
+    for epoch in range(1, 4):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            out = net(xv)
+        history.append({"epoch": epoch, "train_loss": loss.item(),
+                        "train_error": float((net(x).argmax(1) != y).float().mean()),
+                        "val_loss": float(torch.nn.functional.cross_entropy(out, yv)),
+                        "val_error": float((out.argmax(1) != yv).float().mean())})
+    result = learning_curves({"mine": history})
+    assert result.runs[0].val_loss == [h["val_loss"] for h in history]
+    assert result.runs[0].train_objective == [h["train_loss"] for h in history]
+    figs = result.figures()
+    assert list(figs) == ["curves"]
+    loss_lines = drawn(figs["curves"].axes[1])
+    assert loss_lines[0][3] == pytest.approx([h["train_loss"] for h in history])
+    import matplotlib.pyplot as plt
+    plt.close("all")
 
 
 # ---- the figure -------------------------------------------------------------------------------
@@ -247,7 +324,7 @@ def test_compare_of_folders_with_missing_numbers(tmp_path):
     del meta["metrics"], meta["parameters"]
     (b / "meta.json").write_text(json.dumps(meta))
     out = run_compare([a, b], out=tmp_path / "o")
-    rows = out.results["runs"]
+    rows = out.result.runs
     assert rows[1]["epochs"] == 3 and rows[1]["test_error"] is None and rows[1]["parameters"] is None
     assert rows[0]["epochs"] is None  # no meta epochs, no history
     text = compare_text(rows)
@@ -262,7 +339,7 @@ def test_split_seed_defaults_to_the_seed_as_the_loader_reads_it(tmp_path):
     meta = json.loads((b / "meta.json").read_text())
     meta["train"]["split_seed"] = 0
     (b / "meta.json").write_text(json.dumps(meta))
-    rows = run_compare([a, b], out=tmp_path / "o").results["runs"]
+    rows = run_compare([a, b], out=tmp_path / "o").result.runs
     assert rows[0]["train"]["split_seed"] == rows[1]["train"]["split_seed"] == 0
 
 
@@ -270,7 +347,7 @@ def test_two_runs_of_one_name_are_told_apart_by_path(tmp_path):
     a = with_history(write_tiny_model(tmp_path / "x" / "run"), OLD)
     b = with_history(write_tiny_model(tmp_path / "y" / "run"), OLD)
     out = run_compare([a, b], out=tmp_path / "o")
-    assert [r["run"] for r in out.results["runs"]] == [str(a), str(b)]
+    assert [r["run"] for r in out.result.runs] == [str(a), str(b)]
 
 
 def bad_runs(tmp_path, trained):

@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 from probe.cli import app
 from probe.data.augment import AugmentConfig
 from probe.data.batches import epoch_permutation, shard_batches
+from probe.data.spec import MNIST
+from probe.data.splits import load_splits
 from probe.errors import ConfigError, ModelFileError
+from probe.models.folder import ModelFolder, read_model_folder
 from probe.models.inference import to_input
 from probe.train import run as run_module
 from probe.train.config import TrainConfig
@@ -263,16 +266,15 @@ def test_runs_with_different_seeds_validate_and_test_on_the_same_images(mnist_di
     a, b, c = grabbed[1, 0], grabbed[2, 0], grabbed[1, 3]
     assert torch.equal(a.val_set.images, b.val_set.images) and torch.equal(a.train_set.images, b.train_set.images)
     assert not torch.equal(a.val_set.images, c.val_set.images)  # --split-seed does change it
-    from probe.analysis.predict import load_split_for
-    m = json.loads((tmp_path / "2-0" / "meta.json").read_text())
-    assert torch.equal(load_split_for(m, "val", mnist_dir).images, b.val_set.images.cpu())
+    folder = read_model_folder(tmp_path / "2-0")
+    assert torch.equal(folder.load_split("val", mnist_dir).images, b.val_set.images.cpu())
 
 
-def test_old_meta_without_split_seed_splits_with_the_training_seed(mnist_dir):
-    from probe.analysis.predict import load_split_for
-    from probe.data.splits import load_splits
+def test_old_meta_without_split_seed_splits_with_the_training_seed(mnist_dir, tmp_path):
     old = {"dataset": {"name": "mnist"}, "train": {"seed": 4}}  # written before split_seed existed
-    assert torch.equal(load_split_for(old, "val", mnist_dir).images,
+    folder = ModelFolder(tmp_path, old, MNIST, None)
+    assert folder.split_seed == 4
+    assert torch.equal(folder.load_split("val", mnist_dir).images,
                        load_splits("mnist", mnist_dir, seed=4)["val"].images)
     cfg = tiny_config().to_dict()
     del cfg["split_seed"]

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import torch
 
+from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
 from probe.data.spec import DatasetSpec
+from probe.data.user_images import load_user_images
 from probe.errors import ConfigError
 from probe.io import atomic_write_text, check_writable
 from probe.device import resolve_device
 from probe.models.inference import metrics_from_logits, predict_logits
+from probe.methods.common import class_probabilities
 from probe.models.folder import load_model_folder
 
 
@@ -82,3 +85,19 @@ def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str
         m = metrics_from_logits(logits, data.labels, data.spec.num_classes)
         summary += f" (accuracy {100 * m['accuracy']:.2f}%, log loss {m['log_loss']:.4f})"
     return output, summary
+
+
+def predict_images(model_dir, paths, *, device: str = "auto", top: int = 3) -> str:
+    """`probe predict --image`: the top classes of a user's own image files, one line each, every
+    file brought to the model's input the way its dataset's images were (probe.data.user_images)."""
+    net, folder = load_model_folder(model_dir, resolve_device(device))
+    spec = folder.spec
+    user = load_user_images(paths, spec)
+    probs = class_probabilities(net, eval_view(user.images, spec))
+    p, kk = probs.topk(min(top, spec.num_classes), dim=1)
+    width = max(len(str(q)) for q in user.paths)
+    lines = []
+    for path, note, pr, ks in zip(user.paths, user.notes, p.tolist(), kk.tolist()):
+        guesses = "  ".join(f"{spec.classes[c]} {v:.3f}" for c, v in zip(ks, pr))
+        lines.append(f"{str(path):<{width}}  {guesses}   ({note})")
+    return "\n".join(lines)

@@ -158,7 +158,8 @@ def write_outputs(entry: Analysis, result, out: Path, *, settings, folders: list
     who = {"models": [model_record(f) for f in folders]} if entry.joint else {"model": model_record(folders[0])}
     data = {"dataset": folders[0].spec.name, "split_seed": folders[0].split_seed} | result.data_info()
     doc = {"analysis": entry.name, **who, "data": data, "settings": settings.to_json(), "device": device,
-           "results": result.to_json(), "figures": sorted(p.name for p in files if p.suffix in (".png", ".pdf")),
+           "results": result.to_json(),
+           "figures": sorted(p.name for p in files if p.suffix in (".png", ".pdf") and p.parent == out),
            "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "seconds": round(time.perf_counter() - started, 3)}
     atomic_write_json(out / RESULTS, doc)
@@ -223,7 +224,7 @@ def _finish(entry: Analysis, result, out: Path, settings, folders: list[ModelFol
     device = str(ctx.device) if ctx.model is not None else None
     files = write_outputs(entry, result, out, settings=settings, folders=folders, started=started,
                           device=device)
-    figures = sum(p.suffix == ".png" for p in files)
+    figures = sum(p.suffix == ".png" and p.parent == out for p in files)  # not images/*.png of fooling
     made = ([f"{figures} figure(s) (PNG + PDF)"] if figures else []) + \
         [p.name for p in files if p.suffix not in (".png", ".pdf")]
     return Outcome(out, result, files, [*lines, *entry.summary(result), ", ".join(made)])

@@ -22,15 +22,16 @@ def eps_label(eps: float, in_255: bool) -> str:
     return f"{eps:g}"
 
 
-def robustness_figure(curves, *, in_255: bool = False, title: str = ""):
+def robustness_figure(curves, *, norm: str = "linf", targeted: bool = False, in_255: bool = False,
+                      title: str = ""):
     """Accuracy (%) against ε, one line per model with its 95% Wilson interval as a band.
-    curves: [(label, RobustnessCurve)], all on the same ε values. The axis starts at 0%, so
-    that a collapse looks like one."""
+    curves: [(label, points)], each point a dict with eps, accuracy and ci95 (as
+    RobustnessResult holds them), all on the same ε values. The axis starts at 0%, so that a
+    collapse looks like one."""
     fig, ax = new_figure(FULL_WIDTH * 0.75, FULL_WIDTH * 0.75 * 0.66)
-    eps = curves[0][1].eps
+    eps = [p["eps"] for p in curves[0][1]]
     x = np.arange(len(eps)) if _uneven(eps) else np.asarray(eps)
-    for k, (label, curve) in enumerate(curves):
-        pts = curve.points()
+    for k, (label, pts) in enumerate(curves):
         acc = np.array([100 * p["accuracy"] for p in pts])
         lo = np.array([100 * p["ci95"][0] for p in pts])
         hi = np.array([100 * p["ci95"][1] for p in pts])
@@ -39,10 +40,9 @@ def robustness_figure(curves, *, in_255: bool = False, title: str = ""):
         ax.plot(x, acc, marker=MARKERS[k % len(MARKERS)], color=colour, markersize=4, linewidth=1.5,
                 label=f"{label} (clean {acc[0]:.2f}%)")
     ax.set_xticks(x, [eps_label(e, in_255) for e in eps])
-    first = curves[0][1]
-    ax.set_xlabel(f"ε ({NORM_NAMES[first.norm]}, pixel units of [0, 1])"
+    ax.set_xlabel(f"ε ({NORM_NAMES[norm]}, pixel units of [0, 1])"
                   + (" — evenly spaced ticks" if _uneven(eps) else ""))
-    ax.set_ylabel("accuracy (%)" if first.target is None else "accuracy (%), targeted attack")
+    ax.set_ylabel("accuracy (%), targeted attack" if targeted else "accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_xlim(x[0] - 0.04 * (x[-1] - x[0] or 1), x[-1] + 0.04 * (x[-1] - x[0] or 1))
     from matplotlib.patches import Patch
@@ -64,19 +64,21 @@ def _uneven(eps) -> bool:
     return len(gaps) > 1 and gaps.max() > 4 * gaps.min()
 
 
-def examples_figure(curve, spec, *, in_255: bool = False, title: str = ""):
+def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool = False, title: str = ""):
     """Rows: a few images; columns: ε (the first is the clean image), each image attacked afresh
     at its ε. Each with the class the model gives it and that class's probability, green when
-    right, red (bold) when wrong."""
+    right, red (bold) when wrong. images: (k, E, C, H, W) float [0, 1] or uint8; labels (k,)
+    class indices; predicted and p: (k, E); eps: the E values; classes: ClassNames, names or a
+    count. None when there is no image."""
     import matplotlib.pyplot as plt
     apply_style()
-    names = class_labels(spec, short=True)
-    e, k = curve.examples.shape[:2]
+    names = class_labels(classes, short=True)
+    k, e = images.shape[:2]
     if k == 0:
         return None
-    h, w = curve.examples.shape[-2:]
+    h, w = images.shape[-2:]
     longest = max(len(n) for n in names) + 5  # "name .99"
-    label_w = max(0.35, max(len(names[int(curve.labels[i])]) for i in curve.example_index) * CHAR_WIDTH + 0.15)
+    label_w = max(0.35, max(len(names[int(y)]) for y in labels) * CHAR_WIDTH + 0.15)
     cell_w = min(1.0, (FULL_WIDTH - label_w) / e)
     img_w = min(cell_w * 0.9, max(0.45, longest * CHAR_WIDTH))
     img_w = min(img_w, cell_w * 0.95)
@@ -86,22 +88,21 @@ def examples_figure(curve, spec, *, in_255: bool = False, title: str = ""):
     width = label_w + e * cell_w
     height = head + k * row_h
     fig = plt.figure(figsize=(width, height))
-    for col, eps in enumerate(curve.eps):
+    for col, value in enumerate(eps):
         fig.text((label_w + (col + 0.5) * cell_w) / width, 1 - (head - 0.04) / height,
-                 "clean" if eps == 0 else f"ε = {eps_label(eps, in_255)}", ha="center", va="bottom",
+                 "clean" if value == 0 else f"ε = {eps_label(value, in_255)}", ha="center", va="bottom",
                  fontsize=SMALL_FONT)
-    for row, i in enumerate(curve.example_index.tolist()):
+    for row in range(k):
         top = height - head - row * row_h
-        y = int(curve.labels[i])
+        y = int(labels[row])
         fig.text((label_w - 0.08) / width, (top - img_h / 2) / height, names[y], ha="right", va="center",
                  fontsize=SMALL_FONT + 1)
         for col in range(e):
             left = label_w + col * cell_w + (cell_w - img_w) / 2
             ax = fig.add_axes((left / width, (top - img_h) / height, img_w / width, img_h / height))
-            show_image(ax, curve.examples[col, row])
-            pred = int(curve.example_predicted[col, row])
-            p = float(curve.example_p[col, row])
-            ax.text(0.5, -0.04, f"{names[pred]} {p:.2f}".replace(" 0.", " ."), transform=ax.transAxes,
+            show_image(ax, images[row, col])
+            pred = int(predicted[row][col])
+            ax.text(0.5, -0.04, f"{names[pred]} {float(p[row][col]):.2f}".replace(" 0.", " ."), transform=ax.transAxes,
                     ha="center", va="top", fontsize=SMALL_FONT,
                     color=CORRECT if pred == y else WRONG, fontweight="normal" if pred == y else "bold")
     if title:

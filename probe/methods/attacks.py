@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probe.methods.common import as_input, evaluating, model_device
+from probe.methods.common import as_input, evaluating, model_device, model_dtype
 from probe.errors import ConfigError
 
 NORMS = ("linf", "l2")
@@ -72,9 +72,9 @@ def _check(norm: str, precision: str) -> None:
         raise ConfigError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
-def _per_image(value, n: int, device) -> torch.Tensor:
-    """A float or an (N,) tensor → (N, 1, 1, 1) float32, to broadcast over an image batch."""
-    t = torch.as_tensor(value, dtype=torch.float32, device=device)
+def _per_image(value, n: int, device, dtype=torch.float32) -> torch.Tensor:
+    """A float or an (N,) tensor → (N, 1, 1, 1) of `dtype`, to broadcast over an image batch."""
+    t = torch.as_tensor(value, dtype=dtype, device=device)
     return (t.expand(n) if t.ndim == 0 else t.reshape(n)).view(n, 1, 1, 1)
 
 
@@ -85,7 +85,7 @@ def _norm2(x: torch.Tensor) -> torch.Tensor:
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps, norm: str = "linf") -> torch.Tensor:
     """x_adv moved onto the ε-ball around x (L∞ or L2; eps a float or one per image), then onto
     [0, 1]. Returns a new tensor."""
-    e = _per_image(eps, len(x), x.device)
+    e = _per_image(eps, len(x), x.device, x.dtype)
     delta = x_adv - x
     if norm == "linf":
         delta = torch.maximum(torch.minimum(delta, e), -e)
@@ -99,14 +99,15 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps, norm: str = "linf") -> to
 def random_in_ball(x: torch.Tensor, eps, norm: str = "linf", generator=None) -> torch.Tensor:
     """A point drawn uniformly from the ε-ball around x (L∞: each pixel in [-ε, ε]; L2: uniform
     in the ball's volume), then clamped to [0, 1]."""
-    e = _per_image(eps, len(x), x.device)
+    e = _per_image(eps, len(x), x.device, x.dtype)
+    like = {"generator": generator, "device": x.device, "dtype": x.dtype}
     if norm == "linf":
-        delta = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * e
+        delta = (torch.rand(x.shape, **like) * 2 - 1) * e
     else:
         d = x[0].numel()
-        direction = torch.randn(x.shape, generator=generator, device=x.device)
+        direction = torch.randn(x.shape, **like)
         direction = direction / _norm2(direction).clamp_min(1e-12)
-        radius = torch.rand(len(x), generator=generator, device=x.device).pow(1 / d).view(-1, 1, 1, 1)
+        radius = torch.rand(len(x), **like).pow(1 / d).view(-1, 1, 1, 1)
         delta = direction * radius * e
     return (x + delta).clamp_(0, 1)
 
@@ -127,15 +128,16 @@ def attack_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *,
     """The gradient of the attack's objective with respect to the images, and the logits.
     Untargeted: ascend the cross-entropy of the true labels; targeted (`labels` are the
     targets): ascend log p(target). Summed over the batch, so each image's gradient is its own.
-    Call inside `evaluating(model)`; returns (grad (N, C, H, W) float32, logits (N, K) float32)."""
+    Call inside `evaluating(model)`; returns (grad (N, C, H, W), logits (N, K)), both in x's
+    dtype (float32, or float64 for a float64 model: bf16 autocast logits are cast back up)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         with _autocast(x.device, precision):
             logits = model(x)
-        logits = logits.float()
+        logits = logits.to(x.dtype)
         loss = F.cross_entropy(logits, labels, reduction="sum")
         grad, = torch.autograd.grad(-loss if targeted else loss, x)
-    return grad.float(), logits.detach()
+    return grad, logits.detach()
 
 
 def succeeded(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -170,22 +172,23 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, n
     gradient method (x + ε·∇/‖∇‖₂). eps: a float or one per image.
 
     images: (N, C, H, W) uint8 or float [0, 1]; labels (N,). Returns the adversarial images,
-    (N, C, H, W) float32 on the CPU. The model's mode, .grad and requires_grad are restored."""
+    (N, C, H, W) in the model's dtype on the CPU. The model's mode, .grad and requires_grad are
+    restored."""
     goal, targeted = _setup(model, images, labels, target, batch_size, norm, precision)
     device = model_device(model)
-    eps_all = torch.as_tensor(eps, dtype=torch.float32)
+    eps_all = torch.as_tensor(eps, dtype=torch.float64)
     out = []
     with evaluating(model, frozen=True):
         for start in range(0, len(images), batch_size):
-            x = as_input(images[start:start + batch_size], device)
+            x = as_input(images[start:start + batch_size], model)
             e = eps_all if eps_all.ndim == 0 else eps_all[start:start + len(x)]
             grad, _ = attack_gradient(model, x, goal[start:start + len(x)].to(device),
                                       targeted=targeted, precision=precision)
-            step = step_direction(grad, norm) * _per_image(e, len(x), device)
-            out.append(project(x + step, x, e.to(device), norm).cpu())
+            step = step_direction(grad, norm) * _per_image(e, len(x), device, x.dtype)
+            out.append(project(x + step, x, e.to(device, x.dtype), norm).cpu())
             if progress is not None:
                 progress(start + len(x))
-    return torch.cat(out) if out else torch.empty(0, *images.shape[1:])
+    return torch.cat(out) if out else torch.empty(0, *images.shape[1:], dtype=model_dtype(model))
 
 
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, norm: str = "linf",
@@ -204,38 +207,38 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
     steps under bf16 autocast; success is always judged in fp32.
 
     images: (N, C, H, W) uint8 or float [0, 1]; labels (N,). Returns the adversarial images,
-    (N, C, H, W) float32 on the CPU. The model's mode, .grad and requires_grad are restored.
-    progress: an optional callable(n_done) after each batch."""
+    (N, C, H, W) in the model's dtype on the CPU. The model's mode, .grad and requires_grad are
+    restored. progress: an optional callable(n_done) after each batch."""
     goal, targeted = _setup(model, images, labels, target, batch_size, norm, precision)
     if steps < 1:
         raise ConfigError(f"steps must be at least 1, not {steps}")
     if restarts < 1:
         raise ConfigError(f"restarts must be at least 1, not {restarts}")
     device = model_device(model)
-    eps_all = torch.as_tensor(eps, dtype=torch.float32)
+    eps_all = torch.as_tensor(eps, dtype=torch.float64)
     if (eps_all < 0).any() or not torch.isfinite(eps_all).all():
         raise ConfigError(f"ε must be finite and ≥ 0, not {eps!r}")
     if step_size is None:
         alpha_all = 2.5 * eps_all / steps
     else:
-        alpha_all = torch.as_tensor(step_size, dtype=torch.float32)
+        alpha_all = torch.as_tensor(step_size, dtype=torch.float64)
         if (alpha_all <= 0).any() or not torch.isfinite(alpha_all).all():
             raise ConfigError(f"step size must be finite and > 0, not {step_size!r}")
     generator = torch.Generator(device=device).manual_seed(seed)
     out = []
     with evaluating(model, frozen=True):
         for start in range(0, len(images), batch_size):
-            x = as_input(images[start:start + batch_size], device)
+            x = as_input(images[start:start + batch_size], model)
             n = len(x)
-            e = (eps_all if eps_all.ndim == 0 else eps_all[start:start + n]).expand(n).to(device)
-            a = (alpha_all if alpha_all.ndim == 0 else alpha_all[start:start + n]).expand(n).to(device)
+            e = (eps_all if eps_all.ndim == 0 else eps_all[start:start + n]).expand(n).to(device, x.dtype)
+            a = (alpha_all if alpha_all.ndim == 0 else alpha_all[start:start + n]).expand(n).to(device, x.dtype)
             out.append(_pgd_batch(model, x, goal[start:start + n].to(device), e, a, norm=norm,
                                   steps=steps, random=random_start, restarts=restarts,
                                   targeted=targeted, early_stop=early_stop, generator=generator,
                                   precision=precision).cpu())
             if progress is not None:
                 progress(start + n)
-    return torch.cat(out) if out else torch.empty(0, *images.shape[1:])
+    return torch.cat(out) if out else torch.empty(0, *images.shape[1:], dtype=model_dtype(model))
 
 
 @torch.no_grad()

@@ -3,9 +3,11 @@ and batched, gradient-free class probabilities for any nn.Module mapping [0, 1] 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from probe.errors import ConfigError
@@ -18,12 +20,25 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def as_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 pixels or float [0, 1] images (N, C, H, W) → float32 [0, 1] on `device`."""
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter or buffer (float32 for a stateless module)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def as_input(images: torch.Tensor, to: nn.Module | torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """uint8 pixels or float [0, 1] images (N, C, H, W) → float [0, 1] that a model takes.
+    to: the model (its device and, by default, its dtype: a float64 model gets float64) or a
+    device (float32 by default)."""
     if images.ndim != 4:
         raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
-    x = images.to(device, non_blocking=True)
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    if isinstance(to, nn.Module):
+        to, dtype = model_device(to), dtype or model_dtype(to)
+    dtype = dtype or torch.float32
+    x = images.to(to, non_blocking=True)
+    return x.to(dtype).div_(255) if x.dtype == torch.uint8 else x.to(dtype)
 
 
 @contextlib.contextmanager
@@ -54,14 +69,30 @@ def class_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size: i
     progress: an optional callable(n_done) called after each batch."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
-    device = model_device(model)
     out = []
     with evaluating(model), torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            logits = model(as_input(images[start:start + batch_size], device))
+            logits = model(as_input(images[start:start + batch_size], model))
             out.append(logits.float().softmax(1).cpu())
             if progress is not None:
                 progress(min(start + batch_size, len(images)))
     if not out:
         raise ConfigError("no images to analyse")
     return torch.cat(out)  # (N, K)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian blur of each channel of (N, C, H, W) → the same shape and dtype: the
+    kernel reaches 3σ each side (ceil), reflect padding (replicate where the image is smaller
+    than the kernel's radius). The one blur of probe: the insertion curve's start, the natural
+    fooling images' regularizer."""
+    if sigma <= 0:
+        raise ConfigError(f"blur sigma must be positive, not {sigma}")
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t / sigma) ** 2 / 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    mode = "reflect" if radius < min(x.shape[-2:]) else "replicate"
+    y = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(y, (0, 0, radius, radius), mode=mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
