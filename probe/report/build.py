@@ -63,25 +63,31 @@ def _no_history(folder: ModelFolder) -> str | None:
     return None if folder.history() else "no training history (history.json)"
 
 
+# The report's budgets (keyword arguments of each analysis's Settings, from the models): small
+# enough that a report of two models stays near a minute on a 2-core CPU, and every model gets
+# the same, so their sections compare image for image. The commands default to more.
+REPORT_SETTINGS = {
+    "misclassified": lambda folders: {"split": "test"},
+    # The first images of the hardest class, correct or not: identical inputs for every model.
+    "saliency": lambda folders: {"class_name": hardest_class(folders), "split": "test", "n": 4, "selection": "any"},
+    "fool-noise": lambda folders: {"n": 2},
+    "fool-dataset": lambda folders: {"n": 1, "split": "test"},
+    "robustness": lambda folders: {"method": "pgd", "norm": "linf", "steps": 20, "limit": 200, "split": "test"},
+}
+SKIP = {"curves": _no_history}
+ONCE_FOR_ALL = {"robustness"}  # every model on one plot: the comparison shows it, each model its part
+
+
 def default_plan(folders: list[ModelFolder]) -> ReportPlan:
-    """The analyses of a report, with settings that keep it to a minute or two on a laptop CPU.
-    Every model gets the same settings, so their sections compare image for image."""
-    a = ANALYSES
-    steps = [
-        Step(a["curves"], a["curves"].settings(), skip=_no_history),
-        Step(a["misclassified"], a["misclassified"].settings(split="test")),
-        # The first images of one class, correct or not: identical inputs for every model compared.
-        Step(a["saliency"], a["saliency"].settings(class_name=hardest_class(folders), split="test", n=4,
-                                                   selection="any")),
-        # Small budgets: a report of two models stays under two minutes on a 2-core CPU. The
-        # commands themselves default to more (probe fool: 4 per target; probe attack: 1,000 images).
-        Step(a["fool-noise"], a["fool-noise"].settings(n=2)),
-        Step(a["fool-dataset"], a["fool-dataset"].settings(n=1, split="test")),
-        Step(a["robustness"], a["robustness"].settings(method="pgd", norm="linf", steps=20, limit=200,
-                                                       split="test"), joint=True),
-    ]
+    """Every analysis of the registry, in its order, with the report's budgets; a joint one
+    (robustness) once for all models, and the models' learning curves also on one plot when
+    there are several."""
+    steps = [Step(entry, entry.settings(**REPORT_SETTINGS.get(name, lambda f: {})(folders)),
+                  joint=name in ONCE_FOR_ALL, skip=SKIP.get(name, lambda folder: None))
+             for name, entry in ANALYSES.items()]
     if len(folders) > 1 and all(f.history() for f in folders):
-        steps.append(Step(a["curves"], a["curves"].settings(), joint=True))  # all on one plot
+        curves = ANALYSES["curves"]
+        steps.append(Step(curves, curves.settings(), joint=True))  # all on one plot
     return ReportPlan(steps)
 
 

@@ -1,0 +1,104 @@
+"""The public API (`import probe`) on a model probe did not make: a tiny nn.Sequential CNN, in
+float32 and float64. Every function runs, returns a result that draws itself with class names
+only, and leaves the model as it found it."""
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from torch import nn
+
+import probe
+
+CLASSES = ["zero", "one", "two"]
+
+
+def tiny_cnn(dtype) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).to(dtype)
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def model(request):
+    net = tiny_cnn(request.param)
+    net.train()  # the caller's mode: every function must give it back
+    return net
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(6, 1, 8, 8, generator=g)  # (N, C, H, W) in [0, 1]
+    return images, torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def drawn(result) -> dict:
+    figs = result.figures()
+    assert figs and all(hasattr(f, "savefig") for f in figs.values())
+    for f in figs.values():
+        plt.close(f)
+    return figs
+
+
+def unchanged(model, before: dict) -> bool:
+    return model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and \
+        all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_every_public_name_resolves():
+    for name in probe.__all__:
+        assert getattr(probe, name) is not None, name
+    with pytest.raises(AttributeError):
+        probe.no_such_function
+
+
+def test_misclassified_and_confusion(model, batch):
+    images, labels = batch
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = probe.misclassified(model, images, labels, classes=CLASSES)
+    assert r.n == 6 and r.wrong == len(r.misclassified) and {m["true"] for m in r.misclassified} <= set(CLASSES)
+    assert "confusion" in drawn(r) and unchanged(model, before)
+    c = probe.confusion_matrix(model, images, labels, classes=CLASSES)
+    assert sum(map(sum, c.matrix)) == 6 and set(drawn(c)) == {"confusion", "confusion-normalized", "per-class-accuracy"}
+
+
+def test_attack_and_robustness_curve(model, batch):
+    images, labels = batch
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adv = probe.attack(model, images, labels, 0.1, method="pgd", steps=3)
+    assert adv.dtype == next(model.parameters()).dtype and adv.shape == images.shape
+    assert (adv - images.to(adv.dtype)).abs().max() <= 0.1 + 1e-6
+    r = probe.robustness_curve(model, images, labels, [0.05, 0.1], classes=CLASSES, steps=3, examples=2)
+    accs = [p["accuracy"] for p in r.models[0]["points"]]
+    assert accs == sorted(accs, reverse=True)  # never rises with ε
+    assert "robustness" in drawn(r) and unchanged(model, before)
+
+
+def test_fooling_from_noise_and_from_data(model, batch):
+    images, labels = batch
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = probe.fool_from_noise(model, "two", shape=(1, 8, 8), classes=CLASSES, n=1, steps=20, confidence=0.5)
+    assert r.count == 1 and r.targets == ["two"]
+    drawn(r)
+    d = probe.fool_from_dataset(model, images, labels, "one", classes=CLASSES, n=1, steps=20, confidence=0.5)
+    assert d.count <= 1
+    assert unchanged(model, before)
+
+
+def test_saliency_and_faithfulness(model, batch):
+    images, _ = batch
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = probe.saliency(model, images[:2], 1, methods="vanilla,ig,gradcam", classes=CLASSES, layer=model[2])
+    assert set(r.maps) == {"vanilla", "ig", "gradcam"}
+    assert all(m.shape == (2, 8, 8) for m in r.maps.values())
+    drawn(r)
+    f = probe.faithfulness(model, images[:2], 1, r, randomization=False)
+    assert set(f.curves) >= {"vanilla", "ig", "gradcam"}
+    drawn(f)
+    assert unchanged(model, before)
+
+
+def test_learning_curves_from_records():
+    history = [{"epoch": e, "train_error": 0.5 / e, "val_error": 0.6 / e} for e in (1, 2, 3)]
+    r = probe.learning_curves({"mine": history})
+    assert r.runs[0].epoch == [1, 2, 3]
+    assert set(drawn(r)) == {"curves"}
