@@ -1,11 +1,13 @@
 """Fooling images: from noise (raw and natural) and from data they reach p ≥ confidence on a tiny
 trained model, on the 8-bit grid, and every saved PNG read back still does; rounding that breaks
-an image is repaired on the grid (by hand, on a one-pixel model); the `probe fool` command as
-typed, and its mistakes as one line and exit code 2."""
+an image is repaired on the grid (by hand, on a one-pixel model); the public functions on a tiny
+nn.Sequential CNN in float32 and float64, leaving it as found; the Result's JSON round trip and
+its section; the `probe fool` command as typed, and its mistakes as one line and exit code 2."""
 import json
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from torch import nn
@@ -13,12 +15,15 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from probe.methods.common import class_probabilities, evaluating  # noqa: E402
-from probe.methods.fooling import (_fool_loop, choose_sources, fool_from_dataset,  # noqa: E402
-                                    fool_from_noise, goal_for)
+from probe.analysis.fooling import (DATASET_ANALYSIS, NOISE_ANALYSIS, DatasetFoolingResult,  # noqa: E402
+                                    DatasetSettings, NoiseFoolingResult, NoiseSettings, fool_from_dataset,
+                                    fool_from_noise, from_options, page_stems, png_bytes, read_png)
+from probe.analysis.runner import read_outputs  # noqa: E402
 from probe.cli import app, main  # noqa: E402
-from probe.errors import ConfigError  # noqa: E402
-from probe.tasks.fooling import read_png, save_png  # noqa: E402
+from probe.errors import ConfigError, ModelFileError  # noqa: E402
+from probe.methods.common import class_probabilities, evaluating  # noqa: E402
+from probe.methods.fooling import _fool_loop, choose_sources, goal_for  # noqa: E402
+from probe.presentation import FigureRef  # noqa: E402
 
 runner = CliRunner()
 
@@ -27,9 +32,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def round_trip(images: torch.Tensor, folder: Path) -> torch.Tensor:
+    """Each image written to a PNG file and read back from it."""
     for i, im in enumerate(images):
-        save_png(im, folder / f"{i}.png")
+        (folder / f"{i}.png").write_bytes(png_bytes(im))
     return torch.stack([read_png(folder / f"{i}.png", images.shape[1]) for i in range(len(images))])
+
+
+def p_of(net, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return class_probabilities(net, images).gather(1, target.view(-1, 1)).flatten()
 
 
 @pytest.mark.parametrize("style", ["raw", "natural"])
@@ -37,40 +47,48 @@ def test_fooling_from_noise_reaches_the_confidence_and_survives_saving(stamp_net
     net, _, _ = stamp_net_and_data
     r = fool_from_noise(net, [0, 3, 9], shape=(1, 28, 28), n=2, confidence=0.99, style=style,
                         steps=None if style == "raw" else 40, center=0.13)
-    assert len(r) == 6 and r.target.tolist() == [0, 0, 3, 3, 9, 9]
-    assert r.images.dtype == torch.uint8 and r.images.shape == (6, 1, 28, 28)
-    assert (r.p_target >= 0.99).all() and r.fooled.all() and (r.predicted == r.target).all()
-    back = round_trip(r.images, tmp_path)
-    assert torch.equal(back, r.images)  # the PNG holds exactly what was judged
-    p_back = class_probabilities(net, back).gather(1, r.target.view(-1, 1)).flatten()
-    assert (p_back >= 0.99).all()
-    assert (r.steps >= 0).all() and (r.seconds > 0).all()
+    assert r.count == len(r.images) == 6 and r.target.tolist() == [0, 0, 3, 3, 9, 9]
+    assert r.targets == ["0", "3", "9"] and r.source == "noise" and r.style == style
+    assert r.pixels.dtype == torch.uint8 and r.pixels.shape == (6, 1, 28, 28)
+    assert all(x["p_target"] >= 0.99 and x["fooled"] and x["predicted"] == x["target"] for x in r.images)
+    assert r.rates == {"reached_before_rounding": 1.0, "before_saving": 1.0, "after_saving": 1.0}
+    assert r.png_identical_to_judged and (r.p_saved >= 0.99).all()
+    back = round_trip(r.pixels, tmp_path)
+    assert torch.equal(back, r.pixels)  # the PNG holds exactly what was judged
+    torch.testing.assert_close(p_of(net, back, r.target), r.p_saved)
+    assert all(x["steps"] >= 0 and x["seconds"] > 0 for x in r.images)
     if style == "natural":
-        assert (r.steps >= 40).all()  # the regularizers get their whole budget
+        assert all(x["steps"] >= 40 for x in r.images)  # the regularizers get their whole budget
+    assert [x["file"] for x in r.images[:2]] == ["images/noise-to-0-00.png", "images/noise-to-0-01.png"]
     # The two images of a target start from different noise.
-    assert not torch.equal(r.images[0], r.images[1])
+    assert not torch.equal(r.pixels[0], r.pixels[1])
 
 
 def test_fooling_from_data_is_the_smallest_change_found_and_survives_saving(stamp_net_and_data, tmp_path):
     net, images, labels = stamp_net_and_data
     r = fool_from_dataset(net, images, labels, [1, 6], n=3, confidence=0.99, steps=20)
-    assert len(r) == 6 and r.fooled.all() and (r.p_target >= 0.99).all()
+    assert r.count == 6 and r.rates["after_saving"] == r.rates["before_saving"] == 1.0
+    assert all(x["fooled"] and x["p_target"] >= 0.99 for x in r.images)
     # Correctly classified originals of other classes, changed within the recorded bound, on the grid.
+    index = torch.tensor([x["index"] for x in r.images])
     clean = class_probabilities(net, images).argmax(1)
-    assert (clean[r.source_index] == labels[r.source_index]).all()
-    assert (r.source_label != r.target).all() and torch.equal(r.original, images[r.source_index])
-    delta = (r.images.float() - r.original.float()) / 255
-    assert torch.allclose(r.linf, delta.abs().flatten(1).amax(1)) and torch.allclose(r.l2, delta.flatten(1).norm(dim=1))
-    assert (r.linf <= r.eps + 1e-6).all() and (r.linf > 0).all()
-    assert torch.allclose(r.eps * 255, (r.eps * 255).round(), atol=1e-4)  # whole 1/255 steps
+    assert (clean[index] == labels[index]).all() and torch.equal(r.source_label, labels[index])
+    assert all(x["source"] != x["target"] for x in r.images) and torch.equal(r.original, images[index])
+    delta = (r.pixels.float() - r.original.float()) / 255
+    linf, l2 = (torch.tensor([x[k] for x in r.images]) for k in ("linf", "l2"))
+    eps = torch.tensor([x["eps"] for x in r.images])
+    torch.testing.assert_close(linf, delta.abs().flatten(1).amax(1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(l2, delta.flatten(1).norm(dim=1), atol=1e-5, rtol=0)
+    assert (linf <= eps + 1e-6).all() and (linf > 0).all()
+    assert torch.allclose(eps * 255, (eps * 255).round(), atol=1e-4)  # whole 1/255 steps
     # Smaller than an unbounded change: the bisection went below the first success (255/255).
-    assert (r.eps < 1).all()
-    back = round_trip(r.images, tmp_path)
-    p_back = class_probabilities(net, back).gather(1, r.target.view(-1, 1)).flatten()
-    assert (p_back >= 0.99).all()
+    assert (eps < 1).all()
+    assert r.median_linf == pytest.approx(float(linf.median()), abs=1e-6)
+    back = round_trip(r.pixels, tmp_path)
+    assert (p_of(net, back, r.target) >= 0.99).all()
     # A source class, when given, is the only one changed.
     r3 = fool_from_dataset(net, images, labels, [5], n=2, source=2, steps=20)
-    assert (r3.source_label == 2).all() and r3.fooled.all()
+    assert r3.source_label.tolist() == [2, 2] and all(x["source"] == "2" and x["fooled"] for x in r3.images)
 
 
 def test_sources_take_the_classes_in_turn():
@@ -106,16 +124,97 @@ def test_rounding_that_breaks_an_image_is_repaired_on_the_grid():
     assert p >= 0.99
 
 
-def test_bad_arguments_are_config_errors(stamp_net_and_data):
+def test_bad_arguments_are_config_errors_in_the_parameters_names(stamp_net_and_data):
     net, images, labels = stamp_net_and_data
-    for call in (lambda: fool_from_noise(net, [0], shape=(1, 28, 28), confidence=1.5),
-                 lambda: fool_from_noise(net, [0], shape=(1, 28, 28), confidence=0),
-                 lambda: fool_from_noise(net, [0], shape=(1, 28, 28), n=0),
-                 lambda: fool_from_noise(net, [0], shape=(1, 28, 28), style="cubist"),
-                 lambda: fool_from_dataset(net, images, labels, [12]),
-                 lambda: fool_from_dataset(net, images.float(), labels, [1])):
-        with pytest.raises(ConfigError):
+    noise = dict(shape=(1, 28, 28))
+    for call, words in ((lambda: fool_from_noise(net, [0], confidence=1.5, **noise), "confidence 1.5"),
+                        (lambda: fool_from_noise(net, [0], confidence=0, **noise), "confidence 0"),
+                        (lambda: fool_from_noise(net, [0], n=0, **noise), "n 0"),
+                        (lambda: fool_from_noise(net, [0], style="cubist", **noise), "style 'cubist'"),
+                        (lambda: fool_from_noise(net, [0], steps=0, **noise), "steps 0"),
+                        (lambda: fool_from_noise(net, [0], repair_steps=-1, **noise), "repair_steps -1"),
+                        (lambda: fool_from_noise(net, ["eleven"], **noise), "unknown class 'eleven'"),
+                        (lambda: fool_from_noise(net, [0], classes=["a", "b"], **noise),
+                         "2 class names for a model with 10"),
+                        (lambda: fool_from_dataset(net, images, labels, [12]), "unknown class 12"),
+                        (lambda: fool_from_dataset(net, images, labels, [3], source=3), "same class"),
+                        (lambda: fool_from_dataset(net, images, labels[:5], [1]), "but 5 labels"),
+                        (lambda: fool_from_dataset(net, images.float(), labels, [1]), "uint8")):
+        with pytest.raises(ConfigError) as e:
             call()
+        assert words in str(e.value) and "--" not in str(e.value), str(e.value)
+
+
+def test_settings_are_checked_once_in_the_commands_option_names():
+    for make, words in ((lambda: NoiseSettings(n=0), "--n 0"), (lambda: NoiseSettings(steps=0), "--steps 0"),
+                        (lambda: NoiseSettings(confidence=1.0), "--confidence 1"),
+                        (lambda: NoiseSettings(style="cubist"), "--style 'cubist'"),
+                        (lambda: NoiseSettings(threads=0), "--threads 0"),
+                        (lambda: DatasetSettings(split="dev"), "--split 'dev'"),
+                        (lambda: NoiseSettings(target=" "), "--target"),
+                        (lambda: from_options("somewhere"), "--from 'somewhere'"),
+                        (lambda: from_options("dataset", style="raw"), "--style raw: applies to --from noise"),
+                        (lambda: from_options("noise", source_class="3"), "--source: applies to --from dataset")):
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+            make()
+    entry, settings = from_options("dataset", target="cat", n=2, confidence=0.9, steps=None, seed=0, threads=None)
+    assert entry is DATASET_ANALYSIS and settings.split == "test" and settings.class_name == "cat"
+    entry, settings = from_options("noise", target="All")
+    assert entry is NOISE_ANALYSIS and settings.style == "raw" and settings.class_name is None
+
+
+# ---- any model: a tiny nn.Sequential CNN in float32 and float64 ----------------------------------
+def tiny_cnn(dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_any_model_in_any_dtype_is_left_as_found_and_its_results_draw(dtype):
+    model = tiny_cnn(dtype).train()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    model[4].bias.requires_grad_(False)
+    classes = ["cat", "dog", "owl"]
+    noise = fool_from_noise(model, "owl", shape=(1, 8, 8), classes=classes, n=2, confidence=0.6, steps=30,
+                            style="natural", name="cnn")
+    images = (torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    labels = class_probabilities(model, images).argmax(1)  # every image correct
+    target = [k for k in range(3) if (labels != k).any()][0]
+    data = fool_from_dataset(model, images, labels, [target], classes=classes, n=2, confidence=0.6, steps=5)
+    assert model.training and torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+    assert not model[4].bias.requires_grad and model[4].weight.requires_grad and model[4].weight.grad is None
+    assert noise.targets == ["owl"] and noise.count == 2
+    assert data.count >= 1 and data.count + sum(data.shortfall.values()) == 2  # too few of other classes: said
+    assert data.original.dtype == data.pixels.dtype == torch.uint8
+    for entry, r in ((NOISE_ANALYSIS, noise), (DATASET_ANALYSIS, data)):
+        assert r.png_identical_to_judged and 0 <= r.rates["after_saving"] <= 1
+        figs = r.figures()
+        assert list(figs) == page_stems(r) == ["fooling"]
+        assert [c.stem for c in entry.section(r).children if isinstance(c, FigureRef)] == ["fooling"]
+        for fig in figs.values():
+            plt.close(fig)
+
+
+def test_a_result_reads_back_from_its_json_and_arrays(stamp_net_and_data):
+    net, images, labels = stamp_net_and_data
+    noise = fool_from_noise(net, [2], shape=(1, 28, 28), n=1, steps=30)
+    data = fool_from_dataset(net, images, labels, [4], n=1, steps=10, split="test")
+    for entry, r in ((NOISE_ANALYSIS, noise), (DATASET_ANALYSIS, data)):
+        doc = json.loads(json.dumps(r.to_json()))
+        back = entry.result.from_json(doc, {k: v.clone() for k, v in r.arrays().items()})
+        assert type(back) is type(r) and back.images == r.images and back.rates == r.rates
+        for name, array in r.arrays().items():
+            assert torch.equal(getattr(back, name), array), name
+        assert entry.summary(back) == entry.summary(r)
+        section = entry.section(back)
+        assert section.anchor == entry.name and "after saving 100.0%" in section.children[0].text
+        assert [c.stem for c in section.children if isinstance(c, FigureRef)] == ["fooling"]
+    assert data.data_info() == {"split": "test", "n": len(images)} and "noise" in noise.data_info()["input"]
+    with pytest.raises(ModelFileError, match="not a fool-dataset result"):
+        DatasetFoolingResult.from_json(noise.to_json())
+    with pytest.raises(ModelFileError, match="schema"):
+        NoiseFoolingResult.from_json(noise.to_json() | {"schema": 0})
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -150,6 +249,10 @@ def test_fool_from_noise_with_every_option_left_out(stamp_project):
     assert doc["settings"]["style"] == "raw" and doc["settings"]["confidence"] == 0.99
     assert sorted(p.name for p in (out / "images").glob("noise-to-3-*.png")) == [f"noise-to-3-0{i}.png" for i in range(4)]
     assert "before saving 40/40" in result.output and "after saving as PNG and reading back 40/40" in result.output
+    # The figure is the only figure (the 40 PNGs are data), and the files hold the pixels judged.
+    assert doc["figures"] == ["fooling.pdf", "fooling.png"] and "1 figure(s)" in result.output
+    back = read_outputs(NOISE_ANALYSIS, out)
+    assert torch.equal(torch.stack([read_png(out / r["file"], 1) for r in back.images]), back.pixels)
 
 
 def test_fool_natural_for_one_target(stamp_project):

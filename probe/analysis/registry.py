@@ -1,12 +1,16 @@
 """The analyses, in report order: the CLI's commands and the report's plan both iterate this."""
 from __future__ import annotations
 
-from probe.analysis import curves, misclassified
+from probe.analysis import curves, fooling, misclassified, robustness, saliency
 from probe.analysis.base import Analysis
 
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     curves.ANALYSIS,
     misclassified.ANALYSIS,
+    saliency.ANALYSIS,
+    fooling.NOISE_ANALYSIS,
+    fooling.DATASET_ANALYSIS,
+    robustness.ANALYSIS,
 )}
 
 

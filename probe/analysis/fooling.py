@@ -1,0 +1,460 @@
+"""Fooling images, two analyses in one module: from noise (`fool-noise`: gradient ascent on the
+target's probability) and from data (`fool-dataset`: the smallest L∞ change that flips a
+correctly classified image to the target). A fooling image counts only if it still fools the
+model once saved as an 8-bit PNG and read back: each result reports its rates before rounding,
+before saving and after saving, and the command writes each image to images/ (the PNGs judged).
+The numerics are in probe.methods.fooling."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field, check_choice,
+                                 check_float, check_int)
+from probe.data.spec import ClassNames
+from probe.device import analysis_threads
+from probe.errors import ConfigError
+from probe.figures.fooling import dataset_figures, dataset_page_count, noise_figures, noise_page_count
+from probe.io import atomic_write_bytes
+from probe.methods import fooling as numerics
+from probe.methods.common import class_probabilities, model_device
+from probe.presentation import FigureRef, Section, Text, pct
+
+SOURCES = ("noise", "dataset")
+SPLITS = ("test", "val", "train")
+IMAGES = "images"  # the folder of the PNGs, beside results.json
+
+# ---- settings ------------------------------------------------------------------------------
+
+
+def _check_run(n, confidence, steps, batch_size, names: tuple[str, str, str, str]) -> None:
+    """The numbers both analyses take, each named as the caller knows it (the command's options,
+    or the public functions' parameters)."""
+    check_int(names[0], n, 1, why="images per target")
+    check_float(names[1], confidence, 0, 1, open_low=True, open_high=True)
+    if steps is not None:
+        check_int(names[2], steps, 1)
+    check_int(names[3], batch_size, 1)
+
+
+@dataclass(frozen=True)
+class _Common(SettingsBase):
+    target: str = "all"  # --target: a class (name, code or index) or all
+    n: int = 4  # --n: images per target
+    confidence: float = 0.99
+    steps: int | None = None  # None: the method's default (raw 200, natural 150, dataset 40)
+    seed: int = 0
+    batch_size: int = 500  # images per forward pass when judging
+    threads: int | None = None  # --threads: None for probe.device.analysis_threads' choice
+
+    def __post_init__(self):
+        if not isinstance(self.target, str) or not self.target.strip():
+            raise ConfigError("--target: give a class or all")
+        _check_run(self.n, self.confidence, self.steps, self.batch_size,
+                   ("--n", "--confidence", "--steps", "batch_size"))
+        check_int("--seed", self.seed, 0)
+        if self.threads is not None:
+            check_int("--threads", self.threads, 1)
+
+    @property
+    def targets(self) -> str:
+        """"all", or the one class asked for."""
+        return "all" if self.target.strip().lower() == "all" else self.target.strip()
+
+    @property
+    def class_name(self) -> str | None:
+        """The class a model must have (to pick the newest model that has it)."""
+        return None if self.targets == "all" else self.targets
+
+
+@dataclass(frozen=True)
+class NoiseSettings(_Common):
+    style: str = "raw"  # --style raw|natural
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("--style", self.style, numerics.STYLES)
+
+
+@dataclass(frozen=True)
+class DatasetSettings(_Common):
+    source_class: str | None = None  # --source: change only images of this class
+    split: str = "test"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("--split", self.split, SPLITS)
+        if self.source_class is not None and not str(self.source_class).strip():
+            raise ConfigError("--source: give a class")
+
+
+def from_options(source: str, *, style: str | None = None, source_class: str | None = None,
+                 split: str = "test", **common) -> tuple[Analysis, _Common]:
+    """`probe fool --from SOURCE ...`: the registry entry and its Settings, checked in the
+    command's option names. common: target, n, confidence, steps, seed, threads."""
+    check_choice("--from", source, SOURCES, "noise: gradient ascent from random noise; dataset: the "
+                 "smallest change to correctly classified images")
+    if source == "noise":
+        if source_class is not None:
+            raise ConfigError("--source: applies to --from dataset only (the class of the images to change)")
+        return NOISE_ANALYSIS, NoiseSettings(style=style or "raw", **common)
+    if style is not None:
+        raise ConfigError(f"--style {style}: applies to --from noise only")
+    return DATASET_ANALYSIS, DatasetSettings(source_class=source_class, split=split, **common)
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class FoolingResult(ResultBase):
+    """Fooling images and how they fared: `images` holds one record per image (its file under
+    images/, target, p(target) before rounding, after rounding, as judged and after saving, the
+    steps...), the rates over all of them, and the pixels (arrays) that the figures draw."""
+    model: str
+    classes: list[str]  # slugs
+    display_names: list[str]
+    codes: list[str]
+    source: str  # noise or dataset
+    style: str | None
+    targets: list[str]
+    n: int
+    confidence: float
+    images: list[dict]
+    count: int
+    fooled_before_saving: int
+    fooled_after_saving: int
+    rates: dict  # reached_before_rounding, before_saving, after_saving: fractions of `count`
+    rounding_broke: int  # reached the goal in continuous values, lost it when rounded
+    repaired: int  # of those, fooling again after steps on the 1/255 grid
+    png_identical_to_judged: bool
+    median_steps: int
+    seconds: float
+    device: str = "cpu"
+    threads: dict | None = None  # {"threads": n, "why": ...} on the CPU
+    pixels: torch.Tensor | None = array_field()  # (M, C, H, W) uint8: the images, as saved
+    target: torch.Tensor | None = array_field()  # (M,) class index
+    p_saved: torch.Tensor | None = array_field()  # (M,) p(target) of the PNG read back
+
+    @property
+    def names(self) -> ClassNames:
+        return ClassNames(tuple(self.classes), tuple(self.display_names), tuple(self.codes))
+
+
+@dataclass
+class NoiseFoolingResult(FoolingResult):
+    KIND = "fool-noise"
+
+    def data_info(self) -> dict:
+        return {"input": "uniform noise" if self.style == "raw" else "faint noise around the dataset mean"}
+
+
+@dataclass
+class DatasetFoolingResult(FoolingResult):
+    KIND = "fool-dataset"
+    split: str | None = None
+    split_size: int | None = None  # the images the originals were chosen from
+    median_linf: float | None = None  # of the images that fool the model
+    median_l2: float | None = None
+    shortfall: dict | None = None  # target → images missing (too few correctly classified ones)
+    original: torch.Tensor | None = array_field()  # (M, C, H, W) uint8
+    source_label: torch.Tensor | None = array_field()  # (M,)
+    p_source_original: torch.Tensor | None = array_field()  # (M,) p(its class) of the original
+
+    def data_info(self) -> dict:
+        return {"split": self.split, "n": self.split_size}
+
+
+# ---- the 8-bit round trip ------------------------------------------------------------------
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """(C, H, W) uint8 → an 8-bit grayscale or RGB PNG file's bytes."""
+    arr = image.permute(1, 2, 0).contiguous().numpy()  # (H, W, C)
+    pil = Image.fromarray(arr[:, :, 0], mode="L") if arr.shape[2] == 1 else Image.fromarray(arr, mode="RGB")
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_png(png: bytes | str | Path, channels: int) -> torch.Tensor:
+    """A PNG (its bytes or its path) → (C, H, W) uint8, as a user would load it (Pillow,
+    converted to L or RGB)."""
+    with Image.open(io.BytesIO(png) if isinstance(png, bytes) else png) as im:
+        arr = np.array(im.convert("L" if channels == 1 else "RGB"))
+    t = torch.from_numpy(arr)
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _file_names(fooling: numerics.Fooling, slugs: tuple[str, ...]) -> list[str]:
+    """noise-to-3-00.png, 7-to-4-00.png, ...: the source, the target, a count per target."""
+    names, count = [], {}
+    for i in range(len(fooling)):
+        t = int(fooling.target[i])
+        s = "noise" if fooling.source_label is None else slugs[int(fooling.source_label[i])]
+        k = count.get(t, 0)
+        count[t] = k + 1
+        names.append(f"{s}-to-{slugs[t]}-{k:02d}.png")
+    return names
+
+
+def _judged(model: nn.Module, fooling: numerics.Fooling, names: ClassNames, batch_size: int) -> dict:
+    """Each image saved as a PNG (in memory), read back and classified again: the fields every
+    fooling result shares."""
+    back = torch.stack([read_png(png_bytes(im), im.shape[0]) for im in fooling.images])  # (M, C, H, W)
+    probs = class_probabilities(model, back, batch_size=batch_size)
+    p_saved = probs.gather(1, fooling.target.view(-1, 1)).flatten()
+    confidence, m = fooling.confidence, len(fooling)
+    records = fooling.records(list(names.slugs))
+    for r, name, p in zip(records, _file_names(fooling, names.slugs), p_saved.tolist()):
+        r |= {"file": f"{IMAGES}/{name}", "p_target_saved": round(p, 6), "fooled_after_saving": p >= confidence}
+    before, after = int(fooling.fooled.sum()), int((p_saved >= confidence).sum())
+    reached = int((fooling.p_continuous >= numerics.goal_for(confidence)).sum())
+    return {"classes": list(names.slugs), "display_names": list(names.display), "codes": list(names.codes),
+            "source": fooling.kind, "style": fooling.style, "confidence": confidence, "images": records,
+            "count": m, "fooled_before_saving": before, "fooled_after_saving": after,
+            "rates": {"reached_before_rounding": reached / m, "before_saving": before / m, "after_saving": after / m},
+            "rounding_broke": int(fooling.rounding_broke.sum()),
+            "repaired": int((fooling.rounding_broke & fooling.fooled).sum()),
+            "png_identical_to_judged": bool(torch.equal(back, fooling.images)),
+            "median_steps": int(fooling.steps.float().median()), "pixels": fooling.images,
+            "target": fooling.target, "p_saved": p_saved}
+
+
+def _class_names(classes, outputs: int) -> ClassNames:
+    """The class names given (or the outputs' indices), one per output of the model."""
+    names = ClassNames.of(classes if classes is not None else outputs)
+    if len(names) != outputs:
+        raise ConfigError(f"{len(names)} class names for a model with {outputs} outputs")
+    return names
+
+
+def _asked(names: ClassNames, targets, source=None) -> tuple[list[int], int | None]:
+    """targets ("all", a class, or a list of classes: names, codes or indices) and the source
+    class → indices; a ConfigError for an unknown class, or one source class that is the only target."""
+    if isinstance(targets, str) and targets.strip().lower() == "all":
+        wanted = list(range(len(names)))
+    else:
+        wanted = [names.index(t) for t in ([targets] if isinstance(targets, (str, int)) else targets)]
+    if not wanted:
+        raise ConfigError("no target class given")
+    src = names.index(source) if source is not None else None
+    if src is not None and wanted == [src]:
+        raise ConfigError(f"the source class {source} and the target {names.slugs[src]} are the same class: "
+                          "nothing to change")
+    return wanted, src
+
+
+def _on_the_grid(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) uint8 as given, or float [0, 1] images rounded to the 8-bit grid (what a PNG
+    holds: the change to them is counted in whole 1/255 steps)."""
+    if images.ndim != 4:
+        raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images
+    x = images.detach().cpu().float()
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ConfigError("images: give uint8 pixels or floats in [0, 1]")
+    return (x * 255).round().to(torch.uint8)
+
+
+def _stamp(started: float, model: nn.Module) -> dict:
+    device = model_device(model)
+    return {"seconds": round(time.perf_counter() - started, 3), "device": str(device),
+            "threads": {"threads": torch.get_num_threads()} if device.type == "cpu" else None}
+
+
+# ---- the public functions ------------------------------------------------------------------
+
+
+def fool_from_noise(model: nn.Module, targets="all", *, shape: tuple[int, int, int], classes=None, n: int = 4,
+                    confidence: float = 0.99, style: str = "raw", steps: int | None = None,
+                    repair_steps: int = numerics.REPAIR_STEPS, center=0.5, lr: float | None = None,
+                    seed: int = 0, batch_size: int = 500, name: str = "model") -> NoiseFoolingResult:
+    """n fooling images per target class, each ascended from its own random noise until the model
+    gives the target p ≥ confidence on the 8-bit image (or the step budget ends), then saved as
+    a PNG (in memory), read back and classified again.
+
+    model: any nn.Module mapping [0, 1] images (N, C, H, W) to logits (any dtype and device; left
+    as found). targets: "all", a class or a list (names, codes or indices). shape: its input
+    (C, H, W). classes: the class names or their number (default: the model's outputs).
+    style: raw (plain ascent from uniform noise, unrecognizable images) or natural (L2 decay
+    towards `center`, e.g. the dataset's mean colour, a blur and jitter: looks more like the
+    class). steps: ascent steps before rounding (default raw 200, natural 150 regularized and up
+    to 150 plain); repair_steps: ±1/255 steps on the grid after rounding; lr: the step size."""
+    _check_run(n, confidence, steps, batch_size, ("n", "confidence", "steps", "batch_size"))
+    check_choice("style", style, numerics.STYLES)
+    check_int("repair_steps", repair_steps, 0)
+    if len(shape) != 3:
+        raise ConfigError(f"shape {tuple(shape)}: give the model's input as (C, H, W)")
+    started = time.perf_counter()
+    names = _class_names(classes, class_probabilities(model, torch.zeros(1, *shape)).shape[1])
+    wanted, _ = _asked(names, targets)
+    fooling = numerics.from_noise(model, wanted, n, shape=tuple(shape), style=style, steps=steps,
+                                  repair_steps=repair_steps, center=center, lr=lr, seed=seed,
+                                  confidence=confidence)
+    judged = _judged(model, fooling, names, batch_size)
+    return NoiseFoolingResult(model=name, targets=[names.slugs[t] for t in wanted], n=n, **judged,
+                              **_stamp(started, model))
+
+
+def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targets="all", *,
+                      classes=None, n: int = 4, confidence: float = 0.99, source=None,
+                      steps: int | None = None, repair_steps: int = numerics.REPAIR_STEPS, seed: int = 0,
+                      batch_size: int = 500, name: str = "model", split: str | None = None,
+                      progress=None) -> DatasetFoolingResult:
+    """For each target class, n correctly classified images of other classes (of `source` only,
+    when given), each changed as little as possible in L∞ (whole 1/255 steps) until the model
+    gives the target p ≥ confidence on the 8-bit image; then saved as a PNG (in memory), read
+    back and classified again.
+
+    images: (N, C, H, W) uint8 or float [0, 1] (rounded to the 8-bit grid first: the change is
+    counted in whole 1/255 steps), as the model takes them; labels (N,). targets, classes: as
+    fool_from_noise. steps: PGD steps per attempt of the search (default 40). progress: an
+    optional callable(round, rounds_at_most)."""
+    _check_run(n, confidence, steps, batch_size, ("n", "confidence", "steps", "batch_size"))
+    check_int("repair_steps", repair_steps, 0)
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    if len(labels) != len(images):
+        raise ConfigError(f"{len(images)} images but {len(labels)} labels")
+    images = _on_the_grid(images)
+    started = time.perf_counter()
+    probs = class_probabilities(model, images, batch_size=batch_size)  # (N, K)
+    names = _class_names(classes, probs.shape[1])
+    wanted, src = _asked(names, targets, source)
+    fooling = numerics.from_dataset(model, images, labels, wanted, probs, n=n, confidence=confidence,
+                                    source=src, steps=steps or numerics.DATASET_STEPS,
+                                    repair_steps=repair_steps, seed=seed, progress=progress)
+    ok = fooling.fooled
+    return DatasetFoolingResult(
+        model=name, targets=[names.slugs[t] for t in wanted], n=n, split=split, split_size=len(images),
+        **_judged(model, fooling, names, batch_size), **_stamp(started, model),
+        median_linf=float(fooling.linf[ok].median()) if ok.any() else None,
+        median_l2=float(fooling.l2[ok].median()) if ok.any() else None,
+        shortfall={names.slugs[t]: k for t, k in fooling.shortfall.items()}, original=fooling.original,
+        source_label=fooling.source_label, p_source_original=fooling.p_source_original)
+
+
+# ---- the analyses --------------------------------------------------------------------------
+
+
+def run_noise(ctx: Context, settings: NoiseSettings) -> NoiseFoolingResult:
+    if ctx.input_shape is None:
+        raise ConfigError("fooling from noise: the model's input shape (C, H, W) is not known")
+    with analysis_threads(settings.threads, ctx.device) as threads:
+        ctx.report(f"ascending {settings.n} noise image(s) per target", 0)
+        result = fool_from_noise(ctx.model, settings.targets, shape=ctx.input_shape, classes=ctx.classes,
+                                 n=settings.n, confidence=settings.confidence, style=settings.style,
+                                 steps=settings.steps, center=ctx.mean if ctx.mean is not None else 0.5,
+                                 seed=settings.seed, batch_size=settings.batch_size, name=ctx.name)
+    return dataclasses.replace(result, threads=threads if ctx.device.type == "cpu" else None)
+
+
+def run_dataset(ctx: Context, settings: DatasetSettings) -> DatasetFoolingResult:
+    _asked(ctx.classes, settings.targets, settings.source_class)  # before the data is read
+    data = ctx.split(settings.split)
+    what = f"searching the smallest change, {settings.n} image(s) per target"
+    with analysis_threads(settings.threads, ctx.device) as threads:
+        result = fool_from_dataset(ctx.model, ctx.view(data.images), data.labels, settings.targets,
+                                   classes=ctx.classes, n=settings.n, confidence=settings.confidence,
+                                   source=settings.source_class, steps=settings.steps, seed=settings.seed,
+                                   batch_size=settings.batch_size, name=ctx.name, split=settings.split,
+                                   progress=lambda r, rounds: ctx.report(what, r, rounds))
+    return dataclasses.replace(result, threads=threads if ctx.device.type == "cpu" else None)
+
+
+def _title(result: FoolingResult) -> str:
+    if result.source == "noise":
+        return f"{result.model}: fooling images from noise ({result.style})"
+    return f"{result.model}: the smallest L∞ change to each target ({result.split or 'given'} images)"
+
+
+def page_stems(result: FoolingResult) -> list[str]:
+    """The figure's stems, as figures() names them: fooling, or fooling-01, fooling-02... when
+    it takes several pages."""
+    count = noise_page_count if result.source == "noise" else dataset_page_count
+    pages = count(result, result.names, title=_title(result))
+    return ["fooling"] if pages == 1 else [f"fooling-{i:02d}" for i in range(1, pages + 1)]
+
+
+def figures(result: FoolingResult) -> dict:
+    draw = noise_figures if result.source == "noise" else dataset_figures
+    return dict(zip(page_stems(result), draw(result, result.names, title=_title(result)), strict=True))
+
+
+def write_images(result: FoolingResult, out: Path) -> list[Path]:
+    """Each image as the 8-bit PNG that was judged, under out/images/ (an earlier run's removed)."""
+    folder = Path(out) / IMAGES
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*-to-*.png"):
+        old.unlink()  # an earlier run's images would mix with this run's
+    files = []
+    for record, image in zip(result.images, result.pixels):
+        files.append(Path(out) / record["file"])
+        atomic_write_bytes(files[-1], png_bytes(image))
+    return files
+
+
+def section(result: FoolingResult) -> Section:
+    noise = result.source == "noise"
+    title = NOISE_ANALYSIS.title if noise else DATASET_ANALYSIS.title
+    s = Section(title, f"fool-{result.source}")
+    how = (f"Gradient ascent from random noise ({result.style}) until the model gives the target class "
+           f"p ≥ {result.confidence}" if noise else
+           f"The smallest L∞ change to a correctly classified {result.split or ''} image of another class "
+           f"that makes the model say the target with p ≥ {result.confidence}")
+    linf = None if noise else result.median_linf
+    s.add(Text(f"{how}; {result.count} images. A fooling image counts only if it still fools the model "
+               f"after it is saved as an 8-bit PNG and read back: fooled before saving "
+               f"{pct(result.rates['before_saving'], 1)}, after saving {pct(result.rates['after_saving'], 1)}"
+               + (f"; median change L∞ {linf * 255:.0f}/255, L2 {result.median_l2:.2f}." if linf is not None
+                  else ".")))
+    for stem in page_stems(result):
+        s.add(FigureRef(stem, f"{result.model}: {title.lower()}, one row per target class"
+                        + ("" if noise else ": original | change (magnified) | fooled") + ".",
+                        data={"images": result.images}))
+    return s
+
+
+def summary(result: FoolingResult) -> list[str]:
+    m, k = result.count, len(result.targets)
+    kind = f"from noise ({result.style})" if result.source == "noise" else f"from {result.split or 'the given'} images"
+    lines = [f"fooling images {kind}: {m} ({result.n} per target × {k} target{'s' if k > 1 else ''}), "
+             f"goal p(target) ≥ {result.confidence:g}"]
+    if getattr(result, "shortfall", None):
+        lines.append("too few correctly classified images for: "
+                     + ", ".join(f"{t} (−{k})" for t, k in result.shortfall.items()))
+    before, after = result.fooled_before_saving, result.fooled_after_saving
+    lines.append(f"fooled before saving {before}/{m} ({100 * before / m:.1f}%), after saving as PNG and "
+                 f"reading back {after}/{m} ({100 * after / m:.1f}%)")
+    lines.append(f"rounding to 8 bits broke {result.rounding_broke}; {result.repaired} of them repaired by "
+                 "further steps on the 1/255 grid" if result.rounding_broke else "rounding to 8 bits broke none")
+    if getattr(result, "median_linf", None) is not None:
+        lines.append(f"median change: L∞ {result.median_linf:.4f} ({round(result.median_linf * 255)}/255), "
+                     f"L2 {result.median_l2:.3f}")
+    lines.append(f"median {result.median_steps} gradient steps, {result.seconds:.1f} s on {_where(result)}")
+    if not result.png_identical_to_judged:
+        lines.append("warning: a PNG read back differs from the image judged")
+    lines.append(f"{m} 8-bit PNGs in {IMAGES}/, each read back and classified again")
+    return lines
+
+
+def _where(result: FoolingResult) -> str:
+    if not result.threads:
+        return result.device
+    n, why = result.threads["threads"], result.threads.get("why")
+    return f"{n} CPU thread{'s' if n > 1 else ''}" + (f" ({why})" if why else "")
+
+
+NOISE_ANALYSIS = Analysis("fool-noise", "Fooled from noise", NoiseSettings, NoiseFoolingResult, run_noise,
+                          figures, section, summary, needs_data=False, write_files=write_images)
+DATASET_ANALYSIS = Analysis("fool-dataset", "Fooled from real images", DatasetSettings, DatasetFoolingResult,
+                            run_dataset, figures, section, summary, write_files=write_images)
