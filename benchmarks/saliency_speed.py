@@ -13,7 +13,7 @@ model.cam_layer with ReLU and bilinear upsampling), the same reduction of channe
 seed for SmoothGrad's noise. Everything about *how* they run is left at captum's defaults on the
 captum side: no batch sizes passed (NoiseTunnel then runs all samples in one batch, IG all steps
 in one batch, Occlusion one perturbation per forward pass), the model as it is (NCHW, its
-parameters requiring gradients). The probe side is `probe.methods.saliency.saliency(model,
+parameters requiring gradients). The probe side is `probe.methods.saliency.attribute(model,
 images, 3, methods=[m])`, the call `probe saliency` makes: a channels-last working copy of the
 model without parameter gradients, captum's batch sizes chosen for batch_size=256 inputs per
 forward pass, the class probabilities, and for IG captum's convergence delta (two more forward
@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe.methods.saliency import METHODS, SaliencyConfig, saliency, seeded  # noqa: E402
+from probe.methods.saliency import METHODS, SaliencyConfig, attribute, seeded  # noqa: E402
 from probe.models.folder import load_model_folder  # noqa: E402
 from probe.provenance import versions  # noqa: E402
 
@@ -71,9 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_images(model_folder, data_dir, n: int):
     """The first n val images of class 3 as the model's input (uint8), and where they came from."""
     from probe.data.augment import eval_view
-    from probe.tasks.common import load_model_split
     try:
-        data = load_model_split(model_folder, "val", data_dir)
+        data = model_folder.load_split("val", data_dir)
         idx = (data.labels == 3).nonzero().flatten()[:n]
         return eval_view(data.images[idx], model_folder.spec), f"val images {idx.tolist()} of class 3"
     except Exception as e:  # noqa: BLE001 - a benchmark still runs without the data
@@ -125,7 +124,7 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
 
     def probe_side(m):
-        return saliency(model, images, 3, methods=[m], config=CONFIG).maps[m]
+        return attribute(model, images, 3, methods=[m], config=CONFIG).maps[m]
 
     def captum_side(m):
         with seeded(CONFIG.seed, x.device):  # the same SmoothGrad noise as probe's
@@ -133,7 +132,7 @@ def main(argv=None) -> dict:
 
     all_times = {"probe": [], "captum": []}  # every method: probe in one call, captum one call each
     for r in range(args.repeats + 1):
-        sides = [("probe", lambda: saliency(model, images, 3, methods=methods, config=CONFIG)),
+        sides = [("probe", lambda: attribute(model, images, 3, methods=methods, config=CONFIG)),
                  ("captum", lambda: [captum_side(m) for m in methods])]
         for name, fn in (sides if r % 2 else sides[::-1]):
             t0 = time.perf_counter()
@@ -173,7 +172,7 @@ def main(argv=None) -> dict:
         "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.perf_counter() - started, 2),
         "rows": rows,
-        "all_methods": {"what": "probe: one saliency() call for every method (one working copy); captum: one call per method",
+        "all_methods": {"what": "probe: one attribute() call for every method (one working copy); captum: one call per method",
                         "probe_s": all_times["probe"], "captum_s": all_times["captum"],
                         "probe_images_per_s": n / total_p, "captum_images_per_s": n / total_c,
                         "speedup": total_c / total_p,

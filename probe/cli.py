@@ -186,8 +186,8 @@ def predict(model: Path = ModelDir, data_dir: Optional[Path] = DataDir,
             more: Optional[list[Path]] = typer.Argument(None, metavar="[PATH]...", help="More files for --image.", show_default=False)):
     """Predictions for a split, written as CSV; or the top-3 classes of your own image files."""
     if image or more:
-        from probe.tasks.saliency import run_predict_images
-        typer.echo(run_predict_images(model, _image_paths(image, more), device=device))
+        from probe.analysis.predict import predict_images
+        typer.echo(predict_images(model, _image_paths(image, more), device=device))
         return
     from probe.analysis.predict import write_predictions
     path, summary = write_predictions(model, split=split, data_dir=data_dir, fmt=format.value,
@@ -253,8 +253,9 @@ def curves(runs: list[Path] = Runs,
            log: bool = typer.Option(False, "--log/--no-log", help="Log scale for error and loss.")):
     """Learning curves from each run's history.json: training (dashed) and validation (solid)
     error and loss against epoch, several runs on one plot, one colour per run."""
-    from probe.tasks.curves import run_learning_curves
-    typer.echo(run_learning_curves(runs, out=out, log=log).summary())
+    from probe.analysis import curves as analysis
+    from probe.analysis.runner import run_joint
+    typer.echo(run_joint(analysis.ANALYSIS, runs, analysis.Settings(log=log), out=out).summary())
 
 
 @command(app, "compare")
@@ -262,7 +263,7 @@ def compare(runs: list[Path] = Runs,
             out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/<run>/table/, or reports/compare/table/ for several runs).")):
     """The runs side by side: architecture, parameters, dataset, epochs, train time, val and
     test error, images/s; and the training settings that differ."""
-    from probe.tasks.curves import run_compare
+    from probe.analysis.compare import run_compare
     typer.echo(run_compare(runs, out=out).summary())
 
 
@@ -294,21 +295,23 @@ def saliency(model: Optional[Path] = AnalysisModel,
              faithfulness: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves and the model-randomization check."),
              data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
              batch_size: int = typer.Option(256, "--batch-size", help="Largest number of images in one forward pass."),
-             threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when the machine is busier than its cores)."),
+             threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's own; on a machine busy with other jobs --threads 1 can be several times faster)."),
              seed: int = typer.Option(0, help="Seed of SmoothGrad's noise, the random orders and the re-initialized weights.")):
     """What the model looks at: saliency maps of six methods (through captum) side by side, and
     how faithful each is (deletion/insertion against a random order, the model-randomization
     check); the raw maps as attributions.safetensors."""
+    from probe.analysis import saliency as analysis
+    from probe.analysis.runner import run_analysis
     from probe.errors import ConfigError
-    from probe.tasks.saliency import run_saliency
     if wrong and any_:
         raise ConfigError("give --wrong or --any, not both")
     files = _image_paths(image, more)
-    typer.echo(run_saliency(model, class_name=class_, methods=method, n=n, split=split,
-                            selection="wrong" if wrong else "any" if any_ else "correct", index=index,
-                            images=files or None, scale=scale, overlay=overlay, faithfulness=faithfulness,
-                            data_dir=data_dir, out=out, device=device, batch_size=batch_size,
-                            threads=threads, seed=seed).summary())
+    settings = analysis.Settings(class_name=class_, methods=method, n=n, split=split,
+                                 selection="wrong" if wrong else "any" if any_ else "correct", index=index,
+                                 images=tuple(map(str, files)) or None, scale=scale, overlay=overlay,
+                                 faithfulness=faithfulness, batch_size=batch_size, seed=seed, threads=threads)
+    typer.echo(run_analysis(analysis.ANALYSIS, model, settings, out=out, data_dir=data_dir, device=device,
+                            class_name=class_).summary())
 
 
 @command(app, "fool")
@@ -327,10 +330,12 @@ def fool(model: Optional[Path] = AnalysisModel,
     """Fooling images: from noise (ascent on the target's probability) or from data (the smallest
     L∞ change that flips a correct image to the target); each saved as an 8-bit PNG under
     images/, read back and classified again."""
-    from probe.tasks.fooling import run_fool
-    typer.echo(run_fool(model, source=source, target=target, n=n, confidence=confidence, style=style,
-                        source_class=source_class, split=split, steps=steps, seed=seed,
-                        data_dir=data_dir, out=out, device=device, threads=threads).summary())
+    from probe.analysis.fooling import from_options
+    from probe.analysis.runner import run_analysis
+    entry, settings = from_options(source, style=style, source_class=source_class, split=split, target=target,
+                                   n=n, confidence=confidence, steps=steps, seed=seed, threads=threads)
+    typer.echo(run_analysis(entry, model, settings, out=out, data_dir=data_dir, device=device,
+                            class_name=settings.class_name).summary())
 
 
 @command(app, "attack")
@@ -351,11 +356,13 @@ def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy).")):
     """Accuracy against ε under FGSM or PGD (L∞ or L2, targeted or not) for one or more models
     on one plot, the adversarial examples of a few images, and every point in results.json."""
-    from probe.tasks.attacks import run_attack
-    typer.echo(run_attack(model or None, method=method, norm=norm, eps=eps, steps=steps, step_size=step_size,
-                          targeted=targeted, restarts=restarts, split=split, limit=limit, precision=precision,
-                          batch_size=batch_size, seed=seed, data_dir=data_dir, out=out, device=device,
-                          threads=threads).summary())
+    from probe.analysis import robustness as analysis
+    from probe.analysis.runner import run_joint
+    settings = analysis.Settings(method=method, norm=norm, eps=eps, steps=steps, step_size=step_size,
+                                 targeted=targeted, restarts=restarts, split=split, limit=limit,
+                                 precision=precision, batch_size=batch_size, seed=seed, threads=threads)
+    typer.echo(run_joint(analysis.ANALYSIS, model or None, settings, out=out, data_dir=data_dir,
+                         device=device).summary())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from probe.methods.faithfulness import (RANDOM, FaithfulnessConfig, cascade_groups, deletion_insertion,
-                                         gaussian_blur, pixel_ranks, randomization_check, rankdata,
-                                         spearman)
-from probe.methods.saliency import SaliencyConfig, saliency
 from probe.errors import ConfigError
+from probe.methods.common import gaussian_blur
+from probe.methods.faithfulness import (RANDOM, FaithfulnessConfig, cascade_groups, deletion_insertion,
+                                        pixel_ranks, randomization_check, rankdata, spearman)
+from probe.methods.saliency import SaliencyConfig, attribute
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -86,6 +86,13 @@ def test_gaussian_blur_keeps_the_mean_of_a_constant_and_smooths():
     dot[0, 0, 4, 4] = 1
     b = gaussian_blur(dot, 1.0)
     assert b[0, 0, 4, 4] < 0.2 and b[0, 0, 4, 5] > 0.05 and abs(float(b.sum()) - 1) < 1e-3
+    # The kernel reaches 3σ: the dot's value 3 pixels away is the normalized Gaussian's there.
+    g = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / 2)
+    g = g / g.sum()
+    torch.testing.assert_close(b[0, 0, 4, 4:8], g[3] * g[3:], rtol=1e-5, atol=1e-7)
+    # float64 stays float64; an image smaller than the kernel is padded by replication.
+    assert gaussian_blur(torch.rand(1, 3, 5, 5, dtype=torch.float64), 1.0).dtype == torch.float64
+    torch.testing.assert_close(gaussian_blur(torch.full((1, 1, 2, 2), 0.7), 3.0), torch.full((1, 1, 2, 2), 0.7))
 
 
 def test_rankdata_and_spearman_by_hand():
@@ -149,7 +156,7 @@ def test_randomization_check_image_map_against_vanilla(trained_bars):
     assert r.layers[0] == ["net.fc"] and r.layers[-1][-1] == "net.stem"
     assert all(set(a) < set(b) for a, b in zip(r.layers, r.layers[1:]))
     # Method names work too, with the trained maps given or computed.
-    s = saliency(model, x, y, methods="vanilla")
+    s = attribute(model, x, y, methods="vanilla")
     by_name = randomization_check(model, x, y, methods=["vanilla"], trained_maps=s.maps)
     torch.testing.assert_close(by_name.spearman["vanilla"], r.spearman["vanilla"])
     whole = randomization_check(model, x, y, methods=["vanilla"], cascade=False)

@@ -128,7 +128,7 @@ def test_figures_tex_escapes_every_special_character_of_a_caption(tmp_path):
     png, pdf = save_figure(new_figure()[0], tmp_path, "f")
     caption = HOSTILE + r" 100% of $x_1$ & #2 {a} ~ ^ \input"
     report = Report("T", "S", [Section("s", "s", [Figure(png, pdf, caption, "f")])], "today")
-    tex = write_latex(report, tmp_path).read_text()
+    tex = write_latex(report, tmp_path)[0].read_text()
     assert ("\\caption{$<$script$>$alert(1)$<$/script$>$ 100\\% of \\$x\\_1\\$ \\& \\#2 \\{a\\} "
             "\\~{} \\^{} $\\backslash$input}") in tex
 
@@ -202,7 +202,7 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_pat
     models, out = Path(shutil.copytree(models, tmp_path / "trained_models")), Path(shutil.copytree(out, tmp_path / "out"))
     pair = [models / "tiny-a", models / "tiny-b"]
     again = run_report(pair, data_dir=data, out=out, plan=small_plan(models), formats=("html",))
-    steps = again.results["reused"]
+    steps = again.result["reused"]
     assert steps == 2 * 5 + 2  # every per-model analysis of both; the robustness and curves of both
     assert f"({steps} reused from the cache)" in again.lines[0]
     state = load_file(models / "tiny-b" / "weights.safetensors")
@@ -213,13 +213,13 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_pat
     plan = small_plan(models)
     plan.steps = [s for s in plan.steps if s.analysis in ("curves", "robustness")]
     third = run_report(pair, data_dir=data, out=out, plan=plan, formats=("html",))
-    assert third.results["reused"] == 1  # tiny-a's curves only: tiny-b's and both joint ones rerun
+    assert third.result["reused"] == 1  # tiny-a's curves only: tiny-b's and both joint ones rerun
     rerun = json.loads((out / "analyses" / "tiny-b" / "curves" / CACHE_KEY).read_text())
     assert rerun["weights_sha256"] == [read_model_folder(models / "tiny-b").weights_sha256()]
     # A new training history redraws the curves that show it (the weights are the same).
     write_history(models / "tiny-a", epochs=4)
     fourth = run_report(pair, data_dir=data, out=out, plan=plan, formats=("html",))
-    assert fourth.results["reused"] == 1  # tiny-b's curves only
+    assert fourth.result["reused"] == 1  # tiny-b's curves only
     joint = json.loads((out / "joint-analyses" / "curves" / "results.json").read_text())
     assert [len(run["epoch"]) for run in joint["results"]["runs"]] == [4, 3]
 
@@ -286,19 +286,20 @@ def test_bad_formats_and_outputs_are_clear_errors(report, tmp_path):
         run_report([models / "tiny-b"], data_dir=data, out=tmp_path / "file")
 
 
-@pytest.mark.parametrize("dataset, norm, written", [("cifar10", "linf", ["0", "2/255", "8/255"]),
-                                                    ("mnist", "linf", ["0", "0.00784314", "0.0313725"]),
-                                                    ("cifar10", "l2", ["0", "0.00784314", "0.0313725"])])
-def test_robustness_table_writes_eps_as_the_figure_does(tmp_path, dataset, norm, written):
-    from types import SimpleNamespace
+@pytest.mark.parametrize("in_255, norm, written", [(True, "linf", ["0", "2/255", "8/255"]),
+                                                   (False, "linf", ["0", "0.00784314", "0.0313725"]),
+                                                   (False, "l2", ["0", "0.00784314", "0.0313725"])])
+def test_robustness_table_writes_eps_as_the_figure_does(in_255, norm, written):
+    from probe.analysis.robustness import RobustnessResult, model_section
     from probe.presentation import Table
-    from probe.report.structure import robustness_section
     eps = [0.0, 2 / 255, 8 / 255]
-    points = [{"eps": e, "accuracy": 0.9 - e, "ci95": [0.8, 0.95], "n": 100} for e in eps]
-    results = {"results": {"models": [{"name": "m", "points": points, "clean_accuracy_whole_split": 0.9}]},
-               "settings": {"method": "pgd", "norm": norm, "steps": 10, "split": "test", "eps": eps},
-               "data": {"dataset": dataset, "n": 100}}
-    section = robustness_section(results, tmp_path, SimpleNamespace(name="m"), "m")
+    points = [{"eps": e, "accuracy": 0.9 - e, "correct": 90, "ci95": [0.8, 0.95], "n": 100} for e in eps]
+    result = RobustnessResult(
+        models=[{"name": "m", "points": points, "clean_accuracy": 0.9, "clean_accuracy_whole_split": 0.9,
+                 "examples": []}], classes=["a", "b"], display_names=["a", "b"], codes=[], eps=eps, method="pgd",
+        norm=norm, steps=10, step_size=None, random_start=True, restarts=1, target=None, seed=0,
+        precision="fp32", n=100, eps_in_255=in_255 and norm == "linf", split="test")
+    section = model_section(result, "m")
     table = next(item for item in section.children if isinstance(item, Table))
     assert [row[0] for row in table.rows] == written
 

@@ -1,8 +1,11 @@
 """probe saliency: the maps against finite differences and IG's completeness, batch-size
 independence, the caller's model left as found, grayscale / RGB / SFDDD's crop, user images,
-and the command (its files and its error cases)."""
+the method registry (one place per method), the warning before Guided Backprop on in-place or
+reused ReLUs, the public API on a foreign model in float32 and float64, and the command (its
+files and its error cases)."""
 import io
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,11 +17,16 @@ from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
-from probe.methods.saliency import METHODS, SaliencyConfig, explain, parse_methods, saliency
+from probe.analysis.saliency import (ANALYSIS, SaliencyResult, Settings, class_index, faithfulness, saliency,
+                                     section, write_files)
+from probe.analysis.runner import read_outputs
 from probe.cli import app, main
 from probe.data.spec import CIFAR10, MNIST
 from probe.data.user_images import load_user_images
 from probe.errors import ConfigError, DataError
+from probe.figures.style import save_figure
+from probe.methods.saliency import (METHODS, Method, SaliencyConfig, attribute, explain, parse_methods,
+                                    relu_problems)
 from probe.models.classifier import Classifier
 from probe.models.resnet import ResNet, get_config
 
@@ -84,17 +92,25 @@ def test_vanilla_equals_finite_differences(channels):
 
 
 def test_integrated_gradients_is_complete():
-    """Σ attributions = f(x) − f(black), and captum's delta is exactly the shortfall."""
+    """Σ attributions = f(x) − f(black); the delta is the shortfall, as captum's own convergence
+    delta says; the result's rows and convergence record carry it."""
+    from captum.attr import IntegratedGradients
     torch.manual_seed(1)
     model = Tiny(3).eval()
     x = torch.rand(3, 3, 6, 6, dtype=torch.float64)
-    r = saliency(model, x, 2, methods="ig", config=SaliencyConfig(ig_steps=64))
+    r = attribute(model, x, 2, methods="ig", config=SaliencyConfig(ig_steps=64))
+    delta, got_gap = r.completeness["ig"]
     with torch.no_grad():
         gap = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
     total = r.maps["ig"].double().sum((1, 2))
-    torch.testing.assert_close(r.ig_gap.double(), gap, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_gap.double(), gap, rtol=1e-5, atol=1e-6)
     assert (total - gap).abs().max() <= 1e-3 * gap.abs().max() + 1e-6
-    torch.testing.assert_close(r.ig_delta.double(), total - gap, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(delta.double(), total - gap, rtol=1e-3, atol=1e-5)
+    _, captum_delta = IntegratedGradients(model).attribute(x, target=2, n_steps=64, return_convergence_delta=True)
+    torch.testing.assert_close(delta.double(), captum_delta, rtol=1e-3, atol=1e-5)
+    public = saliency(model, x, 2, methods="ig", config=SaliencyConfig(ig_steps=64))
+    assert [row["ig_delta"] for row in public.rows] == pytest.approx(delta.tolist(), abs=1e-6)
+    assert public.convergence["ig"]["max_abs_delta"] == pytest.approx(float(delta.abs().max()), rel=1e-5)
 
 
 def test_maps_do_not_depend_on_the_batch_size():
@@ -160,7 +176,7 @@ def test_three_channel_model_every_method():
     logits = model(xf)
     g, = torch.autograd.grad(logits[0, 1] + logits[1, 7], xf)
     torch.testing.assert_close(r.maps["vanilla"], g.abs().amax(1), rtol=1e-4, atol=1e-6)
-    assert r.targets.tolist() == [1, 7]
+    assert r.targets == [1, 7] and [row["target"] for row in r.rows] == ["1", "7"]
 
 
 def test_gradcam_of_another_model_needs_a_layer():
@@ -203,6 +219,131 @@ def test_explain_is_batched_like_saliency():
     with torch.no_grad():
         direct = explain(model.eval(), x, t, "occlusion", replace(FAST, batch_size=5))
     torch.testing.assert_close(direct, ref, rtol=1e-4, atol=1e-5)
+
+
+# ---- the registry, ReLUs, the public API --------------------------------------------------------
+
+def tiny_cnn(dtype):
+    """A plain nn.Sequential CNN: no cam_layer, nothing of probe's."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_public_api_on_a_plain_sequential_cnn(dtype, tmp_path):
+    model = tiny_cnn(dtype).train()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(3, 1, 10, 10, dtype=dtype)
+    r = saliency(model, x, None, methods="all", classes=["cat", "dog", "owl"], layer="2", config=FAST)
+    assert isinstance(r, SaliencyResult) and r.methods == list(METHODS)
+    assert all(v.shape == (3, 10, 10) and v.dtype == torch.float32 for v in r.maps.values())
+    with torch.no_grad():
+        assert r.targets == model.eval()(x).argmax(1).tolist()  # None: each image's prediction
+    model.train()
+    f = faithfulness(model, x, r.targets, r, layer="2")
+    assert f.methods == list(METHODS) and set(f.curves) == {*METHODS, "random"}
+    assert f.randomized.shape == (6, len(f.randomization["steps"]), 10, 10)
+    both = r.with_faithfulness(f)
+    figures = both.figures()
+    assert list(figures) == ["saliency", "faithfulness", "randomization", "randomization-maps"]
+    assert list(f.figures()) == ["faithfulness", "randomization", "randomization-maps"]
+    for stem, fig in figures.items():
+        save_figure(fig, tmp_path, stem)
+    assert both.summary()[0] == "3 images: " + ", ".join(m.title for m in METHODS.values())
+    files = write_files(both, tmp_path)
+    assert [p.name for p in files] == ["attributions.safetensors", "faithfulness.csv"]
+    # The caller's model as it was: training mode, .grad, requires_grad, weights.
+    assert model.training and torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # The JSON and the arrays give the result back.
+    # Maps of the caller's own: deletion and insertion, no randomization (no recipe to recompute them).
+    own = faithfulness(model, x, r.targets, {"mine": torch.rand(3, 10, 10)})
+    assert own.randomization is None and set(own.curves) == {"mine", "random"}
+    assert list(own.figures()) == ["faithfulness"]
+    again = SaliencyResult.from_json(json.loads(json.dumps(both.to_json())), both.arrays())
+    assert json.dumps(again.faithfulness_result.randomization) == json.dumps(f.randomization)  # NaN too
+    assert torch.equal(again.faithfulness_result.randomized, f.randomized)
+
+
+def test_one_name_per_method_in_tables_legends_and_columns(monkeypatch):
+    """A method is one registry entry: added there, it is computed, drawn, tabled and summed up
+    under the registry's names, and the table, legend and column titles all come from it."""
+    zero = Method("half", "Half the image", "Half", False, False, "the image's first channel halved", 7,
+                  lambda model, x, t, config, layer: x[:, 0] / 2)
+    monkeypatch.setitem(METHODS, "half", zero)
+    model = tiny_cnn(torch.float32)
+    x = torch.rand(2, 1, 8, 8)
+    r = saliency(model, x, 1, methods="vanilla,half", config=FAST)
+    torch.testing.assert_close(r.maps["half"], x[:, 0] / 2)
+    r = r.with_faithfulness(faithfulness(model, x, 1, r))
+    table = next(c for c in section(r).children if hasattr(c, "rows"))
+    assert [row[0] for row in table.rows] == ["Gradient", "Half the image", "random order"]
+    fig = r.figures()["faithfulness"]
+    legend = [t.get_text().split(":")[0] for t in fig.legends[0].get_texts()]
+    assert legend == ["Gradient", "Half the image", "random order"]
+    columns = [ax.get_title() for ax in r.figures()["saliency"].axes if ax.get_title()]
+    assert columns == ["image", "Gradient", "Half"]
+    assert "Half the image" in r.summary()[0]
+
+
+class ReusedReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.act = nn.ReLU()  # used twice below
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv2(self.act(self.conv1(x)))).mean((2, 3)))
+
+
+def test_guided_backprop_warns_of_an_in_place_relu():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(48, 2))
+    x = torch.rand(2, 1, 4, 4)
+    assert relu_problems(model, x) == (["1"], [])
+    with pytest.warns(UserWarning, match=r"Guided Backprop.*in-place nn.ReLU module\(s\) '1'"):
+        attribute(model, x, 0, methods="guided")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the other methods need no warning
+        attribute(model, x, 0, methods="vanilla,ig")
+
+
+def test_guided_backprop_warns_of_a_relu_called_twice():
+    model = ReusedReLU()
+    x = torch.rand(2, 1, 5, 5)
+    assert relu_problems(model, x) == ([], ["act"])
+    with pytest.warns(UserWarning, match=r"called more than once in one forward pass: 'act'"):
+        saliency(model, x, 1, methods="guided")
+    with pytest.warns(UserWarning, match="'act'"):  # and before the randomization check recomputes it
+        faithfulness(model, x, 1, {"guided": torch.rand(2, 5, 5)})
+
+
+def test_probes_own_network_gets_no_relu_warning():
+    model = tiny_classifier(MNIST)
+    x = torch.rand(1, 1, 12, 12)
+    assert relu_problems(model, x) == ([], [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attribute(model, x, 0, methods="guided")
+
+
+def test_settings_are_checked_in_the_users_option_names():
+    assert Settings(class_name="3", methods="ig, vanilla").methods == ("ig", "vanilla")
+    assert Settings(index="3, 17,40").index == (3, 17, 40)
+    for kwargs, message in [({"class_name": "3", "methods": "gradcan"}, "--method: unknown method 'gradcan'"),
+                            ({"class_name": "3", "n": 0}, "--n 0"),
+                            ({"class_name": "3", "scale": "row"}, "--scale 'row'"),
+                            ({"class_name": "3", "batch_size": 0}, "--batch-size 0"),
+                            ({"class_name": "3", "threads": 0}, "--threads 0"),
+                            ({"index": "3,x"}, "--index 'x'"),
+                            ({"index": "3", "images": ("a.png",)}, "not both"),
+                            ({"index": "3", "selection": "wrong"}, "--wrong picks images of --class"),
+                            ({}, "which class")]:
+        with pytest.raises(ConfigError, match=message):
+            Settings(**kwargs)
 
 
 # ---- user images --------------------------------------------------------------------------------
@@ -267,10 +408,9 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def predictions(model_dir, data_dir, split="val"):
     from probe.models.folder import load_model_folder
-    from probe.tasks.common import load_model_split
     from probe.methods.common import class_probabilities
     net, folder = load_model_folder(model_dir)
-    data = load_model_split(folder, split, data_dir)
+    data = folder.load_split(split, data_dir)
     return data, class_probabilities(net, data.images).argmax(1)
 
 
@@ -302,7 +442,6 @@ def test_cli_error_cases(tiny_model, mnist_dir, tmp_path, capsys):
 
 def test_closest_match_for_a_misspelt_sfddd_class():
     from probe.data.spec import SFDDD
-    from probe.tasks.saliency import class_index
     assert class_index(SFDDD, "c2") == class_index(SFDDD, "phone_right") == class_index(SFDDD, "2") == 2
     with pytest.raises(ConfigError, match=r"closest match: phone_right"):
         class_index(SFDDD, "phone_rigth")
@@ -325,11 +464,17 @@ def test_cli_writes_the_figures_maps_and_results(tiny_model, mnist_dir, tmp_path
     assert all(v.shape == (len(rows), 28, 28) and v.dtype == torch.float32 for v in maps.values())
     assert [r["index"] for r in rows] == (data.labels == k).nonzero().flatten()[:2].tolist()
     assert all(r["target"] == str(k) for r in rows) and "ig_delta" in rows[0]
-    s = doc["settings"]
-    assert s["saliency"]["ig_steps"] == 32 and s["saliency"]["smoothgrad_samples"] == 25
-    assert s["deletion_insertion"]["steps"] == 20 and s["n"] == 2 and s["selection"] == "any"
-    assert set(doc["results"]["deletion_insertion"]["methods"]) == {"vanilla", "ig", "gradcam", "random"}
-    assert doc["results"]["randomization"]["steps"] == ["fc", "stage3", "stage2", "stage1", "stem"]
+    s, r = doc["settings"], doc["results"]
+    assert r["config"]["saliency"]["ig_steps"] == 32 and r["config"]["saliency"]["smoothgrad_samples"] == 25
+    faithful = r["faithfulness"]
+    assert faithful["config"]["deletion_insertion"]["steps"] == 20 and s["n"] == 2 and s["selection"] == "any"
+    assert set(faithful["curves"]) == {"vanilla", "ig", "gradcam", "random"}
+    assert faithful["randomization"]["steps"] == ["fc", "stage3", "stage2", "stage1", "stem"]
+    assert doc["data"]["split"] == "val" and doc["data"]["n"] == len(data)
+    # The result read back draws the same figures.
+    again = read_outputs(ANALYSIS, out)
+    assert isinstance(again, SaliencyResult) and torch.equal(again.maps["ig"], maps["ig"])
+    assert list(again.figures()) == ["saliency", "faithfulness", "randomization", "randomization-maps"]
     table = (out / "faithfulness.csv").read_text().splitlines()
     assert table[0].startswith("method,deletion_auc,insertion_auc") and len(table) == 5
     assert doc["model"]["weights_sha256"] and doc["figures"]
@@ -364,7 +509,8 @@ def test_cli_user_images_and_predict(tiny_model, tmp_path):
     rows = doc["results"]["rows"]
     assert [Path(r["file"]).name for r in rows] == ["a.png", "b.png"]
     assert all(r["target"] == r["predicted"] for r in rows)  # the prediction is the default target
-    assert "inverted" in rows[1]["note"] and doc["settings"]["selection"] == "files"
+    assert "inverted" in rows[1]["note"] and doc["results"]["selection"] == "files"
+    assert doc["data"]["source"] == "files" and len(doc["data"]["files"]) == 2
     pr = runner.invoke(app, ["predict", "--model", str(tiny_model), "--image", str(a), str(b)])
     assert pr.exit_code == 0, pr.output
     lines = pr.output.strip().splitlines()
@@ -407,7 +553,7 @@ def test_sfddd_phone_right_with_no_other_option(sfddd_dir, tmp_path, monkeypatch
     out = work / "reports" / "sfddd-tiny" / "saliency"
     assert (out / "saliency.png").is_file() and (out / "saliency.pdf").is_file()
     doc = json.loads((out / "results.json").read_text())
-    assert doc["settings"]["class"] == "phone_right" and doc["settings"]["split"] == "val"
+    assert doc["results"]["class_name"] == "phone_right" and doc["settings"]["split"] == "val"
     maps = load_file(out / "attributions.safetensors")
     assert set(maps) == set(METHODS) and all(v.shape[1:] == (32, 32) for v in maps.values())
     assert all(r["label"] == r["target"] == r["predicted"] == "phone_right" for r in doc["results"]["rows"])

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from probe.methods.common import evaluating
-from probe.methods.saliency import (Explainer, SaliencyConfig, explainer, layer_name,
-                                     parse_methods, prepare_inputs, resolve_layer, seeded,
-                                     working_copy)
 from probe.errors import ConfigError
+from probe.methods.common import class_probabilities, evaluating, gaussian_blur
+from probe.methods.saliency import (METHODS, Explainer, Layer, SaliencyConfig, explainer, layer_name, parse_methods,
+                                     prepare_inputs, seeded, warn_relus, working_copy)
 
 RANDOM = "random"  # the key of the random-order baseline
 
@@ -94,19 +93,6 @@ class DeletionInsertion:
         return out
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A separable Gaussian blur of (N, C, H, W), reflect-padded (replicate where too small)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t / sigma) ** 2 / 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    h, w = x.shape[-2:]
-    mode = "reflect" if radius < min(h, w) else "replicate"
-    y = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(y, (0, 0, radius, radius), mode=mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def pixel_ranks(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """maps (N, H, W) → (N, H·W) each pixel's place in the order, 0 = the most important
     (largest value first; ties broken at random, not by position)."""
@@ -119,13 +105,49 @@ def pixel_ranks(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return ranks
 
 
-def _probabilities(model, x, targets, batch_size):
-    """Target probabilities of x (B, C, H, W) with targets (B,), in batches."""
-    out = []
-    for s in range(0, len(x), batch_size):
-        logits = model(x[s:s + batch_size])
-        out.append(logits.float().softmax(1).gather(1, targets[s:s + batch_size, None])[:, 0])
-    return torch.cat(out).cpu()
+def _target_probabilities(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The probability (N,) of each image's target class, in batches."""
+    return class_probabilities(model, x, batch_size=batch_size).gather(1, targets.cpu()[:, None])[:, 0]
+
+
+@dataclass
+class _Curves:
+    """What every order's deletion and insertion curves share: the images, their targets, the
+    deleted image and the insertion's start, the pixels changed at each inner step."""
+    model: nn.Module
+    x: torch.Tensor  # (N, C, H, W)
+    t: torch.Tensor  # (N,)
+    deleted: torch.Tensor  # (N, C, H, W) every pixel deleted
+    start: torch.Tensor  # (N, C, H, W) the insertion's start (blurred or black)
+    inner: torch.Tensor  # (S-1,) pixels changed at each step between the first and the last
+    batch_size: int
+
+    def __post_init__(self):
+        # Step 0 and the last step are the same images for every order (the image and the fully
+        # deleted one; the start and the image): computed once.
+        p = {k: _target_probabilities(self.model, v, self.t, self.batch_size)
+             for k, v in (("x", self.x), ("deleted", self.deleted), ("start", self.start))}
+        self.ends = {"deletion": (p["x"], p["deleted"]), "insertion": (p["start"], p["x"])}
+
+    def __call__(self, kind: str, ranks: torch.Tensor) -> torch.Tensor:
+        """The target probability (N, S+1) along one order (ranks (N, H·W), 0 = first changed)."""
+        n, _, h, w = self.x.shape
+        k = len(self.inner)
+        per_image = max(1, self.batch_size // max(1, k))  # images per forward batch
+        rows = []
+        for s in range(0, n if k else 0, per_image):
+            sl = slice(s, min(n, s + per_image))
+            mask = ranks[sl].to(self.x.device)[:, None, :] < self.inner[None, :, None]  # (m, S-1, HW)
+            mask = mask.view(-1, k, 1, h, w)
+            xs = self.x[sl, None]
+            batch = (torch.where(mask, self.deleted[sl, None], xs) if kind == "deletion"
+                     else torch.where(mask, xs, self.start[sl, None]))  # (m, S-1, C, H, W)
+            p = _target_probabilities(self.model, batch.flatten(0, 1), self.t[sl].repeat_interleave(k),
+                                      self.batch_size)
+            rows.append(p.view(-1, k))
+        first, last = self.ends[kind]
+        middle = torch.cat(rows) if k else torch.zeros(n, 0)
+        return torch.cat([first[:, None], middle, last[:, None]], dim=1)  # (N, S+1)
 
 
 def deletion_insertion(model: nn.Module, images: torch.Tensor, target, maps: Mapping[str, torch.Tensor], *,
@@ -137,44 +159,16 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, target, maps: Map
     for m, a in maps.items():
         if tuple(a.shape) != (n, h, w):
             raise ConfigError(f"map {m!r} has shape {tuple(a.shape)}, expected {(n, h, w)} (N, H, W)")
-    steps = config.steps
     hw = h * w
-    counts = torch.tensor([round(s * hw / steps) for s in range(steps + 1)], device=x.device)  # pixels per step
+    counts = torch.tensor([round(s * hw / config.steps) for s in range(config.steps + 1)], device=x.device)
     gen = torch.Generator().manual_seed(config.seed)
     orders = {m: pixel_ranks(a, gen) for m, a in maps.items()}
     randoms = [pixel_ranks(torch.zeros(n, h, w), gen) for _ in range(config.random_orders)]
-    deleted = torch.full_like(x, config.deletion_value)
-    sigma = config.sigma(h, w)
-    start = gaussian_blur(x, sigma) if config.insertion_start == "blur" else torch.zeros_like(x)
-
-    # Only the inner steps depend on the order: step 0 and the last step are the same images
-    # for every order (the image and the fully deleted one; the start and the image).
-    inner = counts[1:-1]  # (S-1,)
+    start = gaussian_blur(x, config.sigma(h, w)) if config.insertion_start == "blur" else torch.zeros_like(x)
     curves: dict[str, dict[str, torch.Tensor]] = {"deletion": {}, "insertion": {}}
-    per_image = max(1, config.batch_size // max(1, len(inner)))  # images per forward batch
     with working_copy(model, config.channels_last) as work, torch.inference_mode():
-        ends = {"deletion": (_probabilities(work, x, t, config.batch_size),
-                             _probabilities(work, deleted, t, config.batch_size)),
-                "insertion": (_probabilities(work, start, t, config.batch_size),
-                              _probabilities(work, x, t, config.batch_size))}
-
-        def curve(kind: str, ranks: torch.Tensor) -> torch.Tensor:
-            rows = []
-            for s in range(0, n if steps > 1 else 0, per_image):
-                sl = slice(s, min(n, s + per_image))
-                mask = ranks[sl].to(x.device)[:, None, :] < inner[None, :, None]  # (m, S-1, HW)
-                mask = mask.view(-1, steps - 1, 1, h, w)
-                xs, t_ = x[sl, None], t[sl]
-                if kind == "deletion":
-                    batch = torch.where(mask, deleted[sl, None], xs)  # (m, S-1, C, H, W)
-                else:
-                    batch = torch.where(mask, xs, start[sl, None])
-                p = _probabilities(work, batch.flatten(0, 1), t_.repeat_interleave(steps - 1), config.batch_size)
-                rows.append(p.view(-1, steps - 1))
-            first, last = ends[kind]
-            middle = torch.cat(rows) if steps > 1 else torch.zeros(n, 0)
-            return torch.cat([first[:, None], middle, last[:, None]], dim=1)  # (N, S+1)
-
+        curve = _Curves(work, x, t, torch.full_like(x, config.deletion_value), start, counts[1:-1],
+                        config.batch_size)
         for kind in ("deletion", "insertion"):
             for m, ranks in orders.items():
                 curves[kind][m] = curve(kind, ranks)
@@ -290,9 +284,52 @@ class Randomization:
                 "final": self.final, "flagged": self.flagged}
 
 
+def _explainers(model: nn.Module, methods: Sequence[str] | Mapping[str, Explainer], config: SaliencyConfig,
+                layer: Layer) -> dict[str, Explainer]:
+    """{name: callable(model, x, targets) → (N, H, W)}: the caller's own, or the named methods
+    (Grad-CAM's layer by name, so that it is found in every copy)."""
+    if isinstance(methods, Mapping):
+        return dict(methods)
+    names = parse_methods(methods)
+    cam = layer_name(model, layer) if any(METHODS[m].needs_layer for m in names) else None
+    return {m: explainer(m, config, cam) for m in names}
+
+
+@dataclass
+class _Timed:
+    """Runs one explainer on a model (eval mode, no parameter gradients, the same noise for every
+    model), adding its seconds and reporting progress."""
+    fns: dict[str, Explainer]
+    x: torch.Tensor
+    t: torch.Tensor
+    seed: int
+    progress: Callable[[str], None] | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, net: nn.Module, name: str) -> torch.Tensor:
+        start = time.perf_counter()
+        with evaluating(net, frozen=True), seeded(self.seed, self.x.device):
+            out = self.fns[name](net, self.x, self.t).detach().float().cpu()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        if self.progress is not None:
+            self.progress(name)
+        return out
+
+
+def _copy_to_destroy(model: nn.Module) -> nn.Module:
+    try:
+        with evaluating(model):
+            work = copy.deepcopy(model)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"the randomization check needs a copy of the model, and copy.deepcopy failed: {e}") from None
+    for p in work.parameters():
+        p.grad = None
+    return work
+
+
 def randomization_check(model: nn.Module, images: torch.Tensor, target, *,
                         methods: Sequence[str] | Mapping[str, Explainer] = ("vanilla",),
-                        config: SaliencyConfig = SaliencyConfig(), layer: nn.Module | str | None = None,
+                        config: SaliencyConfig = SaliencyConfig(), layer: Layer = None,
                         trained_maps: Mapping[str, torch.Tensor] | None = None, cascade: bool = True,
                         threshold: float = FaithfulnessConfig.flag_threshold, seed: int = 0,
                         progress: Callable[[str], None] | None = None) -> Randomization:
@@ -301,53 +338,27 @@ def randomization_check(model: nn.Module, images: torch.Tensor, target, *,
     names, or {name: callable(model, x, targets) → (N, H, W)} for a map of your own (e.g. the
     image itself, which ignores the model: correlation 1). Correlations are of |map|.
     trained_maps: the trained model's maps if already computed (saves their time)."""
-    import time
     x, t = prepare_inputs(model, images, target)
-    if isinstance(methods, Mapping):
-        fns = dict(methods)
-    else:
-        names = parse_methods(methods)
-        cam = None
-        if "gradcam" in names:  # the same layer, by name, in every copy
-            cam = layer if isinstance(layer, str) else layer_name(model, resolve_layer(model, layer))
-        fns = {m: explainer(m, config, cam) for m in names}
+    fns = _explainers(model, methods, config, layer)
+    warn_relus(model, x, list(fns))
     groups = cascade_groups(model)
     if not cascade:
         groups = [("all", [name for _, g in groups for name in g])]
-    seconds: dict[str, float] = {}
-
-    def run(net: nn.Module, name: str) -> torch.Tensor:
-        start = time.perf_counter()
-        with evaluating(net, frozen=True), seeded(config.seed, x.device):  # the same noise for every model
-            out = fns[name](net, x, t).detach().float().cpu()
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-        if progress is not None:
-            progress(name)
-        return out
-
-    maps = {m: [] for m in fns}
+    timed = _Timed(fns, x, t, config.seed, progress)
+    maps: dict[str, list[torch.Tensor]] = {m: [] for m in fns}
     layers: list[list[str]] = []
     with working_copy(model, config.channels_last) as work:
         trained = {m: (trained_maps[m].float().cpu() if trained_maps is not None and m in trained_maps
-                       else run(work, m)) for m in fns}
+                       else timed(work, m)) for m in fns}
         if work is model:  # no working copy was made: make one to destroy
-            try:
-                with evaluating(model):
-                    work = copy.deepcopy(model)
-            except Exception as e:  # noqa: BLE001
-                raise ConfigError(f"the randomization check needs a copy of the model, and "
-                                  f"copy.deepcopy failed: {e}") from None
-            for p in work.parameters():
-                p.grad = None
-        done: list[str] = []
+            work = _copy_to_destroy(model)
         with seeded(seed, x.device):
             for _, names in groups:
                 randomize_(work, names)  # cumulative: the earlier groups stay randomized
-                done = done + list(names)
-                layers.append(done)
+                layers.append((layers[-1] if layers else []) + list(names))
                 for m in fns:
-                    maps[m].append(run(work, m))
+                    maps[m].append(timed(work, m))
     spear = {m: torch.stack([spearman(trained[m].abs(), r.abs()) for r in rs]) for m, rs in maps.items()}
     return Randomization(steps=[label for label, _ in groups], layers=layers, spearman=spear,
                          maps={m: torch.stack(rs) for m, rs in maps.items()}, trained_maps=trained,
-                         threshold=threshold, cascading=cascade, seconds=seconds)
+                         threshold=threshold, cascading=cascade, seconds=timed.seconds)

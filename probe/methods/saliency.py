@@ -3,16 +3,20 @@
     vanilla     |∂score/∂x|, the largest over channels (Simonyan et al. 2014; the seed's maps)
     smoothgrad  NoiseTunnel(Saliency): the mean |gradient| over noisy copies (Smilkov et al. 2017)
     ig          IntegratedGradients from a black image, summed over channels (signed; Sundararajan
-                et al. 2017), with captum's convergence delta per image
+                et al. 2017), with its completeness gap per image
     gradcam     LayerGradCam on the last feature map, ReLU'd, upsampled bilinearly to the input
                 (Selvaraju et al. 2017)
     guided      GuidedBackprop, |value| the largest over channels (Springenberg et al. 2015)
     occlusion   Occlusion: the drop of the score when a window (sized to the image) is blacked
                 out, averaged over the windows covering each pixel (Zeiler & Fergus 2014; signed)
 
+Each method is one entry of METHODS (a `Method`: its name, titles, sign, reduction, colour and
+the function that computes it): adding a method touches that one place, and the tables, the
+figures and the terminal all take their names from it.
+
 Every map is (N, H, W) at the network's input: one value per pixel. `model` is any nn.Module
-mapping [0, 1] images (N, C, H, W) to logits; scores are logits of the target class. The
-caller's model mode, `.grad` and `requires_grad` are left as they were.
+mapping [0, 1] images (N, C, H, W) to logits, in any floating dtype; scores are logits of the
+target class. The caller's model mode, `.grad` and `requires_grad` are left as they were.
 """
 from __future__ import annotations
 
@@ -27,20 +31,10 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from probe.methods.common import as_input, evaluating, model_device
 from probe.errors import ConfigError
+from probe.methods.common import as_input, class_probabilities, evaluating
 
-METHODS = ("vanilla", "smoothgrad", "ig", "gradcam", "guided", "occlusion")
-TITLES = {"vanilla": "Gradient", "smoothgrad": "SmoothGrad", "ig": "Integrated Gradients",
-          "gradcam": "Grad-CAM", "guided": "Guided Backprop", "occlusion": "Occlusion"}
-SIGNED = frozenset({"ig", "occlusion"})
-MANY_PASSES = frozenset({"smoothgrad", "ig", "occlusion"})  # the others: one forward and backward  # the others are ≥ 0 (absolute values, or ReLU'd)
-REDUCTION = {  # how a method's (N, C, H, W) attribution becomes one value per pixel
-    "vanilla": "max over channels of |gradient|", "smoothgrad": "max over channels of mean |gradient|",
-    "ig": "sum over channels (keeps completeness)", "gradcam": "one channel (layer map, upsampled)",
-    "guided": "max over channels of |value|", "occlusion": "mean over channels (equal: the window spans them)",
-}
-
+Layer = nn.Module | str | None  # Grad-CAM's layer: a module, its dotted name, or the model's cam_layer
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -84,39 +78,107 @@ class SaliencyConfig:
             d["occlusion_window"], d["occlusion_stride"] = self.occlusion_shape(height, width)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "SaliencyConfig":
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
-@dataclass
-class SaliencyResult:
-    """maps[method]: (N, H, W) float32 on the CPU, at the network's input; targets (N,) the
-    class each map explains; probs (N, K) the model's class probabilities of the images."""
-    maps: dict[str, torch.Tensor]
-    targets: torch.Tensor
-    probs: torch.Tensor
-    config: SaliencyConfig
-    ig_delta: torch.Tensor | None = None  # (N,) captum's convergence delta: Σ attribution − (f(x) − f(0))
-    ig_gap: torch.Tensor | None = None  # (N,) f(x) − f(baseline) of the target logit
-    seconds: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def methods(self) -> list[str]:
-        return list(self.maps)
+# ---- the methods: one function each, for one batch of images ------------------------------------
+# x: (m, C, H, W) detached, on the model's device in its dtype; t: (m,) classes. → (m, H, W).
 
-    @property
-    def predicted(self) -> torch.Tensor:
-        return self.probs.argmax(1)
 
-    @property
-    def p_target(self) -> torch.Tensor:
-        return self.probs.gather(1, self.targets[:, None]).squeeze(1)
+def _vanilla(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
+    from captum.attr import Saliency
+    return Saliency(model).attribute(x.requires_grad_(), target=t, abs=True).amax(1)
 
-    def images_per_second(self) -> dict[str, float]:
-        n = len(self.targets)
-        return {m: n / s for m, s in self.seconds.items() if s > 0}
+
+def _smoothgrad(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
+    from captum.attr import NoiseTunnel, Saliency
+    per_pass = max(1, min(config.smoothgrad_samples, config.batch_size // len(x)))
+    return NoiseTunnel(Saliency(model)).attribute(
+        x.requires_grad_(), nt_type="smoothgrad", nt_samples=config.smoothgrad_samples,
+        nt_samples_batch_size=per_pass, stdevs=config.smoothgrad_stdev, target=t, abs=True).amax(1)
+
+
+def _integrated_gradients(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
+    from captum.attr import IntegratedGradients
+    return IntegratedGradients(model).attribute(
+        x.requires_grad_(), baselines=config.ig_baseline, target=t, n_steps=config.ig_steps,
+        method=config.ig_method, internal_batch_size=max(len(x), config.batch_size)).sum(1)
+
+
+def _black(x: torch.Tensor, config: SaliencyConfig) -> torch.Tensor:
+    return torch.full_like(x, config.ig_baseline)
+
+
+def _gradcam(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
+    from captum.attr import LayerAttribution, LayerGradCam
+    cam = LayerGradCam(model, resolve_layer(model, layer)).attribute(
+        x.requires_grad_(), target=t, relu_attributions=True)  # (m, 1, h', w')
+    return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]),
+                                        interpolate_mode=config.gradcam_interpolation)[:, 0]
+
+
+def _guided(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
+    from captum.attr import GuidedBackprop
+    with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        return GuidedBackprop(model).attribute(x.requires_grad_(), target=t).abs().amax(1)
+
+
+def _occlusion(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
+    from captum.attr import Occlusion
+    c, h, w = x.shape[1:]
+    window, stride = config.occlusion_shape(h, w)
+    with torch.no_grad():
+        return Occlusion(model).attribute(
+            x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
+            baselines=config.occlusion_value, target=t,
+            perturbations_per_eval=max(1, config.batch_size // len(x))).mean(1)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attribution method: everything the tables, figures and files say of it, and the
+    function that computes its maps of one batch."""
+    name: str  # what --method takes, the key in attributions.safetensors
+    title: str  # in tables, legends and the terminal
+    short_title: str  # a figure's column heading: the title, broken where it is long
+    signed: bool  # values of both signs (a diverging colour scale about 0); else ≥ 0
+    many_passes: bool  # many forward passes per image: a channels-last working copy pays off
+    reduction: str  # how the (N, C, H, W) attribution becomes one value per pixel
+    colour: int  # its line colour: an index into the figures' colour-blind palette
+    compute: Callable[[nn.Module, torch.Tensor, torch.Tensor, SaliencyConfig, Layer], torch.Tensor]
+    # The input its attributions add up against (Σ map = f(x) − f(baseline)): checked per image.
+    baseline: Callable[[torch.Tensor, SaliencyConfig], torch.Tensor] | None = None
+    module_relus: bool = False  # replaces nn.ReLU modules' gradients: in-place or reused ones go wrong
+    needs_layer: bool = False  # explains a layer (Grad-CAM's feature map)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("vanilla", "Gradient", "Gradient", False, False, "max over channels of |gradient|", 0, _vanilla),
+    Method("smoothgrad", "SmoothGrad", "SmoothGrad", False, True, "max over channels of mean |gradient|", 1,
+           _smoothgrad),
+    Method("ig", "Integrated Gradients", "Integrated\nGradients", True, True,
+           "sum over channels (keeps completeness)", 2, _integrated_gradients, baseline=_black),
+    Method("gradcam", "Grad-CAM", "Grad-CAM", False, False, "one channel (layer map, upsampled)", 3, _gradcam,
+           needs_layer=True),
+    Method("guided", "Guided Backprop", "Guided\nBackprop", False, False, "max over channels of |value|", 4,
+           _guided, module_relus=True),
+    Method("occlusion", "Occlusion", "Occlusion", True, True,
+           "mean over channels (equal: the window spans them)", 5, _occlusion),
+)}
+
+
+def method_title(name: str) -> str:
+    """The title of a method (a map of the caller's own keeps its key)."""
+    return METHODS[name].title if name in METHODS else name
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
-    """"all", "vanilla,ig" or a list → method names in the canonical order given; an unknown
-    name is a ConfigError naming the valid ones and the closest match."""
+    """"all", "vanilla,ig" or a list → method names in the order given; an unknown name is a
+    ConfigError naming the valid ones and the closest match."""
     names = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     if not names:
         raise ConfigError(f"no method given: use one or more of {', '.join(METHODS)}, or all")
@@ -135,7 +197,9 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     return out
 
 
-def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
+# ---- the model: Grad-CAM's layer, a working copy, ReLUs ---------------------------------------------
+
+def resolve_layer(model: nn.Module, layer: Layer) -> nn.Module:
     """Grad-CAM's layer: given as a module or a dotted name, else the model's `cam_layer`
     (probe's Classifier and ResNet have one)."""
     if isinstance(layer, nn.Module):
@@ -152,10 +216,11 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
                       "layer=<the last convolutional block, a module or its dotted name>")
 
 
-def layer_name(model: nn.Module, layer: nn.Module) -> str:
-    """The dotted name of `layer` inside `model` (to find the same layer in a copy)."""
+def layer_name(model: nn.Module, layer: Layer) -> str:
+    """The dotted name of Grad-CAM's layer inside `model`: it finds the same layer in a copy."""
+    found = resolve_layer(model, layer)
     for name, module in model.named_modules():
-        if module is layer:
+        if module is found:
             return name
     raise ConfigError("the Grad-CAM layer is not a submodule of the model")
 
@@ -184,90 +249,43 @@ def working_copy(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Mo
     yield work
 
 
-def same_layer(model: nn.Module, work: nn.Module, layer: nn.Module | str | None) -> nn.Module:
-    """Grad-CAM's layer of `model`, found (by name) in `work`, a copy of it."""
-    found = resolve_layer(model, layer)
-    return found if work is model else work.get_submodule(layer_name(model, found))
+def relu_problems(model: nn.Module, x: torch.Tensor) -> tuple[list[str], list[str]]:
+    """(in-place, reused): the names of the model's nn.ReLU modules built with inplace=True, and
+    of those called more than once in one forward pass of x[:1] (counted by forward hooks).
+    Captum's Guided Backprop (and DeepLift) replace each ReLU module's gradient: on these the
+    maps come out wrong without an error."""
+    relus = {name or "(the model)": m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
+    calls = dict.fromkeys(relus, 0)
+
+    def counter(name):
+        def hook(*_):
+            calls[name] += 1
+        return hook
+
+    hooks = [m.register_forward_hook(counter(name)) for name, m in relus.items()]
+    try:
+        with evaluating(model), torch.inference_mode():
+            model(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return [n for n, m in relus.items() if m.inplace], [n for n, c in calls.items() if c > 1]
 
 
-def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax (N, K) float32 on the CPU of inputs already in the model's dtype and device."""
-    with torch.inference_mode():
-        return torch.cat([model(x[sl]).float().softmax(1).cpu() for sl in _chunks(len(x), batch_size)])
-
-
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
-
-
-def explain(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
-            config: SaliencyConfig = SaliencyConfig(), layer: nn.Module | str | None = None) -> torch.Tensor:
-    """One method's maps (N, H, W) for inputs x (N, C, H, W, float on the model's device) and
-    targets (N,), in batches of at most config.batch_size forward images. Expects the model in
-    eval mode (see `saliency`, which sets it and restores the caller's state)."""
-    from captum.attr import (GuidedBackprop, IntegratedGradients, LayerAttribution, LayerGradCam,
-                             NoiseTunnel, Occlusion, Saliency)
-    n, c, h, w = x.shape
-    bs = config.batch_size
-    per = min(n, bs)  # images per call: the expanded batch (images × samples/steps) stays ≤ bs
-    out = []
-    for sl in _chunks(n, per):
-        # A leaf that wants its gradient: captum then has nothing to set (and warn about).
-        xb, tb = x[sl].detach().requires_grad_(method != "occlusion"), targets[sl]
-        m = len(xb)
-        if method == "vanilla":
-            a = Saliency(model).attribute(xb, target=tb, abs=True).amax(1)
-        elif method == "smoothgrad":
-            a = NoiseTunnel(Saliency(model)).attribute(
-                xb, nt_type="smoothgrad", nt_samples=config.smoothgrad_samples,
-                nt_samples_batch_size=max(1, min(config.smoothgrad_samples, bs // m)),
-                stdevs=config.smoothgrad_stdev, target=tb, abs=True).amax(1)
-        elif method == "ig":
-            a = IntegratedGradients(model).attribute(
-                xb, baselines=config.ig_baseline, target=tb, n_steps=config.ig_steps,
-                method=config.ig_method, internal_batch_size=max(m, bs)).sum(1)
-        elif method == "gradcam":
-            cam = LayerGradCam(model, resolve_layer(model, layer)).attribute(
-                xb, target=tb, relu_attributions=True)  # (m, 1, h', w')
-            a = LayerAttribution.interpolate(cam, (h, w), interpolate_mode=config.gradcam_interpolation)[:, 0]
-        elif method == "guided":
-            with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks
-                warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-                a = GuidedBackprop(model).attribute(xb, target=tb).abs().amax(1)
-        elif method == "occlusion":
-            window, stride = config.occlusion_shape(h, w)
-            with torch.no_grad():
-                a = Occlusion(model).attribute(
-                    xb, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                    baselines=config.occlusion_value, target=tb,
-                    perturbations_per_eval=max(1, bs // m)).mean(1)
-        else:
-            raise ConfigError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-        out.append(a.detach())
-    return torch.cat(out)  # (N, H, W)
-
-
-def _ig_with_delta(model, x, targets, config):
-    """IG maps (N, H, W) and captum's convergence delta (N,), in image chunks."""
-    from captum.attr import IntegratedGradients
-    maps, deltas = [], []
-    per = min(len(x), config.batch_size)
-    for sl in _chunks(len(x), per):
-        a, d = IntegratedGradients(model).attribute(
-            x[sl].detach().requires_grad_(), baselines=config.ig_baseline, target=targets[sl], n_steps=config.ig_steps,
-            method=config.ig_method, internal_batch_size=max(len(x[sl]), config.batch_size),
-            return_convergence_delta=True)
-        maps.append(a.detach().sum(1))
-        deltas.append(d.detach())
-    return torch.cat(maps), torch.cat(deltas)
+def warn_relus(model: nn.Module, x: torch.Tensor, methods: Sequence[str]) -> None:
+    """A warning (naming the modules) before a method that replaces ReLU gradients runs on a model
+    with in-place or reused nn.ReLU modules."""
+    risky = [METHODS[m].title for m in methods if m in METHODS and METHODS[m].module_relus]
+    if not risky:
+        return
+    inplace, reused = relu_problems(model, x)
+    found = ([f"in-place nn.ReLU module(s) {', '.join(map(repr, inplace))}"] if inplace else []) \
+        + ([f"nn.ReLU module(s) called more than once in one forward pass: {', '.join(map(repr, reused))}"]
+           if reused else [])
+    if found:
+        warnings.warn(f"{', '.join(risky)}: the model has {'; and '.join(found)}. Captum replaces each ReLU "
+                      "module's gradient, and on these the maps are silently wrong (captum issues #156, "
+                      "#378): give every use its own nn.ReLU() with inplace=False.", UserWarning)
 
 
 @contextlib.contextmanager
@@ -282,60 +300,31 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 def prepare_inputs(model: nn.Module, images: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
     """[0, 1] inputs on the model's device in its dtype, and targets (N,) int64 on that device
     (one int for every image, or one per image)."""
-    device = model_device(model)
-    x = as_input(images, device).to(_model_dtype(model))
+    x = as_input(images, model)
     if len(x) == 0:
         raise ConfigError("no images to explain")
     t = torch.as_tensor(targets, dtype=torch.long)
     t = t.expand(len(x)).clone() if t.ndim == 0 else t.flatten()
     if len(t) != len(x):
         raise ConfigError(f"{len(x)} images but {len(t)} targets")
-    return x, t.to(device)
+    return x, t.to(x.device)
 
 
-def saliency(model: nn.Module, images: torch.Tensor, target, *, methods: str | Sequence[str] = METHODS,
-             config: SaliencyConfig = SaliencyConfig(), layer: nn.Module | str | None = None,
-             progress: Callable[[str], None] | None = None,
-             probs: torch.Tensor | None = None) -> SaliencyResult:
-    """Maps of every method for images (N, C, H, W) uint8 or [0, 1] and target (an int, or (N,)
-    classes). layer: Grad-CAM's layer, needed only for a model without `cam_layer`.
-    progress: called with each method's name when it is done. probs: the images' class
-    probabilities (N, K) if you have them (else one forward pass computes them)."""
-    methods = parse_methods(methods)
-    x, t = prepare_inputs(model, images, target)
-    if "gradcam" in methods:
-        resolve_layer(model, layer)  # fail before the slow methods, not after
-    maps, seconds = {}, {}
-    delta = gap = None
-    # The copy costs about one forward pass of a small batch: worth it for the many passes of
-    # SmoothGrad, IG and Occlusion, not for one gradient.
-    many_passes = any(m in MANY_PASSES for m in methods)
-    with working_copy(model, config.channels_last and many_passes) as work, seeded(config.seed, x.device):
-        if probs is None:
-            probs = _probabilities(work, x, config.batch_size)  # (N, K)
-        elif tuple(probs.shape[:1]) != (len(x),):
-            raise ConfigError(f"probs of shape {tuple(probs.shape)} for {len(x)} images")
-        probs = probs.float().cpu()
-        if int(t.min()) < 0 or int(t.max()) >= probs.shape[1]:
-            raise ConfigError(f"targets must be classes 0..{probs.shape[1] - 1}")
-        cam = same_layer(model, work, layer) if "gradcam" in methods else None
-        for method in methods:
-            start = time.perf_counter()
-            if method == "ig":
-                a, delta = _ig_with_delta(work, x, t, config)
-                # captum's delta = Σ attribution − (f(x) − f(baseline)): the gap follows.
-                gap = (a.double().sum((1, 2)) - delta.double()).float().cpu()
-                delta = delta.float().cpu()
-            else:
-                a = explain(work, x, t, method, config, cam)
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
-            seconds[method] = time.perf_counter() - start
-            maps[method] = a.float().cpu()
-            if progress is not None:
-                progress(method)
-    return SaliencyResult(maps=maps, targets=t.cpu(), probs=probs, config=config,
-                          ig_delta=delta, ig_gap=gap, seconds=seconds)
+# ---- computing maps --------------------------------------------------------------------------------
+
+def explain(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
+            config: SaliencyConfig = SaliencyConfig(), layer: Layer = None) -> torch.Tensor:
+    """One method's maps (N, H, W) for inputs x (N, C, H, W, on the model's device in its dtype)
+    and targets (N,), in chunks of images whose expanded batch (images × samples or steps) stays
+    ≤ config.batch_size. Expects the model in eval mode (see `attribute`, which sets it and
+    restores the caller's state)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    compute = METHODS[method].compute
+    per = min(len(x), config.batch_size)
+    # Each chunk a fresh leaf: captum then has nothing to set (and warn about).
+    return torch.cat([compute(model, x[s:s + per].detach(), targets[s:s + per], config, layer).detach()
+                      for s in range(0, len(x), per)])  # (N, H, W)
 
 
 def explainer(method: str, config: SaliencyConfig = SaliencyConfig(), layer: str | None = None) -> Explainer:
@@ -344,8 +333,101 @@ def explainer(method: str, config: SaliencyConfig = SaliencyConfig(), layer: str
     parse_methods([method])
 
     def run(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if method == "ig":
-            return _ig_with_delta(model, x, targets, config)[0]
         return explain(model, x, targets, method, config, layer)
     run.__name__ = method
     return run
+
+
+def completeness_gap(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, baseline: torch.Tensor,
+                     batch_size: int) -> torch.Tensor:
+    """f(x) − f(baseline) of the target logit (N,) float64: what a complete attribution sums to."""
+    def logits(inp):
+        return torch.cat([model(inp[s:s + batch_size]).gather(1, targets[s:s + batch_size, None])[:, 0]
+                          for s in range(0, len(inp), batch_size)]).double().cpu()
+    with torch.inference_mode():
+        return logits(x) - logits(baseline)
+
+
+@dataclass
+class Attributions:
+    """maps[method]: (N, H, W) float32 on the CPU, at the network's input; targets (N,) the
+    class each map explains; probs (N, K) the model's class probabilities of the images;
+    completeness[method] = (delta, gap), each (N,): Σ map − (f(x) − f(baseline)), and that gap."""
+    maps: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    probs: torch.Tensor
+    config: SaliencyConfig
+    completeness: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.maps)
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.probs.argmax(1)
+
+    @property
+    def p_target(self) -> torch.Tensor:
+        return self.probs.gather(1, self.targets[:, None]).squeeze(1)
+
+    def images_per_second(self) -> dict[str, float]:
+        n = len(self.targets)
+        return {m: n / s for m, s in self.seconds.items() if s > 0}
+
+
+def _checked_probs(model, x, t, probs, batch_size) -> torch.Tensor:
+    if probs is None:
+        probs = class_probabilities(model, x, batch_size=batch_size)  # (N, K)
+    elif tuple(probs.shape[:1]) != (len(x),):
+        raise ConfigError(f"probs of shape {tuple(probs.shape)} for {len(x)} images")
+    probs = probs.float().cpu()
+    if int(t.min()) < 0 or int(t.max()) >= probs.shape[1]:
+        raise ConfigError(f"targets must be classes 0..{probs.shape[1] - 1}")
+    return probs
+
+
+def _warm_up(model: nn.Module, x: torch.Tensor) -> None:
+    """One forward and backward pass: the first gradient of a process pays for setting up
+    kernels, which would otherwise be billed to whichever method runs first."""
+    inp = x[:1].detach().clone().requires_grad_()
+    torch.autograd.grad(model(inp).sum(), inp)
+
+
+def attribute(model: nn.Module, images: torch.Tensor, target, *, methods: str | Sequence[str] = tuple(METHODS),
+              config: SaliencyConfig = SaliencyConfig(), layer: Layer = None,
+              progress: Callable[[str], None] | None = None, probs: torch.Tensor | None = None,
+              warm_up: bool = False) -> Attributions:
+    """Maps of every method for images (N, C, H, W) uint8 or [0, 1] and target (an int, or (N,)
+    classes). layer: Grad-CAM's layer, needed only for a model without `cam_layer`.
+    progress: called with each method's name when it is done. probs: the images' class
+    probabilities (N, K) if you have them (else one forward pass computes them). warm_up: one
+    gradient before the first method is timed (its `seconds` then leave out the set-up)."""
+    names = parse_methods(methods)
+    x, t = prepare_inputs(model, images, target)
+    # Grad-CAM's layer by name (the same layer in the working copy); a bad one fails before the slow methods.
+    cam = layer_name(model, layer) if any(METHODS[m].needs_layer for m in names) else None
+    warn_relus(model, x, names)
+    # The copy costs about one forward pass of a small batch: worth it for the many passes of
+    # SmoothGrad, IG and Occlusion, not for one gradient.
+    many_passes = any(METHODS[m].many_passes for m in names)
+    maps, seconds, complete = {}, {}, {}
+    with working_copy(model, config.channels_last and many_passes) as work, seeded(config.seed, x.device):
+        probs = _checked_probs(work, x, t, probs, config.batch_size)
+        if warm_up:
+            _warm_up(work, x)
+        for name in names:
+            start = time.perf_counter()
+            a = explain(work, x, t, name, config, cam)
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+            seconds[name] = time.perf_counter() - start
+            maps[name] = a.float().cpu()
+            if METHODS[name].baseline is not None:
+                gap = completeness_gap(work, x, t, METHODS[name].baseline(x, config), config.batch_size)
+                complete[name] = ((a.double().sum((1, 2)).cpu() - gap).float(), gap.float())
+            if progress is not None:
+                progress(name)
+    return Attributions(maps=maps, targets=t.cpu(), probs=probs, config=config, completeness=complete,
+                        seconds=seconds)
