@@ -52,7 +52,7 @@ def test_pdf_text_is_text_in_lean_embedded_truetype_fonts(tmp_path):
 def test_a_failed_save_leaves_the_subsetter_as_it_was(tmp_path):
     options_before = subset.Options
     fig, ax = new_figure()
-    ax.set_title(r"$\frac{1$")  # broken mathtext: the save fails while drawing
+    ax.set_title(r"$\frac{1$", parse_math=True)  # broken mathtext: the save fails while drawing
     with pytest.raises(ValueError):
         save_figure(fig, tmp_path, "figure")
     assert subset.Options is options_before

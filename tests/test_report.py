@@ -2,6 +2,7 @@
 other host; the PDF opens with its sections' titles as text and vector figures; the cache is
 used on a second run and invalidated when the weights change; and the page in a real browser
 (headless Chromium) loads every image with no error and no request."""
+import hashlib
 import json
 import os
 import re
@@ -75,10 +76,10 @@ def report(tmp_path_factory, mnist_dir):
     return result, out, models, mnist_dir
 
 
-def small_plan(models: Path):
+def small_plan(models: Path, names=("tiny-a", "tiny-b")):
     """The report's own plan (every section), with the work of each analysis cut to a sliver."""
     from probe.report.build import default_plan
-    plan = default_plan([read_model_folder(models / "tiny-a"), read_model_folder(models / "tiny-b")])
+    plan = default_plan([read_model_folder(models / name) for name in names])
     smaller = {"misclassified": {"max_images": 6}, "saliency": {"n": 1, "methods": "vanilla,gradcam"},
                "fool-noise": {"n": 1, "target": "1", "steps": 30},
                "fool-dataset": {"n": 1, "target": "1", "steps": 30}, "robustness": {"limit": 20, "steps": 3}}
@@ -112,6 +113,51 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
     assert "@import" not in html and "url(" not in html
     # every figure has a caption and an anchor
     assert html.count("<figure") == html.count("<figcaption>") > 0
+
+
+def expected_figures(models=("tiny-a", "tiny-b")) -> set[str]:
+    """Every figure the report of the fixture must hold, by name (anchor = file stem in figures/)."""
+    names = {"comparison-curves-curves", "comparison-robustness-robustness"} if len(models) > 1 else set()
+    for m in models:
+        names |= {f"{m}-curves-curves", f"{m}-fool-noise-fooling", f"{m}-fool-dataset-fooling",
+                  *([f"{m}-robustness-examples-{m}"] if len(models) > 1 else
+                    [f"{m}-robustness-examples", f"{m}-robustness-robustness"])}
+        names |= {f"{m}-misclassified-{s}" for s in ("misclassified", "confusion", "confusion-normalized",
+                                                     "per-class-accuracy")}
+        names |= {f"{m}-saliency-{s}" for s in ("saliency", "faithfulness", "randomization", "randomization-maps")}
+    return names
+
+
+def test_every_figure_is_there_once_by_name(report):
+    _, out, *_ = report
+    page = Page()
+    page.feed((out / "report.html").read_text())
+    figure_ids = [i.removeprefix("fig-") for i in page.ids if i.startswith("fig-")]
+    assert sorted(figure_ids) == sorted(expected_figures())
+    assert {p.stem for p in (out / "figures").glob("*.pdf")} == expected_figures()
+    tex = (out / "figures.tex").read_text()
+    assert sorted(re.findall(r"\\label\{fig:([^}]+)\}", tex)) == sorted(expected_figures())
+    # no two figures are the same picture (the comparison once repeated the models' own)
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "figures").glob("*.png")]
+    assert len(set(digests)) == len(digests)
+
+
+def test_one_model_loads_its_test_split_once(tmp_path, mnist_dir, monkeypatch):
+    from probe.analysis.base import clear_split_cache
+    from probe.models.folder import ModelFolder
+    models = tmp_path / "trained_models"
+    write_tiny_model(models / "tiny-c", seed=2)
+    write_history(models / "tiny-c")
+    loads = []
+    real = ModelFolder.load_split
+    monkeypatch.setattr(ModelFolder, "load_split", lambda self, split, data_dir=None:
+                        loads.append(split) or real(self, split, data_dir))
+    clear_split_cache()
+    plan = small_plan(models, ["tiny-c"])
+    done = run_report([models / "tiny-c"], data_dir=mnist_dir, out=tmp_path / "out", plan=plan, formats=("html",))
+    assert loads == ["test"]
+    assert done.result["figures"] == len(expected_figures(("tiny-c",)))
+    clear_split_cache()
 
 
 def test_hostile_names_are_shown_as_text(report):
@@ -209,17 +255,18 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_pat
     key = next(k for k in state if k.endswith("fc.bias"))
     state[key] = state[key] + torch.arange(len(state[key]), dtype=state[key].dtype)
     save_file(state, models / "tiny-b" / "weights.safetensors")
-    # Two of the analyses are enough to see what reruns: tiny-b's own and the joint one.
+    # Three of the analyses are enough to see what reruns: tiny-b's own, the joint one, and not
+    # the learning curves, which draw the history and not the weights.
     plan = small_plan(models)
-    plan.steps = [s for s in plan.steps if s.analysis in ("curves", "robustness")]
+    plan.steps = [s for s in plan.steps if s.analysis in ("curves", "misclassified", "robustness")]
     third = run_report(pair, data_dir=data, out=out, plan=plan, formats=("html",))
-    assert third.result["reused"] == 1  # tiny-a's curves only: tiny-b's and both joint ones rerun
-    rerun = json.loads((out / "analyses" / "tiny-b" / "curves" / CACHE_KEY).read_text())
+    assert third.result["reused"] == 4  # tiny-a's misclassified, the 3 curves; tiny-b's and the joint rerun
+    rerun = json.loads((out / "analyses" / "tiny-b" / "misclassified" / CACHE_KEY).read_text())
     assert rerun["weights_sha256"] == [read_model_folder(models / "tiny-b").weights_sha256()]
     # A new training history redraws the curves that show it (the weights are the same).
     write_history(models / "tiny-a", epochs=4)
     fourth = run_report(pair, data_dir=data, out=out, plan=plan, formats=("html",))
-    assert fourth.result["reused"] == 1  # tiny-b's curves only
+    assert fourth.result["reused"] == 4  # all but tiny-a's curves and the joint curves
     joint = json.loads((out / "joint-analyses" / "curves" / "results.json").read_text())
     assert [len(run["epoch"]) for run in joint["results"]["runs"]] == [4, 3]
 

@@ -216,6 +216,7 @@ class Analysis:
     summary: Callable[[Any], list[str]]
     needs_data: bool = True  # reads a split of the model's dataset
     needs_model: bool = True  # loads the weights (learning curves read history.json only)
+    reads_history: bool = False  # draws history.json (its sha256 is then part of the cache key)
     joint: bool = False
     # A joint analysis's part in each model's section: (result, model name) -> Section | None.
     model_section: Callable[[Any, str], Section | None] | None = None

@@ -188,4 +188,4 @@ def summary(result: CurvesResult) -> list[str]:
 
 
 ANALYSIS = Analysis("curves", "Learning curves", Settings, CurvesResult, run, figures, section, summary,
-                    needs_data=False, needs_model=False, joint=True)
+                    needs_data=False, needs_model=False, reads_history=True, joint=True)

@@ -351,13 +351,21 @@ def model_section(result: RobustnessResult, name: str) -> Section | None:
 
 
 def section(result: RobustnessResult) -> Section:
-    """The whole run: the attack, every model's curve on one plot, then each model's table and
-    adversarial examples."""
+    """The whole run: the attack, every model's curve on one plot and their accuracies side by side."""
     s = Section(ANALYSIS.title, "robustness").add(_describe(result))
     caption = (f"Accuracy against ε of every model on the same {result.n:,} {result.split or ''} images "
                f"({result.title})." if len(result.models) > 1 else f"{result.models[0]['name']}: accuracy against ε.")
     s.add(FigureRef("robustness", caption, data={m["name"]: m["points"] for m in result.models}, width=0.75))
-    return s.add(*(_model_part_section(result, name, with_curve=False) for name in result.model_names))
+    # the models side by side; each model's own part (with its examples) is in its section
+    rows = [[eps_label(e, result.eps_in_255)] + [_with_interval(m["points"][i]) for m in result.models]
+            for i, e in enumerate(result.eps)]
+    return s.add(Table(["ε", *result.model_names], rows, caption="Accuracy under attack with its 95% interval.",
+                       numeric=set(range(1, len(result.models) + 1))))
+
+
+def _with_interval(point: dict) -> str:
+    ci = point.get("ci95")
+    return pct(point["accuracy"]) + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f}%)" if ci else "")
 
 
 def summary(result: RobustnessResult) -> list[str]:

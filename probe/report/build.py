@@ -93,14 +93,15 @@ def default_plan(folders: list[ModelFolder]) -> ReportPlan:
 
 def cache_key(step: Step, folders: list[ModelFolder], data_dir) -> dict:
     """What a cached result depends on: the models' names (they label figures), the sha256 of
-    their weights and history (what learning curves draw), the settings, the data folder and
-    probe's version."""
-    return {"analysis": step.analysis, "models": [f.name for f in folders],
+    the weights (of an analysis that loads them) and of the history (of one that draws it), the
+    settings, the data folder (of one that reads data) and probe's version."""
+    key = {"analysis": step.analysis, "models": [f.name for f in folders],
             "weights_sha256": [f.weights_sha256() if step.entry.needs_model else None for f in folders],
-            "history_sha256": [f.history_sha256() for f in folders],
+            "history_sha256": [f.history_sha256() if step.entry.reads_history else None for f in folders],
             "settings": step.settings.to_json(),
             "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.entry.needs_data else None,
             "probe": probe.__version__}
+    return json.loads(json.dumps(key))  # as it reads back: tuples are lists in JSON
 
 
 class Contexts:
