@@ -408,14 +408,6 @@ def build(**fields) -> ResNet:
 
 # ---- presets --------------------------------------------------------------------------------
 
-_PRESETS: dict[str, Callable[..., ResNetConfig]] = {}
-
-
-def _preset(fn):
-    _PRESETS[fn.__name__] = fn
-    return fn
-
-
 def _cifar(n: int, **kw) -> ResNetConfig:
     """6n+2 layers: three stages of n basic blocks, 16/32/64 filters."""
     return ResNetConfig(**{"stages": (n, n, n), "filters": (16, 32, 64), **kw})
@@ -428,46 +420,16 @@ def _cifar_bottleneck(n: int, **kw) -> ResNetConfig:
                            "block": "bottleneck", "shortcut": "B", **kw})
 
 
-@_preset
-def resnet20(**kw): return _cifar(3, **kw)
-@_preset
-def resnet32(**kw): return _cifar(5, **kw)
-@_preset
-def resnet44(**kw): return _cifar(7, **kw)
-@_preset
-def resnet56(**kw): return _cifar(9, **kw)
-@_preset
-def resnet110(**kw): return _cifar(18, **kw)
-@_preset
-def resnet1202(**kw): return _cifar(200, **kw)
-@_preset
-def preact_resnet20(**kw): return _cifar(3, preact=True, **kw)
-@_preset
-def preact_resnet32(**kw): return _cifar(5, preact=True, **kw)
-@_preset
-def preact_resnet44(**kw): return _cifar(7, preact=True, **kw)
-@_preset
-def preact_resnet56(**kw): return _cifar(9, preact=True, **kw)
-@_preset
-def preact_resnet110(**kw): return _cifar(18, preact=True, **kw)
-@_preset
-def preact_resnet1202(**kw): return _cifar(200, preact=True, **kw)
-@_preset
-def plain20(**kw): return _cifar(3, shortcut="none", **kw)
-@_preset
-def plain32(**kw): return _cifar(5, shortcut="none", **kw)
-@_preset
-def plain44(**kw): return _cifar(7, shortcut="none", **kw)
-@_preset
-def plain56(**kw): return _cifar(9, shortcut="none", **kw)
-@_preset
-def plain110(**kw): return _cifar(18, shortcut="none", **kw)
-@_preset
-def resnet164_bottleneck(**kw): return _cifar_bottleneck(18, **kw)
-@_preset
-def preact_resnet164_bottleneck(**kw): return _cifar_bottleneck(18, preact=True, **kw)
-@_preset
-def preact_resnet1001_bottleneck(**kw): return _cifar_bottleneck(111, preact=True, **kw)
+_DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18, 1202: 200}  # depth 6n+2 → n
+# The paper's networks by name (timm-style presets), each a config factory taking overrides.
+_PRESETS: dict[str, Callable[..., ResNetConfig]] = {
+    **{f"resnet{d}": partial(_cifar, n) for d, n in _DEPTHS.items()},
+    **{f"preact_resnet{d}": partial(_cifar, n, preact=True) for d, n in _DEPTHS.items()},
+    **{f"plain{d}": partial(_cifar, n, shortcut="none") for d, n in _DEPTHS.items() if d < 1202},
+    "resnet164_bottleneck": partial(_cifar_bottleneck, 18),
+    "preact_resnet164_bottleneck": partial(_cifar_bottleneck, 18, preact=True),
+    "preact_resnet1001_bottleneck": partial(_cifar_bottleneck, 111, preact=True),
+}
 
 
 # Any depth by name: [preact_](resnet|plain)<depth>[_bottleneck], depth 6n+2 (9n+2 bottleneck).
