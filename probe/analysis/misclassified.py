@@ -162,7 +162,7 @@ def run(ctx: Context, settings: Settings) -> MisclassifiedResult:
 
 
 def figures(result: MisclassifiedResult) -> dict:
-    title = f"{result.model}: {result.wrong} of {result.n:,} {result.split or ''} images misclassified"
+    title = f"{result.model}: {result.wrong} of {_images(result)} misclassified"
     pages = misclassified_pages(result.misclassified, result.images, result.names, title=title)
     out = dict(zip(page_stems(result), pages))
     matrix = torch.tensor(result.confusion_matrix)
@@ -182,7 +182,7 @@ def page_stems(result: MisclassifiedResult) -> list[str]:
 def section(result: MisclassifiedResult) -> Section:
     split = result.split or ""
     s = Section(ANALYSIS.title, "failures")
-    s.add(Text(f"{result.wrong} of {result.n:,} {split} images are misclassified (error {pct(result.error)}, "
+    s.add(Text(f"{result.wrong} of {_images(result)} are misclassified (error {pct(result.error)}, "
                f"95% interval {pct(result.error_ci95[0])}–{pct(result.error_ci95[1])}). Each wrong image shows "
                "the true class and its probability (upper left), the prediction (lower left, bold) and the "
                "second choice (lower right); most confident mistake first."))
@@ -210,8 +210,13 @@ def section(result: MisclassifiedResult) -> Section:
     return s
 
 
+def _images(result: MisclassifiedResult) -> str:
+    """"10,000 test images", or "12 images" where no split is known."""
+    return f"{result.n:,} {result.split + ' ' if result.split else ''}images"
+
+
 def summary(result: MisclassifiedResult) -> list[str]:
-    lines = [f"{result.wrong} of {result.n:,} {result.split or ''} images misclassified "
+    lines = [f"{result.wrong} of {_images(result)} misclassified "
              f"(error {100 * result.error:.2f}%)"
              + (f"; the {result.shown} most confident shown" if result.shown < result.wrong else "")]
     pairs = result.most_confused[:5]
