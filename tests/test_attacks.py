@@ -297,8 +297,10 @@ def test_a_joint_run_its_json_round_trip_and_its_sections(stamp_trained):
     def stems(section):
         return [c.stem for c in section.children if isinstance(c, FigureRef)] + \
             [s for c in section.children if hasattr(c, "children") for s in stems(c)]
-    assert stems(robustness.section(result)) == ["robustness", "examples-a", "examples-b"]
-    assert stems(robustness.model_section(result, "b")) == ["examples-b"]  # the joint plot is the comparison's
+    assert stems(robustness.section(result)) == ["robustness"]  # the joint plot, for the comparison
+    assert stems(robustness.model_section(result, "b")) == ["examples-b"]  # each model's own part
+    shown = stems(robustness.section(result)) + [s for n in ("a", "b") for s in stems(robustness.model_section(result, n))]
+    assert sorted(shown) == sorted(figs)  # every figure shown once
     lines = robustness.summary(result)
     assert any(line.startswith("a ") and "%" in line for line in lines) and "20 of 60 test images" in "\n".join(lines)
 

@@ -41,6 +41,12 @@ def test_every_command_has_help_and_is_in_the_readme(command):
     assert f"probe {command}" in (ROOT / "README.md").read_text(), f"README does not show `probe {command}`"
 
 
+def test_every_analysis_of_the_registry_has_its_command():
+    from probe.analysis.registry import ANALYSES
+    for entry in ANALYSES.values():
+        assert entry.command in ALL, f"analysis {entry.name}: no `probe {entry.command}` command"
+
+
 def test_data_check_prints_the_counts(mnist_dir):
     result = runner.invoke(app, ["data", "check", "--dataset", "mnist", "--data-dir", str(mnist_dir)])
     assert result.exit_code == 0, result.output

@@ -208,6 +208,7 @@ class Analysis:
     (run(list[Context], settings)), e.g. robustness curves of several models on one plot."""
     name: str  # its folder under reports/<model>/ and its name in the report plan
     title: str  # its section's heading
+    command: str  # the `probe` command that runs it (fool runs two: --from noise|dataset)
     settings: type
     result: type
     run: Callable[..., Any]

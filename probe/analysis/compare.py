@@ -139,7 +139,7 @@ def summary(result: CompareResult) -> list[str]:
     return [*lines, NOTE]
 
 
-COMPARE = Analysis("compare", "Comparison", Settings, CompareResult, run, figures, section, summary,
+COMPARE = Analysis("compare", "Comparison", "compare", Settings, CompareResult, run, figures, section, summary,
                    needs_data=False, needs_model=False, joint=True)
 
 

@@ -187,5 +187,5 @@ def summary(result: CurvesResult) -> list[str]:
     return lines
 
 
-ANALYSIS = Analysis("curves", "Learning curves", Settings, CurvesResult, run, figures, section, summary,
+ANALYSIS = Analysis("curves", "Learning curves", "curves", Settings, CurvesResult, run, figures, section, summary,
                     needs_data=False, needs_model=False, reads_history=True, joint=True)

@@ -454,7 +454,7 @@ def _where(result: FoolingResult) -> str:
     return f"{n} CPU thread{'s' if n > 1 else ''}" + (f" ({why})" if why else "")
 
 
-NOISE_ANALYSIS = Analysis("fool-noise", "Fooled from noise", NoiseSettings, NoiseFoolingResult, run_noise,
+NOISE_ANALYSIS = Analysis("fool-noise", "Fooled from noise", "fool", NoiseSettings, NoiseFoolingResult, run_noise,
                           figures, section, summary, needs_data=False, write_files=write_images)
-DATASET_ANALYSIS = Analysis("fool-dataset", "Fooled from real images", DatasetSettings, DatasetFoolingResult,
+DATASET_ANALYSIS = Analysis("fool-dataset", "Fooled from real images", "fool", DatasetSettings, DatasetFoolingResult,
                             run_dataset, figures, section, summary, write_files=write_images)

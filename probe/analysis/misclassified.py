@@ -230,5 +230,5 @@ def summary(result: MisclassifiedResult) -> list[str]:
     return lines
 
 
-ANALYSIS = Analysis("misclassified", "Where it fails", Settings, MisclassifiedResult, run, figures, section,
+ANALYSIS = Analysis("misclassified", "Where it fails", "misclassified", Settings, MisclassifiedResult, run, figures, section,
                     summary)

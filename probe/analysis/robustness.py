@@ -409,5 +409,5 @@ def _time_line(result: RobustnessResult) -> str:
     return f"attacks took {seconds:.1f} s on {on}"
 
 
-ANALYSIS = Analysis("robustness", "Robustness", Settings, RobustnessResult, run, figures, section, summary,
+ANALYSIS = Analysis("robustness", "Robustness", "attack", Settings, RobustnessResult, run, figures, section, summary,
                     joint=True, model_section=model_section)

@@ -626,5 +626,5 @@ def summary(result: SaliencyResult) -> list[str]:
     return lines + _format_table(result.table(), f is not None) + _flagged(f)
 
 
-ANALYSIS = Analysis("saliency", "What it looks at", Settings, SaliencyResult, run, figures, section, summary,
+ANALYSIS = Analysis("saliency", "What it looks at", "saliency", Settings, SaliencyResult, run, figures, section, summary,
                     write_files=write_files)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probe.errors import ConfigError
+from probe.models.inference import batched_logits
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -69,16 +70,12 @@ def class_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size: i
     progress: an optional callable(n_done) called after each batch."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, not {batch_size}")
-    out = []
-    with evaluating(model), torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            logits = model(as_input(images[start:start + batch_size], model))
-            out.append(logits.float().softmax(1).cpu())
-            if progress is not None:
-                progress(min(start + batch_size, len(images)))
-    if not out:
+    if len(images) == 0:
         raise ConfigError("no images to analyse")
-    return torch.cat(out)  # (N, K)
+    with evaluating(model):
+        logits = batched_logits(model, images, lambda batch: as_input(batch, model), batch_size=batch_size,
+                                progress=progress)
+    return logits.softmax(1)  # (N, K)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

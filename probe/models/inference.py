@@ -1,6 +1,8 @@
 """Batched inference over a whole split: logits, loss, error, per-class accuracy."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -14,21 +16,31 @@ def to_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec, *, batch_size: int = 500,
-                   device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
-    """Logits (N, K) float32 on the CPU; the model's train/eval mode is restored afterwards."""
+def batched_logits(model: torch.nn.Module, images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor], *,
+                   batch_size: int = 500, num_classes: int = 0, progress=None) -> torch.Tensor:
+    """The one batched forward: logits (N, K) float32 on the CPU, in eval mode (the model's
+    mode restored afterwards) and inference mode. prepare: a batch as stored → the model's
+    input; progress: an optional callable(n_done) after each batch."""
     was_training = model.training
     model.eval()
     out = []
     try:
-        for start in range(0, len(images), batch_size):
-            x = eval_view(images[start:start + batch_size], spec).to(device, non_blocking=True)
-            out.append(model(to_input(x, channels_last)).float().cpu())
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                out.append(model(prepare(images[start:start + batch_size])).float().cpu())
+                if progress is not None:
+                    progress(min(start + batch_size, len(images)))
     finally:
         model.train(was_training)
-    k = spec.num_classes
-    return torch.cat(out) if out else torch.empty(0, k)
+    return torch.cat(out) if out else torch.empty(0, num_classes)
+
+
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec, *, batch_size: int = 500,
+                   device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
+    """Logits (N, K) of stored images (the dataset's evaluation view), float32 on the CPU."""
+    def prepare(batch):
+        return to_input(eval_view(batch, spec).to(device, non_blocking=True), channels_last)
+    return batched_logits(model, images, prepare, batch_size=batch_size, num_classes=spec.num_classes)
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
