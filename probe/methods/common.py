@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probe.errors import ConfigError
-from probe.models.inference import batched_logits
+from probe.models.inference import batched_logits, to_input
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -37,9 +37,7 @@ def as_input(images: torch.Tensor, to: nn.Module | torch.device, dtype: torch.dt
         raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
     if isinstance(to, nn.Module):
         to, dtype = model_device(to), dtype or model_dtype(to)
-    dtype = dtype or torch.float32
-    x = images.to(to, non_blocking=True)
-    return x.to(dtype).div_(255) if x.dtype == torch.uint8 else x.to(dtype)
+    return to_input(images.to(to, non_blocking=True), dtype=dtype or torch.float32)
 
 
 @contextlib.contextmanager

@@ -10,9 +10,10 @@ from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
 
 
-def to_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (N, C, H, W) → float [0, 1], the units every analysis works in."""
-    x = x.float().div_(255)
+def to_input(x: torch.Tensor, channels_last: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The one converter of pixels: uint8 (N, C, H, W) → float [0, 1], the units every analysis
+    works in (float images are only cast to `dtype`)."""
+    x = x.to(dtype).div_(255) if x.dtype == torch.uint8 else x.to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
