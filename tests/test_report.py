@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -374,3 +375,28 @@ def test_a_heading_goes_to_the_next_page_with_its_figure(tmp_path):
     assert len(with_figure) == 1 and with_heading[-1] == with_figure[0]  # the TOC lists it too
     heading_page = [k for k, page in enumerate(pages) if "Figure after a full page" in page.extract_text()]
     assert heading_page[-1] == with_figure[0]
+
+
+def test_figures_and_tables_tex_compile_in_real_latex(report, tmp_path):
+    """A thesis document that \\input's figures.tex and tables.tex compiles with pdflatex: no
+    error, no overfull box wider than 1 pt, and every \\includegraphics file exists."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        if os.environ.get("CI"):
+            pytest.fail("no pdflatex: .ci/run installs TeX Live")
+        pytest.skip("no pdflatex here")
+    _, out, *_ = report
+    for name in ("figures.tex", "tables.tex"):
+        included = re.findall(r"\\includegraphics\[[^]]*\]\{([^}]+)\}", (out / name).read_text())
+        assert all((out / f).is_file() for f in included), name
+    (out / "thesis.tex").write_text("\n".join([
+        r"\documentclass[a4paper,11pt]{report}", r"\usepackage{graphicx,booktabs,array}", r"\begin{document}",
+        r"\chapter{Tables}", r"\input{tables.tex}", r"\chapter{Figures}", r"\input{figures.tex}", r"\end{document}", ""]))
+    run = subprocess.run([pdflatex, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "thesis.tex"],
+                         cwd=out, capture_output=True, text=True, timeout=300)
+    log = (out / "thesis.log").read_text(errors="replace")
+    assert run.returncode == 0, log[-2000:]
+    assert "\n! " not in log and "LaTeX Error" not in log
+    overfull = [float(w) for w in re.findall(r"Overfull \\[hv]box \(([\d.]+)pt too", log)]
+    assert all(w <= 1.0 for w in overfull), overfull
+    assert "Float(s) lost" not in log and "Too many unprocessed floats" not in log

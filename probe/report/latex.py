@@ -49,12 +49,22 @@ def tex_cell(text, chunk: int = 12) -> str:
                     if len(w) > chunk else tex_escape(w) for w in words)
 
 
+LONG_CELL = 30  # characters: a table with a longer cell wraps its text in p-columns
+
+
+def _longest(table: Table) -> list[int]:
+    return [max([len(str(c))] + [len(str(r[i])) for r in table.rows if i < len(r)])
+            for i, c in enumerate(table.columns)]
+
+
 def _column_spec(table: Table) -> str:
-    """p-columns sharing the text width by their longest cells (capped), numbers flush right."""
-    longest = [max([len(str(c))] + [len(str(r[i])) for r in table.rows if i < len(r)])
-               for i, c in enumerate(table.columns)]
+    """Short cells: natural l/r columns (the whole table shrunk to the text width if wider);
+    a long cell somewhere: p-columns sharing the width by their longest cells, numbers flush right."""
+    longest = _longest(table)
+    if max(longest) <= LONG_CELL:
+        return "@{}" + "".join("r" if i in table.numeric else "l" for i in range(len(longest))) + "@{}"
     weights = [min(max(n, 3), 40) for n in longest]
-    gaps = 2 * len(weights)  # \tabcolsep on both sides of every column, roughly in ems
+    gaps = 2 * len(weights)  # \tabcolsep on both sides of every column
     cols = []
     for i, w in enumerate(weights):
         frac = w / sum(weights)
@@ -80,8 +90,11 @@ def table_tex(section: Section, table: Table, label: str) -> str:
     return "\n".join([
         "\\begin{table}[htbp]", "  \\centering\\small",
         f"  \\caption{{{tex_escape(table.caption or section.title)}}}", f"  \\label{{tab:{label}}}",
-        f"  \\begin{{tabular}}{{{_column_spec(table)}}}", "    \\toprule", *header,
-        *(f"    {r}" for r in rows), "    \\bottomrule", "  \\end{tabular}", "\\end{table}\n"])
+        # measured in box 0 and shrunk to the text width only when wider
+        f"  \\sbox0{{\\begin{{tabular}}{{{_column_spec(table)}}}", "    \\toprule", *header,
+        *(f"    {r}" for r in rows), "    \\bottomrule", "  \\end{tabular}}",
+        "  \\ifdim\\wd0>\\linewidth\\resizebox{\\linewidth}{!}{\\usebox0}\\else\\usebox0\\fi",
+        "\\end{table}\n"])
 
 
 def figure_tex(fig: Figure) -> str:
