@@ -49,23 +49,50 @@ def _register_fonts() -> None:
     pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic=FONT, boldItalic=FONT_BOLD)
 
 
+MIN_SHRINK = 0.7  # a figure may shrink this far to stay on the page with its heading and intro
+
+
 class FigureSlot(Flowable):
-    """Reserves the figure's size (its PDF page scaled to fit) and records where it landed."""
+    """Reserves the figure's size (its PDF page scaled to fit, times `shrink`) and records where
+    it landed."""
 
     def __init__(self, figure: Figure, max_width: float, max_height: float, placed: list):
         super().__init__()
         box = PdfReader(str(figure.pdf)).pages[0].mediabox
-        self.figure, self.placed = figure, placed
+        self.figure, self.placed, self.shrink = figure, placed, 1.0
         self.box = (float(box.left), float(box.bottom), float(box.width), float(box.height))
-        self.scale = min(max_width * figure.width / self.box[2], max_height / self.box[3], 1.0)
-        self.width, self.height = self.box[2] * self.scale, self.box[3] * self.scale
+        self.fit = min(max_width * figure.width / self.box[2], max_height / self.box[3], 1.0)
+
+    @property
+    def scale(self) -> float:
+        return self.fit * self.shrink
 
     def wrap(self, avail_width, avail_height):
+        self.width, self.height = self.box[2] * self.scale, self.box[3] * self.scale
         return self.width, self.height
 
     def draw(self):
         x, y = self.canv.absolutePosition(0, 0)
         self.placed.append((self.canv.getPageNumber(), x, y, self))
+
+
+class FitTogether(KeepTogether):
+    """KeepTogether that, rather than leave the rest of a page empty, shrinks its figure (to
+    MIN_SHRINK at most) so that the heading, the intro, the figure and its caption fit."""
+
+    def split(self, aW, aH):
+        slots = [f for f in self._content if isinstance(f, FigureSlot)]
+        for slot in slots:
+            slot.shrink = 1.0
+        self.wrap(aW, aH)
+        if slots and self._H > aH:
+            slot = slots[0]
+            natural = slot.box[3] * slot.fit
+            wanted = (natural - (self._H - aH) - 1) / natural
+            if wanted >= MIN_SHRINK:
+                slot.shrink = wanted
+                self.wrap(aW, aH)
+        return super().split(aW, aH)
 
 
 def _styles() -> dict:
@@ -79,6 +106,7 @@ def _styles() -> dict:
             "heads": heads, "caption": ParagraphStyle("caption", parent=small, spaceBefore=3, spaceAfter=12),
             "title": ParagraphStyle("title", parent=heads[0], alignment=TA_CENTER),
             "sub": ParagraphStyle("sub", parent=body, alignment=TA_CENTER),
+            "intro": ParagraphStyle("intro", parent=body, keepWithNext=True),
             "sub2": ParagraphStyle("sub2", parent=small, alignment=TA_CENTER)}
 
 
@@ -118,7 +146,7 @@ class _Story:
         before = []
         while self.flow and isinstance(self.flow[-1], Paragraph) and self.flow[-1].getKeepWithNext():
             before.insert(0, self.flow.pop())
-        return KeepTogether(before + parts)
+        return FitTogether(before + parts)
 
     def add(self, node, level: int = 1) -> None:
         if isinstance(node, Section):
@@ -130,7 +158,9 @@ class _Story:
             for child in node.children:
                 self.add(child, level + 1)
         elif isinstance(node, Text):
-            self.flow.append(Paragraph(markup(node.text), self.st["body"]))
+            # a section's intro stays on the page of what it introduces
+            intro = bool(self.flow) and isinstance(self.flow[-1], Paragraph) and self.flow[-1].getKeepWithNext()
+            self.flow.append(Paragraph(markup(node.text), self.st["intro" if intro else "body"]))
         elif isinstance(node, Table):
             self.table(node)
         elif isinstance(node, Figure):
@@ -146,7 +176,7 @@ class _Story:
         longest = [max([len(str(c))] + [len(str(r[i])) for r in node.rows if i < len(r)])
                    for i, c in enumerate(node.columns)]
         weights = [min(max(n, 4), 40) for n in longest]
-        natural = [w * 5.2 + 12 for w in weights]  # ~5.2 pt a character at 8.5 pt, and padding
+        natural = [w * 5.8 + 12 for w in weights]  # ~5.8 pt a (bold) character at 8.5 pt, and padding
         scale = min(1.0, self.frame_w / sum(natural))
         return [w * scale for w in natural]
 
