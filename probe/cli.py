@@ -117,7 +117,7 @@ def train(
     weight_decay: Optional[float] = typer.Option(None, help="L2 weight decay."),
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the training objective (history's train_loss is the plain cross-entropy, train_objective the smoothed one)."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation."),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16."),
+    precision: Optional[str] = typer.Option(None, help="auto (the default: what the device does natively — bf16 on CPUs with native bf16 and on Ampere+ GPUs, fp16 on older GPUs, else fp32; the choice is printed and kept in meta.json), fp32, bf16 or fp16."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory layout (faster convolutions on CPU and GPU)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N. Under torchrun each process takes its own GPU: cuda → cuda:LOCAL_RANK, cuda:N → cuda:(N+LOCAL_RANK)."),

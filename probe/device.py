@@ -63,3 +63,30 @@ def analysis_threads(threads: int | None, device) -> Iterator[dict]:
         if why:
             info["why"] = why
         yield info
+
+
+def native_precision(device: str | torch.device) -> str:
+    """The precision a device computes fastest natively: on a CPU bf16 only with native bf16
+    (AVX512-BF16/AMX; without it autocast emulates bf16 some 10× slower than fp32), else fp32;
+    on a GPU bf16 where supported (Ampere and later), else fp16 (with a gradient scaler)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if dev.type == "cpu":
+        try:
+            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        except (AttributeError, RuntimeError):
+            return "fp32"
+    return "fp32"
+
+
+def resolve_precision(precision: str, device: str | torch.device,
+                      allowed: tuple[str, ...] = ("fp32", "bf16", "fp16"), option: str = "--precision") -> str:
+    """"auto" → native_precision(device) (fp32 where that is not among `allowed`); others as given."""
+    if precision == "auto":
+        native = native_precision(device)
+        return native if native in allowed else "fp32"
+    if precision not in allowed:
+        raise ConfigError(f"{option} {precision!r}: use auto, {', '.join(allowed)}")
+    return precision
+

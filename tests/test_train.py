@@ -319,3 +319,21 @@ def test_metrics_by_hand():
     assert m["loss"] == pytest.approx(m["log_loss"], rel=1e-6)
     none = m["per_class_accuracy"][1]  # a class with no images: no accuracy (None, or NaN before)
     assert m["per_class_accuracy"][0] == pytest.approx(2 / 3) and (none is None or math.isnan(none))
+
+
+def test_auto_precision_is_what_the_device_does_natively(tmp_path, monkeypatch):
+    """bf16 only where the CPU computes it natively (emulated it is ~10× slower than fp32); the
+    choice is recorded in meta.json."""
+    import torch
+
+    from probe.device import native_precision, resolve_precision
+    assert preset_config("mnist-fast").precision == "auto"
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert native_precision("cpu") == expected == resolve_precision("auto", "cpu")
+    assert resolve_precision("auto", "cpu", allowed=("fp32",)) == "fp32"
+    assert resolve_precision("fp16", "cpu") == "fp16"
+    with pytest.raises(ConfigError, match="--precision 'fp8'"):
+        resolve_precision("fp8", "cpu")
+    meta = train(tiny_config(epochs=1, augment=False), tmp_path / "m", splits=tiny_splits())
+    assert meta["train"]["precision"] == "fp32"  # the monkeypatch above left native bf16 off

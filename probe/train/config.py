@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from probe.errors import ConfigError
 from probe.train.schedule import SCHEDULES, WARMUP_SCHEDULES
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: what the device does natively (probe.device)
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class TrainConfig:
     warmup_iters: int | None = None  # None: the schedule's default (paper: 400 for depth ≥ 110); 0: none
     label_smoothing: float = 0.0
     augment: bool = True
-    precision: str = "fp32"
+    precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
     device: str = "auto"
@@ -112,7 +112,7 @@ PRESETS: dict[str, dict] = {
                        lr=0.1, schedule="paper"),
     # Our committed MNIST model: under 30 minutes on 2 CPU cores.
     "mnist-fast": dict(dataset="mnist", arch="resnet20", width=0.5, epochs=20, batch_size=128,
-                       lr=0.2, schedule="onecycle", nesterov=True, precision="bf16",
+                       lr=0.2, schedule="onecycle", nesterov=True,
                        weight_decay=5e-4, label_smoothing=0.0),
     # The seed's SFDDD run: 64×48 images, random 32×32 crops, validation split by driver.
     "sfddd-seed": dict(dataset="sfddd", arch="resnet32", epochs=30, batch_size=128, lr=0.1,

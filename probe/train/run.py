@@ -2,6 +2,7 @@
 a ProgressPrinter (probe.train.callbacks) in `callbacks` to see progress."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from probe.data.augment import AugmentConfig, default_augment
 from probe.data.spec import DatasetSpec, get_spec
 from probe.data.splits import load_splits
+from probe.device import resolve_precision
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
 from probe.models.folder import META, load_model, read_json, save_meta
@@ -159,6 +161,8 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
                           width=config.width)
         check_size(arch)
         config = paper_warmup(config, arch.depth)
+        # auto: what this device does natively (bf16 emulated on a CPU without it is ~10× slower)
+        config = config.replace(precision=resolve_precision(config.precision, device))
         _checked_on_main(dist_info, lambda: prepare_folder(out, config, resume, force))
         if splits is None:
             splits = load_splits(config.dataset, data_dir, seed=config.split_seed, split_by=config.split_by)
@@ -204,7 +208,18 @@ def _run_meta(out: Path, config: TrainConfig, arch, spec, augment, model, splits
         "split_sizes": {k: len(v) for k, v in splits.items()},  # the sizes actually trained on
         "versions": versions(), "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device), "world_size": world_size,
-    }
+    } | _load_average(None, "start")
+
+
+def _load_average(meta: dict | None, when: str) -> dict:
+    """{"load_average": {..., when: [1-, 5-, 15-minute load averages now], "cpus": n}}: the
+    times of a run on a shared machine mean little without the load they ran under. Empty where
+    the platform has no load average (Windows)."""
+    if not hasattr(os, "getloadavg"):
+        return {}
+    before = (meta or {}).get("load_average")
+    return {"load_average": (before if isinstance(before, dict) else {})
+            | {when: [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count()}}
 
 
 def _final_evaluation(trainer: Trainer, out: Path, meta: dict, splits: dict, device) -> dict:
@@ -212,7 +227,7 @@ def _final_evaluation(trainer: Trainer, out: Path, meta: dict, splits: dict, dev
     device."""
     best, _ = load_model(out, device)
     bs = trainer.cfg.eval_batch_size
-    result = meta | training_summary(trainer)
+    result = meta | training_summary(trainer) | _load_average(meta, "end")  # training has ended
     result["metrics"]["val"] = evaluate(best, splits["val"], batch_size=bs, device=device) if "val" in splits else {}
     if "test" in splits:
         result["metrics"]["test"] = evaluate(best, splits["test"], batch_size=bs, device=device)
