@@ -1,6 +1,8 @@
-"""Faithfulness: deletion/insertion on a model that looks at one pixel, Spearman's rank
-correlation by hand, and the model-randomization check (a map that ignores the model against
-vanilla gradients of a tiny trained model)."""
+"""Faithfulness: deletion/insertion on a model that looks at one pixel (and a map worse than a
+random order, flagged on two images or more), Spearman's rank correlation by hand, and the
+model-randomization check (a map that ignores the model against vanilla gradients of a tiny
+trained model; a map gone constant counts as changed; a sign flip seen by the signed
+correlation; no flag resting on one image)."""
 import math
 
 import numpy as np
@@ -11,7 +13,8 @@ from torch import nn
 from probe.errors import ConfigError
 from probe.methods.common import gaussian_blur
 from probe.methods.faithfulness import (RANDOM, FaithfulnessConfig, cascade_groups, deletion_insertion,
-                                        pixel_ranks, randomization_check, rankdata, spearman)
+                                        map_correlation, pixel_ranks, randomization_check, rankdata, sign_test,
+                                        spearman)
 from probe.methods.saliency import SaliencyConfig, attribute
 
 
@@ -188,3 +191,76 @@ def test_config_is_checked():
         SaliencyConfig(ig_steps=0)
     with pytest.raises(ConfigError, match="shape"):
         deletion_insertion(OnePixel(), torch.rand(2, 1, 4, 4), 1, {"m": torch.rand(2, 5, 5)})
+
+
+# ---- what the numbers rest on: constant maps, signs, flags on one image, worse than random ----------
+
+
+def test_a_map_gone_constant_counts_as_changed_and_a_constant_trained_map_is_left_out():
+    trained = torch.rand(3, 5, 5)
+    trained[2] = 0.7  # constant: no ranking to lose
+    flat = torch.zeros(3, 5, 5)  # the randomized model's maps went constant
+    rho = map_correlation(trained, flat)
+    assert rho[:2].tolist() == [0.0, 0.0] and math.isnan(float(rho[2]))
+    assert math.isnan(float(spearman(trained[:1], flat[:1])))  # Spearman itself: undefined
+
+
+def test_signed_correlation_sees_a_sign_flip_that_abs_cannot():
+    torch.manual_seed(0)
+    a = torch.randn(2, 6, 6)
+    torch.testing.assert_close(map_correlation(a, -a), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(map_correlation(a, -a, signed=True), -torch.ones(2, dtype=torch.float64))
+
+
+def _gated(kind):
+    """A map of OnePixel's input that depends on the model: the trained scale (20) gives one map,
+    a re-initialized scale (~N(0, 0.01)) another."""
+    def explain(net, x, t):
+        trained = bool(net.scale.abs() > 1)
+        if kind == "flat":
+            return x[:, 0] if trained else torch.zeros_like(x[:, 0])
+        return (x[:, 0] - 0.5) * (1 if trained else -1)  # "flip": the signs change, |map| does not
+    return explain
+
+
+def test_randomization_counts_flat_maps_as_changed_and_never_flags_on_one_image():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 6, 6)
+    methods = {"flat": _gated("flat"), "flip": _gated("flip"), "image": lambda net, inp, t: inp[:, 0]}
+    r = randomization_check(OnePixel(), x, 1, methods=methods)
+    assert r.n == {"flat": 4, "flip": 4, "image": 4}
+    assert r.final["flat"] == 0.0 and r.flat["flat"][-1].all()  # today's bug: dropped, mean of nothing
+    assert r.final["flip"] == 1.0 and r.final_signed["flip"] == -1.0
+    assert r.flagged == ["flip", "image"]
+    s = r.summary()
+    assert s["n"]["flat"] == 4 and s["constant_maps"]["flat"] == [4] and s["final_signed"]["flip"] == -1.0
+    one = randomization_check(OnePixel(), x[:1], 1, methods=methods)
+    assert one.high == ["flip", "image"] and one.flagged == [] and one.n["image"] == 1
+    assert one.summary()["too_few_to_flag"] == ["flip", "image"]
+    # A trained map that is constant has no rank correlation: left out of n.
+    const = randomization_check(OnePixel(), x[:2], 1, methods={"c": lambda net, inp, t: torch.ones_like(inp[:, 0])})
+    assert const.n == {"c": 0} and math.isnan(const.final["c"]) and const.flagged == []
+
+
+def test_a_method_worse_than_the_random_order_is_flagged_on_two_images_or_more():
+    n, h, w = 4, 8, 8
+    x = torch.rand(n, 1, h, w) * 0.3
+    x[:, 0, 2, 3] = 1.0
+    good, bad = torch.zeros(n, h, w), torch.rand(n, h, w)
+    good[:, 2, 3] = 1.0
+    bad[:, 2, 3] = -1.0  # the decisive pixel last: worse than any random order
+    cfg = FaithfulnessConfig(steps=16, random_orders=4, insertion_start="zero")
+    di = deletion_insertion(OnePixel(), x, 1, {"good": good, "bad": bad}, config=cfg)
+    for kind in ("deletion", "insertion"):
+        v = di.versus_random(kind)
+        assert v["bad"]["worse"] and v["bad"]["images_worse"] == n and v["bad"]["sign_test_p"] == 2 / 2 ** n
+        assert not v["good"]["worse"] and v["good"]["images_better"] == n
+    assert di.summary()["bad"]["deletion_vs_random"]["worse"] and "deletion_vs_random" not in di.summary()[RANDOM]
+    one = deletion_insertion(OnePixel(), x[:1], 1, {"bad": bad[:1]}, config=cfg).versus_random("deletion")["bad"]
+    assert one["mean_worse"] and not one["worse"]  # one image: too few to flag
+
+
+def test_sign_test_by_hand():
+    assert sign_test(4, 0) == 0.125 and sign_test(0, 4) == 0.125
+    assert sign_test(2, 2) == 1.0 and sign_test(0, 0) == 1.0
+    assert math.isclose(sign_test(9, 1), 2 * (1 + 10) / 2 ** 10)

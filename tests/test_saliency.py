@@ -17,16 +17,18 @@ from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
-from probe.analysis.saliency import (ANALYSIS, SaliencyResult, Settings, class_index, faithfulness, saliency,
+from probe.analysis.saliency import (ANALYSIS, COMPARISON_STEM, SaliencyResult, Settings, class_index,
+                                     comparison_figure, comparison_section, faithfulness, row_labels, run, saliency,
                                      section, write_files)
 from probe.analysis.runner import read_outputs
 from probe.cli import app, main
 from probe.data.spec import CIFAR10, MNIST
 from probe.data.user_images import load_user_images
 from probe.errors import ConfigError, DataError
+from probe.figures.saliency import scale_of
 from probe.figures.style import save_figure
-from probe.methods.saliency import (METHODS, Method, SaliencyConfig, attribute, explain, parse_methods,
-                                    relu_problems)
+from probe.methods.saliency import (METHODS, CamLayer, Method, SaliencyConfig, attribute, choose_cam_layer, explain,
+                                    parse_methods, relu_problems)
 from probe.models.classifier import Classifier
 from probe.models.resnet import ResNet, get_config
 
@@ -34,6 +36,14 @@ runner = CliRunner()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """The figures a test draws, closed after it (pyplot keeps every open one)."""
+    yield
+    import matplotlib.pyplot as plt
+    plt.close("all")
 
 
 FAST = SaliencyConfig(smoothgrad_samples=4, ig_steps=8, occlusion_window=4, occlusion_stride=2)
@@ -193,6 +203,30 @@ def test_gradcam_of_another_model_needs_a_layer():
     assert saliency(model, x, 0, methods="vanilla,guided").maps["guided"].shape == (2, 8, 8)
 
 
+def test_gradcam_layer_of_a_small_input_has_at_least_8x8():
+    """resnet8 on a 12×12 input: the last feature map is 3×3, so "auto" takes stage1 (12×12); on
+    32×32 the last one is 8×8 and is kept; a stage is named by its last part."""
+    model = tiny_classifier(MNIST)
+    x = torch.rand(2, 1, 12, 12)
+    auto = choose_cam_layer(model, x)
+    assert (auto.name, auto.size) == ("net.stages.stage1", (12, 12)) and "only 3×3" in auto.reason
+    assert choose_cam_layer(model, x, None) == CamLayer("net.stages.stage3", (3, 3), "the model's last feature map")
+    assert choose_cam_layer(model, x, "stage2") == CamLayer("net.stages.stage2", (6, 6), "as asked")
+    big = tiny_classifier(CIFAR10, size=32)
+    assert choose_cam_layer(big, torch.rand(1, 3, 32, 32)).name == "net.stages.stage3"
+    with pytest.raises(ConfigError, match="no layer 'stage9'.*stage1, stage2, stage3"):
+        choose_cam_layer(model, x, "stage9")
+    r = saliency(model, x, 1, methods="gradcam", config=FAST)
+    assert r.gradcam == {"layer": "net.stages.stage1", "size": [12, 12], "reason": auto.reason}
+    last = saliency(model, x, 1, methods="gradcam", config=FAST, layer=None)
+    assert not torch.allclose(r.maps["gradcam"], last.maps["gradcam"])  # a finer map than the 3×3 blob
+    assert "Grad-CAM explains net.stages.stage1, a 12×12 feature map (the last feature map is only 3×3" \
+        in section(r).children[0].text
+    f = faithfulness(model, x, 1, r)  # the randomization check recomputes Grad-CAM on the same layer
+    assert f.randomization["n"]["gradcam"] == 2
+    assert saliency(model, x, 1, methods="vanilla").gradcam is None
+
+
 def test_occlusion_window_is_sized_to_the_image():
     c = SaliencyConfig()
     assert c.occlusion_shape(28, 28) == (4, 2)
@@ -289,6 +323,74 @@ def test_one_name_per_method_in_tables_legends_and_columns(monkeypatch):
     assert "Half the image" in r.summary()[0]
 
 
+def _columns(fig) -> dict[str, list]:
+    """The images of a figure's map axes by method (their column)."""
+    cols: dict[str, list] = {}
+    for ax in fig.axes:
+        if ax.get_label().startswith("map "):
+            cols.setdefault(ax.get_label().removeprefix("map "), []).extend(ax.images)
+    return cols
+
+
+def test_comparison_shares_one_colour_scale_per_method_across_the_models():
+    model = tiny_cnn(torch.float32)
+    louder = tiny_cnn(torch.float32)
+    with torch.no_grad():
+        louder[-1].weight.mul_(3)
+        louder[-1].bias.mul_(3)  # the same network, every logit ×3: every gradient ×3
+    x = torch.rand(2, 1, 8, 8)
+    a = saliency(model, x, 1, methods="vanilla,ig", name="quiet", config=FAST)
+    b = saliency(louder, x, 1, methods="vanilla,ig", name="loud", config=FAST)
+    torch.testing.assert_close(b.maps["vanilla"], 3 * a.maps["vanilla"])
+    own = [[im.get_clim() for col in _columns(r.figures()["saliency"]).values() for im in col][:1] for r in (a, b)]
+    assert own[0] != own[1]  # each model alone: its own scale
+    fig = comparison_figure([a, b])
+    cols = list(_columns(fig).values())
+    assert len(cols) == 2 and all(len(c) == 4 for c in cols)  # 2 images × 2 models per method
+    for m, col in zip(("vanilla", "ig"), cols):
+        clims = {im.get_clim() for im in col}
+        assert len(clims) == 1, (m, clims)  # the same vmin/vmax for both models
+        vmin, vmax, _ = scale_of(torch.cat([a.maps[m], b.maps[m]]), m == "ig")
+        assert next(iter(clims)) == (pytest.approx(vmin), pytest.approx(vmax))
+    labels = [t.get_text() for t in fig.texts]
+    assert any(t.startswith("#0\nquiet\n") for t in labels) and any(t.startswith("loud\n") for t in labels)
+    part = comparison_section([a, b])
+    assert part.title == "Side by side: what each model looks at" and part.children[1].stem == COMPARISON_STEM
+    other = saliency(model, torch.rand(2, 1, 8, 8), 1, methods="vanilla", config=FAST)
+    with pytest.raises(ConfigError, match="different images"):
+        comparison_figure([a, other])
+
+
+def test_colour_bars_say_what_the_values_are_and_auto_overlays_the_coarse_maps():
+    model = tiny_classifier(MNIST)
+    x = torch.rand(2, 1, 12, 12)
+    r = saliency(model, x, 1, methods="vanilla,ig,gradcam", config=FAST, overlay="auto")
+    fig = r.figures()["saliency"]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+    words = " ".join(" ".join(texts).split())
+    for unit in ("|gradient|", "attribution (signed)", "class activation"):  # then "×10⁻³" where long
+        assert any(t == unit or t.startswith(unit + "\n×10") for t in texts), unit
+    assert "99.5th percentile" in words and "Grad-CAM: drawn over the image" in words
+    layers = {ax.get_title(): len(ax.images) for ax in fig.axes if ax.get_title()}
+    assert layers == {"image": 1, "Gradient": 1, "Integrated\nGradients": 1, "Grad-CAM on\nthe image": 2}
+    assert "Grad-CAM drawn over the image" in section(r).children[0].text
+
+
+def test_faithfulness_table_and_legend_show_the_same_numbers(monkeypatch):
+    model = tiny_cnn(torch.float32)
+    x = torch.rand(3, 1, 8, 8)
+    r = saliency(model, x, 1, methods="vanilla,occlusion", config=FAST)
+    r = r.with_faithfulness(faithfulness(model, x, 1, r))
+    table = next(c for c in section(r).children if hasattr(c, "rows"))
+    assert "images/s" not in table.columns and "ρ signed" in table.columns and "n" in table.columns
+    legend = [t.get_text() for t in r.figures()["faithfulness"].legends[0].get_texts()]
+    assert legend == [f"{row[0]}: {row[1]} / {row[2]}" for row in table.rows]
+    by_method = {row[0]: row for row in table.rows}
+    assert by_method["Gradient"][4] == "—" and by_method["Occlusion"][4] not in ("—", "")  # ≥ 0: no signed ρ
+    assert all(row[5] == "3" for row in table.rows[:2]) and "— stands for ρ signed of a map ≥ 0" in table.caption
+    assert any(line.startswith("method") and "img/s" in line for line in r.summary())  # timings: the terminal's
+
+
 class ReusedReLU(nn.Module):
     def __init__(self):
         super().__init__()
@@ -341,6 +443,9 @@ def test_settings_are_checked_in_the_users_option_names():
                             ({"index": "3,x"}, "--index 'x'"),
                             ({"index": "3", "images": ("a.png",)}, "not both"),
                             ({"index": "3", "selection": "wrong"}, "--wrong picks images of --class"),
+                            ({"class_name": "3", "overlay": "some"}, "--overlay 'some'"),
+                            ({"class_name": "3", "wrong_too": -1}, "wrong_too -1"),
+                            ({"class_name": "3", "gradcam_layer": " "}, "--gradcam-layer"),
                             ({}, "which class")]:
         with pytest.raises(ConfigError, match=message):
             Settings(**kwargs)
@@ -435,9 +540,49 @@ def test_cli_error_cases(tiny_model, mnist_dir, tmp_path, capsys):
     assert "--wrong or --any" in fails(capsys, *base, "--class", "3", "--wrong", "--any")
     assert "0..19" in fails(capsys, *base, "--index", "99")
     data, pred = predictions(tiny_model, mnist_dir)
-    hopeless = next(k for k in range(10) if not ((data.labels == k) & (pred == k)).any())
-    err = fails(capsys, *base, "--class", str(hopeless))
-    assert "no correctly classified image" in err and "--wrong" in err and "--any" in err
+    hopeless = next(k for k in range(10) if not ((data.labels == k) & (pred == k)).any() and (data.labels == k).any())
+    done = runner.invoke(app, [*base, "--class", str(hopeless), "--method", "vanilla", "--no-faithfulness"])
+    assert done.exit_code == 0 and f"No val image of class {hopeless} is classified correctly" in done.output
+
+
+class AlwaysZero(nn.Module):
+    """Looks at the image, but a fixed bias makes class 0 win every time: every image of another
+    class is misclassified (a barely trained model's hopeless class)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2, 10)
+        with torch.no_grad():
+            self.fc.bias.copy_(torch.tensor([50.0] + [0.0] * 9))
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x)).mean((2, 3)))
+
+
+def test_a_class_the_model_always_gets_wrong_is_shown_marked(tiny_model, mnist_dir):
+    """`probe saliency --class k` where no image of k is classified correctly: its images anyway,
+    marked, one line saying so; and the report's misclassified images (wrong_too), each for the
+    true class and the prediction, in the same run."""
+    from probe.analysis.base import Context
+    from probe.models.folder import read_model_folder
+    ctx = Context.of(AlwaysZero(), folder=read_model_folder(tiny_model), data_dir=mnist_dir)
+    labels = ctx.split("val").labels
+    k = max((k for k in range(1, 10)), key=lambda c: int((labels == c).sum()))
+    n = min(2, int((labels == k).sum()))
+    r = run(ctx, Settings(class_name=str(k), n=2, methods="vanilla", faithfulness=False, wrong_too=2))
+    assert len(r.rows) == n and all(row["label"] == str(k) and row["predicted"] == "0" for row in r.rows)
+    assert r.note.startswith(f"No val image of class {k} is classified correctly (0 of {int((labels == k).sum())})")
+    assert r.note in r.summary() and r.description == f"the first {n} (all misclassified) val images of class {k}"
+    assert all(label.endswith("\n✗ said 0") for label in row_labels(r))
+    assert r.note in [c.text for c in section(r).children if hasattr(c, "text")]
+    wrong = r.wrong_result  # the first 2 misclassified images of the split, any class
+    assert [row["role"] for row in wrong.rows] == ["true", "predicted"] * 2
+    assert wrong.rows[0]["index"] == wrong.rows[1]["index"] and wrong.rows[1]["target"] == "0" != wrong.rows[0]["target"]
+    assert list(r.figures()) == ["saliency", "saliency-wrong"]
+    assert [c.stem for c in section(r).children if hasattr(c, "stem")] == ["saliency", "saliency-wrong"]
+    again = SaliencyResult.from_json(json.loads(json.dumps(r.to_json())), r.arrays())
+    assert torch.equal(again.wrong_result.maps["vanilla"], wrong.maps["vanilla"])
 
 
 def test_closest_match_for_a_misspelt_sfddd_class():

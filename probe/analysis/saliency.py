@@ -4,9 +4,11 @@ model-randomization check (probe.methods.faithfulness).
 
     probe.saliency(model, images, target, methods="all", classes=names)     -> SaliencyResult
     probe.faithfulness(model, images, target, saliency_result_or_maps)     -> FaithfulnessResult
+    comparison_figure([result_a, result_b]), comparison_section(...)       -> the models side by side
 
 Both on any nn.Module mapping [0, 1] images (N, C, H, W) to logits, in float32 or float64; both
-results draw themselves (`result.figures()`) with nothing but the class names they hold.
+results draw themselves (`result.figures()`) with nothing but the class names they hold. The
+comparison draws the same images' maps of several models with one colour scale per method.
 """
 from __future__ import annotations
 
@@ -29,22 +31,26 @@ from probe.data.spec import ClassNames
 from probe.data.user_images import load_user_images
 from probe.device import cpu_threads
 from probe.errors import ConfigError
-from probe.figures.saliency import (faithfulness_figure, randomization_figure, randomization_maps_figure,
-                                    saliency_figure)
+from probe.figures.saliency import (area_text, faithfulness_figure, is_signed, legend_of, overlaid,
+                                    randomization_figure, randomization_maps_figure, rho_text, saliency_figure)
+from probe.figures.style import class_labels, plain_text
 from probe.io import atomic_write_bytes, atomic_write_text
 from probe.methods.common import class_probabilities
-from probe.methods.faithfulness import (RANDOM, FaithfulnessConfig, cascade_groups, deletion_insertion,
-                                        randomization_check)
-from probe.methods.saliency import METHODS, Attributions, Layer, SaliencyConfig, attribute, method_title, parse_methods
+from probe.methods.faithfulness import (MIN_IMAGES, RANDOM, FaithfulnessConfig, cascade_groups,
+                                        deletion_insertion, randomization_check)
+from probe.methods.saliency import (METHODS, Attributions, Layer, SaliencyConfig, attribute, choose_cam_layer,
+                                    parse_methods)
 from probe.presentation import FigureRef, Section, Table, Text
 
 SELECTIONS = ("correct", "wrong", "any")
 SCALES = ("method", "image")
+OVERLAYS = (True, False, "auto", "all", "none")
 SPLITS = ("val", "test", "train", "kaggle")
 COLOUR_SCALE = {"clip_percentile": 99.5, "absolute": "sequential from 0", "signed": "diverging, symmetric about 0"}
 ATTRIBUTIONS = "attributions.safetensors"
-CSV_COLUMNS = ["method", "deletion_auc", "insertion_auc", "spearman_randomized", "flagged", "seconds",
-               "images_per_second"]
+CSV_COLUMNS = ["method", "deletion_auc", "insertion_auc", "deletion_mean_worse", "deletion_worse",
+               "insertion_mean_worse", "insertion_worse", "n_images",
+               "spearman_randomized", "spearman_signed", "n_randomized", "flagged", "seconds", "images_per_second"]
 
 
 # ---- settings ------------------------------------------------------------------------------------
@@ -77,11 +83,14 @@ class Settings(SettingsBase):
     index: tuple[int, ...] | str | None = None  # --index 3,17,40
     images: tuple[str, ...] | None = None  # --image: the user's own files
     scale: str = "method"  # --scale
-    overlay: bool = False  # --overlay
+    overlay: bool | str = "auto"  # --overlay: True (every map on its image), False, "auto" (Grad-CAM, Occlusion)
     faithfulness: bool = True  # --faithfulness/--no-faithfulness
     batch_size: int = 256  # --batch-size
     seed: int = 0  # --seed
     threads: int | None = None  # --threads (None: PyTorch's own)
+    gradcam_layer: str = "auto"  # --gradcam-layer: a layer ("stage2", a dotted name) or "auto": the last
+    # feature map, or where it is under 8×8 (MNIST's 7×7) the last stage with at least 8×8
+    wrong_too: int = 0  # also the maps of up to this many misclassified images of the split (the report: 4)
 
     def __post_init__(self):
         try:
@@ -98,6 +107,12 @@ class Settings(SettingsBase):
         check_choice("selection", self.selection, SELECTIONS, "--wrong or --any, or neither for correct")
         check_int("--batch-size", self.batch_size, 1)
         check_int("--seed", self.seed, -2 ** 63)
+        check_choice("--overlay", self.overlay, OVERLAYS, "every map on its image, none, or auto: Grad-CAM and "
+                                                          "Occlusion, whose maps are smooth enough to see through")
+        check_int("wrong_too", self.wrong_too, 0, 100)
+        if not isinstance(self.gradcam_layer, str) or not self.gradcam_layer.strip():
+            raise ConfigError(f"--gradcam-layer {self.gradcam_layer!r}: give a layer (stage2, or a dotted name "
+                              "like net.stages.stage2) or auto")
         if self.threads is not None:
             check_int("--threads", self.threads, 1)
         self._check_images_asked()
@@ -182,7 +197,7 @@ class SaliencyResult(ResultBase):
     images_per_second: dict[str, float]
     convergence: dict[str, dict]  # per method with a completeness check (IG): delta and gap per image
     scale: str = "method"
-    overlay: bool = False
+    overlay: bool | str = False  # the maps drawn over their image (see probe.figures.saliency.overlaid)
     crop_box: list[int] | None = None  # (top, left, height, width) of the input inside a stored frame
     class_name: str | None = None  # the class asked for (a slug)
     selection: str | None = None  # correct | wrong | any | index | files (None: the API)
@@ -190,10 +205,16 @@ class SaliencyResult(ResultBase):
     split_size: int | None = None
     files: list[str] | None = None
     faithfulness: dict | None = None
+    gradcam: dict | None = None  # Grad-CAM's layer: "layer" (dotted name), "size" [h, w], "reason"
+    note: str | None = None  # what the reader must know of the images (none of the class correct)
+    wrong: dict | None = None  # misclassified images of the split: a SaliencyResult's JSON (wrong_result)
     attributions: torch.Tensor | None = array_field()  # (M, N, H, W) float32
     images: torch.Tensor | None = array_field()  # (N, C, H, W): what the network saw
     frames: torch.Tensor | None = array_field()  # (N, C, H', W'): the stored images, where larger
     randomized: torch.Tensor | None = array_field()  # (M', S, H, W): see FaithfulnessResult
+    wrong_attributions: torch.Tensor | None = array_field()  # the misclassified images' arrays
+    wrong_images: torch.Tensor | None = array_field()
+    wrong_frames: torch.Tensor | None = array_field()
 
     @property
     def names(self) -> ClassNames:
@@ -213,6 +234,18 @@ class SaliencyResult(ResultBase):
         return FaithfulnessResult.from_json(self.faithfulness, {
             "randomized": self.randomized, "image": self.images[0],
             "trained": torch.stack([maps[m][0] for m in known]) if known else None})
+
+    @property
+    def wrong_result(self) -> "SaliencyResult | None":
+        """The maps of the misclassified images explained beside these (Settings.wrong_too), if any."""
+        if self.wrong is None:
+            return None
+        return SaliencyResult.from_json(self.wrong, {"attributions": self.wrong_attributions,
+                                                     "images": self.wrong_images, "frames": self.wrong_frames})
+
+    def with_wrong(self, wrong: "SaliencyResult") -> "SaliencyResult":
+        return dataclasses.replace(self, wrong=wrong.to_json(), wrong_attributions=wrong.attributions,
+                                   wrong_images=wrong.images, wrong_frames=wrong.frames)
 
     def with_faithfulness(self, f: FaithfulnessResult) -> "SaliencyResult":
         """This result with its faithfulness measured (figures, table and files follow)."""
@@ -234,13 +267,15 @@ class SaliencyResult(ResultBase):
 
 
 def saliency(model: nn.Module, images: torch.Tensor, target=None, *, methods: str | Sequence[str] = "all",
-             classes=None, layer: Layer = None, batch_size: int = 256, seed: int = 0,
+             classes=None, layer: Layer = "auto", batch_size: int = 256, seed: int = 0,
              config: SaliencyConfig | None = None, scale: str = "method", overlay: bool = False,
              display_images: torch.Tensor | None = None, name: str = "model", title: str | None = None,
              probs: torch.Tensor | None = None, progress=None) -> SaliencyResult:
     """Maps of each method for images (N, C, H, W) uint8 or [0, 1], explaining `target` (a class,
     (N,) classes, or None: each image's predicted class). classes: names or their number (default:
-    the model's outputs). layer: Grad-CAM's layer for a model without `cam_layer`. config: every
+    the model's outputs). layer: Grad-CAM's layer (a module or its name; needed for a model
+    without `cam_layer`), None for the model's `cam_layer`, or "auto": that one unless its map
+    is under 8×8, then the last stage of probe's ResNet with at least 8×8. config: every
     method's settings (default SaliencyConfig(batch_size, seed)). display_images: the stored
     images when larger than the network's input (a centre crop; the figure outlines it).
     progress: callable(what, done, total). The model is left as found (mode, .grad, requires_grad)."""
@@ -250,8 +285,9 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, methods: st
         probs = probs if probs is not None else class_probabilities(model, images, batch_size=config.batch_size)
         target = probs.argmax(1)
     n, methods = len(images), parse_methods(methods)
-    a = attribute(model, images, target, methods=methods, config=config, layer=layer, probs=probs, warm_up=True,
-                  progress=_counting(progress, f"saliency of {n} image(s)", len(methods)))
+    cam = choose_cam_layer(model, images, layer) if any(METHODS[m].needs_layer for m in methods) else None
+    a = attribute(model, images, target, methods=methods, config=config, layer=cam and cam.name, probs=probs,
+                  warm_up=True, progress=_counting(progress, f"saliency of {n} image(s)", len(methods)))
     names = ClassNames.of(classes if classes is not None else a.probs.shape[1])
     if len(names) != a.probs.shape[1]:
         raise ConfigError(f"{len(names)} class names for a model with {a.probs.shape[1]} outputs")
@@ -269,6 +305,7 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, methods: st
         layout=_layout(a, n, int(h), int(w)), seconds={m: round(s, 4) for m, s in a.seconds.items()},
         images_per_second={m: round(v, 2) for m, v in a.images_per_second().items()},
         convergence=_convergence(a), scale=scale, overlay=overlay, crop_box=crop,
+        gradcam=None if cam is None else {"layer": cam.name, "size": list(cam.size), "reason": cam.reason},
         attributions=torch.stack([a.maps[m] for m in a.methods]), images=images.detach().cpu(),
         frames=None if frames is None else frames.detach().cpu())
 
@@ -321,11 +358,12 @@ def faithfulness(model: nn.Module, images: torch.Tensor, target, maps: SaliencyR
     """How far maps (N, H, W) of images (N, C, H, W) explaining `target` can be trusted: deletion
     and insertion curves against a random order, and (randomization=True) the model-randomization
     check of the maps made by a registered method, recomputed on copies re-initialized from the
-    top. maps: a SaliencyResult (its settings are reused) or {name: (N, H, W)}.
+    top. maps: a SaliencyResult (its settings and Grad-CAM layer are reused) or {name: (N, H, W)}.
     progress: callable(what, done, total). The model itself is never changed."""
     if isinstance(maps, SaliencyResult):
         saliency_config = saliency_config or SaliencyConfig.from_dict(maps.config["saliency"])
         name = name or maps.model
+        layer = layer if layer is not None else (maps.gradcam or {}).get("layer")
         maps = maps.maps
     config = config or FaithfulnessConfig(batch_size=batch_size, seed=seed)
     saliency_config = saliency_config or SaliencyConfig(batch_size=batch_size, seed=seed)
@@ -345,7 +383,7 @@ def faithfulness(model: nn.Module, images: torch.Tensor, target, maps: SaliencyR
         model=name or "model", methods=list(maps), count=len(images), fractions=di.fractions.tolist(),
         curves=di.summary(), randomization=None if rand is None else rand.summary(),
         config={"deletion_insertion": config.to_dict() | {"blur_sigma": config.sigma(int(h), int(w))},
-                "randomization": {"cascading": True, "correlation": "Spearman of |map|",
+                "randomization": {"cascading": True, "correlation": "Spearman of |map| and of the signed map",
                                   "threshold": config.flag_threshold, "seed": seed}},
         randomized=None if rand is None else torch.stack([rand.maps[m][:, 0] for m in known]),
         trained=torch.stack([maps[m][0] for m in known]) if known else None, image=images[0].detach().cpu())
@@ -357,18 +395,37 @@ def faithfulness(model: nn.Module, images: torch.Tensor, target, maps: SaliencyR
 @dataclass
 class Picked:
     """The images a run explains: as stored, the class each map explains, their probabilities, a
-    record and a row name each, and a description for the title and the terminal."""
+    record and a row name each, a description for the title and the terminal, and a note the
+    reader must see (None: nothing to add)."""
     frames: torch.Tensor  # (N, C, H, W) as stored
     targets: torch.Tensor  # (N,)
     probs: torch.Tensor  # (N, K)
     info: list[dict]
     names: list[str]
     what: str
+    note: str | None = None
+
+
+def _first_where(ctx: Context, data: ImageSet, candidates: torch.Tensor, n: int, batch_size: int, keep,
+                 step: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n of `candidates` (indices into data) whose prediction passes keep(predicted,
+    labels) → bool mask, predicting only as far as needed: (indices, probabilities)."""
+    chosen, probs = [candidates[:0]], [torch.zeros(0, len(ctx.classes))]
+    for s in range(0, len(candidates), max(step, 4 * n)):
+        idx = candidates[s:s + max(step, 4 * n)]
+        p = class_probabilities(ctx.model, ctx.view(data.images[idx]), batch_size=batch_size)
+        mask = keep(p.argmax(1), data.labels[idx])
+        chosen.append(idx[mask])
+        probs.append(p[mask])
+        if sum(len(c) for c in chosen) >= n:
+            break
+    return torch.cat(chosen)[:n], torch.cat(probs)[:n]
 
 
 def select_images(ctx: Context, data: ImageSet, k: int, n: int, selection: str, split: str, batch_size: int):
     """The first n images of class k in the split that the model classifies correctly
-    (selection "correct"), wrongly ("wrong") or either ("any"): (indices, probabilities)."""
+    (selection "correct"; none when every one is misclassified), wrongly ("wrong") or either
+    ("any"): (indices, probabilities)."""
     candidates = (data.labels == k).nonzero().flatten()
     name = ctx.classes.slugs[k]
     if len(candidates) == 0:
@@ -376,26 +433,13 @@ def select_images(ctx: Context, data: ImageSet, k: int, n: int, selection: str, 
     if selection == "any":
         chosen = candidates[:n]
         return chosen, class_probabilities(ctx.model, ctx.view(data.images[chosen]), batch_size=batch_size)
-    chosen, probs = [], []
-    step = max(64, 4 * n)
-    for s in range(0, len(candidates), step):  # predict only as far as needed
-        idx = candidates[s:s + step]
-        p = class_probabilities(ctx.model, ctx.view(data.images[idx]), batch_size=batch_size)
-        keep = (p.argmax(1) == k) if selection == "correct" else (p.argmax(1) != k)
-        chosen.append(idx[keep])
-        probs.append(p[keep])
-        if sum(len(c) for c in chosen) >= n:
-            break
-    chosen_t, probs_t = torch.cat(chosen)[:n], torch.cat(probs)[:n]
-    if len(chosen_t) == 0 and selection == "correct":
-        raise ConfigError(f"no correctly classified image of class {name} in the {split} split "
-                          f"({len(candidates)} image(s) of the class, all misclassified): use --wrong "
-                          "to see why the model says otherwise, or --any")
-    if len(chosen_t) == 0:
+    right = selection == "correct"
+    chosen, probs = _first_where(ctx, data, candidates, n, batch_size, lambda pred, y: (pred == y) == right)
+    if len(chosen) == 0 and not right:
         raise ConfigError(f"every one of the {len(candidates)} image(s) of class {name} in the {split} "
                           "split is classified correctly: nothing to show with --wrong (leave it out, or "
                           "try --split test)")
-    return chosen_t, probs_t
+    return chosen, probs
 
 
 def _from_files(ctx: Context, settings: Settings, k: int | None) -> Picked:
@@ -411,8 +455,18 @@ def _from_files(ctx: Context, settings: Settings, k: int | None) -> Picked:
     return Picked(user.images, targets, probs, info, names, f"{n} file{'s' if n != 1 else ''}")
 
 
-def _from_index(ctx: Context, settings: Settings, data: ImageSet, k: int | None):
-    """(indices, probs, targets, roles, what) of the images picked by --index."""
+def _picked(ctx: Context, data: ImageSet, idx, probs, targets, roles, what: str, note: str | None = None) -> Picked:
+    """Images of a split: their records and row names ("#12", "#12 true", "#12 said")."""
+    s = ctx.classes.slugs
+    info = [{"index": i, **({"image": data.names[i]} if data.names else {}),
+             "label": s[y] if y >= 0 else None, "role": r}
+            for i, y, r in zip(idx.tolist(), data.labels[idx].tolist(), roles)]
+    names = [f"#{i}" + {"true": " true", "predicted": " said"}.get(r, "") for i, r in zip(idx.tolist(), roles)]
+    return Picked(data.images[idx], targets, probs, info, names, what, note)
+
+
+def _from_index(ctx: Context, settings: Settings, data: ImageSet, k: int | None) -> Picked:
+    """The images picked by --index."""
     for i in settings.index:
         if i >= len(data):
             raise ConfigError(f"--index {i}: the {settings.split} split has images 0..{len(data) - 1}")
@@ -420,63 +474,97 @@ def _from_index(ctx: Context, settings: Settings, data: ImageSet, k: int | None)
     probs = class_probabilities(ctx.model, ctx.view(data.images[idx]), batch_size=settings.batch_size)
     labels = data.labels[idx]
     targets = torch.full((len(idx),), k) if k is not None else torch.where(labels >= 0, labels, probs.argmax(1))
-    return idx, probs, targets, [None] * len(idx), f"{settings.split} images {', '.join(map(str, idx.tolist()))}"
+    return _picked(ctx, data, idx, probs, targets, [None] * len(idx),
+                   f"{settings.split} images {', '.join(map(str, idx.tolist()))}")
 
 
-def _from_class(ctx: Context, settings: Settings, data: ImageSet, k: int):
-    """(indices, probs, targets, roles, what) of the first n images of class k (right, wrong or
-    either); with --wrong each image twice: why the true class, why the prediction."""
-    idx, probs = select_images(ctx, data, k, settings.n, settings.selection, settings.split, settings.batch_size)
+def _true_and_said(idx: torch.Tensor, probs: torch.Tensor, true: torch.Tensor):
+    """Each misclassified image twice: explained for its true class, then for the prediction:
+    (indices, probabilities, targets, roles)."""
+    targets = torch.stack([true, probs.argmax(1)], 1).flatten()
+    return idx.repeat_interleave(2, 0), probs.repeat_interleave(2, 0), targets, ["true", "predicted"] * len(idx)
+
+
+def _from_class(ctx: Context, settings: Settings, data: ImageSet, k: int) -> Picked:
+    """The first n images of class k (right, wrong or either); with --wrong each image twice: why
+    the true class, why the prediction. Correct ones asked for and none there: the class's
+    images anyway, marked misclassified, and a note that says so."""
+    slug, split = ctx.classes.slugs[k], settings.split
+    idx, probs = select_images(ctx, data, k, settings.n, settings.selection, split, settings.batch_size)
+    selection, note = settings.selection, None
+    if len(idx) == 0:  # "correct": every image of the class is misclassified
+        idx, probs = select_images(ctx, data, k, settings.n, "any", split, settings.batch_size)
+        selection = "none correct"
+        note = (f"No {split} image of class {slug} is classified correctly (0 of {int((data.labels == k).sum())}): "
+                f"showing the first {len(idx)}, all misclassified (each row label says what the model said).")
     targets, roles = torch.full((len(idx),), k), [None] * len(idx)
     what = {"correct": f"the first {len(idx)} correctly classified", "any": f"the first {len(idx)}",
-            "wrong": f"the first {len(idx)} misclassified"}[settings.selection] \
-        + f" {settings.split} image{'s' if len(idx) != 1 else ''} of class {ctx.classes.slugs[k]}"
-    if settings.selection == "wrong":
-        pred = probs.argmax(1)
-        idx, probs = idx.repeat_interleave(2, 0), probs.repeat_interleave(2, 0)
-        targets = torch.stack([torch.full_like(pred, k), pred], 1).flatten()
-        roles = ["true", "predicted"] * (len(idx) // 2)
-    return idx, probs, targets, roles, what
+            "wrong": f"the first {len(idx)} misclassified", "none correct": f"the first {len(idx)} (all misclassified)"
+            }[selection] + f" {split} image{'s' if len(idx) != 1 else ''} of class {slug}"
+    if selection == "wrong":
+        idx, probs, targets, roles = _true_and_said(idx, probs, targets)
+    return _picked(ctx, data, idx, probs, targets, roles, what, note)
 
 
-def _from_split(ctx: Context, settings: Settings, k: int | None) -> Picked:
+def _misclassified(ctx: Context, settings: Settings) -> Picked | None:
+    """The first wrong_too misclassified images of the split (any class), each twice: for the true
+    class and for the prediction (None: the model makes no mistake there)."""
     data = ctx.split(settings.split)
-    pick = _from_index if settings.index is not None else _from_class
-    idx, probs, targets, roles, what = pick(ctx, settings, data, k)
-    s = ctx.classes.slugs
-    info = [{"index": i, **({"image": data.names[i]} if data.names else {}),
-             "label": s[y] if y >= 0 else None, "role": r}
-            for i, y, r in zip(idx.tolist(), data.labels[idx].tolist(), roles)]
-    names = [f"#{i}" + {"true": " true", "predicted": " said"}.get(r, "") for i, r in zip(idx.tolist(), roles)]
-    return Picked(data.images[idx], targets, probs, info, names, what)
+    labelled = (data.labels >= 0).nonzero().flatten()
+    idx, probs = _first_where(ctx, data, labelled, settings.wrong_too, settings.batch_size,
+                              lambda pred, y: pred != y, step=1024)
+    if len(idx) == 0:
+        return None
+    what = f"the first {len(idx)} misclassified {settings.split} image{'s' if len(idx) != 1 else ''}"
+    return _picked(ctx, data, *_true_and_said(idx, probs, data.labels[idx]), what)
 
 
-def _title(ctx: Context, settings: Settings, k: int | None, what: str) -> str:
-    explained = ("each twice: maps for the true class and for the prediction" if settings.selection == "wrong"
-                 else f"maps for class {ctx.classes.display[k]}" if k is not None
-                 else "maps for the predicted class" if settings.images else "maps for each image's class")
+def _explained(ctx: Context, settings: Settings, k: int | None) -> str:
+    return ("each twice: maps for the true class and for the prediction" if settings.selection == "wrong"
+            else f"maps for class {ctx.classes.display[k]}" if k is not None
+            else "maps for the predicted class" if settings.images else "maps for each image's class")
+
+
+def _title(ctx: Context, what: str, explained: str) -> str:
     return f"{ctx.name}: {what}; {explained} (rows: image, class explained, its probability)"
+
+
+def _explain(ctx: Context, settings: Settings, picked: Picked, title: str, layer) -> SaliencyResult:
+    """The maps of the picked images, with their records."""
+    result = saliency(ctx.model, ctx.view(picked.frames), picked.targets, methods=settings.methods,
+                      classes=ctx.classes, layer=layer, batch_size=settings.batch_size, seed=settings.seed,
+                      scale=settings.scale, overlay=settings.overlay, display_images=picked.frames, name=ctx.name,
+                      title=title, probs=picked.probs, progress=ctx.report)
+    return dataclasses.replace(
+        result, rows=[info | row for info, row in zip(picked.info, result.rows)], row_names=picked.names,
+        description=picked.what, note=picked.note, split=None if settings.images else settings.split,
+        split_size=None if settings.images else len(ctx.split(settings.split)),
+        files=[r["file"] for r in picked.info] if settings.images else None)
 
 
 def run(ctx: Context, settings: Settings) -> SaliencyResult:
     k = class_index(ctx.classes, settings.class_name) if settings.class_name is not None else None
-    picked = _from_files(ctx, settings, k) if settings.images else _from_split(ctx, settings, k)
-    x = ctx.view(picked.frames)  # (N, C, h, w): what the network sees and the maps cover
+    if settings.images:
+        picked = _from_files(ctx, settings, k)
+    else:
+        pick = _from_index if settings.index is not None else _from_class
+        picked = pick(ctx, settings, ctx.split(settings.split), k)
     with cpu_threads(settings.threads, ctx.device):
-        result = saliency(ctx.model, x, picked.targets, methods=settings.methods, classes=ctx.classes,
-                          batch_size=settings.batch_size, seed=settings.seed, scale=settings.scale,
-                          overlay=settings.overlay, display_images=picked.frames, name=ctx.name,
-                          title=_title(ctx, settings, k, picked.what), probs=picked.probs, progress=ctx.report)
+        result = _explain(ctx, settings, picked, _title(ctx, picked.what, _explained(ctx, settings, k)),
+                          settings.gradcam_layer)
         result = dataclasses.replace(
-            result, rows=[info | row for info, row in zip(picked.info, result.rows)], row_names=picked.names,
-            description=picked.what, class_name=None if k is None else ctx.classes.slugs[k],
-            selection="files" if settings.images else "index" if settings.index is not None else settings.selection,
-            split=None if settings.images else settings.split,
-            split_size=None if settings.images else len(ctx.split(settings.split)),
-            files=[r["file"] for r in picked.info] if settings.images else None)
+            result, class_name=None if k is None else ctx.classes.slugs[k],
+            selection="files" if settings.images else "index" if settings.index is not None else settings.selection)
         if settings.faithfulness:
-            result = result.with_faithfulness(faithfulness(ctx.model, x, picked.targets, result, seed=settings.seed,
-                                                           batch_size=settings.batch_size, progress=ctx.report))
+            result = result.with_faithfulness(faithfulness(
+                ctx.model, ctx.view(picked.frames), picked.targets, result, seed=settings.seed,
+                batch_size=settings.batch_size, progress=ctx.report))
+        wrong = _misclassified(ctx, settings) if settings.wrong_too and not settings.images else None
+        if wrong is not None:
+            explained = "each twice: maps for the true class and for the prediction"
+            layer = (result.gradcam or {}).get("layer", settings.gradcam_layer)
+            result = result.with_wrong(dataclasses.replace(
+                _explain(ctx, settings, wrong, _title(ctx, wrong.what, explained), layer), selection="wrong"))
     return result
 
 
@@ -487,46 +575,86 @@ def _p(p: float) -> str:
     return f"{p:.2f}".removeprefix("0") if p < 0.995 else "1.0"
 
 
+def _misclassified_row(row: dict) -> bool:
+    """An image explained for its own class (not a --wrong pair) that the model gets wrong."""
+    return row.get("role") is None and row.get("label") is not None and row["predicted"] != row["label"]
+
+
+def row_labels(result: SaliencyResult, model: str | None = None) -> list[str]:
+    """Each row's label: its name (and the model's, in a comparison), the class explained and its
+    probability, and "✗ said <class>" where the model gets the image wrong."""
+    short = [c if len(c) <= 12 else c[:11] + "…" for c in class_labels(result.names, short=True)]
+    index = {s: i for i, s in enumerate(result.classes)}
+    labels = []
+    for name, t, row in zip(result.row_names, result.targets, result.rows):
+        lines = [plain_text(name)] + ([model] if model else []) + [f"{short[t]} {_p(row['p_target'])}"]
+        if _misclassified_row(row):
+            lines.append(f"✗ said {short[index[row['predicted']]]}")
+        labels.append("\n".join(lines))
+    return labels
+
+
+def _grid(result: SaliencyResult):
+    """The grid of maps; --wrong pairs (true class, prediction) share their image."""
+    roles = [row.get("role") for row in result.rows]
+    pairs = len(roles) % 2 == 0 and roles == ["true", "predicted"] * (len(roles) // 2)
+    return saliency_figure(result.maps, result.images, row_labels=row_labels(result), frames=result.frames,
+                           crop_box=tuple(result.crop_box) if result.crop_box else None, scale=result.scale,
+                           overlay=result.overlay, title=plain_text(result.title), group=2 if pairs else 1)
+
+
 def figures(result: SaliencyResult) -> dict:
-    short = result.names.labels(short=True)
-    labels = [f"{name}\n{short[t]} {_p(row['p_target'])}"
-              for name, t, row in zip(result.row_names, result.targets, result.rows)]
-    out = {"saliency": saliency_figure(result.maps, result.images, row_labels=labels, frames=result.frames,
-                                       crop_box=tuple(result.crop_box) if result.crop_box else None,
-                                       scale=result.scale, overlay=result.overlay, title=result.title)}
+    out = {"saliency": _grid(result)}
+    wrong = result.wrong_result
+    if wrong is not None:
+        out["saliency-wrong"] = _grid(wrong)
     f = result.faithfulness_result
     return out | (faithfulness_figures(f) if f is not None else {})
 
 
 def faithfulness_figures(f: FaithfulnessResult) -> dict:
     di = f.config["deletion_insertion"]
+    model = plain_text(f.model)
     out = {"faithfulness": faithfulness_figure(
         f.fractions, {m: c for m, c in f.curves.items()}, deletion_value=di["deletion_value"],
-        insertion_start=di["insertion_start"], title=f"{f.model}: deletion and insertion, mean of {f.count} image(s)")}
+        insertion_start=di["insertion_start"], title=f"{model}: deletion and insertion, mean of {f.count} image(s)")}
     if f.randomization is not None:
         known = f.randomized_methods
-        out["randomization"] = randomization_figure(f.randomization, title=f"{f.model}: model-randomization check")
+        out["randomization"] = randomization_figure(f.randomization, title=f"{model}: model-randomization check")
         out["randomization-maps"] = randomization_maps_figure(
             f.image, dict(zip(known, f.trained)), dict(zip(known, f.randomized)), f.randomization["steps"],
-            title=f"{f.model}: {f.image_name}, maps as the model is re-initialized from the top")
+            title=f"{model}: {plain_text(f.image_name)}, maps as the model is re-initialized from the top")
     return out
 
 
+def _faithful_row(m: str, f: FaithfulnessResult) -> dict:
+    """One method's numbers, unrounded: areas, their comparison with the random order, the
+    randomization check's correlations, the images they rest on, the flags."""
+    c, rand = f.curves[m], f.randomization
+    row = {k: c[k] for k in ("deletion_auc", "insertion_auc")} | {"n_images": f.count}
+    for kind in ("deletion", "insertion"):
+        v = c.get(f"{kind}_vs_random") or {}
+        row |= {f"{kind}_worse": v.get("worse"), f"{kind}_mean_worse": v.get("mean_worse"),
+                f"{kind}_images_worse": v.get("images_worse")}
+    if rand is not None and m in rand["final"]:
+        row |= {"spearman_randomized": rand["final"][m], "spearman_signed": (rand.get("final_signed") or {}).get(m),
+                "n_randomized": (rand.get("n") or {}).get(m), "flagged": m in rand["flagged"],
+                "too_few_to_flag": m in rand.get("too_few_to_flag", [])}
+    return row
+
+
 def _table(methods: list[str], seconds: dict, ips: dict, f: FaithfulnessResult | None) -> list[dict]:
-    curves = f.curves if f is not None else {}
-    rand = f.randomization if f is not None else None
     rows = []
     for m in methods:
         row = {"method": m}
         if m in seconds:
-            row |= {"seconds": round(seconds[m], 4), "images_per_second": round(ips.get(m, 0.0), 2)}
-        if curves:
-            row |= {k: round(curves[m][k], 4) for k in ("deletion_auc", "insertion_auc")}
-        if rand is not None and m in rand["final"]:
-            row |= {"spearman_randomized": round(rand["final"][m], 4), "flagged": m in rand["flagged"]}
+            row |= {"seconds": seconds[m], "images_per_second": ips.get(m, 0.0)}
+        if f is not None:
+            row |= _faithful_row(m, f)
         rows.append(row)
-    if curves:
-        rows.append({"method": RANDOM} | {k: round(curves[RANDOM][k], 4) for k in ("deletion_auc", "insertion_auc")})
+    if f is not None:
+        rows.append({"method": RANDOM, "n_images": f.count} | {k: f.curves[RANDOM][k]
+                                                               for k in ("deletion_auc", "insertion_auc")})
     return rows
 
 
@@ -535,14 +663,19 @@ def _csv(table: list[dict]) -> str:
     w = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for row in table:
-        w.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
+        w.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in
+                    ((k, row.get(k, "")) for k in CSV_COLUMNS)})
     return buf.getvalue()
 
 
 def write_files(result: SaliencyResult, out: Path) -> list[Path]:
-    """attributions.safetensors (a key per method, (N, H, W) float32, rows as in results.json) and,
-    where measured, faithfulness.csv (a row per method and the random order)."""
+    """attributions.safetensors (a key per method, (N, H, W) float32, rows as in results.json; the
+    misclassified images' maps, where explained, under "wrong.<method>", rows as in
+    results.json's "wrong") and, where measured, faithfulness.csv (a row per method and the
+    random order)."""
     tensors = {m: v.float().contiguous() for m, v in result.maps.items()}
+    wrong = result.wrong_result
+    tensors |= {f"wrong.{m}": v.float().contiguous() for m, v in (wrong.maps if wrong is not None else {}).items()}
     files = [out / ATTRIBUTIONS]
     atomic_write_bytes(files[0], st_save(tensors, metadata={"format": "probe saliency maps",
                                                             "layout": "N×H×W float32, rows as in results.json"}))
@@ -552,76 +685,217 @@ def write_files(result: SaliencyResult, out: Path) -> list[Path]:
     return files
 
 
-def _name(method: str) -> str:
-    return "random order" if method == RANDOM else method_title(method)
+def _flag_text(t: dict) -> str:
+    """The table's flag: what is wrong with a method, and on how many images it rests."""
+    parts = []
+    if t.get("flagged"):
+        signed = t.get("spearman_signed")
+        parts.append("barely changes when the model is destroyed" + (
+            " (|map|; its signs do change)" if is_signed(t["method"]) and signed is not None
+            and not signed > FaithfulnessConfig.flag_threshold else ""))
+    elif t.get("too_few_to_flag"):
+        parts.append(f"ρ above {FaithfulnessConfig.flag_threshold:g} on {t.get('n_randomized')} image: "
+                     "too few images to flag")
+    for kind in ("deletion", "insertion"):
+        if t.get(f"{kind}_mean_worse"):
+            parts.append(f"{kind} worse than random ({t[f'{kind}_images_worse']} of {t['n_images']} images)"
+                         if t.get(f"{kind}_worse") else f"{kind}: mean worse than random, from "
+                         f"{t[f'{kind}_images_worse']} of {t['n_images']} images: too few to flag")
+    return "; ".join(parts)
 
 
-def _num(v, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
+def _dashes(table: list[dict], f: FaithfulnessResult) -> str:
+    """Why a cell of the faithfulness table holds "—" (only the reasons that occur)."""
+    rows = [t for t in table if t["method"] != RANDOM]
+    why = []
+    if any(not is_signed(t["method"]) and "spearman_signed" in t for t in rows):
+        why.append("ρ signed of a map ≥ 0 (its signed and |map| correlations are the same number)")
+    if any(t.get("n_randomized") == 0 for t in rows):
+        why.append("ρ with n = 0: every trained map of the method is constant, so it ranks no pixel")
+    if any("spearman_randomized" not in t for t in rows) and f.randomization is not None:
+        why.append("ρ of a map of your own: no recipe to recompute it on the re-initialized model")
+    return (" — stands for " + "; ".join(why) + ".") if why else ""
 
 
-def section(result: SaliencyResult) -> Section:
-    s = Section(ANALYSIS.title, "saliency")
+def _faithfulness_table(result: SaliencyResult, f: FaithfulnessResult) -> Table:
+    table = result.table()
+
+    def rho(t, key):
+        if t["method"] == RANDOM:
+            return ""
+        return "—" if key == "spearman_signed" and not is_signed(t["method"]) else rho_text(t.get(key))
+    rows = [[legend_of(t["method"]), area_text(t.get("deletion_auc")) + ("†" if t.get("deletion_mean_worse") else ""),
+             area_text(t.get("insertion_auc")) + ("†" if t.get("insertion_mean_worse") else ""),
+             rho(t, "spearman_randomized"), rho(t, "spearman_signed"),
+             "" if t["method"] == RANDOM else str(t.get("n_randomized", "—")), _flag_text(t)] for t in table]
+    rand = f.randomization or {}
+    images = f"{f.count} image{'s' if f.count != 1 else ''}"
+    caption = (f"Faithfulness of each method on the {images} above. Areas: the mean over the {images} (deletion: "
+               "lower is better; insertion: higher), † a mean worse than the random order's on the same images "
+               f"(flagged where at least {MIN_IMAGES} images are worse). "
+               "ρ: Spearman rank correlation of each map with the map of the fully re-initialized model, of |map| "
+               "and of the signed map (a sign flip shows only there), mean over the n images whose trained map is "
+               "not constant; a map that goes constant counts as changed (ρ = 0). Flagged: a mean ρ of |map| above "
+               f"{rand.get('threshold', FaithfulnessConfig.flag_threshold):g} with n ≥ {MIN_IMAGES}."
+               + _dashes(table, f))
+    return Table(["method", "deletion area ↓", "insertion area ↑", "ρ of |map|", "ρ signed", "n", "flag"], rows,
+                 caption=caption, numeric={1, 2, 3, 4, 5})
+
+
+def _gradcam_text(result: SaliencyResult) -> str:
+    g = result.gradcam
+    if not g:
+        return ""
+    return (f" Grad-CAM explains {g['layer']}, a {g['size'][0]}×{g['size'][1]} feature map ({g['reason']}), "
+            "upsampled to the input.")
+
+
+def _intro(result: SaliencyResult) -> str:
     of_class = f" of class {result.class_name}" if result.class_name is not None else ""
     scale = ("one colour scale per method across the rows" if result.scale == "method"
              else "each map on its own colour scale")
     images = " ".join(filter(None, [str(len(result.rows)), result.split, "image(s)"]))
-    s.add(Text(f"Attribution maps of {images}{of_class} for every method, "
-               f"{scale}. Faithfulness: deletion removes pixels in the map's order (a faithful map makes the "
-               "probability fall fast: low area), insertion restores them (high area is better); the "
-               "randomization check compares each map with the map of the same network re-initialized "
-               "from the top: a high rank correlation means the map barely depends on what was learned."))
-    s.add(FigureRef("saliency", f"{result.model}: saliency maps{of_class.replace(' of class', ', class')}.",
-                    data={"rows": result.rows, "methods": result.methods}))
+    on_image = [legend_of(m) for m in result.methods if m in overlaid(result.methods, result.overlay)]
+    drawn = f"; {', '.join(on_image)} drawn over the image" if on_image else ""
+    wrong = sum(_misclassified_row(r) for r in result.rows)
+    marked = (f" {wrong} of them misclassified (marked in the row label with the model's prediction)."
+              if wrong else "")
+    return (f"Attribution maps of {images}{of_class} for every method, {scale}{drawn}.{marked}"
+            + _gradcam_text(result) + " Faithfulness: deletion removes pixels in the map's order (a faithful map "
+            "makes the probability fall fast: low area), insertion restores them (high area is better); the "
+            "randomization check compares each map with the map of the same network re-initialized from the top: "
+            "a high rank correlation means the map barely depends on what was learned.")
+
+
+def section(result: SaliencyResult) -> Section:
+    s = Section(ANALYSIS.title, "saliency")
+    s.add(Text(_intro(result)), Text(result.note) if result.note else None)
+    of_class = f", class {result.class_name}" if result.class_name is not None else ""
+    s.add(FigureRef("saliency", f"{result.model}: saliency maps{of_class}.",
+                    data={"rows": result.rows, "methods": result.methods, "gradcam": result.gradcam}))
+    wrong = result.wrong_result
+    if wrong is not None:
+        s.add(Text(f"Why it was wrong: {wrong.description}, each explained twice: first for its true class "
+                   "(row label: true), then for the class the model said (row label: said)."),
+              FigureRef("saliency-wrong", f"{result.model}: saliency of misclassified images, for the true class "
+                        "and for the prediction.", data={"rows": wrong.rows, "methods": wrong.methods}))
     f = result.faithfulness_result
     if f is None:
         return s
-    rand = f.curves[RANDOM]
-    s.add(Table(["method", "deletion area ↓", "insertion area ↑", "Spearman vs randomized", "flag", "images/s"],
-                [[_name(t["method"]), _num(t.get("deletion_auc")), _num(t.get("insertion_auc")),
-                  _num(t.get("spearman_randomized"), 2),
-                  "barely changes when the model is destroyed" if t.get("flagged") else "",
-                  _num(t.get("images_per_second"), 1)] for t in result.table()],
-                caption=f"Faithfulness of each method (random order: deletion {_num(rand['deletion_auc'])}, "
-                        f"insertion {_num(rand['insertion_auc'])}).", numeric={1, 2, 3, 5}))
+    s.add(_faithfulness_table(result, f))
     s.add(FigureRef("faithfulness", f"{result.model}: deletion and insertion curves per method, with a random "
-                    "order as the baseline.", data={"fractions": f.fractions, "methods": f.curves}))
+                    "order as the baseline; the legend's areas are the table's.",
+                    data={"fractions": f.fractions, "methods": f.curves}))
     if f.randomization is not None:
         s.add(FigureRef("randomization", f"{result.model}: model-randomization check (Adebayo et al. 2018), rank "
-                        "correlation of each method's maps as layers are re-initialized from the top.",
-                        data=f.randomization))
+                        "correlation of each method's maps as layers are re-initialized from the top (n: the "
+                        "images each line rests on).", data=f.randomization))
         s.add(FigureRef("randomization-maps", f"{result.model}: one image's maps as the model is re-initialized."))
     return s
 
 
+# ---- the models side by side ---------------------------------------------------------------------------------
+
+
+def _check_comparable(results: Sequence[SaliencyResult]) -> list[str]:
+    """The methods every result has, in the first one's order; the same images and targets, else a ConfigError."""
+    if not results:
+        raise ConfigError("no saliency results to compare")
+    first = results[0]
+    for r in results[1:]:
+        if r.images.shape != first.images.shape or not torch.equal(r.images, first.images) \
+                or r.targets != first.targets:
+            raise ConfigError(f"{r.model} and {first.model} explain different images or classes: "
+                              "give every model the same images")
+    return [m for m in first.methods if all(m in r.methods for r in results)]
+
+
+def comparison_figure(results: Sequence[SaliencyResult]):
+    """The same images' maps of every model side by side: a row per image and model (an image's
+    models in adjacent rows, the image drawn once), a column per method, ONE colour scale per
+    method across every model (a darker pixel means a larger value in every model's map)."""
+    methods = _check_comparable(results)
+    first, k = results[0], len(results)
+    order = [(i, j) for i in range(len(first.images)) for j in range(k)]  # image-major: models adjacent
+    maps = {m: torch.stack([results[j].maps[m][i] for i, j in order]) for m in methods}
+    names = [plain_text(r.model) if len(r.model) <= 18 else plain_text(r.model[:17]) + "…" for r in results]
+    per_model = [row_labels(r, names[j]).copy() for j, r in enumerate(results)]
+    labels = [per_model[j][i] if j == 0 else per_model[j][i].split("\n", 1)[1] for i, j in order]
+    frames = None if first.frames is None else first.frames.repeat_interleave(k, 0)
+    title = (f"{', '.join(plain_text(r.model) for r in results)}: {plain_text(first.description)}; "
+             "each model's maps in adjacent rows, one colour scale per method for all models")
+    return saliency_figure(maps, first.images.repeat_interleave(k, 0), row_labels=labels, frames=frames,
+                           crop_box=tuple(first.crop_box) if first.crop_box else None, scale="method",
+                           overlay=first.overlay, title=title, group=k, across="the rows of every model")
+
+
+COMPARISON_STEM = "saliency-side-by-side"
+
+
+def comparison_section(results: Sequence[SaliencyResult], stem: str = COMPARISON_STEM) -> Section:
+    """The comparison's part: the models' maps of the same images side by side (comparison_figure,
+    to be saved under `stem`), with what the reader should know to compare them."""
+    methods = _check_comparable(results)
+    first = results[0]
+    layers = {r.model: (r.gradcam or {}).get("layer") for r in results if r.gradcam}
+    same = len(set(layers.values())) <= 1
+    text = (f"The same {first.description} for every model ({', '.join(r.model for r in results)}): each image's "
+            "maps of the models in adjacent rows, with one colour scale per method shared by all models, so a "
+            "darker pixel means a larger value whichever model it comes from (the models' own sections scale "
+            "each model alone)." + ("" if same else " Grad-CAM layers: " + ", ".join(
+                f"{m}: {layer}" for m, layer in layers.items()) + "."))
+    return Section("Side by side: what each model looks at", "saliency-side-by-side", [
+        Text(text), FigureRef(stem, f"Saliency maps of {', '.join(r.model for r in results)} side by side, one "
+                              "colour scale per method across the models.",
+                              data={"models": [r.model for r in results], "methods": methods,
+                                    "rows": [r.rows for r in results]})])
+
+
 def _format_table(table: list[dict], faithful: bool) -> list[str]:
     if not faithful:
-        return [f"{'method':<22}{'img/s':>9}"] + [f"{_name(r['method']):<22}{r['images_per_second']:>9.1f}"
+        return [f"{'method':<22}{'img/s':>9}"] + [f"{legend_of(r['method']):<22}{r['images_per_second']:>9.1f}"
                                                   for r in table]
-    lines = [f"{'method':<22}{'deletion↓':>10}{'insertion↑':>11}{'random ρ':>10}{'img/s':>9}"]
+    lines = [f"{'method':<22}{'deletion↓':>10}{'insertion↑':>11}{'ρ |map|':>9}{'ρ signed':>9}{'n':>4}{'img/s':>9}"]
     for r in table:
         rho = r.get("spearman_randomized")
-        rho_s = "" if rho is None else f"{rho:.2f}" + ("*" if r.get("flagged") else " ")
+        rho_s = "" if rho is None else rho_text(rho) + ("*" if r.get("flagged") else " ")
+        signed = "" if rho is None else ("—" if not is_signed(r["method"]) else rho_text(r.get("spearman_signed")))
         ips = f"{r['images_per_second']:.1f}" if "images_per_second" in r else ""
-        lines.append(f"{_name(r['method']):<22}{r['deletion_auc']:>10.3f}{r['insertion_auc']:>11.3f}"
-                     f"{rho_s:>10}{ips:>9}")
-    lines.append("(areas under the curves, mean over the images; random ρ: Spearman of the trained "
-                 "and the re-initialized model's maps, * flagged)")
+        lines.append(f"{legend_of(r['method']):<22}"
+                     f"{area_text(r['deletion_auc']) + ('†' if r.get('deletion_mean_worse') else ' '):>10}"
+                     f"{area_text(r['insertion_auc']) + ('†' if r.get('insertion_mean_worse') else ' '):>11}"
+                     f"{rho_s:>9}{signed:>9}{r.get('n_randomized', ''):>4}{ips:>9}")
+    lines.append("(areas under the curves, mean over the images, † mean worse than the random order; ρ: Spearman of the "
+                 "trained and the re-initialized model's maps over n images, * flagged; — a map ≥ 0: signed = |map|)")
     return lines
 
 
 def _flagged(f: FaithfulnessResult | None) -> list[str]:
-    flagged = (f.randomization or {}).get("flagged") if f is not None else None
-    if not flagged:
-        return []
-    return ["flagged (maps barely change when the model is re-initialized): " + ", ".join(map(method_title, flagged))]
+    rand = (f.randomization or {}) if f is not None else {}
+    lines = []
+    if rand.get("flagged"):
+        lines.append("flagged (maps barely change when the model is re-initialized): "
+                     + ", ".join(map(legend_of, rand["flagged"])))
+    if rand.get("too_few_to_flag"):
+        lines.append("too few images to flag (ρ high on fewer than 2): " + ", ".join(map(legend_of, rand["too_few_to_flag"])))
+    worse = [f"{legend_of(m)} ({kind})" for m, c in (f.curves.items() if f is not None else [])
+             for kind in ("deletion", "insertion") if (c.get(f"{kind}_vs_random") or {}).get("worse")]
+    return lines + ([f"worse than the random order on at least {MIN_IMAGES} images: " + ", ".join(worse)]
+                    if worse else [])
 
 
 def summary(result: SaliencyResult) -> list[str]:
-    lines = [f"{result.description}: {', '.join(map(method_title, result.methods))}"]
+    lines = [f"{result.description}: {', '.join(map(legend_of, result.methods))}"]
+    if result.note:
+        lines.append(result.note)
+    if result.gradcam:
+        lines.append(f"grad-cam layer: {result.gradcam['layer']} ({result.gradcam['size'][0]}×"
+                     f"{result.gradcam['size'][1]}; {result.gradcam['reason']})")
     for m, c in result.convergence.items():
-        lines.append(f"{method_title(m).lower()}: largest |convergence delta| {c['max_abs_delta']:.3g} "
+        lines.append(f"{legend_of(m).lower()}: largest |convergence delta| {c['max_abs_delta']:.3g} "
                      f"({100 * c['max_relative_delta']:.2g}% of f(x) − f(black))")
+    if result.wrong is not None:
+        lines.append(f"also {result.wrong_result.description}, for the true and the predicted class")
     f = result.faithfulness_result
     return lines + _format_table(result.table(), f is not None) + _flagged(f)
 

@@ -4,7 +4,10 @@ per method), the deletion/insertion curves, and the model-randomization sanity c
 Colour scales: a map of absolute values (gradients, Grad-CAM) runs sequentially from 0; a signed
 map (Integrated Gradients, Occlusion) is diverging and centred on 0, symmetric. The top of a
 scale is a high percentile of |value| (99.5% by default), not the maximum, so that one hot pixel
-does not wash out the rest; the colour bar's arrow says where values are clipped.
+does not wash out the rest; the colour bar's arrow says where values are clipped, the words under
+it what the values are, and a note under the grid how to read it. Coarse maps (Grad-CAM,
+Occlusion) can be drawn over their image, as captum's and pytorch-grad-cam's overlays are; a
+comparison of models (group > 1) puts each image's models in adjacent rows on one scale.
 """
 from __future__ import annotations
 
@@ -16,12 +19,13 @@ import numpy as np
 import torch
 
 from probe.figures.style import (DIVERGING, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, apply_style,
-                                 new_figure, show_image)
+                                 new_figure, plain_text, show_image)
 from probe.methods.saliency import METHODS, method_title
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
 CLIP = 99.5  # the percentile of |value| at the top of a colour scale
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+RANDOM = "random"  # the random-order baseline's key among the curves
 
 
 def wrap_title(title: str, width_in: float) -> list[str]:
@@ -36,8 +40,36 @@ def title_of(method: str) -> str:
 
 
 def legend_of(method: str) -> str:
-    """A method's name in a legend: its title, on one line."""
-    return method_title(method)
+    """A method's name in a legend and a table: its title, on one line ("random order" for the baseline)."""
+    return "random order" if method == RANDOM else method_title(method)
+
+
+def area_text(value: float | None) -> str:
+    """An area under a deletion/insertion curve as the table and the legend both print it: rounded once."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def rho_text(value: float | None) -> str:
+    """A rank correlation as the table and the legend both print it."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.2f}".replace("-", "−")
+
+
+def unit_of(method: str, signed: bool) -> str:
+    """What a method's values are, under its colour bar."""
+    unit = METHODS[method].unit if method in METHODS else ""
+    return unit or ("attribution (signed)" if signed else "attribution")
+
+
+def overlaid(methods, overlay) -> set[str]:
+    """The methods drawn over their image: overlay True (all), False (none), "auto" (those the
+    registry marks smooth enough to see the image through: Grad-CAM, Occlusion) or names."""
+    if overlay is True or overlay == "all":
+        return set(methods)
+    if overlay is False or overlay is None or overlay == "none":
+        return set()
+    if overlay == "auto":
+        return {m for m in methods if m in METHODS and METHODS[m].overlay}
+    return set(methods) & set(overlay)
 
 
 def colour_of(method: str, i: int = 0):
@@ -122,11 +154,15 @@ def draw_map(ax, values: torch.Tensor, vmin: float, vmax: float, signed: bool, *
 
 # ---- the saliency grid -------------------------------------------------------------------------
 
+MAX_HEIGHT = 8.2  # inches: a figure with its caption fits an A4 or letter page of text
+
 
 @dataclass
 class _Grid:
     """The grid's layout in inches: a label column, the image column, a column per method; the
-    title and the column headings above, the colour bars below."""
+    title and the column headings above; below, the colour bars (what the values are) and a
+    note. Rows come in groups of `group` (a comparison: one image, a row per model), a little
+    apart; the image is drawn in a group's first row."""
     n: int
     m: int
     label_w: float
@@ -137,23 +173,30 @@ class _Grid:
     head: float
     foot: float
     title_lines: list[str]
+    note_lines: list[str]
+    group: int = 1
     gap: float = 0.05
+    group_gap: float = 0.12
 
     @classmethod
     def of(cls, n: int, m: int, first: tuple[int, int], shape: tuple[int, int], row_labels, scale: str,
-           title: str) -> "_Grid":
+           title: str, note: str, unit_lines: int, group: int = 1) -> "_Grid":
         (fh, fw), (h, w) = first, shape
         label_w = 0.0
         if row_labels:
             longest = max(len(line) for lab in row_labels for line in lab.split("\n"))
-            label_w = min(1.1, 0.6 * SMALL_FONT / 72 * longest + 0.08)
-        gap = cls.gap
+            label_w = min(1.25, 0.6 * SMALL_FONT / 72 * longest + 0.08)
+        gap, below = cls.gap, (LINE if scale == "image" else 0.0)
         cell_h = min(1.6, (FULL_WIDTH - label_w - gap * m - 0.02) / (fw / fh + m * w / h))  # few methods: not huge
-        first_w, map_w = cell_h * fw / fh, cell_h * w / h
-        lines = wrap_title(title, label_w + first_w + m * (map_w + gap))
-        head = len(lines) * 1.2 * (SMALL_FONT + 1) / 72 + 2 * LINE + 0.06  # title, two-line column titles
-        return cls(n, m, label_w, first_w, map_w, cell_h, LINE if scale == "image" else 0.0, head,
-                   0.5 if scale == "method" else 0.02, lines)  # foot: colour bars, their labels, a power of ten
+        for _ in range(2):  # the title's lines depend on the width, the width on the height cap
+            width = label_w + cell_h * (fw / fh + m * w / h) + gap * m
+            lines = wrap_title(title, width)
+            notes = textwrap.wrap(note, int(max(width, 3.0) / (0.56 * SMALL_FONT / 72)))
+            head = len(lines) * 1.2 * (SMALL_FONT + 1) / 72 + 2 * LINE + 0.06  # title, two-line column titles
+            foot = len(notes) * LINE + 0.06 + ((0.27 + unit_lines * LINE) if scale == "method" else 0.0)
+            spare = MAX_HEIGHT - head - foot - n * (gap + below) - (math.ceil(n / group) - 1) * cls.group_gap * (group > 1)
+            cell_h = max(0.3, min(cell_h, spare / n))
+        return cls(n, m, label_w, cell_h * fw / fh, cell_h * w / h, cell_h, below, head, foot, lines, notes, group)
 
     @property
     def row_h(self) -> float:
@@ -164,8 +207,15 @@ class _Grid:
         return self.label_w + self.first_w + self.m * (self.map_w + self.gap)
 
     @property
+    def body(self) -> float:
+        return self.n * self.row_h + (self.n - 1) // self.group * self.group_gap * (self.group > 1)
+
+    @property
     def height(self) -> float:
-        return self.head + self.n * self.row_h + self.foot
+        return self.head + self.body + self.foot
+
+    def row_top(self, i: int) -> float:
+        return self.head + i * self.row_h + (i // self.group) * self.group_gap * (self.group > 1)
 
     def map_x(self, j: int) -> float:
         return self.label_w + self.first_w + self.gap + j * (self.map_w + self.gap)
@@ -176,16 +226,20 @@ class _Grid:
 
 
 def _first_column(fig, grid: _Grid, i: int, image, row_label: str | None, crop_box) -> None:
-    """Row i's image (with the network's crop outlined on a stored frame) and its label."""
+    """Row i's label and, in a group's first row, its image (with the network's crop outlined on
+    a stored frame)."""
     from matplotlib.patches import Rectangle
-    ax = grid.axes(fig, grid.label_w, grid.head + i * grid.row_h, grid.first_w, grid.cell_h)
+    top = grid.row_top(i)
+    if row_label:
+        fig.text((grid.label_w - 0.06) / max(grid.width, 1.0), 1 - (top + grid.cell_h / 2) / grid.height,
+                 row_label, ha="right", va="center", fontsize=SMALL_FONT, linespacing=1.15)
+    if i % grid.group:
+        return
+    ax = grid.axes(fig, grid.label_w, top, grid.first_w, grid.cell_h)
     show_image(ax, image)
     if crop_box is not None:
         t, l, ch, cw = crop_box
         ax.add_patch(Rectangle((l - 0.5, t - 0.5), cw, ch, fill=False, edgecolor=PALETTE[8], linewidth=0.9))
-    if row_label:
-        ax.text(-0.06 * grid.cell_h / grid.first_w, 0.5, row_label, transform=ax.transAxes, ha="right",
-                va="center", fontsize=SMALL_FONT, linespacing=1.15)
     if i == 0:
         ax.set_title("image\n(crop outlined)" if crop_box is not None else "image", fontsize=SMALL_FONT,
                      pad=3, linespacing=1.1)
@@ -195,34 +249,49 @@ def _map_cell(fig, grid: _Grid, i: int, j: int, method: str, values, signed: boo
     """Row i's map of method j on its scale (vmin, vmax, clipped) or, scale None, its own;
     returns (mappable, clipped)."""
     vmin, vmax, clipped = scale if scale is not None else scale_of(values, signed)
-    ax = grid.axes(fig, grid.map_x(j), grid.head + i * grid.row_h, grid.map_w, grid.cell_h)
+    ax = grid.axes(fig, grid.map_x(j), grid.row_top(i), grid.map_w, grid.cell_h)
+    ax.set_label(f"map {method}")  # finds a method's cells (tests: one scale per column)
     mappable = draw_map(ax, values, vmin, vmax, signed, image=image)
     if i == 0:
-        ax.set_title(title_of(method), fontsize=SMALL_FONT, pad=3, linespacing=1.1)
+        ax.set_title(title_of(method) + (" on\nthe image" if image is not None and "\n" not in title_of(method)
+                                         else ""), fontsize=SMALL_FONT, pad=3, linespacing=1.1)
     if scale is None:  # its own scale: the top printed below it
         ax.text(0.5, -0.02, ("±" if signed else "0–") + _fmt(vmax).replace("−", ""), transform=ax.transAxes,
                 ha="center", va="top", fontsize=SMALL_FONT, color="0.3")
     return mappable, clipped
 
 
-def _colour_bar(fig, grid: _Grid, j: int, mappable, scale: tuple[float, float, bool], signed: bool) -> None:
+def _power(vmax: float, signed: bool) -> int:
+    """The power of ten a colour bar's numbers are given in (0: as they are)."""
+    low, high = (0.1, 100) if signed else (0.01, 1000)  # a signed bar has three labels and a minus
+    return math.floor(math.log10(vmax)) if vmax > 0 and not low <= vmax < high else 0
+
+
+def _unit_lines(method: str, signed: bool, vmax: float, width_in: float) -> list[str]:
+    """The colour bar's label: what the values are, in lines that fit under the bar, and the
+    power of ten of its numbers ("×10⁻³"; mathtext is off: Unicode)."""
+    chars = max(6, int(width_in / (0.56 * SMALL_FONT / 72)))
+    power = _power(vmax, signed)
+    return textwrap.wrap(unit_of(method, signed), chars, break_long_words=False) + (["×10" + str(power).translate(SUPERSCRIPT)]
+                                                             if power else [])
+
+
+def _colour_bar(fig, grid: _Grid, j: int, method: str, mappable, scale: tuple[float, float, bool],
+                signed: bool) -> None:
     """Method j's colour bar under its column: 0 and the top (and −top), a power of ten apart
-    where the numbers are long; an arrow where values are clipped."""
+    where the numbers are long, an arrow where values are clipped; below, what the values are."""
     vmin, vmax, clipped = scale
-    cax = grid.axes(fig, grid.map_x(j) + 0.04 * grid.map_w, grid.head + grid.n * grid.row_h + 0.02,
-                    0.92 * grid.map_w, 0.07)
+    cax = grid.axes(fig, grid.map_x(j) + 0.04 * grid.map_w, grid.head + grid.body + 0.02, 0.92 * grid.map_w, 0.07)
     extend = ("both" if signed else "max") if clipped else "neither"
     cb = fig.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend, extendfrac=0.06)
     ticks = [vmin, 0.0, vmax] if signed else [0.0, vmax]
-    low, high = (0.1, 100) if signed else (0.01, 1000)  # a signed bar has three labels and a minus
-    power = math.floor(math.log10(vmax)) if vmax > 0 and not low <= vmax < high else 0
-    labels = [_fmt(v / 10 ** power) for v in ticks]
+    labels = [_fmt(v / 10 ** _power(vmax, signed)) for v in ticks]  # "6.6" and "×10⁻³" below: short labels
     if signed and _text_width(labels[0]) + _text_width("0") / 2 + 0.07 > 0.92 * grid.map_w / 2:
         labels[1] = ""  # no room for the centre label: the white middle is 0
     cb.set_ticks(ticks, labels=labels)
-    if power:  # "6.6" and "×10⁻³" below: narrow bars keep short labels (mathtext is off: Unicode)
-        cb.ax.text(1.0, -2.6, "×10" + str(power).translate(SUPERSCRIPT), transform=cb.ax.transAxes,
-                   ha="right", va="top", fontsize=SMALL_FONT)
+    cb.ax.text(0.5, -0.2 / 0.07, "\n".join(_unit_lines(method, signed, vmax, 0.92 * grid.map_w)),
+               transform=cb.ax.transAxes, ha="center", va="top", fontsize=SMALL_FONT, linespacing=1.1,
+               color="0.2")
     cb.ax.tick_params(labelsize=SMALL_FONT, length=2, pad=1)
     ends = cb.ax.get_xticklabels()  # the end labels inside the bar's span: neighbours never touch
     ends[0].set_horizontalalignment("left")
@@ -230,44 +299,62 @@ def _colour_bar(fig, grid: _Grid, j: int, mappable, scale: tuple[float, float, b
     cb.outline.set_linewidth(0.4)
 
 
+def scale_note(scale: str, overlays, across: str = "the rows") -> str:
+    """The line under a grid that says how its colours read."""
+    text = (f"Colour bars: from 0 (signed maps: from −top) to the {CLIP:g}th percentile of |value| of each "
+            f"method over {across}; an arrow: larger values are clipped." if scale == "method" else
+            f"Each map on its own scale: 0 (signed maps: ±) to its {CLIP:g}th percentile of |value|, printed below it.")
+    if overlays:
+        text += (f" {', '.join(legend_of(m) for m in overlays)}: drawn over the image (in grey), more opaque "
+                 "where |value| is larger.")
+    return text
+
+
 def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_labels: list[str] | None = None,
                     frames: torch.Tensor | None = None, crop_box: tuple[int, int, int, int] | None = None,
-                    scale: str = "method", overlay: bool = False, title: str = ""):
+                    scale: str = "method", overlay=False, title: str = "", group: int = 1,
+                    across: str = "the rows"):
     """A row per image: the image, then one map per method (maps[method]: (N, H, W) at the
     network's input; images (N, C, H, W) that input). frames: the stored images to show in
     the first column instead (SFDDD's 64×48 frame, at its aspect ratio), with crop_box (top,
     left, height, width) outlined: the part the network saw and the maps cover.
-    scale: "method" (one colour scale per method across the rows, with a colour bar) or
-    "image" (each map its own scale, its top printed below it)."""
+    scale: "method" (one colour scale per method over every row, with a colour bar saying what
+    the values are) or "image" (each map its own scale, its top printed below it). overlay:
+    True, False, "auto" or method names: those drawn over their image (see `overlaid`).
+    group: rows per image (a comparison of models: the image once, a row per model; across
+    names what a colour bar spans)."""
     import matplotlib.pyplot as plt
     if scale not in ("method", "image"):
         raise ValueError(f"scale must be 'method' or 'image', not {scale!r}")
     apply_style()
-    methods = list(maps)
-    first = frames if frames is not None else images
-    grid = _Grid.of(len(images), len(methods), tuple(first.shape[-2:]), tuple(images.shape[-2:]), row_labels,
-                    scale, title)
-    fig = plt.figure(figsize=(max(grid.width, 1.0), grid.height))
+    methods, first = list(maps), (frames if frames is not None else images)
     signed = {m: is_signed(m, maps[m]) for m in methods}
+    on_image = [m for m in methods if m in overlaid(methods, overlay)]
     scales = {m: scale_of(maps[m], signed[m]) for m in methods} if scale == "method" else {}
+    unit_lines = 3
+    for _ in range(2):  # the lines under the colour bars depend on the columns' width
+        grid = _Grid.of(len(images), len(methods), tuple(first.shape[-2:]), tuple(images.shape[-2:]), row_labels,
+                        scale, title, scale_note(scale, on_image, across), unit_lines, group)
+        unit_lines = max([len(_unit_lines(m, signed[m], scales[m][1], 0.92 * grid.map_w)) for m in scales] or [0])
+    fig = plt.figure(figsize=(max(grid.width, 1.0), grid.height))
     mappables = {}
     for i in range(len(images)):
         _first_column(fig, grid, i, first[i], row_labels[i] if row_labels else None,
                       crop_box if frames is not None else None)
         for j, m in enumerate(methods):
             mappables[m] = _map_cell(fig, grid, i, j, m, maps[m][i], signed[m], scales.get(m),
-                                     images[i] if overlay else None)
+                                     images[i] if m in on_image else None)
     for j, m in enumerate(methods if scale == "method" else []):
-        _colour_bar(fig, grid, j, mappables[m][0], scales[m], signed[m])
+        _colour_bar(fig, grid, j, m, mappables[m][0], scales[m], signed[m])
     if grid.title_lines:
         fig.text(0.5, 1 - 0.02 / grid.height, "\n".join(grid.title_lines), ha="center", va="top",
                  fontsize=SMALL_FONT + 1, linespacing=1.2)
+    fig.text(0.01, 0.04 / grid.height, "\n".join(grid.note_lines), ha="left", va="bottom", fontsize=SMALL_FONT,
+             linespacing=1.2, color="0.25")
     return fig
 
 
 # ---- faithfulness --------------------------------------------------------------------------------
-
-RANDOM = "random"  # the random-order baseline's key among the curves
 
 
 def faithfulness_figure(fractions, curves: dict[str, dict], *, deletion_value: float = 0.0,
@@ -290,8 +377,8 @@ def faithfulness_figure(fractions, curves: dict[str, dict], *, deletion_value: f
                 line, = ax.plot(x, c[f"{kind}_curve"], color=colour_of(method, i), linewidth=1.4, zorder=2)
             if kind == "deletion":
                 handles.append(line)
-                labels.append(f"{'random order' if method == RANDOM else legend_of(method)}: "
-                              f"{c['deletion_auc']:.3f} / {c['insertion_auc']:.3f}")
+                labels.append(f"{legend_of(method)}: {area_text(c['deletion_auc'])}{_worse(c, 'deletion')} / "
+                              f"{area_text(c['insertion_auc'])}{_worse(c, 'insertion')}")
         ax.set_title(f"{kind.capitalize()} (area: {'lower' if kind == 'deletion' else 'higher'} is better)")
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.02, 1.02)
@@ -299,8 +386,10 @@ def faithfulness_figure(fractions, curves: dict[str, dict], *, deletion_value: f
     axes[1].set_xlabel("fraction of pixels restored"
                        + (" in a blurred copy" if insertion_start == "blur" else " in a black image"))
     axes[0].set_ylabel("probability of the target class")
+    worse = any(_worse(c, k) for c in curves.values() for k in ("deletion", "insertion"))
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0),
-               title="mean area under the curve: deletion / insertion", title_fontsize=SMALL_FONT,
+               title="mean area under the curve: deletion / insertion"
+                     + ("  († worse than the random order)" if worse else ""), title_fontsize=SMALL_FONT,
                columnspacing=2.0, handlelength=1.8)
     fig.tight_layout(rect=(0, foot / (2.35 + foot), 1, 1))
     if title:
@@ -309,21 +398,47 @@ def faithfulness_figure(fractions, curves: dict[str, dict], *, deletion_value: f
     return fig
 
 
+def _worse(curve: dict, kind: str) -> str:
+    """"†" after a mean area worse than the random order's (see DeletionInsertion.versus_random)."""
+    return "†" if (curve.get(f"{kind}_vs_random") or {}).get("mean_worse") else ""
+
+
+def randomization_label(method: str, check: dict) -> str:
+    """A method's name in the randomization check's legend: with the images its numbers rest on
+    and its flag."""
+    n = (check.get("n") or {}).get(method)
+    flag = (" flagged" if method in check["flagged"] else
+            " too few images to flag" if method in check.get("too_few_to_flag", []) else "")
+    return legend_of(method) + (f" (n = {n}{',' if flag else ''}{flag})" if n is not None else
+                                f" ({flag.strip()})" if flag else "")
+
+
 def randomization_figure(check: dict, *, title: str = ""):
-    """The Spearman rank correlation (mean over the images, of |map|) between the trained
-    model's maps and the maps after randomizing the layers from the top down to each step;
-    the dashed line is the flag threshold: a method above it with the whole model random
-    explains the image more than the model. check: "steps", "spearman_mean" {method: one value
-    per step}, "flagged", "threshold", "cascading"."""
-    fig, ax = new_figure(FULL_WIDTH, 2.7)
-    steps = ["trained"] + list(check["steps"])
+    """The Spearman rank correlation (mean over the images, of |map|; dotted, of the signed maps
+    of a signed method) between the trained model's maps and the maps after randomizing the
+    layers from the top down to each step; the dashed line is the flag threshold: a method
+    above it with the whole model random explains the image more than the model. check:
+    "steps", "spearman_mean" (and "spearman_signed_mean") {method: one value per step}, "n",
+    "flagged", "too_few_to_flag", "threshold", "cascading"."""
+    methods = list(check["spearman_mean"])
+    signed = check.get("spearman_signed_mean") or {}
+    entries = len(methods) + 1 + any(is_signed(m) for m in signed)
+    foot = 0.17 * math.ceil(entries / 2) + 0.1  # inches for the legend below (inside the text width)
+    fig, ax = new_figure(FULL_WIDTH, 2.6 + foot)
+    steps = ["trained"] + [plain_text(s) for s in check["steps"]]
     xs = np.arange(len(steps))
     low = 0.0
     for i, (method, rho) in enumerate(check["spearman_mean"].items()):
         mean = [1.0] + [float(r) for r in rho]
-        low = min(low, *(v for v in mean if math.isfinite(v)))
         ax.plot(xs, mean, marker="o", markersize=3.5, color=colour_of(method, i), linewidth=1.3,
-                label=legend_of(method) + (" (flagged)" if method in check["flagged"] else ""))
+                label=randomization_label(method, check))
+        if method in signed and is_signed(method):  # a map ≥ 0: signed and |map| are the same
+            sig = [1.0] + [float(r) for r in signed[method]]
+            ax.plot(xs, sig, linestyle=":", color=colour_of(method, i), linewidth=1.3)
+            mean += sig
+        low = min(low, *(v for v in mean if math.isfinite(v)))
+    if any(is_signed(m) for m in signed):
+        ax.plot([], [], linestyle=":", color="0.3", linewidth=1.3, label="dotted: signed maps")
     ax.axhline(check["threshold"], color="0.4", linestyle="--", linewidth=1,
                label=f"flag threshold {check['threshold']:g}")
     ax.axhline(0, color="0.75", linewidth=0.7, zorder=0)
@@ -332,9 +447,12 @@ def randomization_figure(check: dict, *, title: str = ""):
                   if check.get("cascading", True) else "re-initialized")
     ax.set_ylabel("Spearman ρ with the\ntrained model's map")
     ax.set_ylim(min(-0.1, low - 0.05), 1.05)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0),
+               columnspacing=2.0, handlelength=1.8)
     if title:
         ax.set_title(title)
+    fig.tight_layout(rect=(0, foot / (2.6 + foot), 1, 1))
     return fig
 
 

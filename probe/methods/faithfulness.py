@@ -8,7 +8,10 @@
 - The model-randomization sanity check (Adebayo et al. 2018): the maps of the trained model
   against the maps of the same architecture whose weights are re-initialized, cascading from
   the top layer down. A map that hardly changes when the model is destroyed explains the image,
-  not the model: its Spearman rank correlation with the trained map stays high, and it is flagged.
+  not the model: its Spearman rank correlation with the trained map stays high, and it is flagged
+  (on at least two images: a flag never rests on one). A map that goes constant when the
+  weights are randomized has changed completely (ρ = 0); the signed correlation beside the one
+  of |map| shows a sign flip, which |map| cannot.
 
 Every function takes any nn.Module mapping [0, 1] images to logits, works in batches, and
 leaves the caller's model as it found it (a randomized copy is made; the original is never
@@ -31,6 +34,7 @@ from probe.methods.saliency import (METHODS, Explainer, Layer, SaliencyConfig, e
                                      prepare_inputs, seeded, warn_relus, working_copy)
 
 RANDOM = "random"  # the key of the random-order baseline
+MIN_IMAGES = 2  # a flag (worse than random, barely changes) never rests on fewer images
 
 
 @dataclass(frozen=True)
@@ -81,16 +85,48 @@ class DeletionInsertion:
         """Area under each image's curve (N,), trapezoidal over the fraction of pixels: in [0, 1]."""
         return {m: torch.trapezoid(c, self.fractions, dim=1) for m, c in self.curves[kind].items()}
 
+    def versus_random(self, kind: str) -> dict[str, dict]:
+        """Per method, its area against the random order's on the same images (a paired
+        comparison): on how many images it is worse (deletion: a larger area; insertion: a
+        smaller one), better, the exact two-sided sign test of the two, `mean_worse`: the mean
+        area is worse than the random order's, and `worse` (the flag): the mean is worse and so
+        is the area of at least MIN_IMAGES images (never one image's doing)."""
+        areas = self.auc(kind)
+        base = areas[RANDOM]
+        out = {}
+        for m in self.methods:
+            diff = (areas[m] - base) * (1 if kind == "deletion" else -1)  # > 0: worse than random
+            worse, better = int((diff > 0).sum()), int((diff < 0).sum())
+            mean_worse = bool(diff.mean() > 0)
+            out[m] = {"images_worse": worse, "images_better": better, "n": len(diff),
+                      "sign_test_p": sign_test(worse, better), "mean_worse": mean_worse,
+                      "worse": mean_worse and worse >= MIN_IMAGES}
+        return out
+
     def summary(self) -> dict[str, dict]:
-        """Per method (and "random"): the mean AUCs over the images, and the mean curves."""
+        """Per method (and "random"): the mean AUCs over the images, the mean curves, and (the
+        methods) the paired comparison with the random order (see versus_random)."""
         dele, ins = self.auc("deletion"), self.auc("insertion")
+        versus = {kind: self.versus_random(kind) for kind in ("deletion", "insertion")}
         out = {}
         for m in self.curves["deletion"]:
             out[m] = {"deletion_auc": float(dele[m].mean()), "insertion_auc": float(ins[m].mean()),
                       "deletion_auc_per_image": dele[m].tolist(), "insertion_auc_per_image": ins[m].tolist(),
                       "deletion_curve": self.curves["deletion"][m].mean(0).tolist(),
                       "insertion_curve": self.curves["insertion"][m].mean(0).tolist()}
+            if m != RANDOM:
+                out[m] |= {f"{kind}_vs_random": versus[kind][m] for kind in versus}
         return out
+
+
+def sign_test(k: int, j: int) -> float:
+    """The exact two-sided sign test of k against j paired outcomes (ties left out): the
+    probability of a split at least this uneven if either side were equally likely."""
+    n = k + j
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, j) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def pixel_ranks(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -203,6 +239,22 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, (ra * rb).sum(1) / denom.clamp_min(1e-300), torch.nan)
 
 
+def _is_constant(maps: torch.Tensor) -> torch.Tensor:
+    """(N,) True where a map (N, ...) holds one value everywhere (no pixel ranks above another)."""
+    flat = maps.reshape(len(maps), -1)
+    return flat.amax(1) == flat.amin(1)
+
+
+def map_correlation(trained: torch.Tensor, randomized: torch.Tensor, signed: bool = False) -> torch.Tensor:
+    """Spearman's ρ (N,) of each trained map with its randomized counterpart, of |map| (or, signed,
+    of the maps themselves: a sign flip gives −1 where |map| gives 1). A randomized map that went
+    constant has lost every ranking the trained one had: it counts as changed, ρ = 0. A constant
+    trained map has no ranking to lose: NaN, and the image is left out (see Randomization.n)."""
+    a, b = (trained, randomized) if signed else (trained.abs(), randomized.abs())
+    rho = spearman(a, b)
+    return torch.where(_is_constant(b) & ~_is_constant(a), torch.zeros_like(rho), rho)
+
+
 def _own_parameter_layers(model: nn.Module) -> list[str]:
     """Names of the modules that hold parameters themselves, in registration (≈ forward) order."""
     return [name for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
@@ -255,8 +307,11 @@ def randomize_(model: nn.Module, names: Sequence[str]) -> None:
 
 @dataclass
 class Randomization:
-    """spearman[method]: (steps, N), step k = every group up to k randomized (the last: the
-    whole model); maps[method]: (steps, N, H, W) the randomized models' maps."""
+    """spearman[method]: (steps, N) ρ of |map|, step k = every group up to k randomized (the
+    last: the whole model); signed[method]: the same of the signed maps; flat[method]: (steps, N)
+    True where the randomized map went constant (counted as changed, ρ = 0); maps[method]:
+    (steps, N, H, W) the randomized models' maps. A mean rests on the images whose trained map
+    is not constant (n[method])."""
     steps: list[str]  # label of the group added at each step
     layers: list[list[str]]  # module names randomized at each step (cumulative)
     spearman: dict[str, torch.Tensor]
@@ -265,23 +320,51 @@ class Randomization:
     threshold: float
     cascading: bool = True
     seconds: dict[str, float] = field(default_factory=dict)
+    signed: dict[str, torch.Tensor] = field(default_factory=dict)
+    flat: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n(self) -> dict[str, int]:
+        """Images each method's numbers rest on: those with a ρ (a trained map that is not constant)."""
+        return {m: int(torch.isfinite(s[-1]).sum()) for m, s in self.spearman.items()}
 
     @property
     def final(self) -> dict[str, float]:
-        """Mean Spearman correlation per method with the whole model randomized."""
-        return {m: float(torch.nanmean(s[-1])) for m, s in self.spearman.items()}
+        """Mean Spearman correlation of |map| per method with the whole model randomized."""
+        return {m: _mean(s[-1]) for m, s in self.spearman.items()}
+
+    @property
+    def final_signed(self) -> dict[str, float]:
+        return {m: _mean(s[-1]) for m, s in self.signed.items()}
+
+    @property
+    def high(self) -> list[str]:
+        """Methods whose mean ρ of |map| stays above the threshold with the whole model random."""
+        return [m for m, r in self.final.items() if not math.isnan(r) and r > self.threshold]
 
     @property
     def flagged(self) -> list[str]:
-        """Methods whose maps barely change when the model is destroyed."""
-        return [m for m, r in self.final.items() if not math.isnan(r) and r > self.threshold]
+        """Methods whose maps barely change when the model is destroyed, on at least MIN_IMAGES images."""
+        return [m for m in self.high if self.n[m] >= MIN_IMAGES]
 
     def summary(self) -> dict:
+        def means(d):
+            return {m: [_mean(row) for row in s] for m, s in d.items()}
         return {"steps": self.steps, "layers": self.layers, "cascading": self.cascading,
-                "threshold": self.threshold, "correlation": "Spearman of |map|, per image",
-                "spearman_mean": {m: [float(torch.nanmean(row)) for row in s] for m, s in self.spearman.items()},
+                "threshold": self.threshold, "min_images": MIN_IMAGES,
+                "correlation": "Spearman of |map| (and of the signed map), per image; a map gone constant: 0",
+                "spearman_mean": means(self.spearman), "spearman_signed_mean": means(self.signed),
                 "spearman_per_image_randomized": {m: s[-1].tolist() for m, s in self.spearman.items()},
-                "final": self.final, "flagged": self.flagged}
+                "spearman_signed_per_image_randomized": {m: s[-1].tolist() for m, s in self.signed.items()},
+                "constant_maps": {m: [int(row.sum()) for row in f] for m, f in self.flat.items()},
+                "n": self.n, "final": self.final, "final_signed": self.final_signed, "flagged": self.flagged,
+                "too_few_to_flag": [m for m in self.high if m not in self.flagged]}
+
+
+def _mean(rho: torch.Tensor) -> float:
+    """The mean of the finite values (NaN when there is none), without nanmean's warning."""
+    ok = rho[torch.isfinite(rho)]
+    return float(ok.mean()) if len(ok) else math.nan
 
 
 def _explainers(model: nn.Module, methods: Sequence[str] | Mapping[str, Explainer], config: SaliencyConfig,
@@ -336,7 +419,8 @@ def randomization_check(model: nn.Module, images: torch.Tensor, target, *,
     """Maps of the trained model against maps of copies whose weights are re-initialized,
     cascading from the top layer (cascade=False: only the whole model at once). `methods`:
     names, or {name: callable(model, x, targets) → (N, H, W)} for a map of your own (e.g. the
-    image itself, which ignores the model: correlation 1). Correlations are of |map|.
+    image itself, which ignores the model: correlation 1). Correlations are of |map| and of the
+    signed maps; a map that goes constant counts as changed (ρ = 0, see map_correlation).
     trained_maps: the trained model's maps if already computed (saves their time)."""
     x, t = prepare_inputs(model, images, target)
     fns = _explainers(model, methods, config, layer)
@@ -358,7 +442,10 @@ def randomization_check(model: nn.Module, images: torch.Tensor, target, *,
                 layers.append((layers[-1] if layers else []) + list(names))
                 for m in fns:
                     maps[m].append(timed(work, m))
-    spear = {m: torch.stack([spearman(trained[m].abs(), r.abs()) for r in rs]) for m, rs in maps.items()}
-    return Randomization(steps=[label for label, _ in groups], layers=layers, spearman=spear,
+    def per_step(fn):
+        return {m: torch.stack([fn(trained[m], r) for r in rs]) for m, rs in maps.items()}
+    return Randomization(steps=[label for label, _ in groups], layers=layers, spearman=per_step(map_correlation),
                          maps={m: torch.stack(rs) for m, rs in maps.items()}, trained_maps=trained,
-                         threshold=threshold, cascading=cascade, seconds=timed.seconds)
+                         threshold=threshold, cascading=cascade, seconds=timed.seconds,
+                         signed=per_step(lambda a, b: map_correlation(a, b, signed=True)),
+                         flat=per_step(lambda a, b: _is_constant(b)))

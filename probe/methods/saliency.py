@@ -4,8 +4,9 @@
     smoothgrad  NoiseTunnel(Saliency): the mean |gradient| over noisy copies (Smilkov et al. 2017)
     ig          IntegratedGradients from a black image, summed over channels (signed; Sundararajan
                 et al. 2017), with its completeness gap per image
-    gradcam     LayerGradCam on the last feature map, ReLU'd, upsampled bilinearly to the input
-                (Selvaraju et al. 2017)
+    gradcam     LayerGradCam on the last feature map (a small input's 7×7 is a blob: choose_cam_layer
+                then takes the last one with at least 8×8), ReLU'd, upsampled bilinearly to the
+                input (Selvaraju et al. 2017)
     guided      GuidedBackprop, |value| the largest over channels (Springenberg et al. 2015)
     occlusion   Occlusion: the drop of the score when a window (sized to the image) is blacked
                 out, averaged over the windows covering each pixel (Zeiler & Fergus 2014; signed)
@@ -35,6 +36,7 @@ from probe.errors import ConfigError
 from probe.methods.common import as_input, class_probabilities, evaluating
 
 Layer = nn.Module | str | None  # Grad-CAM's layer: a module, its dotted name, or the model's cam_layer
+MIN_CAM = 8  # "auto" picks a Grad-CAM layer whose feature map is at least this many pixels a side
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -154,20 +156,25 @@ class Method:
     baseline: Callable[[torch.Tensor, SaliencyConfig], torch.Tensor] | None = None
     module_relus: bool = False  # replaces nn.ReLU modules' gradients: in-place or reused ones go wrong
     needs_layer: bool = False  # explains a layer (Grad-CAM's feature map)
+    unit: str = ""  # what a value is, under its colour bar ("" : "attribution", signed or not)
+    overlay: bool = False  # smooth enough to see the image through: drawn on it by default (overlay "auto")
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("vanilla", "Gradient", "Gradient", False, False, "max over channels of |gradient|", 0, _vanilla),
+    Method("vanilla", "Gradient", "Gradient", False, False, "max over channels of |gradient|", 0, _vanilla,
+           unit="|gradient|"),
     Method("smoothgrad", "SmoothGrad", "SmoothGrad", False, True, "max over channels of mean |gradient|", 1,
-           _smoothgrad),
+           _smoothgrad, unit="mean |gradient|"),
     Method("ig", "Integrated Gradients", "Integrated\nGradients", True, True,
-           "sum over channels (keeps completeness)", 2, _integrated_gradients, baseline=_black),
+           "sum over channels (keeps completeness)", 2, _integrated_gradients, baseline=_black,
+           unit="attribution (signed)"),
     Method("gradcam", "Grad-CAM", "Grad-CAM", False, False, "one channel (layer map, upsampled)", 3, _gradcam,
-           needs_layer=True),
+           needs_layer=True, unit="class activation", overlay=True),
     Method("guided", "Guided Backprop", "Guided\nBackprop", False, False, "max over channels of |value|", 4,
-           _guided, module_relus=True),
+           _guided, module_relus=True, unit="guided |gradient|"),
     Method("occlusion", "Occlusion", "Occlusion", True, True,
-           "mean over channels (equal: the window spans them)", 5, _occlusion),
+           "mean over channels (equal: the window spans them)", 5, _occlusion, unit="score drop (signed)",
+           overlay=True),
 )}
 
 
@@ -200,15 +207,22 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 # ---- the model: Grad-CAM's layer, a working copy, ReLUs ---------------------------------------------
 
 def resolve_layer(model: nn.Module, layer: Layer) -> nn.Module:
-    """Grad-CAM's layer: given as a module or a dotted name, else the model's `cam_layer`
-    (probe's Classifier and ResNet have one)."""
+    """Grad-CAM's layer: given as a module or a dotted name (or its last parts, when they name one
+    layer: "stage2" is probe's `net.stages.stage2`), else the model's `cam_layer` (probe's
+    Classifier and ResNet have one)."""
     if isinstance(layer, nn.Module):
         return layer
     if isinstance(layer, str):
         try:
             return model.get_submodule(layer)
         except AttributeError:
-            raise ConfigError(f"the model has no layer {layer!r} for Grad-CAM") from None
+            pass
+        found = [m for name, m in model.named_modules() if name.endswith("." + layer)]
+        if len(found) == 1:
+            return found[0]
+        stages = ", ".join(n for n, _ in _stages(model))
+        raise ConfigError(f"the model has {'several layers' if found else 'no layer'} {layer!r} for Grad-CAM"
+                          + (f": give a dotted name or one of {stages}" if stages else "")) from None
     cam = getattr(model, "cam_layer", None)
     if isinstance(cam, nn.Module):
         return cam
@@ -223,6 +237,64 @@ def layer_name(model: nn.Module, layer: Layer) -> str:
         if module is found:
             return name
     raise ConfigError("the Grad-CAM layer is not a submodule of the model")
+
+
+def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of the stages of probe's ResNet (bare or inside a Classifier), first to last."""
+    net = getattr(model, "net", model)
+    stages = getattr(net, "stages", None)
+    return [(name, m) for name, m in stages.named_children()] if isinstance(stages, nn.Module) else []
+
+
+@dataclass(frozen=True)
+class CamLayer:
+    """Grad-CAM's layer: its dotted name, the size of its feature map for the input, and why it."""
+    name: str
+    size: tuple[int, int]
+    reason: str
+
+
+def _output_sizes(model: nn.Module, x: torch.Tensor, modules: list[nn.Module]) -> list[tuple[int, int]]:
+    """The spatial size (h, w) of each module's output in one forward pass of x[:1]."""
+    sizes: dict[int, tuple[int, int]] = {}
+
+    def hook(i):
+        def record(module, inputs, out):
+            if torch.is_tensor(out) and out.ndim == 4:
+                sizes.setdefault(i, (int(out.shape[-2]), int(out.shape[-1])))
+        return record
+    hooks = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        with evaluating(model), torch.inference_mode():
+            model(as_input(x[:1], model))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [sizes.get(i, (0, 0)) for i in range(len(modules))]
+
+
+def choose_cam_layer(model: nn.Module, x: torch.Tensor, layer: Layer | str = "auto", min_size: int = MIN_CAM) \
+        -> CamLayer:
+    """Grad-CAM's layer for inputs like x (N, C, H, W): the one given (None: the model's
+    `cam_layer`); or, "auto", the model's `cam_layer` unless its map is smaller than
+    min_size×min_size (7×7 on a 28×28 MNIST digit: a blob), then the last stage of probe's
+    ResNet whose map is at least that large."""
+    if layer != "auto":
+        found = resolve_layer(model, layer)
+        return CamLayer(layer_name(model, found), _output_sizes(model, x, [found])[0],
+                        "the model's last feature map" if layer is None else "as asked")
+    last = resolve_layer(model, None)
+    stages = [m for _, m in _stages(model)][::-1]
+    candidates = [last] + [m for m in stages if m is not last]
+    sizes = _output_sizes(model, x, candidates)
+    if min(sizes[0]) >= min_size:
+        return CamLayer(layer_name(model, last), sizes[0], "the last feature map")
+    for module, size in zip(candidates[1:], sizes[1:]):
+        if min(size) >= min_size:
+            return CamLayer(layer_name(model, module), size,
+                            f"the last feature map is only {sizes[0][0]}×{sizes[0][1]}, so the last layer with "
+                            f"at least {min_size}×{min_size}")
+    return CamLayer(layer_name(model, last), sizes[0], "the last feature map (no larger one)")
 
 
 @contextlib.contextmanager
