@@ -3,6 +3,7 @@ records, repeated epochs, gaps), every plotted number in results.json, each run 
 train dashed and validation solid, a vector PDF without raster images; the compare table from
 meta.json; bad input as one line and exit code 2."""
 import json
+import math
 import re
 import shutil
 import sys
@@ -16,14 +17,17 @@ import probe.cli
 from probe.analysis import curves as curves_analysis
 from probe.analysis.base import Context
 from probe.analysis.compare import compare_text, differing_settings, run_compare
-from probe.analysis.curves import CurvesResult, Settings, curves_of, learning_curves, run_curves
+from probe.analysis.curves import (CurvesResult, Settings, curves_of, folder_curves, learning_curves,
+                                   lr_marks, run_curves)
 from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import resolve_runs
 from probe.errors import ConfigError, ModelFileError
 from probe.figures.curves import curves_figure
+from probe.methods.confusion import wilson_interval
 from probe.models.folder import read_model_folder
 
 sys.path.insert(0, str(Path(__file__).parent))
+ROOT = Path(__file__).resolve().parents[1]
 from test_model_folder import write_tiny_model  # noqa: E402
 from train_helpers import tiny_config, tiny_splits  # noqa: E402
 
@@ -117,9 +121,13 @@ def test_the_result_round_trips_through_json_and_the_settings_are_checked():
         CurvesResult.from_json(doc | {"runs": [{"name": "a"}]})
     with pytest.raises(ModelFileError, match="not a curves result"):
         CurvesResult.from_json({"kind": "misclassified"})
-    assert Settings().to_json() == {"log": False}
+    assert Settings().to_json() == {"log": True, "max_epoch": None, "error_range": None, "loss_range": None}
     with pytest.raises(ConfigError, match="--log"):
         Settings(log="yes")
+    for bad in ({"max_epoch": 0}, {"max_epoch": 2.5}, {"error_range": (0.1, 0.05)},
+                {"error_range": (0.0, 0.5)}, {"loss_range": (1, float("nan"))}, {"loss_range": (1,)}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            Settings(**bad)
 
 
 def test_run_reads_the_folders_of_its_contexts_without_weights(tmp_path):
@@ -135,11 +143,14 @@ def test_run_reads_the_folders_of_its_contexts_without_weights(tmp_path):
     assert entry.joint and not entry.needs_model and not entry.needs_data
     assert list(entry.figures(both)) == ["curves"]
     refs = entry.section(one).children
-    assert [r.stem for r in refs] == ["curves"] and refs[0].caption.startswith("a: training (dashed)")
+    assert [type(r).__name__ for r in refs] == ["FigureRef", "Text"]
+    assert refs[0].stem == "curves" and refs[0].caption.startswith("a: training (thin, dashed)")
     assert refs[0].data == {"runs": [one.runs[0].to_dict()]}
+    assert one.runs[0].val_n is None  # this folder's meta has no split sizes: no interval, and it says so
+    assert "a 35.00% (validation size unknown: no interval) at epoch 2" in refs[1].text
     assert "on one plot" in entry.section(both).children[0].caption
     assert entry.summary(one)[0] == "a: 3 epochs, best epoch 2 (val error 35.00%), final train error 20.00%"
-    assert both.summary()[-1] == "error and loss on a log scale"
+    assert both.summary()[-2] == "error and loss on a log scale"
     with pytest.raises(ConfigError, match="model folder"):
         curves_analysis.run(Context.of(torch.nn.Identity(), classes=2), Settings())
     import matplotlib.pyplot as plt
@@ -180,6 +191,88 @@ def test_learning_curves_of_a_foreign_training_loop(dtype):
     plt.close("all")
 
 
+def test_the_best_validation_error_carries_its_interval_and_n():
+    run = run_curves("a", OLD, val_n=200)
+    low, high = wilson_interval(70, 200)  # 35% of 200
+    line = curves_analysis.section(CurvesResult([run])).children[1].text
+    assert f"a 35.00% (95% interval {100 * low:.2f}–{100 * high:.2f}%, n = 200) at epoch 2" in line
+    assert "optimistic" in line  # chosen on the same images
+
+
+def stepped(epochs=8, drops=(4, 6), peak=None):
+    """Records whose lr (at each epoch's last step) drops ÷10 after the epochs in `drops`, or
+    rises to `peak` and then decays smoothly."""
+    out = []
+    for e in range(1, epochs + 1):
+        if peak is None:
+            lr = 0.1 * 0.1 ** sum(e > d for d in drops)
+        else:
+            lr = 0.1 * e / peak if e <= peak else 0.1 * (1 - (e - peak) / epochs)
+        out.append(record(e, 0.5 / e, 0.6 / e, 1 / e, 1.2 / e, lr=lr))
+    return out
+
+
+def test_the_lr_schedule_marks_come_from_the_recorded_lr_else_from_the_config():
+    epochs = list(range(1, 9))
+    lr = [r["lr"] for r in stepped()]
+    assert lr_marks(epochs, lr, "paper") == ([4.0, 6.0], None)
+    assert lr_marks(epochs, lr, None) == ([4.0, 6.0], None)  # a step schedule recognised by its steps
+    smooth = [r["lr"] for r in stepped(peak=3)]
+    assert lr_marks(epochs, smooth, "onecycle") == ([], 3.0) and lr_marks(epochs, smooth, None) == ([], 3.0)
+    assert lr_marks(epochs, [0.1] * 8, "constant") == ([], None)
+    cosine = [0.05 * (1 + math.cos(math.pi * e / 8)) for e in epochs]  # decays, halving near the end
+    assert lr_marks(epochs, cosine, "cosine") == ([], None) and lr_marks(epochs, cosine, None) == ([], None)
+    # No lr in the history: the schedule's definition (probe.train.schedule) over the run's length.
+    assert lr_marks(epochs, [None] * 8, "paper", 20) == ([10.0, 15.0], None)
+    assert lr_marks(epochs, [None] * 8, "onecycle", 20) == ([], 5.0)
+    assert lr_marks(epochs, [None] * 8, "cosine", 20) == ([], None) == lr_marks(epochs, [None] * 8, "paper")
+    run = run_curves("r", stepped())
+    assert run.lr == lr and run.lr_drops == [4.0, 6.0] and run.lr_peak is None
+
+
+def test_the_committed_runs_mark_their_onecycle_peak_and_know_their_validation_size():
+    for name in ("mnist-resnet20", "mnist-plain20"):
+        run = folder_curves(read_model_folder(ROOT / "trained_models" / name))
+        assert run.schedule == "onecycle" and run.lr_peak == 5.0 and run.lr_drops == []  # 25% of 20 epochs
+        assert run.val_n == 5000 and run.best_epoch == 18
+
+
+def test_the_figure_marks_the_schedule():
+    curves = learning_curves({"a": stepped(), "b": stepped()})
+    fig = curves_figure(curves)
+    for ax in fig.axes:
+        vertical = [l for l in ax.get_lines() if len(set(l.get_xdata())) == 1 and len(l.get_xdata()) == 2]
+        assert sorted(l.get_xdata()[0] for l in vertical) == [4.0, 6.0]  # once: both runs share them
+    legend_texts = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert "lr drop" in legend_texts and "lr rising to its peak" not in legend_texts
+    warm = curves_figure(learning_curves({"a": stepped(peak=3), "b": stepped()}))
+    spans = [p for p in warm.axes[0].patches if p.get_x() == 0]
+    assert len(spans) == 1 and spans[0].get_width() == pytest.approx(3)
+    assert "lr rising to its peak" in [t.get_text() for lg in warm.legends for t in lg.get_texts()]
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_each_model_drawn_alone_gets_the_same_axes(tmp_path):
+    """The report draws each model's curves in its own figure: shared_settings gives them the
+    limits of all the models, so the figures compare by eye."""
+    short = [r | {"val_error": r["val_error"] / 10} for r in OLD]
+    long = [record(e, 0.8 / e, 0.9 / e, 3 / e, 2.5 / e) for e in range(1, 7)]
+    folders = [read_model_folder(with_history(write_tiny_model(tmp_path / n), h)) for n, h in (("a", short), ("b", long))]
+    settings = Settings(**curves_analysis.shared_settings(folders))
+    assert settings.max_epoch == 6 and settings.error_range == pytest.approx((0.035, 0.9))
+    limits = []
+    for folder in folders:
+        result = curves_analysis.run(Context.of(None, folder=folder), settings)
+        fig = curves_analysis.figures(result)["curves"]
+        limits.append([(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes])
+    both = curves_analysis.figures(curves_analysis.run([Context.of(None, folder=f) for f in folders], Settings()))
+    assert limits[0] == limits[1] == [(ax.get_xlim(), ax.get_ylim()) for ax in both["curves"].axes]
+    assert CurvesResult.from_json(json.loads(json.dumps(result.to_json()))).axes == result.axes
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
 # ---- the figure -------------------------------------------------------------------------------
 def drawn(ax):
     """(colour, linestyle, x, y) of every line with more than one point."""
@@ -200,12 +293,12 @@ def test_each_run_one_colour_train_dashed_validation_solid():
     assert ya == pytest.approx([50, 30, 20]) and yva == pytest.approx([40, 35, 36])  # percent
     assert yvb == pytest.approx([20, 17.5, 18])
     assert [l[3] for l in drawn(loss_ax)][:2] == [[1.5, 1.0, 0.8], [1.2, 1.1, 1.15]]
-    assert err_ax.get_yscale() == "linear" and err_ax.get_ylim()[0] == 0
+    assert err_ax.get_yscale() == "log"  # the default: late differences of a fraction of a % show
     # The best epoch is marked on the validation curve.
     marks = [(l.get_xdata()[0], l.get_ydata()[0]) for l in err_ax.get_lines() if len(l.get_xdata()) == 1]
     assert marks == [(2, pytest.approx(35)), (2, pytest.approx(17.5))]
-    log = curves_figure(curves, log=True)
-    assert [ax.get_yscale() for ax in log.axes] == ["log", "log"]
+    linear = curves_figure(curves, log=False)
+    assert [ax.get_yscale() for ax in linear.axes] == ["linear", "linear"] and linear.axes[0].get_ylim()[0] == 0
     legend_texts = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
     assert legend_texts[:2] == ["a", "b"] and "training" in legend_texts and "validation" in legend_texts
     import matplotlib.pyplot as plt
@@ -218,6 +311,8 @@ def test_a_smoothed_run_shows_its_objective_dotted():
     fig = curves_figure(curves)
     styles = [l[1] for l in drawn(fig.axes[1])]
     assert styles == ["--", "-", ":"]
+    widths = [l.get_linewidth() for l in fig.axes[1].get_lines() if len(l.get_xdata()) > 1]
+    assert widths[0] < widths[1]  # training thin, validation bold (He et al.)
     assert drawn(fig.axes[1])[2][3] == pytest.approx([1.7, 1.2, 1.0])
     import matplotlib.pyplot as plt
     plt.close("all")
@@ -258,15 +353,17 @@ def test_curves_command_on_real_runs(trained, tmp_path, capsys):
     assert re.search(r"\bS\b", content)
     assert (out / "curves.png").stat().st_size > 10_000
     doc = json.loads((out / "results.json").read_text())
-    assert doc["analysis"] == "curves" and doc["settings"] == {"log": False}
+    # the CLI's own --log default (probe.cli), the axes' limits those of the runs
+    assert doc["analysis"] == "curves" and doc["settings"] == Settings(log=doc["settings"]["log"]).to_json()
     assert [m["name"] for m in doc["models"]] == ["tiny-resnet8", "tiny-plain8"]
     assert doc["models"][0]["weights_sha256"] == read_model_folder(runs[0]).weights_sha256()
     assert doc["figures"] == ["curves.pdf", "curves.png"]
     for run, path in zip(doc["results"]["runs"], runs):
         history = json.loads((path / "history.json").read_text())
         assert run["epoch"] == [r["epoch"] for r in history]
-        for key in ("train_error", "val_error", "train_loss", "val_loss", "train_objective"):
+        for key in ("train_error", "val_error", "train_loss", "val_loss", "train_objective", "lr"):
             assert run[key] == [r[key] for r in history], key
+        assert run["val_n"] == read_model_folder(path).meta["split_sizes"]["val"]
     plain = doc["results"]["runs"][1]
     assert plain["label_smoothing"] == 0.1
     assert all(o > l for o, l in zip(plain["train_objective"], plain["train_loss"]))
@@ -315,6 +412,12 @@ def test_compare_table(trained, tmp_path, capsys):
         assert x["wall_seconds"] == meta["wall_seconds"] and x["images_per_second"] == meta["images_per_second"]
     assert r["differing_settings"] == {"arch": ["resnet8", "plain8"], "label_smoothing": [0.0, 0.1]}
     assert r["table"] in stdout
+    # Times on a shared machine: the load it ran under is recorded and shown under the table.
+    for x, meta in zip(r["runs"], metas):
+        load = meta["load_average"]
+        assert len(load["start"]) == len(load["end"]) == 3 and load["cpus"] >= 1 and x["load_average"] == load
+        assert f"{x['run']}: load {load['start'][0]:.1f} → {load['end'][0]:.1f} on {load['cpus']} CPUs" in stdout
+    assert "measured on shared machines" in stdout
 
 
 def test_compare_of_folders_with_missing_numbers(tmp_path):

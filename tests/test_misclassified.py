@@ -22,7 +22,7 @@ from probe.data.mnist import load_mnist
 from probe.data.spec import CIFAR10, MNIST, SFDDD
 from probe.errors import ConfigError
 from probe.analysis.misclassified import Settings
-from probe.figures.failures import grid_pages, misclassified_pages
+from probe.figures.failures import confusion_figure, grid_pages, misclassified_pages
 from probe.figures.style import save_figure
 from probe.models.folder import load_model_folder
 
@@ -206,6 +206,38 @@ def test_confusion_matrix_sums_diagonal_and_normalized_rows(fixture_test):
     assert torch.equal(diag_free, off)
     torch.testing.assert_close(cm.row_normalized.sum(1), torch.ones(10, dtype=torch.float64))
     assert [sum(row) for row in result.confusion_matrix_row_normalized] == pytest.approx([1.0] * 10)
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_the_confusion_figure_colours_the_mistakes_on_their_own_scale(normalized):
+    """The diagonal (~99%) would make every mistake the same pale colour: it is drawn as numbers on
+    grey, and the mistakes are coloured from 0 to the largest of them; cells with no image, and
+    the row of a class with none, stay white."""
+    import matplotlib.pyplot as plt
+    matrix = np.array([[980, 0, 2], [5, 990, 1], [0, 0, 0]])
+    fig = confusion_figure(matrix, ["a", "b", "c"], normalized=normalized)
+    ax = fig.axes[0]
+    mesh = ax.collections[0]
+    values = np.ma.asarray(mesh.get_array()).reshape(3, 3)
+    coloured = ~np.ma.getmaskarray(values)
+    assert coloured.tolist() == [[False, False, True], [True, False, True], [False, False, False]]
+    largest = 5 / 996 * 100 if normalized else 5
+    assert mesh.norm.vmin == 0 and mesh.norm.vmax == pytest.approx(largest)
+    smallest = mesh.cmap(mesh.norm(values[1, 2]))  # one image: visibly coloured, not white
+    assert sum(smallest[:3]) < 2.4 and mesh.cmap(mesh.norm(largest))[:3] != smallest[:3]
+    grey = [p for p in ax.patches if p.get_facecolor()[:3] == pytest.approx((0.88,) * 3)]
+    assert sorted((p.get_x(), p.get_y()) for p in grey) == [(0, 0), (1, 1), (2, 2)]
+    texts = {(t.get_position()): t.get_text() for t in ax.texts}
+    assert texts[(0.5, 0.5)] == ("99.8" if normalized else "980") and texts[(2.5, 2.5)] == "—"
+    assert texts[(2.5, 1.5)] == ("0.1" if normalized else "1")
+    assert ax.get_facecolor()[:3] == (1.0, 1.0, 1.0)  # the masked cells show white
+    label = fig.axes[1].get_ylabel()
+    assert label == ("mistakes, % of the true class" if normalized else "mistakes (images)")
+    if not normalized:
+        assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["0", "1", "2", "3", "4", "5"]
+    perfect = confusion_figure(np.diag([5, 6]), ["a", "b"], normalized=normalized)
+    assert len(perfect.axes) == 1 and perfect.axes[0].get_title().endswith("no mistakes")
+    plt.close("all")
 
 
 def wilson_by_hand(correct: int, n: int, z: float = 1.96):

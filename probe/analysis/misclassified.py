@@ -191,11 +191,12 @@ def section(result: MisclassifiedResult) -> Section:
         suffix = f" (page {i} of {len(stems)})" if len(stems) > 1 else ""
         s.add(FigureRef(stem, f"{result.model}: misclassified {split} images{suffix}.",
                         data={"misclassified": result.misclassified}))
-    s.add(FigureRef("confusion", f"{result.model}: confusion matrix on the {split} split, counts on a log "
-                    "colour scale.", data={"classes": result.classes, "matrix": result.confusion_matrix},
+    s.add(FigureRef("confusion", f"{result.model}: confusion matrix on the {split} split (images): the correct "
+                    "ones on the grey diagonal, the mistakes coloured on their own scale from 0 to the largest, "
+                    "white where none.", data={"classes": result.classes, "matrix": result.confusion_matrix},
                     width=0.75))
     s.add(FigureRef("confusion-normalized", f"{result.model}: confusion matrix, each row as a percentage of "
-                    "its true class.", width=0.75,
+                    "its true class; mistakes coloured on their own scale, the diagonal grey.", width=0.75,
                     data={"classes": result.classes, "matrix": result.confusion_matrix_row_normalized}))
     s.add(FigureRef("per-class-accuracy", f"{result.model}: accuracy per class with its 95% Wilson interval.",
                     data={"per_class": result.per_class}, width=0.8))

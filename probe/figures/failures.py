@@ -87,39 +87,62 @@ def misclassified_pages(records: list[dict], images, classes, *, per_page: int =
     return pages
 
 
+def _cell_text(value: float, normalized: bool) -> str:
+    """A cell's number: a count, or a percentage that never rounds a mistake to 0 or a miss to 100."""
+    if not normalized:
+        return f"{int(value):,}"
+    if 0 < value < 0.05:
+        return "<0.1"
+    if 99.95 <= value < 100:
+        return ">99.9"
+    return "100" if value == 100 else f"{value:.1f}"
+
+
 def confusion_figure(matrix, classes, *, normalized: bool = False):
-    """A heatmap of the confusion matrix. Counts on a log colour scale (the diagonal would
-    otherwise hide every mistake), blank where 0; row-normalized as percentages of the true class."""
+    """A heatmap of the confusion matrix (row = true class), counts or, normalized, each row as a
+    percentage of its true class. The diagonal (correct) is shown as numbers on grey; the
+    mistakes off it are coloured on their own scale, from 0 to the largest mistake, so their
+    structure shows however accurate the model is; cells with no image are white."""
     import seaborn as sns
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
     counts = np.asarray(matrix, dtype=np.int64)  # (K, K): row = true class
     k = len(counts)
-    names = class_labels(classes)
+    data = counts / np.maximum(1, counts.sum(1, keepdims=True)) * 100 if normalized else counts.astype(float)
+    off = ~np.eye(k, dtype=bool)
+    top = data[off].max(initial=0)
+    # The colour map without its near-white end: one mistake is never mistaken for none.
+    cmap = ListedColormap(sns.color_palette(SEQUENTIAL, 256)[40:])
     size = min(FULL_WIDTH, 2.2 + 0.42 * k)
     fig, ax = new_figure(size, size * 0.92)
-    if normalized:
-        data = counts / np.maximum(1, counts.sum(1, keepdims=True)) * 100
-        annot = np.where(data > 0, np.vectorize(lambda v: f"{v:.1f}" if v < 99.95 else "100")(data), "")
-        sns.heatmap(data, ax=ax, cmap=SEQUENTIAL, vmin=0, vmax=100, annot=annot, fmt="",
-                    square=True, linewidths=0.5, linecolor="0.9",
-                    cbar_kws={"label": "% of the true class", "shrink": 0.8},
-                    annot_kws={"fontsize": SMALL_FONT})
-        ax.set_title("Confusion matrix (row-normalized, %)")
-    else:
-        masked = np.ma.masked_equal(counts, 0)
-        annot = np.where(counts > 0, counts.astype(str), "")
-        sns.heatmap(masked, ax=ax, cmap=SEQUENTIAL, norm=LogNorm(vmin=1, vmax=max(2, counts.max())),
-                    annot=annot, fmt="", square=True, linewidths=0.5, linecolor="0.9",
-                    mask=counts == 0, cbar_kws={"label": "images (log scale)", "shrink": 0.8},
-                    annot_kws={"fontsize": SMALL_FONT})
-        ax.set_title("Confusion matrix (counts)")
-    ax.set_xticks(np.arange(k) + 0.5, names, rotation=45 if max(map(len, names)) > 2 else 0,
-                  ha="right" if max(map(len, names)) > 2 else "center", rotation_mode="anchor")
-    ax.set_yticks(np.arange(k) + 0.5, names, rotation=0)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.grid(False)
+    annot = np.vectorize(lambda v: _cell_text(v, normalized))(data)
+    annot[counts.sum(1) == 0, :] = "—"  # a class with no image: no row to speak of
+    label = "mistakes, % of the true class" if normalized else "mistakes (images)"
+    sns.heatmap(data, ax=ax, cmap=cmap, vmin=0, vmax=top or 1, annot=annot, fmt="", square=True,
+                linewidths=0.5, linecolor="0.9", mask=~off | (counts == 0), cbar=bool(top),
+                cbar_kws={"label": label, "shrink": 0.8}, annot_kws={"fontsize": SMALL_FONT})
+    for i in range(k):  # the diagonal: numbers on grey, outside the colour scale
+        ax.add_patch(Rectangle((i, i), 1, 1, facecolor="0.88", edgecolor="0.9", linewidth=0.5))
+        ax.text(i + 0.5, i + 0.5, annot[i, i], ha="center", va="center", fontsize=SMALL_FONT, color="0.15")
+    if top and not normalized:
+        ax.collections[0].colorbar.locator = MaxNLocator(integer=True)
+        ax.collections[0].colorbar.update_ticks()
+    ax.set_title(("Confusion matrix (row-normalized, %)" if normalized else "Confusion matrix (counts)")
+                 + ("" if top else ": no mistakes"))
+    _confusion_axes(ax, class_labels(classes), k)
     return fig
+
+
+def _confusion_axes(ax, names: list[str], k: int) -> None:
+    long = max(map(len, names)) > 2
+    ax.set_xticks(np.arange(k) + 0.5, names, rotation=45 if long else 0, ha="right" if long else "center",
+                  rotation_mode="anchor")
+    ax.set_yticks(np.arange(k) + 0.5, names, rotation=0)
+    ax.set_xlabel("predicted class (diagonal, grey: correct)")
+    ax.set_ylabel("true class")
+    ax.set_facecolor("white")  # cells with no image
+    ax.grid(False)
 
 
 def per_class_figure(per_class: list[dict], classes):

@@ -22,6 +22,21 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """The two-sided exact McNemar test of two classifiers on the same images: b images only the
+    first gets wrong, c only the second. Under "equally good" each of the b + c discordant
+    images is equally likely to fall either way, so min(b, c) is Binomial(b + c, 1/2); the
+    p-value is twice its lower tail, at most 1 (b + c = 0: nothing tells them apart, p = 1)."""
+    for name, value in (("b", b), ("c", c)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"mcnemar_exact: {name} = {value!r}, not a count")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2 ** n)  # exact integers; one rounding, in the division
+
+
 @dataclass
 class Confusion:
     matrix: torch.Tensor  # (K, K) int64: row = true class, column = prediction

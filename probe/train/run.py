@@ -161,8 +161,9 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
                           width=config.width)
         check_size(arch)
         config = paper_warmup(config, arch.depth)
-        # auto: what this device does natively (bf16 emulated on a CPU without it is ~10× slower)
-        config = config.replace(precision=resolve_precision(config.precision, device))
+        # auto: what this device does natively (bf16 emulated on a CPU without it is ~10× slower);
+        # the config keeps what was asked, meta.json what it became
+        precision = resolve_precision(config.precision, device)
         _checked_on_main(dist_info, lambda: prepare_folder(out, config, resume, force))
         if splits is None:
             splits = load_splits(config.dataset, data_dir, seed=config.split_seed, split_by=config.split_by)
@@ -171,10 +172,12 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         augment = default_augment(spec) if config.augment else AugmentConfig()
         saved = ckpt.load_resume(out) if resume else None
         meta = _run_meta(out, config, arch, spec, augment, model, splits, device, dist_info.world_size)
+        meta["precision"] = precision
         if saved is not None:
             meta["extensions"] = extensions(saved[2], config)
         hooks = [Checkpointer(out, meta)] if dist_info.is_main else []
-        trainer = Trainer(model, splits["train"], splits.get("val"), config, augment, device=device,
+        trainer = Trainer(model, splits["train"], splits.get("val"), config.replace(precision=precision), augment,
+                          device=device,
                           callbacks=hooks + list(callbacks), rank=dist_info.rank,
                           world_size=dist_info.world_size)
         status = "trained"
