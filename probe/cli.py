@@ -250,7 +250,7 @@ Runs = typer.Argument(..., help="Model folders, or names of folders in trained_m
 @command(app, "curves")
 def curves(runs: list[Path] = Runs,
            out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reports/<run>/curves/, or reports/compare/curves/ for several runs)."),
-           log: bool = typer.Option(False, "--log/--no-log", help="Log scale for error and loss.")):
+           log: bool = typer.Option(True, "--log/--no-log", help="Log scale for error and loss (the default: 0.54% against 0.62% stays visible), or linear.")):
     """Learning curves from each run's history.json: training (dashed) and validation (solid)
     error and loss against epoch, several runs on one plot, one colour per run."""
     from probe.analysis import curves as analysis
@@ -291,7 +291,8 @@ def saliency(model: Optional[Path] = AnalysisModel,
              image: Optional[list[Path]] = ImageFiles,
              more: Optional[list[Path]] = MoreImageFiles,
              scale: str = typer.Option("method", "--scale", help="method: one colour scale per method across the rows; image: each map its own."),
-             overlay: bool = typer.Option(False, "--overlay", help="Draw the maps over the images (in grayscale)."),
+             overlay: str = typer.Option("auto", "--overlay", help="auto (Grad-CAM and occlusion, whose coarse maps need the image under them, drawn over it), all (every map over its image) or none."),
+             gradcam_layer: str = typer.Option("auto", "--gradcam-layer", help="Grad-CAM's layer: auto (the last feature map, or the last stage with at least 8×8 when that is smaller: MNIST's 7×7 last stage is too coarse), or a stage name such as stage2."),
              faithfulness: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves and the model-randomization check."),
              data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
              batch_size: int = typer.Option(256, "--batch-size", help="Largest number of images in one forward pass."),
@@ -308,7 +309,8 @@ def saliency(model: Optional[Path] = AnalysisModel,
     files = _image_paths(image, more)
     settings = analysis.Settings(class_name=class_, methods=method, n=n, split=split,
                                  selection="wrong" if wrong else "any" if any_ else "correct", index=index,
-                                 images=tuple(map(str, files)) or None, scale=scale, overlay=overlay,
+                                 images=tuple(map(str, files)) or None, scale=scale,
+                                 overlay={"all": True, "none": False}.get(overlay, overlay), gradcam_layer=gradcam_layer,
                                  faithfulness=faithfulness, batch_size=batch_size, seed=seed, threads=threads)
     typer.echo(run_analysis(analysis.ANALYSIS, model, settings, out=out, data_dir=data_dir, device=device,
                             class_name=class_).summary())

@@ -81,7 +81,7 @@ def small_plan(models: Path, names=("tiny-a", "tiny-b")):
     """The report's own plan (every section), with the work of each analysis cut to a sliver."""
     from probe.report.build import default_plan
     plan = default_plan([read_model_folder(models / name) for name in names])
-    smaller = {"misclassified": {"max_images": 6}, "saliency": {"n": 1, "methods": "vanilla,gradcam"},
+    smaller = {"saliency": {"n": 1, "methods": "vanilla,gradcam"},
                "fool-noise": {"n": 1, "target": "1", "steps": 30},
                "fool-dataset": {"n": 1, "target": "1", "steps": 30}, "robustness": {"limit": 20, "steps": 3}}
     for step in plan.steps:
@@ -109,6 +109,7 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
     toc = [h[1:] for h in page.hrefs if h.startswith("#")]
     assert toc and all(a in page.ids for a in toc)  # every contents link resolves
     assert page.srcs and all(s.startswith("data:image/png;base64,") for s in page.srcs)
+    assert len(html.encode()) < 2_000_000 or len(page.srcs) > 40  # palette PNGs: a two-model report under 2 MB
     assert page.scripts == 0
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", html)
     assert "@import" not in html and "url(" not in html
@@ -118,14 +119,16 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
 
 def expected_figures(models=("tiny-a", "tiny-b")) -> set[str]:
     """Every figure the report of the fixture must hold, by name (anchor = file stem in figures/)."""
-    names = {"comparison-curves-curves", "comparison-robustness-robustness"} if len(models) > 1 else set()
+    names = {"comparison-curves-curves", "comparison-robustness-robustness",
+             "comparison-saliency-saliency-side-by-side"} if len(models) > 1 else set()
     for m in models:
         names |= {f"{m}-curves-curves", f"{m}-fool-noise-fooling", f"{m}-fool-dataset-fooling",
                   *([f"{m}-robustness-examples-{m}"] if len(models) > 1 else
                     [f"{m}-robustness-examples", f"{m}-robustness-robustness"])}
         names |= {f"{m}-misclassified-{s}" for s in ("misclassified", "confusion", "confusion-normalized",
                                                      "per-class-accuracy")}
-        names |= {f"{m}-saliency-{s}" for s in ("saliency", "faithfulness", "randomization", "randomization-maps")}
+        names |= {f"{m}-saliency-{s}" for s in ("saliency", "saliency-wrong", "faithfulness", "randomization",
+                                                "randomization-maps")}  # saliency-wrong: REPORT_SETTINGS wrong_too
     return names
 
 

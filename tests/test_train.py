@@ -336,4 +336,4 @@ def test_auto_precision_is_what_the_device_does_natively(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="--precision 'fp8'"):
         resolve_precision("fp8", "cpu")
     meta = train(tiny_config(epochs=1, augment=False), tmp_path / "m", splits=tiny_splits())
-    assert meta["train"]["precision"] == "fp32"  # the monkeypatch above left native bf16 off
+    assert meta["precision"] == "fp32" and meta["train"]["precision"] == "auto"  # native bf16 patched off

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import probe
+from probe.analysis import curves
 from probe.analysis.base import Analysis, Context
 from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
@@ -67,9 +68,11 @@ def _no_history(folder: ModelFolder) -> str | None:
 # enough that a report of two models stays near a minute on a 2-core CPU, and every model gets
 # the same, so their sections compare image for image. The commands default to more.
 REPORT_SETTINGS = {
+    "curves": lambda folders: curves.shared_settings(folders),  # every model's curves on the same axes
     "misclassified": lambda folders: {"split": "test"},
-    # The first images of the hardest class, correct or not: identical inputs for every model.
-    "saliency": lambda folders: {"class_name": hardest_class(folders), "split": "test", "n": 4, "selection": "any"},
+    # The first images of the hardest class, correct or not, and the first 4 misclassified ones.
+    "saliency": lambda folders: {"class_name": hardest_class(folders), "split": "test", "n": 4, "selection": "any",
+                                 "wrong_too": 4},
     "fool-noise": lambda folders: {"n": 2},
     "fool-dataset": lambda folders: {"n": 1, "split": "test"},
     "robustness": lambda folders: {"method": "pgd", "norm": "linf", "steps": 20, "limit": 200, "split": "test"},
@@ -157,12 +160,13 @@ def _check_request(models, formats, out, root) -> tuple[list[ModelFolder], Path]
 
 
 def model_sections(folder: ModelFolder, steps: list[Step], out: Path, contexts: Contexts, joint: list,
-                   tick: Callable[[str], None]) -> tuple[Section, int]:
+                   tick: Callable[[str], None]) -> tuple[Section, int, dict]:
     """One model's part of the report: its card, then each analysis's section (figures placed
-    from the analysis's folder), then its part of the joint analyses."""
+    from the analysis's folder), then its part of the joint analyses. Also returns its results
+    by analysis name, for the comparison."""
     prefix = slug(folder.name)
     top = Section(folder.name, prefix).add(model_card(folder, prefix))
-    reused = 0
+    reused, results = 0, {}
     for step in steps:
         tick(f"{folder.name}: {step.analysis}")
         why_not = step.skip(folder)
@@ -172,12 +176,13 @@ def model_sections(folder: ModelFolder, steps: list[Step], out: Path, contexts: 
         step_out = out / "analyses" / folder.name / step.analysis
         result, was_cached = cached_run(step, [folder], step_out, contexts)
         reused += was_cached
+        results[step.analysis] = result
         top.add(place_figures(step.entry.section(result), step_out, prefix, step.analysis))
     for step, result, step_out in joint:
         part = step.entry.model_section(result, folder.name) if step.entry.model_section else None
         if part is not None:
             top.add(place_figures(part, step_out, prefix, step.analysis))
-    return top, reused
+    return top, reused, results
 
 
 def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
@@ -188,7 +193,7 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
     plan = plan or default_plan(folders)
     per_model = [st for st in plan.steps if not st.joint]
     joint_steps = [st for st in plan.steps if st.joint]
-    sections, reused, joint = [], 0, []
+    sections, reused, joint, per_model_results = [], 0, [], []
     with progress("report") as bar:
         task = bar.add_task("", total=len(folders) * len(per_model) + len(joint_steps))
 
@@ -206,11 +211,12 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
             reused += was_cached
             joint.append((step, result, step_out))
         for folder in folders:
-            top, n = model_sections(folder, per_model, out, contexts, joint, tick)
+            top, n, results = model_sections(folder, per_model, out, contexts, joint, tick)
             sections.append(top)
+            per_model_results.append(results)
             reused += n
     if len(folders) > 1:
-        sections.insert(0, comparison_section(folders, joint))
+        sections.insert(0, comparison_section(folders, joint, per_model_results, out / "joint-analyses"))
     elif sections:
         sections[0].title = f"Model {folders[0].name}"
     names = [f.name for f in folders]

@@ -17,7 +17,7 @@ _SPECIAL = {"\\": r"$\backslash$", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
 _SYMBOLS = {"ε": r"$\varepsilon$", "∞": r"$\infty$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$",
             "−": "-", "–": "--", "—": "---", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "→": r"$\to$",
             "…": r"\ldots{}", "±": r"$\pm$", "·": r"$\cdot$", "²": r"$^2$", "ρ": r"$\rho$", "δ": r"$\delta$",
-            "α": r"$\alpha$", "σ": r"$\sigma$", "°": r"$^\circ$", "‘": "`", "’": "'", "“": "``", "”": "''",
+            "α": r"$\alpha$", "σ": r"$\sigma$", "°": r"$^\circ$", "†": r"\dag{}", "✗": r"$\times$", "✓": r"$\surd$", "‘": "`", "’": "'", "“": "``", "”": "''",
             "\u00a0": "~", "é": "\\'e", "è": "\\`e", "ü": '\\"u', "ö": '\\"o', "ä": '\\"a'}
 
 
@@ -58,18 +58,23 @@ def _longest(table: Table) -> list[int]:
 
 
 def _column_spec(table: Table) -> str:
-    """Short cells: natural l/r columns (the whole table shrunk to the text width if wider);
-    a long cell somewhere: p-columns sharing the width by their longest cells, numbers flush right."""
+    """Columns of short cells in their natural width (l, or r for numbers); columns holding a
+    long cell as p-columns sharing what the short ones leave of the text width. The table is
+    set in box 0 and shrunk to the text width when still wider (table_tex)."""
     longest = _longest(table)
-    if max(longest) <= LONG_CELL:
-        return "@{}" + "".join("r" if i in table.numeric else "l" for i in range(len(longest))) + "@{}"
-    weights = [min(max(n, 3), 40) for n in longest]
-    gaps = 2 * len(weights)  # \tabcolsep on both sides of every column
+    short = [n <= LONG_CELL for n in longest]
+    # the short columns' width, estimated at 0.55 em a character of \small, plus the column gaps
+    used = sum(0.55 * n + 1.0 for n, s in zip(longest, short) if s)
+    long_total = sum(min(n, 60) for n, s in zip(longest, short) if not s) or 1
     cols = []
-    for i, w in enumerate(weights):
-        frac = w / sum(weights)
+    for i, (n, is_short) in enumerate(zip(longest, short)):
+        if is_short:
+            cols.append("r" if i in table.numeric else "l")
+            continue
+        frac = min(n, 60) / long_total
         align = "\\raggedleft" if i in table.numeric else "\\raggedright"
-        cols.append(f">{{{align}\\arraybackslash}}p{{\\dimexpr{frac:.3f}\\linewidth-{frac * gaps:.2f}\\tabcolsep\\relax}}")
+        width = f"\\dimexpr{frac:.3f}\\linewidth-{frac * used:.2f}em-{2 * frac:.2f}\\tabcolsep\\relax"
+        cols.append(f">{{{align}\\arraybackslash}}p{{{width}}}")
     return "@{}" + "".join(cols) + "@{}"
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.analysis.compare import COMPARE_COLUMNS, COMPARE_NUMERIC, compare_cells, compare_row
+from probe.analysis import saliency
+from probe.analysis.compare import compare_row, errors_section, table_parts
 from probe.errors import ProbeError
+from probe.figures.style import save_figure
 from probe.models.folder import ModelFolder
 from probe.presentation import Figure, FigureRef, Section, Table, pct, slug
 
@@ -52,7 +54,7 @@ def model_card(folder: ModelFolder, prefix: str) -> Section:
                    + f" ({split_rule}, split seed {folder.split_seed})"),
         ("training", f"{m.get('epochs_done', t.get('epochs', '?'))} epochs, batch {t.get('batch_size', '?')}, "
                      f"lr {t.get('lr', '?')} ({t.get('schedule', '?')}), weight decay {t.get('weight_decay', '?')}, "
-                     f"{'augmented' if t.get('augment', True) else 'no augmentation'}, precision {t.get('precision', '?')}"),
+                     f"{'augmented' if t.get('augment', True) else 'no augmentation'}, precision {m.get('precision', t.get('precision', '?'))}"),
         ("seed", str(t.get("seed", m.get("seed", "?")))),
         ("validation error", pct((metrics.get("val") or {}).get("error")) + f" (best epoch {m.get('best_epoch', '?')})"),
         ("test error", pct((metrics.get("test") or {}).get("error"))),
@@ -67,13 +69,21 @@ def model_card(folder: ModelFolder, prefix: str) -> Section:
 
 
 
-def comparison_section(folders: list[ModelFolder], joint=()) -> Section:
+def comparison_section(folders: list[ModelFolder], joint=(), per_model: list[dict] = (),
+                       out: Path | None = None) -> Section:
     """The models side by side: their numbers in one table, then each joint analysis's part
-    (learning curves on one plot, accuracy against ε of every model)."""
-    s = Section("Comparison", "comparison")
-    s.add(Table(COMPARE_COLUMNS, compare_cells([compare_row(f) for f in folders]),
-                caption="The models side by side (train time: training and validation; images/s: training only).",
-                numeric=COMPARE_NUMERIC))
+    (learning curves on one plot, accuracy against ε of every model), then what each model's
+    own analyses show of the same images (saliency maps on one colour scale per method)."""
+    s = Section("Comparison", "comparison").add(*table_parts([compare_row(f) for f in folders]))
+    errors = [r["misclassified"] for r in per_model if "misclassified" in r]
+    if len(errors) > 1 and all(r.split is not None and r.shown == r.wrong for r in errors):  # not cut by --max
+        s.add(place_figures(errors_section(errors), out, "comparison", "errors"))
     for step, result, step_out in joint:
         s.add(place_figures(step.entry.section(result), step_out, "comparison", step.analysis))
+    maps = [r["saliency"] for r in per_model if "saliency" in r]
+    if out is not None and len(maps) > 1:
+        folder = out / "saliency-side-by-side"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_figure(saliency.comparison_figure(maps), folder, saliency.COMPARISON_STEM)
+        s.add(place_figures(saliency.comparison_section(maps), folder, "comparison", "saliency"))
     return s
