@@ -344,7 +344,8 @@ def fool(model: Optional[Path] = AnalysisModel,
 def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Model folder(s); repeat for several on one plot (default: the newest in trained_models/)."),
            method: str = typer.Option("pgd", "--method", help="fgsm or pgd."),
            norm: str = typer.Option("linf", "--norm", help="linf or l2."),
-           eps: Optional[str] = typer.Option(None, "--eps", help="ε list in pixel units: 0,0.1,0.3 or 0,2/255,8/255 (default: MNIST L∞ 0,0.1,0.2,0.3; CIFAR-10/SFDDD L∞ 0,2/255,4/255,8/255; L2 0,0.5,1,2)."),
+           eps: Optional[str] = typer.Option(None, "--eps", help="ε list in pixel units: 0,0.1,0.3 or 0,2/255,8/255 (default: a fine grid where the curve falls — MNIST L∞ 0 to 0.1 by 0.01 and 0.2, 0.3; other L∞ 0 to 8/255 by 1/255 and 10-16/255; MNIST L2 0 to 2 by 0.25 and 2.5, 3; other L2 0 to 0.5 by 0.05 and 1, 2)."),
+           search: str = typer.Option("bisect", "--search", help="bisect: each image's smallest breaking ε of the grid by bisection (~log2 of the grid's attacks per image); nested: attack at every ε the images still unbroken (slower, the same meaning)."),
            steps: Optional[int] = typer.Option(None, "--steps", help="PGD steps (default 40)."),
            step_size: Optional[float] = typer.Option(None, "--step-size", help="PGD step in pixel units (default 2.5·ε/steps)."),
            targeted: Optional[str] = typer.Option(None, "--targeted", help="Drive the images to this class (name, code or index) instead of away from their own."),
@@ -357,12 +358,13 @@ def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
            threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy).")):
     """Accuracy against ε under FGSM or PGD (L∞ or L2, targeted or not) for one or more models
-    on one plot, the adversarial examples of a few images, and every point in results.json."""
+    on one plot, adversarial examples of one image per class, and every point in results.json."""
     from probe.analysis import robustness as analysis
     from probe.analysis.runner import run_joint
     settings = analysis.Settings(method=method, norm=norm, eps=eps, steps=steps, step_size=step_size,
                                  targeted=targeted, restarts=restarts, split=split, limit=limit,
-                                 precision=precision, batch_size=batch_size, seed=seed, threads=threads)
+                                 precision=precision, batch_size=batch_size, seed=seed, threads=threads,
+                                 search=search)
     typer.echo(run_joint(analysis.ANALYSIS, model or None, settings, out=out, data_dir=data_dir,
                          device=device).summary())
 

@@ -3,8 +3,11 @@ one signed step of ε (checked against a gradient computed by hand), targeted at
 target's probability, accuracy falls as ε grows and equals the clean accuracy at ε = 0 (and
 `probe evaluate`'s), the caller's model is left as found; the public API on a plain
 nn.Sequential CNN in float32 and float64 (float64 precision kept), the joint result's JSON round
-trip and report sections; the `probe attack` command as typed, and its mistakes as one line and
-exit code 2."""
+trip and report sections; bisection over the ε grid gives the nested curve where success is
+monotone, at ⌈log₂ E⌉ attacks per image; the examples (one image per class, at ε where the curve
+falls), the fine default grids, captions that state the attack and the clean accuracy on the same
+images, figures that fit the page; the `probe attack` command as typed, and its mistakes as one
+line and exit code 2."""
 import json
 import sys
 from pathlib import Path
@@ -159,10 +162,11 @@ def test_accuracy_falls_as_eps_grows_and_equals_clean_accuracy_at_0(stamp_net_an
         assert pts[0]["eps"] == 0 and pts[0]["correct"] == round(clean * len(labels))
         assert all(p["ci95"][0] - 1e-9 <= p["accuracy"] <= p["ci95"][1] + 1e-9 for p in pts)
         # The examples: clean first, then attacked afresh, inside their ball.
-        assert curve.examples.shape[:2] == (5, 3)
+        assert curve.example_eps == curve.eps and curve.examples.shape[:2] == (5, 3)  # 4 ε: all shown
         assert torch.equal(curve.examples[0], images[curve.example_index].float() / 255)
-        for j, e in enumerate(curve.eps):
+        for j, e in enumerate(curve.example_eps):
             assert (curve.examples[j] - curve.examples[0]).abs().max() <= e + 1e-6
+        for j, e in enumerate(curve.eps):
             assert (curve.linf[j] <= e + 1e-6).all()
 
 
@@ -173,6 +177,87 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(stamp_net_an
                      "pgd3": dict(method="pgd", steps=20, restarts=3)}.items():
         acc[name] = attack_curve(net, images, labels, [0.05], examples=0, **kw).accuracy[1]
     assert acc["pgd"] <= acc["fgsm"] and acc["pgd3"] <= acc["pgd"], acc
+
+
+class Threshold(nn.Module):
+    """Two classes on a 1×1 image x: logits (0.5 − x, x − 0.5). An image x < 0.5 of class 0
+    is broken exactly when the attack may add more than 0.5 − x, and PGD always finds that (the
+    gradient's sign never changes): success is monotone in ε, so bisection must give the
+    nested curve exactly."""
+
+    def forward(self, x):
+        v = x.flatten(1)[:, :1]
+        return torch.cat([0.5 - v, v - 0.5], 1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_bisection_gives_the_nested_curve_where_success_is_monotone_at_log2_cost(norm):
+    eps = [k / 100 for k in range(11)] + [0.2, 0.3]  # MNIST's grid: 13 values
+    need = torch.tensor([0.005, 0.013, 0.027, 0.038, 0.041, 0.055, 0.066, 0.079, 0.083, 0.095, 0.15, 0.25, 0.35,
+                         0.45] * 3)  # the change that breaks each image, between the grid's values
+    x = (0.5 - need).view(-1, 1, 1, 1)
+    y = torch.zeros(len(x), dtype=torch.long)
+    y[-1] = 1  # wrong when clean: wrong at every ε, never attacked
+    truth = [int(((need > e) & (y == 0)).sum()) for e in eps]  # unbroken at ε
+    curves = {s: attack_curve(Threshold(), x, y, eps, norm=norm, steps=10, search=s, examples=0)
+              for s in ("bisect", "nested")}
+    assert curves["bisect"].correct == curves["nested"].correct == truth
+    assert torch.equal(curves["bisect"].predicted, curves["nested"].predicted)
+    assert curves["bisect"].attacks <= 4 * (len(x) - 1)  # ⌈log₂ 13⌉ probes per image
+    assert curves["nested"].attacks == sum(truth[:-1]) > curves["bisect"].attacks
+    for c in curves.values():  # every change inside its ball, and the broken images' beyond their need
+        assert (c.linf <= torch.tensor(eps).view(-1, 1) + 1e-6).all()
+        broken = c.predicted != y
+        assert (c.linf[broken & (y == 0)] >= need.expand_as(c.linf)[broken & (y == 0)] - 1e-6).all()
+
+
+def test_bisection_on_a_trained_model_is_monotone_and_close_to_nested(stamp_net_and_data):
+    net, images, labels = stamp_net_and_data
+    eps = [k / 100 for k in range(11)]
+    bisect = attack_curve(net, images, labels, eps, steps=10, examples=0)
+    nested = attack_curve(net, images, labels, eps, steps=10, examples=0, search="nested")
+    assert bisect.search == "bisect" and nested.search == "nested"
+    assert bisect.correct[0] == nested.correct[0]  # the same clean images
+    assert all(a >= b for a, b in zip(bisect.correct, bisect.correct[1:]))
+    assert max(abs(a - b) for a, b in zip(bisect.accuracy, nested.accuracy)) <= 0.05, (bisect.accuracy, nested.accuracy)
+    assert bisect.attacks <= 4 * len(labels) and bisect.attacks < nested.attacks
+    # Each image is wrong from its breaking ε on and right before it.
+    wrong = (bisect.predicted != bisect.labels).int()
+    assert (wrong[1:] >= wrong[:-1]).all()
+    # FGSM has no bisection: one step per ε costs as little as a probe.
+    assert attack_curve(net, images[:10], labels[:10], eps, method="fgsm", examples=0).search == "nested"
+
+
+def test_the_examples_are_one_image_per_class_at_eps_where_the_curve_falls():
+    from probe.methods.robustness import example_eps_of, pick_examples
+    labels = torch.tensor([3, 0, 1, 0, 2, 1, 3, 2, 2])
+    right = torch.tensor([3, 1, 1, 0, 0, 1, 3, 1, 2]) == labels  # image 1 (a 0) and 4, 7 (2s) wrong
+    # Each class's first correctly classified image; a class with none right: its first image.
+    assert pick_examples(right, labels, 10).tolist() == [3, 2, 5, 8, 0, 6]
+    assert pick_examples(right, labels, 4).tolist() == [3, 2, 8, 0]
+    assert pick_examples(torch.tensor([False, False]), torch.tensor([0, 0]), 3).tolist() == [0]
+    eps = [k / 100 for k in range(11)] + [0.2, 0.3]
+    acc = [0.99, 0.99, 0.98, 0.97, 0.9, 0.7, 0.5, 0.3, 0.1, 0.02, 0.0, 0.0, 0.0]
+    shown = example_eps_of(eps, [acc])
+    assert shown == [0.0, 0.05, 0.07, 0.08, 0.1]  # a quarter, half, three quarters and all of the fall
+    assert example_eps_of(eps, [acc, [1.0] * 13]) == shown  # the mean of two models' curves
+    flat = example_eps_of(eps, [[0.5] * 13])  # no fall: spread over the grid
+    assert len(flat) == 5 and flat[0] == 0 and flat[-1] == 0.3 and len(set(flat)) == 5
+    steep = example_eps_of(eps, [[1.0, 0.0] + [0.0] * 11])  # all at once: the rest spread out
+    assert len(steep) == 5 and 0.01 in steep
+    assert example_eps_of([0.0, 0.1, 0.3], [[1, 0.5, 0]]) == [0.0, 0.1, 0.3]  # a short grid: all of it
+
+
+def test_default_grids_are_fine_and_keep_the_literatures_points():
+    from probe.analysis.robustness import default_eps
+    for dataset, norm, kept in (("mnist", "linf", [0.1, 0.2, 0.3]), ("cifar10", "linf", [2 / 255, 4 / 255, 8 / 255]),
+                                ("sfddd", "linf", [8 / 255, 16 / 255]), ("mnist", "l2", [0.5, 1.0, 2.0]),
+                                ("cifar10", "l2", [0.5, 1.0]), (None, "linf", [8 / 255])):
+        grid = default_eps(dataset, norm)
+        assert len(grid) >= 10 and grid[0] == 0 and grid == sorted(set(grid)), (dataset, norm)
+        assert all(any(abs(g - k) < 1e-12 for g in grid) for k in kept), (dataset, norm, grid)
+    assert default_eps("mnist", "linf")[:11] == pytest.approx([k / 100 for k in range(11)])
+    assert [round(e * 255, 6) for e in default_eps("cifar10", "linf")] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16]
 
 
 def test_the_callers_model_is_left_as_found(stamp_net_and_data):
@@ -286,6 +371,7 @@ def test_a_joint_run_its_json_round_trip_and_its_sections(stamp_trained):
     assert result.model_names == ["a", "b"] and result.n == 20 and len(result.indices) == 20
     same = [[{k: v for k, v in p.items() if k != "seconds"} for p in m["points"]] for m in result.models]
     assert same[0] == same[1]  # the same weights and seeds
+    assert [r["index"] for r in result.models[0]["examples"]] == [r["index"] for r in result.models[1]["examples"]]
     doc = json.loads(json.dumps(result.to_json()))
     again = RobustnessResult.from_json(doc, result.arrays())
     assert again.to_json() == result.to_json() and torch.equal(again.example_images, result.example_images)
@@ -302,7 +388,76 @@ def test_a_joint_run_its_json_round_trip_and_its_sections(stamp_trained):
     shown = stems(robustness.section(result)) + [s for n in ("a", "b") for s in stems(robustness.model_section(result, n))]
     assert sorted(shown) == sorted(figs)  # every figure shown once
     lines = robustness.summary(result)
-    assert any(line.startswith("a ") and "%" in line for line in lines) and "20 of 60 test images" in "\n".join(lines)
+    assert any(line.startswith("0.1 ") and line.count("%") == 2 for line in lines)  # one column per model
+    assert "20 of 60 test images" in "\n".join(lines) and result.search == "bisect"
+    nested = robustness.run(contexts[:1], Settings(eps="0.1", steps=3, limit=20, examples=0, search="nested",
+                                                   precision="fp32"))
+    assert nested.search == "nested" and nested.models[0]["examples"] == [] and nested.example_images is None
+
+
+def hand_result(models=("m",), eps=(0.0, 0.01, 0.02), **kw) -> RobustnessResult:
+    """A result as a run of 1,000 of 10,000 test images would give, without running one."""
+    points = [{"eps": e, "accuracy": 0.991 - 10 * e, "correct": round(1000 * (0.991 - 10 * e)), "n": 1000,
+               "ci95": [0.983 - 10 * e, 0.995 - 10 * e]} for e in eps]
+    fields = dict(classes=["a", "b"], display_names=["a", "b"], codes=[], eps=list(eps), method="pgd", norm="linf",
+                  steps=20, step_size=None, random_start=True, restarts=1, target=None, seed=0, precision="fp32",
+                  n=1000, split="test", n_split=10000, search="bisect")
+    return RobustnessResult(
+        models=[{"name": m, "points": points, "clean_accuracy": 0.991, "clean_accuracy_whole_split": 0.9966,
+                 "n_whole_split": 10000, "ci95_whole_split": [0.9952, 0.9976], "examples": []} for m in models],
+        **(fields | kw))
+
+
+@pytest.mark.parametrize("models", [("m",), ("m", "n")])
+def test_captions_and_text_state_the_attack_and_the_clean_accuracy_on_the_same_images(models):
+    from probe.presentation import FigureRef, Table, Text
+    result = hand_result(models)
+
+    def items(section, kind):
+        return [c for c in section.children if isinstance(c, kind)]
+    for section in (robustness.section(result), robustness.model_section(result, "m")):
+        (curve_or_table,) = items(section, FigureRef) or items(section, Table)
+        for text in (curve_or_table.caption, items(section, Text)[0].text):
+            for words in ("20 steps", "size 2.5·ε/20", "no restart", "random start", "1,000 test images"):
+                assert words in text, (words, text)
+    part = robustness.model_section(result, "m")
+    table = items(part, Table)[0]
+    for text in (table.caption, items(part, Text)[1].text):
+        assert "on these 1,000 images: 99.10% (98.3–99.5%)" in text
+        assert "on all 10,000 test images (as probe evaluate says): 99.66% (99.5–99.8%)" in text
+    assert "bisection" in items(part, Text)[0].text and "stays broken at every larger ε" in items(part, Text)[0].text
+    assert "best of 3 runs" in hand_result(restarts=3).attack_words()
+    assert "size 0.01" in hand_result(step_size=0.01).attack_words()
+    lines = robustness.summary(result)
+    assert any("99.66% on all 10,000" in line and "99.10% on the 1,000" in line for line in lines)
+    assert sum(line.startswith(("0 ", "0.01 ", "0.02 ")) for line in lines) == 3  # one line per ε
+
+
+def test_figures_fit_the_page_with_readable_eps_ticks():
+    import matplotlib.pyplot as plt
+    from probe.figures.attacks import examples_figure, robustness_figure
+    from probe.figures.style import FULL_WIDTH
+    for eps, in_255 in (([k / 100 for k in range(11)] + [0.2, 0.3], False),
+                        ([k / 255 for k in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)], True),
+                        ([k / 255 for k in range(17)], True)):
+        points = [{"eps": e, "accuracy": max(0.0, 0.99 - 8 * e), "ci95": [0, 1]} for e in eps]
+        fig = robustness_figure([("a", points), ("b", points)], in_255=in_255, title="t")
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(boxes) >= min(len(eps), 7) and fig.get_size_inches()[0] <= FULL_WIDTH
+        assert all(a.x1 + 2 < b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in ax.get_xticklabels()]
+        assert ax.get_xticklabels()[-1].get_text() in ("0.3", "16/255")
+        plt.close(fig)
+    # One column per class, the ε down the side, within the text width; long names cut to fit.
+    for names, size in (([str(i) for i in range(10)], 28), (["automobile", "airplane"] + list("cdefghij"), 32)):
+        images = torch.rand(10, 5, 1 if size == 28 else 3, size, size)
+        fig = examples_figure(images, list(range(10)), [[i] * 5 for i in range(10)], [[0.9] * 5] * 10,
+                              [0.0, 0.03, 0.05, 0.07, 0.1], names, title="t")
+        width, height = fig.get_size_inches()
+        # LaTeX caps a figure's height at 0.72 of the text height (~5.5 in)
+        assert width <= FULL_WIDTH + 1e-9 and height < 5.5 and len(fig.axes) == 50
+        plt.close(fig)
 
 
 def test_settings_are_checked_once_in_the_options_names():
@@ -314,7 +469,7 @@ def test_settings_are_checked_once_in_the_options_names():
     for kwargs, words in (({"method": "fgsm", "restarts": 2}, "--restarts"), ({"restarts": 0}, "--restarts 0"),
                           ({"precision": "fp8"}, "--precision 'fp8'"), ({"batch_size": 0}, "--batch-size 0"),
                           ({"split": "dev"}, "--split 'dev'"), ({"threads": 0}, "--threads 0"),
-                          ({"step_size": 0}, "--step-size 0")):
+                          ({"step_size": 0}, "--step-size 0"), ({"search": "linear"}, "--search 'linear'")):
         with pytest.raises(ConfigError, match=words):
             Settings(**kwargs)
 
@@ -329,7 +484,8 @@ def test_attack_as_typed_in_the_issue(stamp_project):
         assert (out / f"{stem}.png").is_file() and (out / f"{stem}.pdf").is_file()
     doc = json.loads((out / "results.json").read_text())
     eps = [p["eps"] for p in doc["results"]["models"][0]["points"]]
-    assert eps == [0.0, 0.1, 0.2, 0.3]  # MNIST's conventional L∞ points
+    assert eps == [k / 100 for k in range(11)] + [0.2, 0.3]  # MNIST's fine grid and its conventional points
+    assert doc["results"]["search"] == "bisect" and doc["settings"]["search"] == "bisect"
     assert doc["analysis"] == "robustness" and doc["settings"]["precision"] == "auto"  # as given
     assert doc["results"]["steps"] == 40 and doc["results"]["precision"] in ("fp32", "bf16")  # as run
     assert doc["data"]["n"] == 60 and doc["data"]["indices"] == "all"  # fewer than --limit's 1000

@@ -1,6 +1,7 @@
 """How easily a model is fooled: accuracy against ε under FGSM or PGD (L∞ or L2, targeted or
-not) for one or more models on one plot, with a 95% interval per point and the adversarial
-examples of a few images. A joint analysis: `probe attack --model a --model b` attacks the same
+not) for one or more models on one plot, at a fine grid of ε (each image's smallest breaking ε
+found by bisection), with a 95% interval per point and the adversarial examples of one image per
+class at a few ε where the accuracy falls. A joint analysis: `probe attack --model a --model b` attacks the same
 images of each model and draws every curve on one plot."""
 from __future__ import annotations
 
@@ -14,31 +15,36 @@ from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, ar
 from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
-from probe.figures.attacks import NORM_NAMES, eps_label, examples_figure, robustness_figure
+from probe.figures.attacks import CURVE_WIDTH, NORM_NAMES, eps_label, examples_figure, robustness_figure
 from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, check_eps, parse_eps_list, perturbation_size,
                                    resolve_precision)
 from probe.methods.common import class_probabilities, model_device
-from probe.methods.robustness import SUBSET_SEED, RobustnessCurve, attack_curve, subset
+from probe.methods.robustness import (SEARCHES, SUBSET_SEED, RobustnessCurve, attack_curve, attack_examples,
+                                     example_eps_of, pick_examples, search_steps, subset)
+from probe.methods.confusion import wilson_interval
 from probe.presentation import FigureRef, Section, Table, Text, pct, slug
 
 SPLITS = ("test", "val", "train")
 DEFAULT_LIMIT = 1000
 DEFAULT_STEPS = 40
-# The conventional points of the literature (Madry et al. 2018 for MNIST; CIFAR-10's 2, 4 and
-# 8 /255; L2 0.5, 1, 2), and 0: the clean accuracy.
+# Fine grids where an undefended model's accuracy falls, each with the conventional points of the
+# literature kept: MNIST L∞ 0.1, 0.2, 0.3 (Madry et al. 2018), CIFAR-10's 2, 4, 8 /255, L2 0.5,
+# 1 and 2; and 0, the clean accuracy. Bisection (the default search) costs ⌈log₂ 13⌉ = 4
+# attacks per image for 13 values.
+MNIST_LINF = [k / 100 for k in range(11)] + [0.2, 0.3]
+IN_255_LINF = [k / 255 for k in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)]
+MNIST_L2 = [k / 4 for k in range(9)] + [2.5, 3.0]
+NATURAL_L2 = [k / 20 for k in range(11)] + [1.0, 2.0]
 DEFAULT_EPS = {
-    ("mnist", "linf"): [0.0, 0.1, 0.2, 0.3],
-    ("cifar10", "linf"): [0.0, 2 / 255, 4 / 255, 8 / 255],
-    ("sfddd", "linf"): [0.0, 2 / 255, 4 / 255, 8 / 255],
+    ("mnist", "linf"): MNIST_LINF,
+    ("mnist", "l2"): MNIST_L2,
 }
-DEFAULT_EPS_L2 = [0.0, 0.5, 1.0, 2.0]
 IN_255 = ("cifar10", "sfddd")  # datasets whose L∞ ε are written as k/255
 
 
 def default_eps(dataset: str | None, norm: str) -> list[float]:
-    if norm == "l2":
-        return list(DEFAULT_EPS_L2)
-    return list(DEFAULT_EPS.get((dataset, norm), [0.0, 2 / 255, 4 / 255, 8 / 255]))
+    """The dataset's grid: MNIST's, or that of natural images (CIFAR-10, SFDDD, any other)."""
+    return list(DEFAULT_EPS.get((dataset, norm), IN_255_LINF if norm == "linf" else NATURAL_L2))
 
 
 def attack_title(method: str, norm: str) -> str:
@@ -61,7 +67,8 @@ class Settings(SettingsBase):
     batch_size: int = 500
     seed: int = 0  # of the random starts
     random_start: bool = True
-    examples: int = 6  # images shown attacked at each ε, per model
+    examples: int = 10  # images shown attacked, per model: one per class first
+    search: str = "bisect"  # --search: each image's smallest breaking ε by bisection, or nested attacks
     threads: int | None = None  # --threads (default: probe.device.analysis_threads' choice)
 
     def __post_init__(self):
@@ -87,6 +94,7 @@ class Settings(SettingsBase):
         check_choice("--split", self.split, SPLITS)
         check_int("--seed", self.seed, -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
         check_int("examples", self.examples, 0)
+        check_choice("--search", self.search, SEARCHES, "bisect: ⌈log₂ E⌉ attacks per image for E values of ε")
         if self.threads is not None:
             check_int("--threads", self.threads, 1)
 
@@ -97,15 +105,16 @@ class Settings(SettingsBase):
         return {"method": self.method, "norm": self.norm, "steps": (self.steps or DEFAULT_STEPS) if pgd else 1,
                 "step_size": self.step_size, "random_start": self.random_start,
                 "restarts": (self.restarts or 1) if pgd else 1, "seed": self.seed,
-                "batch_size": self.batch_size, "examples": self.examples}
+                "batch_size": self.batch_size, "search": self.search}
 
 
 @dataclass
 class RobustnessResult(ResultBase):
     """Every model's curve on the same images and ε. `models`: one record per model (name,
-    clean_accuracy on the attacked images, clean_accuracy_whole_split, points: one per ε with
-    accuracy, correct, n, ci95, mean_linf, mean_l2 and, targeted, at_target / target_rate;
-    examples: each example image's index, label and per-ε class; seconds per ε)."""
+    clean_accuracy on the attacked images, clean_accuracy_whole_split (and n_whole_split),
+    points: one per ε with accuracy, correct, n, ci95, mean_linf, mean_l2 and, targeted,
+    at_target / target_rate; examples: each example image's index, label and class at each ε of
+    example_eps; attacks: attacks run, summed over images; seconds per step of the search)."""
     KIND = "robustness"
     models: list[dict]
     classes: list[str]  # slugs
@@ -123,13 +132,15 @@ class RobustnessResult(ResultBase):
     precision: str  # of the gradient steps; every image is judged in fp32
     n: int  # images attacked, the same for every model
     eps_in_255: bool = False  # ε written as k/255 (CIFAR-10 and SFDDD L∞)
+    search: str = "nested"  # how the curve was found: "bisect" or "nested" (results before issue 15)
+    example_eps: list[float] | None = None  # the ε the examples are shown at (0 first); None: all of eps
     dataset: str | None = None
     split: str | None = None
     n_split: int | None = None  # images in the split (n of them attacked)
     indices: list[int] | None = None  # into the split, when a seeded subset was attacked
     threads: dict | None = None  # the CPU threads of the run
     device: str | None = None  # the model's device
-    example_images: torch.Tensor | None = array_field()  # (Σk, E, C, H, W) float32: each model's examples in turn
+    example_images: torch.Tensor | None = array_field()  # (Σk, X, C, H, W) float32: each model's examples in turn
     predicted: torch.Tensor | None = array_field()  # (M, E, N) each model's class of each image at each ε
 
     @property
@@ -145,6 +156,23 @@ class RobustnessResult(ResultBase):
         """The attack in words: "PGD L∞, 40 steps, targeted at 3"."""
         return (attack_title(self.method, self.norm) + (f", {self.steps} steps" if self.method == "pgd" else "")
                 + (f", targeted at {self.names.display[self.names.index(self.target)]}" if self.target else ""))
+
+    @property
+    def shown_eps(self) -> list[float]:
+        return list(self.example_eps) if self.example_eps is not None else list(self.eps)
+
+    def attack_words(self) -> str:
+        """Every setting of the attack a reader needs: "PGD L∞, 20 steps of size 2.5·ε/20 from a
+        random start in the ball, no restart, targeted at 3"."""
+        if self.method != "pgd":
+            words = f"{attack_title(self.method, self.norm)}, one step of size ε"
+        else:
+            size = f"{self.step_size:g}" if self.step_size is not None else f"2.5·ε/{self.steps}"
+            runs = "no restart" if self.restarts <= 1 else f"best of {self.restarts} runs"
+            start = "from a random start in the ball" if self.random_start else "from the clean image"
+            words = f"{attack_title(self.method, self.norm)}, {self.steps} steps of size {size} {start}, {runs}"
+        target = self.names.display[self.names.index(self.target)] if self.target else None
+        return words + (f", targeted at {target}" if target else "")
 
     def model(self, name: str) -> dict:
         for m in self.models:
@@ -185,22 +213,25 @@ class RobustnessResult(ResultBase):
 def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, classes=None,
                      method: str = "pgd", norm: str = "linf", steps: int = 40, step_size=None,
                      random_start: bool = True, restarts: int = 1, target=None, seed: int = 0,
-                     batch_size: int = 500, precision: str = "fp32", examples: int = 6,
-                     name: str = "model", eps_in_255: bool = False, progress=None) -> RobustnessResult:
+                     batch_size: int = 500, precision: str = "fp32", examples: int = 10,
+                     search: str = "bisect", name: str = "model", eps_in_255: bool = False,
+                     progress=None) -> RobustnessResult:
     """Accuracy of any nn.Module (mapping [0, 1] images to logits, any dtype and device) on
     `images` attacked at each ε (ε = 0, the clean accuracy, always included), judged in fp32;
-    attacks nested (see probe.methods.robustness.attack_curve), so the curve never rises.
+    each image's smallest breaking ε of the grid found by bisection (search="bisect") or by
+    attacking at every ε in turn ("nested"): see probe.methods.robustness. The curve never rises.
 
     images: (N, C, H, W) uint8 or float [0, 1]; labels (N,) ≥ 0; eps: a number or a list in
     pixel units. classes: names or their number (default: the model's outputs); target: a class
-    (index, or name when classes are given) to drive the images to. The model's mode, .grad and
-    requires_grad are left as found. result.figures() draws it."""
+    (index, or name when classes are given) to drive the images to; examples: images shown
+    attacked (one per class first). The model's mode, .grad and requires_grad are left as
+    found. result.figures() draws it."""
     names = ClassNames.of(classes) if classes is not None else None
     t = None if target is None else (names.index(target) if names is not None else int(target))
     curve = attack_curve(model, images, labels, eps, method=method, norm=norm, steps=steps,
                          step_size=step_size, random_start=random_start, restarts=restarts, target=t,
                          seed=seed, batch_size=batch_size, precision=precision, examples=examples,
-                         progress=progress)
+                         search=search, progress=progress)
     names = names if names is not None else ClassNames.of(curve.num_classes)
     if len(names) != curve.num_classes:
         raise ConfigError(f"{len(names)} class names for a model with {curve.num_classes} outputs")
@@ -209,22 +240,24 @@ def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 def _model_part(name: str, curve: RobustnessCurve, names: ClassNames, index: torch.Tensor | None = None,
-                whole: float | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """One model's record, its example images (k, E, C, H, W) float32 and its classes (E, N).
-    index: where the attacked images sit in the split; whole: the clean accuracy on all of it."""
+                whole: tuple[int, int] | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """One model's record, its example images (k, X, C, H, W) float32 and its classes (E, N).
+    index: where the attacked images sit in the split; whole: (correct, n) on all of it."""
     s = names.slugs
-    examples = curve.examples.transpose(0, 1).float()  # (k, E, C, H, W)
+    examples = curve.examples.transpose(0, 1).float()  # (k, X, C, H, W)
     records = []
     for row, i in enumerate(curve.example_index.tolist()):
-        linf, l2 = perturbation_size(examples[row], examples[row, :1].expand_as(examples[row]))  # (E,) each
+        linf, l2 = perturbation_size(examples[row], examples[row, :1].expand_as(examples[row]))  # (X,) each
         records.append({"index": int(index[i]) if index is not None else i, "label": s[int(curve.labels[i])],
                         "per_eps": [{"eps": e, "predicted": s[int(curve.example_predicted[j, row])],
                                      "p_predicted": round(float(curve.example_p[j, row]), 6),
                                      "linf": round(float(linf[j]), 6), "l2": round(float(l2[j]), 6)}
-                                    for j, e in enumerate(curve.eps)]})
-    record = {"name": name, "clean_accuracy": curve.clean_accuracy,
-              "clean_accuracy_whole_split": whole if whole is not None else curve.clean_accuracy,
-              "points": curve.points(), "examples": records, "seconds": [round(x, 3) for x in curve.seconds]}
+                                    for j, e in enumerate(curve.example_eps)]})
+    correct, n = whole if whole is not None else (curve.correct[0], curve.n)
+    record = {"name": name, "clean_accuracy": curve.clean_accuracy, "clean_accuracy_whole_split": correct / n,
+              "n_whole_split": n, "ci95_whole_split": list(wilson_interval(correct, n)),
+              "points": curve.points(), "examples": records, "attacks": curve.attacks,
+              "seconds": [round(x, 3) for x in curve.seconds]}
     return record, examples, curve.predicted
 
 
@@ -238,12 +271,13 @@ def _assemble(parts: list, curve: RobustnessCurve, names: ClassNames, **info) ->
         steps=st["steps"], step_size=None if isinstance(st["step_size"], str) else float(st["step_size"]),
         random_start=st["random_start"], restarts=st["restarts"],
         target=names.slugs[curve.target] if curve.target is not None else None, seed=st["seed"],
-        precision=st["precision"], n=curve.n, example_images=images if len(images) else None,
-        predicted=torch.stack([p[2] for p in parts]), **info)
+        precision=st["precision"], n=curve.n, search=curve.search, example_eps=list(curve.example_eps),
+        example_images=images if len(images) else None, predicted=torch.stack([p[2] for p in parts]), **info)
 
 
 def run(contexts: list[Context], settings: Settings) -> RobustnessResult:
-    """Each model attacked on the same images of its split (a seeded subset of --limit)."""
+    """Each model attacked on the same images of its split (a seeded subset of --limit); the
+    examples of every model shown at the same ε, chosen where the curves fall."""
     contexts = [contexts] if isinstance(contexts, Context) else list(contexts)
     first = contexts[0]
     data = _shared_split(contexts, settings.split)
@@ -253,9 +287,17 @@ def run(contexts: list[Context], settings: Settings) -> RobustnessResult:
     eps = sorted({0.0, *(settings.eps if settings.eps is not None else default_eps(dataset, settings.norm))})
     with analysis_threads(settings.threads, first.device) as threads:
         precision = resolve_precision(settings.precision, first.device)
-        parts = [_attack_model(ctx, ctx.split(settings.split), index, eps, target, precision, settings)
-                 for ctx in contexts]
-    return _assemble([p[:3] for p in parts], parts[0][3], first.classes,
+        runs = [_attack_model(ctx, ctx.split(settings.split), index, eps, target, precision, settings)
+                for ctx in contexts]
+        # The same images of every model, at the same ε: the first of each class all of them get right.
+        shown = example_eps_of(eps, [curve.accuracy for curve, _, _ in runs])
+        right = torch.stack([curve.predicted[0] == curve.labels for curve, _, _ in runs]).all(0)
+        pick = pick_examples(right, runs[0][0].labels, settings.examples)
+        for ctx, (curve, images, _) in zip(contexts, runs):
+            attack_examples(ctx.model, images, curve, settings.examples, shown, pick)
+    # One list of class names for the joint result: the first model's (the others share its dataset).
+    parts = [_model_part(ctx.name, curve, first.classes, index, whole) for ctx, (curve, _, whole) in zip(contexts, runs)]
+    return _assemble(parts, runs[0][0], first.classes,
                      eps_in_255=dataset in IN_255 and settings.norm == "linf", dataset=dataset,
                      split=settings.split, n_split=len(data),
                      indices=index.tolist() if len(index) < len(data) else None, threads=threads,
@@ -281,17 +323,19 @@ def _shared_split(contexts: list[Context], split: str):
 
 def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], target: int | None,
                   precision: str, settings: Settings):
-    """One model: its clean accuracy on the whole split (as `probe evaluate`), and its curve on
-    the attacked subset. Returns its part of the result and its curve."""
+    """One model: its curve on the attacked subset, those images, and its clean accuracy on the
+    whole split as (correct, n), as `probe evaluate` counts it."""
     view = ctx.view(data.images)  # (N, C, H, W) uint8, the network's input
-    whole = float((class_probabilities(ctx.model, view, batch_size=settings.batch_size).argmax(1)
-                   == data.labels).float().mean())
-    attacks = max(1, sum(e > 0 for e in eps))
-    what = f"{settings.method.upper()} on {ctx.name}: {len(index):,} images × {attacks} ε"
+    correct = int((class_probabilities(ctx.model, view, batch_size=settings.batch_size).argmax(1)
+                   == data.labels).sum())
+    search = settings.search if settings.method == "pgd" else "nested"
+    rounds = search_steps(len(eps), search)
+    what = (f"{settings.method.upper()} on {ctx.name}: {len(index):,} images × {len(eps)} ε"
+            + (f" by bisection, {rounds} rounds" if search == "bisect" else ""))
     curve = attack_curve(ctx.model, view[index], data.labels[index], eps, target=target, precision=precision,
-                         progress=lambda j, done, m: ctx.report(what, j - 1 + done / max(1, m), attacks),
+                         examples=0, progress=lambda j, done, m: ctx.report(what, j - 1 + done / max(1, m), rounds),
                          **settings.attack_options())
-    return (*_model_part(ctx.name, curve, ctx.classes, index, whole), curve)
+    return curve, view[index], (correct, len(data))
 
 
 # ---- drawing, the report, the terminal ---------------------------------------------------------
@@ -308,37 +352,91 @@ def figures(result: RobustnessResult) -> dict:
                                            title=result.title + where)}
     for name in result.model_names:
         images, labels, predicted, p = result.examples_of(name)
-        fig = examples_figure(images, labels, predicted, p, result.eps, result.names, in_255=result.eps_in_255,
-                              title=f"{name}: {result.title}")
+        fig = examples_figure(images, labels, predicted, p, result.shown_eps, result.names,
+                              in_255=result.eps_in_255, title=f"{name}: {result.title}")
         if fig is not None:
             out[examples_stem(result, name)] = fig
     return out
 
 
+def _images_words(result: RobustnessResult) -> str:
+    """"1,000 test images (a seeded random sample of the 10,000)" or "all 60 test images"."""
+    split = f"{result.split} " if result.split else ""
+    if result.n_split is not None and result.n < result.n_split:
+        return f"{result.n:,} {split}images, a seeded random sample of the {result.n_split:,}"
+    return f"all {result.n:,} {split}images" if result.n_split is not None else f"{result.n:,} {split}images"
+
+
+def _search_words(result: RobustnessResult) -> str:
+    e = len(result.eps)
+    if result.search == "bisect":
+        return (f"Each image's smallest breaking ε of the grid was found by bisection over its {e} values, each "
+                f"probe one attack at that ε ({search_steps(e, 'bisect')} attacks per image at most, not "
+                f"{e - 1}); like the curve itself, this assumes that an image broken at ε stays broken at every "
+                "larger ε (its adversarial image lies in every larger ball).")
+    return (f"Every image still unbroken was attacked at each of the {e} values of ε in turn; an image broken "
+            "at ε keeps its adversarial image at every larger ε, so the curve never rises.")
+
+
 def _describe(result: RobustnessResult) -> Text:
-    start = (f"{result.steps} steps, {'random start' if result.random_start else 'no random start'}"
-             if result.method == "pgd" else "one step of size ε")
-    target = f", targeted at {result.target}" if result.target else ""
-    return Text(f"{attack_title(result.method, result.norm)}, {start}{target}, on {result.n:,} "
-                f"{result.split or ''} images: accuracy against the size ε of the change (pixel values in [0, 1]).")
+    stop = " PGD stops on an image as soon as it is broken." if result.method == "pgd" else ""
+    return Text(f"{result.attack_words()}, on {_images_words(result)}: accuracy against the size ε of the "
+                f"change ({NORM_NAMES[result.norm]}, pixel values in [0, 1]).{stop} Gradient steps in "
+                f"{result.precision}, every image judged in fp32. {_search_words(result)} Intervals and bands: "
+                "95% Wilson intervals over the attacked images.")
+
+
+def _clean_words(result: RobustnessResult, models: list[dict]) -> str:
+    """"Clean accuracy on these 1,000 images: 99.10% (98.3–99.5%); on all 10,000 test images
+    (as probe evaluate says): 99.66% (99.5–99.8%)." (one value per model, in order)."""
+    def each(key, ci):
+        return ", ".join((f"{m['name']} " if len(models) > 1 else "") + f"{pct(m[key])} ({_interval(ci(m))})"
+                         for m in models)
+    here = each("clean_accuracy", lambda m: m["points"][0].get("ci95"))
+    words = f"Clean accuracy on these {result.n:,} images: {here}"
+    n_whole = models[0].get("n_whole_split")
+    if n_whole is not None and n_whole != result.n:
+        words += (f"; on all {n_whole:,} {result.split or ''} images (as probe evaluate says): "
+                  f"{each('clean_accuracy_whole_split', lambda m: m.get('ci95_whole_split'))}").replace("  ", " ")
+    return words + "."
+
+
+def _interval(ci) -> str:
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%" if ci else "no interval"
 
 
 def _model_part_section(result: RobustnessResult, name: str, with_curve: bool) -> Section:
     """One model's table and adversarial examples (and its curve, when it is the only model)."""
     m = result.model(name)
     s = Section(name, f"robustness-{slug(name)}")
-    s.add(Text(f"{name}: clean accuracy on the whole split {pct(m['clean_accuracy_whole_split'])}, "
-               "as probe evaluate says."))
+    s.add(Text(f"{name}: {_clean_words(result, [m])}"))
     s.add(Table(["ε", "accuracy", "95% interval", "images"],
-                [[eps_label(p["eps"], result.eps_in_255), pct(p["accuracy"]),
-                  f"{100 * p['ci95'][0]:.1f}–{100 * p['ci95'][1]:.1f}%" if p.get("ci95") else "—", f"{p['n']:,}"]
-                 for p in m["points"]], caption=f"{name}: accuracy under attack.", numeric={1, 2, 3}))
+                [[eps_label(p["eps"], result.eps_in_255), pct(p["accuracy"]), _interval(p.get("ci95")) if p.get("ci95")
+                  else "—", f"{p['n']:,}"] for p in m["points"]],
+                caption=f"{name}: accuracy under attack on {_images_words(result)}. Attack: {result.attack_words()}. "
+                        f"{_clean_words(result, [m])}", numeric={1, 2, 3}))
     if with_curve:
-        s.add(FigureRef("robustness", f"{name}: accuracy against ε.", data={"points": m["points"]}, width=0.75))
+        s.add(FigureRef("robustness", _curve_caption(result), data={"points": m["points"]}, width=CURVE_WIDTH))
     if m["examples"]:
-        s.add(FigureRef(examples_stem(result, name), f"{name}: adversarial examples at each ε.",
-                        data={"examples": m["examples"]}))
+        s.add(FigureRef(examples_stem(result, name), _examples_caption(result, name), data={"examples": m["examples"]}))
     return s
+
+
+def _curve_caption(result: RobustnessResult) -> str:
+    who = "every model on the same" if len(result.models) > 1 else f"{result.models[0]['name']} on"
+    band = "bands: 95% Wilson intervals" if len(result.models) > 1 else "band: 95% Wilson interval"
+    return (f"Accuracy against ε of {who} {_images_words(result)}. Attack: {result.attack_words()}; {band}. "
+            f"{_clean_words(result, result.models)}")
+
+
+def _examples_caption(result: RobustnessResult, name: str) -> str:
+    shown = [eps_label(e, result.eps_in_255) for e in result.shown_eps if e > 0]
+    where = ("where the accuracy falls" if len(shown) < len(result.eps) - 1 else "the whole grid")
+    who = "every model classifies" if len(result.models) > 1 else "the model classifies"
+    return (f"{name}: adversarial examples ({result.attack_words()}): of each class, the first of the {result.n:,} "
+            f"attacked images that {who} correctly (its first image where there is none), attacked afresh at "
+            f"ε = {', '.join(shown)} ({where}). Under each image the class the model gives it and that class's "
+            "probability, red where wrong.")
 
 
 def model_section(result: RobustnessResult, name: str) -> Section | None:
@@ -353,14 +451,14 @@ def model_section(result: RobustnessResult, name: str) -> Section | None:
 def section(result: RobustnessResult) -> Section:
     """The whole run: the attack, every model's curve on one plot and their accuracies side by side."""
     s = Section(ANALYSIS.title, "robustness").add(_describe(result))
-    caption = (f"Accuracy against ε of every model on the same {result.n:,} {result.split or ''} images "
-               f"({result.title})." if len(result.models) > 1 else f"{result.models[0]['name']}: accuracy against ε.")
-    s.add(FigureRef("robustness", caption, data={m["name"]: m["points"] for m in result.models}, width=0.75))
+    s.add(FigureRef("robustness", _curve_caption(result), data={m["name"]: m["points"] for m in result.models},
+                    width=CURVE_WIDTH))
     # the models side by side; each model's own part (with its examples) is in its section
     rows = [[eps_label(e, result.eps_in_255)] + [_with_interval(m["points"][i]) for m in result.models]
             for i, e in enumerate(result.eps)]
-    return s.add(Table(["ε", *result.model_names], rows, caption="Accuracy under attack with its 95% interval.",
-                       numeric=set(range(1, len(result.models) + 1))))
+    return s.add(Table(["ε", *result.model_names], rows,
+                       caption=f"Accuracy under attack, with its 95% interval, on the same {_images_words(result)}. "
+                               f"Attack: {result.attack_words()}.", numeric=set(range(1, len(result.models) + 1))))
 
 
 def _with_interval(point: dict) -> str:
@@ -369,20 +467,21 @@ def _with_interval(point: dict) -> str:
 
 
 def summary(result: RobustnessResult) -> list[str]:
-    step = f"step {result.step_size:g}" if result.step_size is not None else "step 2.5·ε/steps"
-    lines = [attack_title(result.method, result.norm)
-             + (f", {result.steps} steps, {step}, {'random start' if result.random_start else 'no random start'}, "
-                f"{result.restarts} restart{'s' if result.restarts > 1 else ''}" if result.method == "pgd" else "")
-             + (f", targeted at {result.target}" if result.target else "")
-             + f", gradient steps in {result.precision}, judged in fp32"]
+    lines = [f"{result.attack_words()}, gradient steps in {result.precision}, judged in fp32"]
     if result.n_split is not None and result.n < result.n_split:
         lines.append(f"{result.n:,} of {result.n_split:,} {result.split} images (a seeded random subset; "
                      "--limit 0 attacks all)")
     else:
         lines.append(f"all {result.n:,} {result.split or ''} images".replace("  ", " "))
-    head = ["ε", *(eps_label(e, result.eps_in_255) for e in result.eps)]
-    table = [head] + [[m["name"], *(f"{100 * p['accuracy']:.2f}%" for p in m["points"])] for m in result.models]
-    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    attacks = sum(m.get("attacks", 0) for m in result.models)
+    if result.search == "bisect" and attacks:
+        lines.append(f"{len(result.eps)} ε by bisection: {attacks:,} attacks on {result.n * len(result.models):,} "
+                     f"images (at most {search_steps(len(result.eps), 'bisect')} each; --search nested: up to "
+                     f"{len(result.eps) - 1} each)")
+    table = [["ε", *result.model_names]] + [[eps_label(e, result.eps_in_255)]
+                                           + [f"{100 * m['points'][j]['accuracy']:.2f}%" for m in result.models]
+                                           for j, e in enumerate(result.eps)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in table]
     return lines + [line for m in result.models for line in _model_lines(result, m)] + [_time_line(result)]
 
@@ -402,11 +501,11 @@ def _model_lines(result: RobustnessResult, m: dict) -> list[str]:
 
 
 def _time_line(result: RobustnessResult) -> str:
-    seconds = sum(sum(m["seconds"]) for m in result.models)
+    seconds = sum(sum(m.get("seconds", [])) for m in result.models)
     t = result.threads or {}
     on = (f"{t['threads']} CPU thread{'s' if t['threads'] > 1 else ''}" + (f" ({t['why']})" if t.get("why") else "")
           if result.device == "cpu" and "threads" in t else result.device or "the model's device")
-    return f"attacks took {seconds:.1f} s on {on}"
+    return f"the curve's attacks took {seconds:.1f} s on {on}"
 
 
 ANALYSIS = Analysis("robustness", "Robustness", "attack", Settings, RobustnessResult, run, figures, section, summary,

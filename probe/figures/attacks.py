@@ -1,6 +1,8 @@
-"""Figures of attacks: accuracy against ε (several models on one plot, 95% intervals), and the
-adversarial examples of a few images at each ε."""
+"""Figures of attacks: accuracy against ε (several models on one plot, 95% intervals as bands),
+and the adversarial examples of one image per class at a few ε."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -8,9 +10,9 @@ from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SMALL_FONT, WRONG
                                  class_labels, new_figure, show_image)
 
 LINE = 1.45 * SMALL_FONT / 72
-CHAR_WIDTH = 0.6 * SMALL_FONT / 72
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+CURVE_WIDTH = 0.9  # of the text width: room for 13+ ε labels
 
 
 def eps_label(eps: float, in_255: bool) -> str:
@@ -27,85 +29,148 @@ def robustness_figure(curves, *, norm: str = "linf", targeted: bool = False, in_
     """Accuracy (%) against ε, one line per model with its 95% Wilson interval as a band.
     curves: [(label, points)], each point a dict with eps, accuracy and ci95 (as
     RobustnessResult holds them), all on the same ε values. The axis starts at 0%, so that a
-    collapse looks like one."""
-    fig, ax = new_figure(FULL_WIDTH * 0.75, FULL_WIDTH * 0.75 * 0.66)
+    collapse looks like one. An uneven grid (0 to 0.1 in 0.01 steps, then 0.2, 0.3) is drawn on
+    evenly spaced ticks, its wide steps dotted; tick labels are thinned where they would touch."""
+    width = FULL_WIDTH * CURVE_WIDTH
+    fig, ax = new_figure(width, width * 0.5)
     eps = [p["eps"] for p in curves[0][1]]
-    x = np.arange(len(eps)) if _uneven(eps) else np.asarray(eps)
+    uneven = _uneven(eps)
+    x = np.arange(len(eps), dtype=float) if uneven else np.asarray(eps, dtype=float)
+    wide = _wide_steps(eps) if uneven else np.zeros(max(0, len(eps) - 1), dtype=bool)
     for k, (label, pts) in enumerate(curves):
         acc = np.array([100 * p["accuracy"] for p in pts])
-        lo = np.array([100 * p["ci95"][0] for p in pts])
-        hi = np.array([100 * p["ci95"][1] for p in pts])
         colour = PALETTE[k % len(PALETTE)]
-        ax.fill_between(x, lo, hi, color=colour, alpha=0.2, linewidth=0)
-        ax.plot(x, acc, marker=MARKERS[k % len(MARKERS)], color=colour, markersize=4, linewidth=1.5,
-                label=f"{label} (clean {acc[0]:.2f}%)")
-    ax.set_xticks(x, [eps_label(e, in_255) for e in eps])
-    ax.set_xlabel(f"ε ({NORM_NAMES[norm]}, pixel units of [0, 1])"
-                  + (" — evenly spaced ticks" if _uneven(eps) else ""))
+        ax.fill_between(x, [100 * p["ci95"][0] for p in pts], [100 * p["ci95"][1] for p in pts],
+                        color=colour, alpha=0.2, linewidth=0)
+        for i in range(len(x) - 1):  # a dotted segment where the evenly spaced axis hides a wide step
+            ax.plot(x[i:i + 2], acc[i:i + 2], color=colour, linewidth=1.2, linestyle=":" if wide[i] else "-")
+        ax.plot(x, acc, linestyle="none", marker=MARKERS[k % len(MARKERS)], color=colour, markersize=3,
+                markeredgewidth=0.5, markeredgecolor="white")
+    _eps_ticks(ax, x, [eps_label(e, in_255) for e in eps], width * ax.get_position().width)
+    ax.set_xlabel(f"ε ({NORM_NAMES[norm]}, pixel values in [0, 1])"
+                  + ("; evenly spaced ticks, wider steps dotted" if wide.any() else ""))
     ax.set_ylabel("accuracy (%), targeted attack" if targeted else "accuracy (%)")
     ax.set_ylim(-2, 102)
-    ax.set_xlim(x[0] - 0.04 * (x[-1] - x[0] or 1), x[-1] + 0.04 * (x[-1] - x[0] or 1))
+    ax.set_xlim(x[0] - 0.02 * (x[-1] - x[0] or 1), x[-1] + 0.02 * (x[-1] - x[0] or 1))
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
-    handles, labels = ax.get_legend_handles_labels()
+    handles = [Line2D([], [], color=PALETTE[k % len(PALETTE)], marker=MARKERS[k % len(MARKERS)], markersize=3,
+                      linewidth=1.2, markeredgewidth=0.5, markeredgecolor="white") for k in range(len(curves))]
+    labels = [f"{label} (clean {100 * pts[0]['accuracy']:.2f}%)" for label, pts in curves]
     handles.append(Patch(color="0.5", alpha=0.3, linewidth=0))
     labels.append("95% interval (Wilson)")
-    # Below the axes: inside, the legend would cover some model's curve.
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-              ncol=1 if len(curves) < 3 else 2, frameon=False)
+    # Below the axes: inside, the legend would cover some model's curve. In one row where it fits.
+    one_row = sum(text_width(t) + 0.6 for t in labels) <= width
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+              ncol=len(labels) if one_row else 1, frameon=False)
     if title:
         ax.set_title(title)
     return fig
 
 
 def _uneven(eps) -> bool:
-    """ε values whose spacing differs a lot (0, 1/255, 2/255, 64/255): evenly spaced ticks read
+    """ε values whose spacing differs a lot (0, 0.01, …, 0.1, 0.2, 0.3): evenly spaced ticks read
     better than a true scale where the small values pile up at 0."""
     gaps = np.diff(eps)
     return len(gaps) > 1 and gaps.max() > 4 * gaps.min()
 
 
+def _wide_steps(eps) -> np.ndarray:
+    """(E − 1,) bool: the steps of the grid more than 1.5× its usual (median) step."""
+    gaps = np.diff(eps)
+    return gaps > 1.5 * np.median(gaps)
+
+
+def _eps_ticks(ax, x, labels: list[str], axis_in: float) -> None:
+    """A tick at every ε; a label at every `stride`-th (the first and the last always) so that
+    no two labels are closer than their width. axis_in: the axes' width in inches."""
+    span = (x[-1] - x[0]) or 1.0
+    gap = np.diff(x).min() / span * axis_in * 0.96 if len(x) > 1 else axis_in  # 0.96: the x margins
+    need = max(text_width(s) for s in labels) + 0.1
+    stride = max(1, math.ceil(need / gap))
+    keep = {i for i in range(0, len(x), stride)} | {len(x) - 1}
+    if stride > 1 and len(x) - 1 - max(i for i in keep if i < len(x) - 1) < stride:
+        keep.discard(max(i for i in keep if i < len(x) - 1))  # the last label's neighbour would touch it
+    ax.set_xticks(x, [s if i in keep else "" for i, s in enumerate(labels)])
+
+
 def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool = False, title: str = ""):
-    """Rows: a few images; columns: ε (the first is the clean image), each image attacked afresh
-    at its ε. Each with the class the model gives it and that class's probability, green when
-    right, red (bold) when wrong. images: (k, E, C, H, W) float [0, 1] or uint8; labels (k,)
-    class indices; predicted and p: (k, E); eps: the E values; classes: ClassNames, names or a
-    count. None when there is no image."""
+    """Columns: one image each (one per class); rows: ε (the first the clean image), each image
+    attacked afresh at its ε. Under each, the class the model gives it and that class's
+    probability, green when right, red (bold) when wrong; the true class heads each column. The
+    probability goes on a second line, and then a name too long for its column is cut ("automob."),
+    where the names need the room; more than ~12 images wrap into blocks below each other.
+    images: (k, X, C, H, W) float [0, 1] or uint8; labels (k,) class indices; predicted and p:
+    (k, X); eps: the X values; classes: ClassNames, names or a count. None when there is no image."""
     import matplotlib.pyplot as plt
     apply_style()
-    names = class_labels(classes, short=True)
     k, e = images.shape[:2]
     if k == 0:
         return None
-    h, w = images.shape[-2:]
-    longest = max(len(n) for n in names) + 5  # "name .99"
-    label_w = max(0.35, max(len(names[int(y)]) for y in labels) * CHAR_WIDTH + 0.15)
-    cell_w = min(1.0, (FULL_WIDTH - label_w) / e)
-    img_w = min(cell_w * 0.9, max(0.45, longest * CHAR_WIDTH))
-    img_w = min(img_w, cell_w * 0.95)
-    img_h = img_w * h / w
-    row_h = img_h + LINE + 0.08
-    head = (0.3 if title else 0.0) + LINE + 0.1
-    width = label_w + e * cell_w
-    height = head + k * row_h
+    rows = ["clean" if value == 0 else eps_label(value, in_255) for value in eps]
+    label_w = max(text_width(r) for r in [*rows, "ε"]) + 0.12
+    full = class_labels(classes, short=True)
+    cols, cell_w, two_lines = _grid(k, max(text_width(n, bold=True) for n in full), FULL_WIDTH - 0.05 - label_w)
+    names = [_fit(n, cell_w - 0.04) for n in full]
+    blocks = math.ceil(k / cols)
+    img_w = cell_w - 0.06
+    img_h = img_w * images.shape[-2] / images.shape[-1]
+    row_h = img_h + LINE * (2 if two_lines else 1) + 0.06
+    block_h = LINE + 0.04 + e * row_h
+    head = 0.3 if title else 0.0
+    width, height = label_w + cols * cell_w, head + blocks * block_h + 0.12 * (blocks - 1)
     fig = plt.figure(figsize=(width, height))
-    for col, value in enumerate(eps):
-        fig.text((label_w + (col + 0.5) * cell_w) / width, 1 - (head - 0.04) / height,
-                 "clean" if value == 0 else f"ε = {eps_label(value, in_255)}", ha="center", va="bottom",
-                 fontsize=SMALL_FONT)
-    for row in range(k):
-        top = height - head - row * row_h
-        y = int(labels[row])
-        fig.text((label_w - 0.08) / width, (top - img_h / 2) / height, names[y], ha="right", va="center",
-                 fontsize=SMALL_FONT + 1)
-        for col in range(e):
-            left = label_w + col * cell_w + (cell_w - img_w) / 2
-            ax = fig.add_axes((left / width, (top - img_h) / height, img_w / width, img_h / height))
-            show_image(ax, images[row, col])
-            pred = int(predicted[row][col])
-            ax.text(0.5, -0.04, f"{names[pred]} {float(p[row][col]):.2f}".replace(" 0.", " ."), transform=ax.transAxes,
-                    ha="center", va="top", fontsize=SMALL_FONT,
-                    color=CORRECT if pred == y else WRONG, fontweight="normal" if pred == y else "bold")
+    for i in range(k):
+        top = height - head - (i // cols) * (block_h + 0.12)
+        left = label_w + (i % cols) * cell_w + 0.03
+        y = int(labels[i])
+        fig.text((left + img_w / 2) / width, top / height, names[y], ha="center", va="top", fontsize=SMALL_FONT)
+        for row in range(e):
+            bottom = top - LINE - 0.04 - row * row_h - img_h
+            if i % cols == 0:
+                fig.text((label_w - 0.08) / width, (bottom + img_h / 2) / height, rows[row], ha="right",
+                         va="center", fontsize=SMALL_FONT)
+            ax = fig.add_axes((left / width, bottom / height, img_w / width, img_h / height))
+            show_image(ax, images[i, row])
+            _verdict(ax, names, int(predicted[i][row]), float(p[i][row]), y, two_lines)
+        if i % cols == 0:
+            fig.text((label_w - 0.08) / width, top / height, "ε", ha="right", va="top", fontsize=SMALL_FONT)
     if title:
         fig.text(0.5, 1 - 0.04 / height, title, ha="center", va="top")
     return fig
 
+
+def text_width(text: str, size: float = SMALL_FONT, bold: bool = False) -> float:
+    """The width in inches of `text` drawn at `size` points in the project's font."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+    font = FontProperties(size=size, weight="bold" if bold else "normal")
+    return TextPath((0, 0), text, size=size, prop=font).get_extents().width / 72
+
+
+def _fit(name: str, width: float) -> str:
+    """The name, cut to fit `width` inches (in bold, as a wrong class is written) with a "."
+    where it is longer."""
+    if text_width(name, bold=True) <= width:
+        return name
+    cut = len(name) - 1
+    while cut > 1 and text_width(name[:cut] + ".", bold=True) > width:
+        cut -= 1
+    return name[:cut] + "."
+
+
+def _grid(k: int, longest: float, room: float) -> tuple[int, float, bool]:
+    """(columns per block, cell width in inches, whether the probability goes on a second line):
+    k columns sharing the room (blocks of even length where a column would be under 0.45 in),
+    the probability beside the name when the longest name and it fit in a column."""
+    cols = k if room / k >= 0.45 else math.ceil(k / math.ceil(k / int(room // 0.45)))
+    cell = min(room / cols, 1.0)
+    return cols, cell, longest + text_width(" .99", bold=True) + 0.08 > cell
+
+
+def _verdict(ax, names, pred: int, p: float, truth: int, two_lines: bool) -> None:
+    """The class the model gives and its probability under an image: green right, red wrong."""
+    prob = f"{p:.2f}".replace("0.", ".", 1)  # ".99", "1.00"
+    ax.text(0.5, -0.04, f"{names[pred]}{chr(10) if two_lines else ' '}{prob}", transform=ax.transAxes,
+            ha="center", va="top", fontsize=SMALL_FONT, linespacing=1.1,
+            color=CORRECT if pred == truth else WRONG, fontweight="normal" if pred == truth else "bold")
