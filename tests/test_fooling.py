@@ -1,8 +1,10 @@
 """Fooling images: from noise (raw and natural) and from data they reach p ≥ confidence on a tiny
 trained model, on the 8-bit grid, and every saved PNG read back still does; rounding that breaks
-an image is repaired on the grid (by hand, on a one-pixel model); the public functions on a tiny
+an image is repaired on the grid (by hand, on a one-pixel model), and the counts of what happened
+add up (on a one-pixel model where rounding breaks known images); the public functions on a tiny
 nn.Sequential CNN in float32 and float64, leaving it as found; the Result's JSON round trip and
-its section; the `probe fool` command as typed, and its mistakes as one line and exit code 2."""
+its section; every page of the figures fits a one-column page; the `probe fool` command as typed,
+and its mistakes as one line and exit code 2."""
 import json
 import sys
 from pathlib import Path
@@ -15,15 +17,18 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from probe.analysis.fooling import (DATASET_ANALYSIS, NOISE_ANALYSIS, DatasetFoolingResult,  # noqa: E402
-                                    DatasetSettings, NoiseFoolingResult, NoiseSettings, fool_from_dataset,
-                                    fool_from_noise, from_options, page_stems, png_bytes, read_png)
+from probe.analysis.fooling import (DATASET_ANALYSIS, NOISE_ANALYSIS, RARE, STAGES,  # noqa: E402
+                                    DatasetFoolingResult, DatasetSettings, NoiseFoolingResult, NoiseSettings,
+                                    fool_from_dataset, fool_from_noise, from_options, page_stems, png_bytes,
+                                    read_png)
 from probe.analysis.runner import read_outputs  # noqa: E402
 from probe.cli import app, main  # noqa: E402
 from probe.errors import ConfigError, ModelFileError  # noqa: E402
+from probe.figures.style import PNG_DPI  # noqa: E402
 from probe.methods.common import class_probabilities, evaluating  # noqa: E402
+from probe.methods.confusion import wilson_interval  # noqa: E402
 from probe.methods.fooling import _fool_loop, choose_sources, goal_for  # noqa: E402
-from probe.presentation import FigureRef  # noqa: E402
+from probe.presentation import FigureRef, Table  # noqa: E402
 
 runner = CliRunner()
 
@@ -51,7 +56,10 @@ def test_fooling_from_noise_reaches_the_confidence_and_survives_saving(stamp_net
     assert r.targets == ["0", "3", "9"] and r.source == "noise" and r.style == style
     assert r.pixels.dtype == torch.uint8 and r.pixels.shape == (6, 1, 28, 28)
     assert all(x["p_target"] >= 0.99 and x["fooled"] and x["predicted"] == x["target"] for x in r.images)
-    assert r.rates == {"reached_before_rounding": 1.0, "before_saving": 1.0, "after_saving": 1.0}
+    assert all(r.stages[k]["count"] == 6 for k in ("reached_before_rounding", "fooled_before_saving",
+                                                   "fooled_after_saving"))
+    assert r.stages["not_fooled"]["count"] == 0 and r.stages["fooled_after_saving"]["of"] == 6
+    assert all(x["reached_before_rounding"] and x["fooled_after_saving"] for x in r.images)
     assert r.png_identical_to_judged and (r.p_saved >= 0.99).all()
     back = round_trip(r.pixels, tmp_path)
     assert torch.equal(back, r.pixels)  # the PNG holds exactly what was judged
@@ -67,7 +75,7 @@ def test_fooling_from_noise_reaches_the_confidence_and_survives_saving(stamp_net
 def test_fooling_from_data_is_the_smallest_change_found_and_survives_saving(stamp_net_and_data, tmp_path):
     net, images, labels = stamp_net_and_data
     r = fool_from_dataset(net, images, labels, [1, 6], n=3, confidence=0.99, steps=20)
-    assert r.count == 6 and r.rates["after_saving"] == r.rates["before_saving"] == 1.0
+    assert r.count == 6 and r.fooled_after_saving == r.fooled_before_saving == 6
     assert all(x["fooled"] and x["p_target"] >= 0.99 for x in r.images)
     # Correctly classified originals of other classes, changed within the recorded bound, on the grid.
     index = torch.tensor([x["index"] for x in r.images])
@@ -122,6 +130,57 @@ def test_rounding_that_breaks_an_image_is_repaired_on_the_grid():
     assert int(out["repair_steps"][0]) == 1 and int(out["images"][0, 0, 0, 0]) == 102
     p = torch.sigmoid(model(out["images"].float() / 255)[:, 1])
     assert p >= 0.99
+
+
+class OnePixelFour(nn.Module):
+    """Four classes of one pixel x. Class 1 from x ≥ 254.05/255 on (p ≥ goal_for(0.99)): an ascent
+    in steps of 0.4/255 crosses it below 254.45/255 and rounds to 254/255, where p = .988: rounding
+    breaks it, one step on the grid (255/255, p = .9998) repairs it. Class 3 up to x ≤ 1.45/255: a
+    descent crosses it above 1.05/255 and rounds to 1/255, where p = .998: rounding keeps it. Class 2
+    never (its logit is −10)."""
+
+    def forward(self, x):
+        level = x.flatten(1)[:, :1] * 255
+        z1, z3 = 1000 / 255 * (level - 252.8756), 1000 / 255 * (2.6244 - level)
+        return torch.cat([torch.zeros_like(level), z1, torch.full_like(level, -10.0), z3], 1)
+
+
+def test_what_happened_to_each_image_is_counted_and_the_counts_add_up():
+    r = fool_from_noise(OnePixelFour(), [1, 2, 3], shape=(1, 1, 1), n=2, steps=700, repair_steps=5,
+                        lr=0.4 / 255, confidence=0.99, seed=0)
+    count = {k: v["count"] for k, v in r.stages.items()}
+    assert count == {"reached_before_rounding": 4, "broken_by_rounding": 2, "rounded_up": 0, "repaired": 2,
+                     "lost_on_grid": 0, "fooled_before_saving": 4, "lost_by_saving": 0, "gained_by_saving": 0,
+                     "fooled_after_saving": 4, "not_fooled": 2}
+    # Per image: the class-1 images are the ones rounding broke, repaired by one step to 255/255.
+    flags = [(x["target"], x["reached_before_rounding"], x["broken_by_rounding"], x["repaired"],
+              x["fooled"], x["fooled_after_saving"]) for x in r.images]
+    assert flags == [("1", True, True, True, True, True)] * 2 + [("2", False, False, False, False, False)] * 2 \
+        + [("3", True, False, False, True, True)] * 2
+    assert r.pixels.flatten().tolist()[:2] == [255, 255] and r.pixels.flatten().tolist()[4:] == [1, 1]
+    assert all(x["p_after_rounding"] < 0.99 <= x["p_before_rounding"] and x["repair_steps"] == 1 for x in r.images[:2])
+    # The accounting: every stage follows from the ones before it.
+    assert (count["reached_before_rounding"] - count["broken_by_rounding"] + count["rounded_up"] + count["repaired"]
+            - count["lost_on_grid"] == count["fooled_before_saving"] == r.fooled_before_saving)
+    assert (count["fooled_before_saving"] - count["lost_by_saving"] + count["gained_by_saving"]
+            == count["fooled_after_saving"] == r.fooled_after_saving)
+    assert count["fooled_after_saving"] + count["not_fooled"] == r.count == 6
+    for stage in r.stages.values():
+        assert stage["of"] == 6 and stage["fraction"] == stage["count"] / 6
+        assert stage["ci95"] == list(wilson_interval(stage["count"], 6))
+    # The report: one table of what happened, n stated, the rare stages only where they happened.
+    [table] = [c for c in NOISE_ANALYSIS.section(r).children if isinstance(c, Table)]
+    assert [row[0] for row in table.rows] == [STAGES[k][0] for k in STAGES if k not in RARE]
+    assert all(len(cell) <= 30 for row in table.rows for cell in row)  # short cells: the table fits any page
+    lo, hi = wilson_interval(2, 6)
+    assert table.rows[1] == [STAGES["broken_by_rounding"][0], "2 of 6", "33.3%", f"{100 * lo:.1f}–{100 * hi:.1f}%"]
+    assert "6 fooling images" in table.caption
+    assert "Reached − broken + repaired = fooled before saving" in table.caption
+    lines = NOISE_ANALYSIS.summary(r)
+    assert ("reached the goal before rounding 4/6; rounding to 8 bits broke 2; steps on the 1/255 grid repaired 2 "
+            "of the 4 below the goal after rounding") in lines
+    assert any(line.startswith("fooled before saving 4/6, after saving as PNG and reading back 4/6 (66.7%")
+               for line in lines)
 
 
 def test_bad_arguments_are_config_errors_in_the_parameters_names(stamp_net_and_data):
@@ -188,7 +247,7 @@ def test_any_model_in_any_dtype_is_left_as_found_and_its_results_draw(dtype):
     assert data.count >= 1 and data.count + sum(data.shortfall.values()) == 2  # too few of other classes: said
     assert data.original.dtype == data.pixels.dtype == torch.uint8
     for entry, r in ((NOISE_ANALYSIS, noise), (DATASET_ANALYSIS, data)):
-        assert r.png_identical_to_judged and 0 <= r.rates["after_saving"] <= 1
+        assert r.png_identical_to_judged and 0 <= r.stages["fooled_after_saving"]["fraction"] <= 1
         figs = r.figures()
         assert list(figs) == page_stems(r) == ["fooling"]
         assert [c.stem for c in entry.section(r).children if isinstance(c, FigureRef)] == ["fooling"]
@@ -203,18 +262,92 @@ def test_a_result_reads_back_from_its_json_and_arrays(stamp_net_and_data):
     for entry, r in ((NOISE_ANALYSIS, noise), (DATASET_ANALYSIS, data)):
         doc = json.loads(json.dumps(r.to_json()))
         back = entry.result.from_json(doc, {k: v.clone() for k, v in r.arrays().items()})
-        assert type(back) is type(r) and back.images == r.images and back.rates == r.rates
+        assert type(back) is type(r) and back.images == r.images and back.stages == r.stages
         for name, array in r.arrays().items():
             assert torch.equal(getattr(back, name), array), name
         assert entry.summary(back) == entry.summary(r)
         section = entry.section(back)
-        assert section.anchor == entry.name and "after saving 100.0%" in section.children[0].text
+        assert section.anchor == entry.name
+        assert "1 of 1 (100.0%, 95% interval 20.7–100.0%) do" in section.children[0].text
         assert [c.stem for c in section.children if isinstance(c, FigureRef)] == ["fooling"]
     assert data.data_info() == {"split": "test", "n": len(images)} and "noise" in noise.data_info()["input"]
     with pytest.raises(ModelFileError, match="not a fool-dataset result"):
         DatasetFoolingResult.from_json(noise.to_json())
     with pytest.raises(ModelFileError, match="schema"):
         NoiseFoolingResult.from_json(noise.to_json() | {"schema": 0})
+
+
+# ---- the figures' pages --------------------------------------------------------------------------
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def fake_result(source: str, shape: tuple[int, int, int], n: int, names: list[str]):
+    """A fooling result of n images for each of the classes `names`, with random pixels (the
+    figures' layout depends only on the shape, the counts and the names)."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.arange(len(names)).repeat_interleave(n)
+    m = len(target)
+    done = {"count": m, "of": m, "fraction": 1.0, "ci95": list(wilson_interval(m, m))}
+    common = dict(model="m", classes=names, display_names=names, codes=names, source=source, targets=names, n=n,
+                  confidence=0.99, images=[{}] * m, count=m, fooled_before_saving=m, fooled_after_saving=m,
+                  stages={k: done if k in ("reached_before_rounding", "fooled_before_saving", "fooled_after_saving")
+                          else {**done, "count": 0, "fraction": 0.0, "ci95": list(wilson_interval(0, m))}
+                          for k in STAGES},
+                  png_identical_to_judged=True, target=target,
+                  pixels=(torch.rand(m, *shape, generator=g) * 255).to(torch.uint8),
+                  p_saved=0.99 + 0.01 * torch.rand(m, generator=g))
+    if source == "noise":
+        return NoiseFoolingResult(style="raw", median_steps=1, seconds=0.0, **common)
+    source_label = (target + 1 + torch.randint(0, len(names) - 1, (m,), generator=g)) % len(names)
+    return DatasetFoolingResult(style=None, median_steps=1, seconds=0.0, split="test",
+                                original=(torch.rand(m, *shape, generator=g) * 255).to(torch.uint8),
+                                source_label=source_label, p_source_original=torch.rand(m, generator=g), **common)
+
+
+def page_sizes(figs: dict) -> list[tuple[float, float]]:
+    """Each page's size in inches as saved (savefig's tight bounding box and its padding, at the
+    PNG's resolution: text measured at a coarser one comes out wider)."""
+    sizes = []
+    for fig in figs.values():
+        fig.set_dpi(PNG_DPI)
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        pad = 2 * plt.rcParams["savefig.pad_inches"]
+        sizes.append((box.width + pad, box.height + pad))
+        plt.close(fig)
+    return sizes
+
+
+@pytest.mark.parametrize("shape,names", [((1, 28, 28), [str(k) for k in range(10)]), ((3, 32, 32), CIFAR)],
+                         ids=["mnist", "cifar"])
+def test_every_page_fits_a_one_column_page_and_the_width_is_used(shape, names):
+    """10 targets × n = 1, 2, 4: each page at most 6.3 × 8.5 in, one page each (before: one page
+    of 3.8 × 8.9 in from noise, 4.6-6.3 × 8.9 in from data, taller than a page), the grid using
+    most of the width; the stems of figures(), page_stems() and the section's figures agree."""
+    for n in (1, 2, 4):
+        for source, entry in (("noise", NOISE_ANALYSIS), ("dataset", DATASET_ANALYSIS)):
+            r = fake_result(source, shape, n, names)
+            figs = entry.figures(r)
+            stems = [c.stem for c in entry.section(r).children if isinstance(c, FigureRef)]
+            assert list(figs) == page_stems(r) == stems == ["fooling"], (source, n)
+            sizes = page_sizes(figs)
+            assert all(w <= 6.3 and h <= 8.5 for w, h in sizes), (source, n, sizes)
+            assert all(w >= 5.5 for w, _ in sizes), (source, n, sizes)  # not one narrow column
+            if n == 4:
+                assert sizes[0][1] < (6.5 if source == "noise" else 8.4), sizes
+
+
+def test_many_images_take_several_pages_each_within_a_page_and_long_names_are_cut():
+    r = fake_result("noise", (1, 28, 28), 8, [str(k) for k in range(10)])
+    figs = NOISE_ANALYSIS.figures(r)
+    stems = [c.stem for c in NOISE_ANALYSIS.section(r).children if isinstance(c, FigureRef)]
+    assert list(figs) == page_stems(r) == stems == ["fooling-01", "fooling-02"]
+    assert all(w <= 6.3 and h <= 8.5 for w, h in page_sizes(figs))
+    for long, model in (([f"class {k} " + "with a very long name indeed " * 4 for k in range(3)], "a model " * 30),
+                        ([f"class{k}" + "x" * 120 for k in range(3)], "m" * 300)):  # no space to break at
+        for source, entry in (("noise", NOISE_ANALYSIS), ("dataset", DATASET_ANALYSIS)):
+            r = fake_result(source, (3, 32, 32), 1, long)
+            r.model = model
+            assert all(w <= 6.3 and h <= 8.5 for w, h in page_sizes(entry.figures(r))), source
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -234,7 +367,7 @@ def check_saved(out: Path, channels: int = 1) -> dict:
         p = float(class_probabilities(net, image)[0, classes.index(r["target"])])
         assert p >= doc["results"]["confidence"] and abs(p - r["p_target_saved"]) < 1e-5
         assert r["fooled_after_saving"] and Path(r["file"]).name.split("-to-")[1].startswith(r["target"] + "-")
-    assert doc["results"]["rates"]["after_saving"] == doc["results"]["rates"]["before_saving"] == 1.0
+    assert doc["results"]["fooled_after_saving"] == doc["results"]["fooled_before_saving"] == doc["results"]["count"]
     return doc
 
 

@@ -1,9 +1,10 @@
 """Fooling images, two analyses in one module: from noise (`fool-noise`: gradient ascent on the
 target's probability) and from data (`fool-dataset`: the smallest L∞ change that flips a
 correctly classified image to the target). A fooling image counts only if it still fools the
-model once saved as an 8-bit PNG and read back: each result reports its rates before rounding,
-before saving and after saving, and the command writes each image to images/ (the PNGs judged).
-The numerics are in probe.methods.fooling."""
+model once saved as an 8-bit PNG and read back: each result tells, per image and in totals, what
+happened on the way (reached the goal in continuous values, broken by rounding to 8 bits, repaired
+on the 1/255 grid, fooled before and after saving), and the command writes each image to images/
+(the PNGs judged). The numerics are in probe.methods.fooling."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,11 +27,30 @@ from probe.figures.fooling import dataset_figures, dataset_page_count, noise_fig
 from probe.io import atomic_write_bytes
 from probe.methods import fooling as numerics
 from probe.methods.common import class_probabilities, model_device
-from probe.presentation import FigureRef, Section, Text, pct
+from probe.methods.confusion import wilson_interval
+from probe.presentation import FigureRef, Section, Table, Text, pct
 
 SOURCES = ("noise", "dataset")
 SPLITS = ("test", "val", "train")
 IMAGES = "images"  # the folder of the PNGs, beside results.json
+# What happened to the images, in order: reached − broken + rounded up + repaired − lost on the grid
+# = fooled before saving; that − lost by saving + gained by saving = fooled after saving; that +
+# not fooled = all. The rare ones (RARE) are shown only where they happened.
+STAGES = {  # key: the table's row (short: a table of short cells fits any page), what it means
+    "reached_before_rounding": ("reached the goal, continuous", "reached: p(target) at the goal on the "
+                                "continuous image, before rounding"),
+    "broken_by_rounding": ("broken by rounding to 8 bits", "broken: of those, below the goal once rounded"),
+    "rounded_up": ("rounded up to the goal", "rounded up: below the goal before rounding, at it after"),
+    "repaired": ("repaired on the 1/255 grid", "repaired: below the goal after rounding, at it after ±1/255 "
+                 "steps on the grid"),
+    "lost_on_grid": ("lost on the grid", "lost on the grid: at the goal after rounding, not after the grid steps"),
+    "fooled_before_saving": ("fooled before saving", ""),
+    "lost_by_saving": ("lost by saving", "lost by saving: fooling before saving, not after"),
+    "gained_by_saving": ("gained by saving", "gained by saving: not fooling before saving, fooling after"),
+    "fooled_after_saving": ("fooled after saving as PNG", "after saving: the PNG read back and classified again"),
+    "not_fooled": ("not fooled after saving", ""),
+}
+RARE = {"rounded_up", "lost_on_grid", "lost_by_saving", "gained_by_saving"}
 
 # ---- settings ------------------------------------------------------------------------------
 
@@ -117,8 +137,10 @@ def from_options(source: str, *, style: str | None = None, source_class: str | N
 @dataclass
 class FoolingResult(ResultBase):
     """Fooling images and how they fared: `images` holds one record per image (its file under
-    images/, target, p(target) before rounding, after rounding, as judged and after saving, the
-    steps...), the rates over all of them, and the pixels (arrays) that the figures draw."""
+    images/, target, p(target) before rounding, after rounding, as judged and after saving, what
+    happened to it, the steps...), `stages` the counts over all of them (STAGES: count, of,
+    fraction, ci95: the 95% Wilson interval), and the pixels (arrays) that the figures draw."""
+    SCHEMA = 2  # 2: stages replace rates, rounding_broke and repaired
     model: str
     classes: list[str]  # slugs
     display_names: list[str]
@@ -132,9 +154,7 @@ class FoolingResult(ResultBase):
     count: int
     fooled_before_saving: int
     fooled_after_saving: int
-    rates: dict  # reached_before_rounding, before_saving, after_saving: fractions of `count`
-    rounding_broke: int  # reached the goal in continuous values, lost it when rounded
-    repaired: int  # of those, fooling again after steps on the 1/255 grid
+    stages: dict  # STAGES key → {count, of, fraction, ci95}
     png_identical_to_judged: bool
     median_steps: int
     seconds: float
@@ -216,17 +236,29 @@ def _judged(model: nn.Module, fooling: numerics.Fooling, names: ClassNames, batc
     records = fooling.records(list(names.slugs))
     for r, name, p in zip(records, _file_names(fooling, names.slugs), p_saved.tolist()):
         r |= {"file": f"{IMAGES}/{name}", "p_target_saved": round(p, 6), "fooled_after_saving": p >= confidence}
-    before, after = int(fooling.fooled.sum()), int((p_saved >= confidence).sum())
-    reached = int((fooling.p_continuous >= numerics.goal_for(confidence)).sum())
+    saved = p_saved >= confidence
     return {"classes": list(names.slugs), "display_names": list(names.display), "codes": list(names.codes),
             "source": fooling.kind, "style": fooling.style, "confidence": confidence, "images": records,
-            "count": m, "fooled_before_saving": before, "fooled_after_saving": after,
-            "rates": {"reached_before_rounding": reached / m, "before_saving": before / m, "after_saving": after / m},
-            "rounding_broke": int(fooling.rounding_broke.sum()),
-            "repaired": int((fooling.rounding_broke & fooling.fooled).sum()),
-            "png_identical_to_judged": bool(torch.equal(back, fooling.images)),
+            "count": m, "fooled_before_saving": int(fooling.fooled.sum()), "fooled_after_saving": int(saved.sum()),
+            "stages": _stages(fooling, saved), "png_identical_to_judged": bool(torch.equal(back, fooling.images)),
             "median_steps": int(fooling.steps.float().median()), "pixels": fooling.images,
             "target": fooling.target, "p_saved": p_saved}
+
+
+def _stages(fooling: numerics.Fooling, saved: torch.Tensor) -> dict:
+    """The counts of STAGES over the images, each with its share of all of them and the share's
+    95% Wilson interval. saved: (M,) bool, fooling after saving as a PNG and reading back."""
+    fooled, rounded = fooling.fooled, fooling.rounded_fools
+    flags = {"reached_before_rounding": fooling.reached, "broken_by_rounding": fooling.broken_by_rounding,
+             "rounded_up": ~fooling.reached & rounded, "repaired": fooling.repaired,
+             "lost_on_grid": rounded & ~fooled, "fooled_before_saving": fooled,
+             "lost_by_saving": fooled & ~saved, "gained_by_saving": ~fooled & saved,
+             "fooled_after_saving": saved, "not_fooled": ~saved}
+    m, out = len(fooling), {}
+    for key in STAGES:
+        k = int(flags[key].sum())
+        out[key] = {"count": k, "of": m, "fraction": k / m, "ci95": list(wilson_interval(k, m))}
+    return out
 
 
 def _class_names(classes, outputs: int) -> ClassNames:
@@ -408,35 +440,83 @@ def section(result: FoolingResult) -> Section:
     title = NOISE_ANALYSIS.title if noise else DATASET_ANALYSIS.title
     s = Section(title, f"fool-{result.source}")
     how = (f"Gradient ascent from random noise ({result.style}) until the model gives the target class "
-           f"p ≥ {result.confidence}" if noise else
+           f"p ≥ {result.confidence:g}" if noise else
            f"The smallest L∞ change to a correctly classified {result.split or ''} image of another class "
-           f"that makes the model say the target with p ≥ {result.confidence}")
+           f"that makes the model say the target with p ≥ {result.confidence:g}")
     linf = None if noise else result.median_linf
-    s.add(Text(f"{how}; {result.count} images. A fooling image counts only if it still fools the model "
-               f"after it is saved as an 8-bit PNG and read back: fooled before saving "
-               f"{pct(result.rates['before_saving'], 1)}, after saving {pct(result.rates['after_saving'], 1)}"
+    s.add(Text(f"{how}; {_made(result)}. Each image is made in continuous pixel values, rounded to 8 bits, "
+               "stepped by ±1/255 on that grid where rounding left it below the goal, then saved as a PNG "
+               f"and read back: it counts only if it still fools the model then. "
+               f"{_count(result.stages['fooled_after_saving'])} do"
                + (f"; median change L∞ {linf * 255:.0f}/255, L2 {result.median_l2:.2f}." if linf is not None
                   else ".")))
-    for stem in page_stems(result):
-        s.add(FigureRef(stem, f"{result.model}: {title.lower()}, one row per target class"
-                        + ("" if noise else ": original | change (magnified) | fooled") + ".",
-                        data={"images": result.images}))
+    s.add(_stage_table(result))
+    stems = page_stems(result)
+    layout = ("each image under its target class, with p(target) after saving as an 8-bit PNG" if noise else
+              "original | change (magnified) | fooled for each image, labelled source → target")
+    for i, stem in enumerate(stems, 1):
+        suffix = f" (page {i} of {len(stems)})" if len(stems) > 1 else ""
+        s.add(FigureRef(stem, f"{result.model}: {title.lower()}: {layout}; red: below the goal "
+                        f"p ≥ {result.confidence:g}{suffix}.", data={"images": result.images}))
     return s
 
 
+def _made(result: FoolingResult) -> str:
+    """"20 images (2 per target × 10 targets)"."""
+    k = len(result.targets)
+    return f"{result.count} images ({result.n} per target × {k} target{'s' if k > 1 else ''})"
+
+
+def _count(stage: dict) -> str:
+    """"19 of 20 (95.0%, 95% interval 76.4–99.1%)"."""
+    lo, hi = stage["ci95"]
+    return f"{stage['count']} of {stage['of']} ({pct(stage['fraction'], 1)}, 95% interval {_span(lo, hi)})"
+
+
+def _span(lo: float, hi: float) -> str:
+    return f"{100 * lo:.1f}–{100 * hi:.1f}%"
+
+
+def shown_stages(result: FoolingResult) -> list[str]:
+    """The STAGES a reader is shown: all but the rare ones that did not happen."""
+    return [k for k in STAGES if k not in RARE or result.stages[k]["count"]]
+
+
+def _stage_table(result: FoolingResult) -> Table:
+    m, shown = result.count, shown_stages(result)
+    rows = [[STAGES[k][0], f"{st['count']} of {m}", pct(st["fraction"], 1), _span(*st["ci95"])]
+            for k in shown for st in [result.stages[k]]]
+    meaning = "; ".join(STAGES[k][1] for k in shown if STAGES[k][1])
+    return Table(["what happened", "images", "share", "95% interval"], rows, numeric={1, 2, 3},
+                 caption=f"{result.model}: what happened to the {m} fooling images on the way to a PNG, the goal "
+                 f"p(target) ≥ {result.confidence:g} ({meaning}). Each share is of all {m}, with its 95% Wilson "
+                 f"interval. {_identity(result)}.")
+
+
+def _identity(result: FoolingResult) -> str:
+    """"Reached − broken + repaired = fooled before saving", with the rare terms that happened."""
+    shown = shown_stages(result)
+    terms = [("", "reached"), ("−", "broken"), ("+", "rounded up"), ("+", "repaired"), ("−", "lost on the grid")]
+    keys = ["reached_before_rounding", "broken_by_rounding", "rounded_up", "repaired", "lost_on_grid"]
+    text = " ".join(f"{sign} {word}".strip() for (sign, word), k in zip(terms, keys) if k in shown)
+    return f"{text[0].upper()}{text[1:]} = fooled before saving"
+
+
 def summary(result: FoolingResult) -> list[str]:
-    m, k = result.count, len(result.targets)
     kind = f"from noise ({result.style})" if result.source == "noise" else f"from {result.split or 'the given'} images"
-    lines = [f"fooling images {kind}: {m} ({result.n} per target × {k} target{'s' if k > 1 else ''}), "
-             f"goal p(target) ≥ {result.confidence:g}"]
+    lines = [f"fooling images {kind}: {_made(result)}, goal p(target) ≥ {result.confidence:g}"]
     if getattr(result, "shortfall", None):
         lines.append("too few correctly classified images for: "
                      + ", ".join(f"{t} (−{k})" for t, k in result.shortfall.items()))
-    before, after = result.fooled_before_saving, result.fooled_after_saving
-    lines.append(f"fooled before saving {before}/{m} ({100 * before / m:.1f}%), after saving as PNG and "
-                 f"reading back {after}/{m} ({100 * after / m:.1f}%)")
-    lines.append(f"rounding to 8 bits broke {result.rounding_broke}; {result.repaired} of them repaired by "
-                 "further steps on the 1/255 grid" if result.rounding_broke else "rounding to 8 bits broke none")
+    st, m = result.stages, result.count
+    below = m - st["reached_before_rounding"]["count"] + st["broken_by_rounding"]["count"] - st["rounded_up"]["count"]
+    lines.append(f"reached the goal before rounding {st['reached_before_rounding']['count']}/{m}; "
+                 f"rounding to 8 bits broke {st['broken_by_rounding']['count']}; steps on the 1/255 grid "
+                 f"repaired {st['repaired']['count']} of the {below} below the goal after rounding")
+    lines += [f"{STAGES[k][1]}: {st[k]['count']}/{m}" for k in sorted(RARE & set(shown_stages(result)))]
+    after = st["fooled_after_saving"]
+    lines.append(f"fooled before saving {result.fooled_before_saving}/{m}, after saving as PNG and reading back "
+                 f"{after['count']}/{m} ({pct(after['fraction'], 1)}, 95% interval {_span(*after['ci95'])})")
     if getattr(result, "median_linf", None) is not None:
         lines.append(f"median change: L∞ {result.median_linf:.4f} ({round(result.median_linf * 255)}/255), "
                      f"L2 {result.median_l2:.3f}")

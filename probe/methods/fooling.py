@@ -63,11 +63,29 @@ class Fooling:
         """(M,) bool: p(target) ≥ confidence on the 8-bit image."""
         return self.p_target >= self.confidence
 
+    # What happened to each image on its way, judged against the confidence asked for: reached
+    # (continuous image) − broken (by rounding) + rounded up + repaired (on the grid) − lost on the
+    # grid = fooled (the 8-bit image); rounded up and lost on the grid are rare (an ascent that
+    # stopped just short of the confidence, a grid step that lowered p) but counted.
     @property
-    def rounding_broke(self) -> torch.Tensor:
-        """(M,) bool: reached the goal in continuous values, lost it when rounded."""
-        goal = goal_for(self.confidence)
-        return (self.p_continuous >= goal) & (self.p_rounded < goal)
+    def reached(self) -> torch.Tensor:
+        """(M,) bool: p(target) ≥ confidence on the continuous image, just before rounding."""
+        return self.p_continuous >= self.confidence
+
+    @property
+    def rounded_fools(self) -> torch.Tensor:
+        """(M,) bool: p(target) ≥ confidence right after rounding to 8 bits, before any grid step."""
+        return self.p_rounded >= self.confidence
+
+    @property
+    def broken_by_rounding(self) -> torch.Tensor:
+        """(M,) bool: reached the confidence in continuous values, lost it when rounded."""
+        return self.reached & ~self.rounded_fools
+
+    @property
+    def repaired(self) -> torch.Tensor:
+        """(M,) bool: below the confidence after rounding, fooling after the ±1/255 steps on the grid."""
+        return ~self.rounded_fools & self.fooled
 
     def records(self, class_names=None) -> list[dict]:
         name = (lambda k: class_names[k]) if class_names is not None else (lambda k: k)
@@ -77,6 +95,8 @@ class Fooling:
                  "fooled": bool(self.fooled[i]), "predicted": name(int(self.predicted[i])),
                  "p_before_rounding": round(float(self.p_continuous[i]), 6),
                  "p_after_rounding": round(float(self.p_rounded[i]), 6),
+                 "reached_before_rounding": bool(self.reached[i]),
+                 "broken_by_rounding": bool(self.broken_by_rounding[i]), "repaired": bool(self.repaired[i]),
                  "repair_steps": int(self.repair_steps[i]), "steps": int(self.steps[i]),
                  "seconds": round(float(self.seconds[i]), 3)}
             if self.source_index is not None:
@@ -383,12 +403,21 @@ def _smallest_change(model: nn.Module, original: torch.Tensor, target: torch.Ten
             s["steps"][active] += res["steps"]
             last[active] = res["images"]
             _keep_successes(s, active[ok], res, ok, original)
+            _note_failures(s, active, res, ok)
             lose = active[~ok]
             lo[lose] = torch.maximum(lo[lose], level[lose])
             grow[lose[growing[lose]]] += 1
             if progress is not None:
                 progress(r + 1, rounds_at_most)
     return s
+
+
+def _note_failures(s: dict, active: torch.Tensor, res: dict, ok: torch.Tensor) -> None:
+    """The records of the attempts that failed, for images no attempt has fooled yet: what happened
+    to an image the search never fooled is its last attempt's story."""
+    never = ~ok & ~s["found"][active]
+    for key in ("p_continuous", "p_rounded", "repair_steps", "seconds"):
+        s[key][active[never]] = res[key][never].float()
 
 
 def _keep_successes(s: dict, win: torch.Tensor, res: dict, ok: torch.Tensor, original: torch.Tensor) -> None:

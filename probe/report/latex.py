@@ -107,7 +107,7 @@ def figure_tex(fig: Figure) -> str:
     return "\n".join([
         "\\begin{figure}[htbp]", "  \\centering",
         # never taller than the page leaves room for: the caption stays on it
-        f"  \\includegraphics[width={width},height=0.72\\textheight,keepaspectratio]{{figures/{fig.anchor}.pdf}}",
+        f"  \\includegraphics[width={width},height=0.85\\textheight,keepaspectratio]{{figures/{fig.anchor}.pdf}}",
         f"  \\caption{{{tex_escape(fig.caption)}}}", f"  \\label{{fig:{fig.anchor}}}", "\\end{figure}\n"])
 
 
