@@ -117,16 +117,19 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
     assert html.count("<figure") == html.count("<figcaption>") > 0
 
 
-def expected_figures(models=("tiny-a", "tiny-b")) -> set[str]:
-    """Every figure the report of the fixture must hold, by name (anchor = file stem in figures/)."""
+def expected_figures(models=("tiny-a", "tiny-b"), out: Path | None = None) -> set[str]:
+    """Every figure the report of the fixture must hold, by name (anchor = file stem in figures/);
+    the misclassified grid has as many pages as its results.json says (out: the report)."""
     names = {"comparison-curves-curves", "comparison-robustness-robustness",
              "comparison-saliency-saliency-side-by-side"} if len(models) > 1 else set()
     for m in models:
         names |= {f"{m}-curves-curves", f"{m}-fool-noise-fooling", f"{m}-fool-dataset-fooling",
                   *([f"{m}-robustness-examples-{m}"] if len(models) > 1 else
                     [f"{m}-robustness-examples", f"{m}-robustness-robustness"])}
-        names |= {f"{m}-misclassified-{s}" for s in ("misclassified", "confusion", "confusion-normalized",
-                                                     "per-class-accuracy")}
+        pages = (json.loads((out / "analyses" / m / "misclassified" / "results.json").read_text())
+                 ["results"]["grid_pages"] if out is not None else 1)
+        grid = ["misclassified"] if pages == 1 else [f"misclassified-{k:02d}" for k in range(1, pages + 1)]
+        names |= {f"{m}-misclassified-{s}" for s in (*grid, "confusion", "confusion-normalized", "per-class-accuracy")}
         names |= {f"{m}-saliency-{s}" for s in ("saliency", "saliency-wrong", "faithfulness", "randomization",
                                                 "randomization-maps")}  # saliency-wrong: REPORT_SETTINGS wrong_too
     return names
@@ -137,10 +140,11 @@ def test_every_figure_is_there_once_by_name(report):
     page = Page()
     page.feed((out / "report.html").read_text())
     figure_ids = [i.removeprefix("fig-") for i in page.ids if i.startswith("fig-")]
-    assert sorted(figure_ids) == sorted(expected_figures())
-    assert {p.stem for p in (out / "figures").glob("*.pdf")} == expected_figures()
+    expected = expected_figures(out=out)
+    assert sorted(figure_ids) == sorted(expected)
+    assert {p.stem for p in (out / "figures").glob("*.pdf")} == expected
     tex = (out / "figures.tex").read_text()
-    assert sorted(re.findall(r"\\label\{fig:([^}]+)\}", tex)) == sorted(expected_figures())
+    assert sorted(re.findall(r"\\label\{fig:([^}]+)\}", tex)) == sorted(expected)
     # no two figures are the same picture (the comparison once repeated the models' own)
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "figures").glob("*.png")]
     assert len(set(digests)) == len(digests)
@@ -160,7 +164,7 @@ def test_one_model_loads_its_test_split_once(tmp_path, mnist_dir, monkeypatch):
     plan = small_plan(models, ["tiny-c"])
     done = run_report([models / "tiny-c"], data_dir=mnist_dir, out=tmp_path / "out", plan=plan, formats=("html",))
     assert loads == ["test"]
-    assert done.result["figures"] == len(expected_figures(("tiny-c",)))
+    assert done.result["figures"] == len(expected_figures(("tiny-c",), tmp_path / "out"))
     clear_split_cache()
 
 

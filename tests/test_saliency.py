@@ -647,7 +647,7 @@ def test_cli_user_images_and_predict(tiny_model, tmp_path):
     b = png(255 - np.kron(digit, np.ones((4, 4), np.uint8)), tmp_path / "b.png")  # a dark-on-light scan
     out = tmp_path / "u"
     result = runner.invoke(app, ["saliency", "--model", str(tiny_model), "--image", str(a), str(b),
-                                 "--method", "vanilla,occlusion", "--scale", "image", "--overlay",
+                                 "--method", "vanilla,occlusion", "--scale", "image", "--overlay", "all",
                                  "--no-faithfulness", "--out", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())

@@ -63,18 +63,18 @@ def _column_spec(table: Table) -> str:
     set in box 0 and shrunk to the text width when still wider (table_tex)."""
     longest = _longest(table)
     short = [n <= LONG_CELL for n in longest]
-    # the short columns' width, estimated at 0.55 em a character of \small, plus the column gaps
+    # the short columns' width, estimated at 0.55 em a character of \small plus the column gaps;
+    # the long ones share the rest of a ~38 em line, but never less than a third of it
     used = sum(0.55 * n + 1.0 for n, s in zip(longest, short) if s)
+    room = max(38.0 - used, 12.0)
     long_total = sum(min(n, 60) for n, s in zip(longest, short) if not s) or 1
     cols = []
     for i, (n, is_short) in enumerate(zip(longest, short)):
         if is_short:
             cols.append("r" if i in table.numeric else "l")
             continue
-        frac = min(n, 60) / long_total
         align = "\\raggedleft" if i in table.numeric else "\\raggedright"
-        width = f"\\dimexpr{frac:.3f}\\linewidth-{frac * used:.2f}em-{2 * frac:.2f}\\tabcolsep\\relax"
-        cols.append(f">{{{align}\\arraybackslash}}p{{{width}}}")
+        cols.append(f">{{{align}\\arraybackslash}}p{{{max(room * min(n, 60) / long_total, 6.0):.1f}em}}")
     return "@{}" + "".join(cols) + "@{}"
 
 

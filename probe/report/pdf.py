@@ -49,6 +49,7 @@ def _register_fonts() -> None:
     pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic=FONT, boldItalic=FONT_BOLD)
 
 
+INTRO_CHARS = 700  # an intro this long or shorter stays on the page of what it introduces
 MIN_SHRINK = 0.7  # a figure may shrink this far to stay on the page with its heading and intro
 
 
@@ -141,10 +142,16 @@ class _Story:
                       Paragraph("Contents", st["heads"][1]), toc, PageBreak()]
 
     def kept_with_headings(self, parts: list):
-        """KeepTogether of `parts` and the headings right before them: reportlab's keepWithNext
-        does not join a heading to a KeepTogether, so it would leave it alone at a page's foot."""
+        """KeepTogether of `parts`, the intro right before them and the headings before that:
+        reportlab's keepWithNext does not join a heading to a KeepTogether, so it would leave it
+        alone at a page's foot. An intro is taken only below its own heading, and only a short
+        one (a page of text is not held back with a figure)."""
         before = []
         while self.flow and isinstance(self.flow[-1], Paragraph) and self.flow[-1].getKeepWithNext():
+            last = self.flow[-1]
+            heading = last.style.name.startswith("h")
+            if not heading and (any(p.style.name.startswith("h") for p in before) or len(last.text) > INTRO_CHARS):
+                break  # an outer section's text, or a long one
             before.insert(0, self.flow.pop())
         return FitTogether(before + parts)
 

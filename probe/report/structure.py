@@ -6,10 +6,10 @@ from pathlib import Path
 
 from probe.analysis import saliency
 from probe.analysis.compare import compare_row, errors_section, table_parts
-from probe.errors import ProbeError
+from probe.errors import ConfigError, ProbeError
 from probe.figures.style import save_figure
 from probe.models.folder import ModelFolder
-from probe.presentation import Figure, FigureRef, Section, Table, pct, slug
+from probe.presentation import Figure, FigureRef, Section, Table, Text, pct, slug
 
 
 class MissingFigure(ProbeError):
@@ -77,7 +77,10 @@ def comparison_section(folders: list[ModelFolder], joint=(), per_model: list[dic
     s = Section("Comparison", "comparison").add(*table_parts([compare_row(f) for f in folders]))
     errors = [r["misclassified"] for r in per_model if "misclassified" in r]
     if len(errors) > 1 and all(r.split is not None and r.shown == r.wrong for r in errors):  # not cut by --max
-        s.add(place_figures(errors_section(errors), out, "comparison", "errors"))
+        try:
+            s.add(place_figures(errors_section(errors), out, "comparison", "errors"))
+        except ConfigError as e:  # other images or other classes: said, not compared
+            s.add(Section("Test error compared", "comparison-errors", [Text(f"Not compared: {e}.")]))
     for step, result, step_out in joint:
         s.add(place_figures(step.entry.section(result), step_out, "comparison", step.analysis))
     maps = [r["saliency"] for r in per_model if "saliency" in r]
