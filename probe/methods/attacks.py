@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probe.methods.common import as_input, evaluating, model_device, model_dtype
+from probe.device import resolve_precision as device_precision
 from probe.errors import ConfigError
 
 NORMS = ("linf", "l2")
@@ -50,19 +51,10 @@ def check_eps(eps: float, what: str | None = None) -> float:
 
 
 def resolve_precision(precision: str, device) -> str:
-    """"auto" → "bf16" on a CPU with native bf16 (AVX512-BF16/AMX: the gradient steps run about
-    twice as fast, benchmarks/attack_speed.py), else "fp32"; "fp32" and "bf16" as given."""
-    if precision == "auto":
-        dev = torch.device(device)
-        if dev.type == "cpu":
-            try:
-                return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-            except (AttributeError, RuntimeError):
-                return "fp32"
-        return "fp32"
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: use auto, {' or '.join(PRECISIONS)}")
-    return precision
+    """The precision of the gradient steps: "auto" → what the device does natively among fp32
+    and bf16 (probe.device.native_precision; on a CPU with native bf16 the steps run about twice
+    as fast, benchmarks/attack_speed.py); "fp32" and "bf16" as given."""
+    return device_precision(precision, device, allowed=PRECISIONS, option="precision")
 
 
 def _check(norm: str, precision: str) -> None:
