@@ -177,30 +177,47 @@ class _Story:
             text = Paragraph(f"<b>Figure {self.figures}.</b> {markup(node.caption)}", self.st["caption"])
             self.flow.append(self.kept_with_headings([slot, text]))
 
-    def column_widths(self, node: Table) -> list[float]:
-        """Widths that fit the frame, shared by the columns as their longest cells (a name of
-        any length wraps inside its column instead of pushing the table off the page)."""
-        longest = [max([len(str(c))] + [len(str(r[i])) for r in node.rows if i < len(r)])
+    def column_widths(self, node: Table, size: float) -> list[float] | None:
+        """Column widths at font `size` that fit the frame: each column as wide as its widest
+        cell (at most 45% of the frame), narrowed towards its longest word where the sum is too
+        wide; None where even the longest words do not fit (the table needs a smaller font)."""
+        pad = 12  # the cell's left and right padding
+
+        def width(text: str, bold: bool) -> float:
+            return pdfmetrics.stringWidth(text, FONT_BOLD if bold else FONT, size)
+        columns = [[(str(c), True)] + [(str(r[i]), False) for r in node.rows if i < len(r)]
                    for i, c in enumerate(node.columns)]
-        weights = [min(max(n, 4), 40) for n in longest]
-        natural = [w * 5.8 + 12 for w in weights]  # ~5.8 pt a (bold) character at 8.5 pt, and padding
-        scale = min(1.0, self.frame_w / sum(natural))
-        return [w * scale for w in natural]
+        natural = [min(max(width(t, b) for t, b in col), 0.45 * self.frame_w) + pad for col in columns]
+        floor = [min(max(width(w, b) for t, b in col for w in t.split() or [""]), 0.45 * self.frame_w) + pad
+                 for col in columns]
+        if sum(floor) > self.frame_w:
+            return None
+        slack = sum(natural) - self.frame_w
+        if slack <= 0:
+            return natural
+        give = sum(n - f for n, f in zip(natural, floor))
+        return [n - (n - f) * slack / give for n, f in zip(natural, floor)]
 
     def table(self, node: Table) -> None:
-        st = self.st
-        rows = [[Paragraph(f"<b>{markup(c)}</b>", st["cell_num"] if i in node.numeric else st["cell"])
+        # the body's 8.5 pt, or smaller where a wide table's words would not fit its columns
+        for size in (8.5, 7.5, 6.5, 5.5):
+            widths = self.column_widths(node, size)
+            if widths is not None:
+                break
+        cell = ParagraphStyle(f"cell{size}", parent=self.st["cell"], fontSize=size, leading=size * 1.25)
+        cell_num = ParagraphStyle(f"cellnum{size}", parent=cell, alignment=2)
+        rows = [[Paragraph(f"<b>{markup(c)}</b>", cell_num if i in node.numeric else cell)
                  for i, c in enumerate(node.columns)]]
-        rows += [[Paragraph(markup(str(v)), st["cell_num"] if i in node.numeric else st["cell"])
+        rows += [[Paragraph(markup(str(v)), cell_num if i in node.numeric else cell)
                   for i, v in enumerate(r)] for r in node.rows]
-        t = RLTable(rows, colWidths=self.column_widths(node), repeatRows=1, hAlign="LEFT")
+        t = RLTable(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
         t.setStyle(TableStyle([
             ("FONT", (0, 0), (-1, -1), FONT),  # a Table sets its cells' font even for Paragraphs
             ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
             ("LINEBELOW", (0, 1), (-1, -1), 0.3, colors.HexColor("#cccccc")),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
             ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))
-        parts = ([Paragraph(markup(node.caption), st["small"])] if node.caption else []) + [t, Spacer(1, 10)]
+        parts = ([Paragraph(markup(node.caption), self.st["small"])] if node.caption else []) + [t, Spacer(1, 10)]
         if len(node.rows) < 25:  # a long table may break across pages
             self.flow.append(self.kept_with_headings(parts))
         else:
