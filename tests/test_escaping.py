@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from probe.report.latex import tex_escape
+from probe.presentation import Section, Table
+from probe.report.latex import table_tex, tex_escape
 from probe.report.pdf import markup
 
 EVERY_BYTE = "".join(chr(i) for i in range(256))
 HOSTILE = ["x\n\\input{/etc/hostname}", "^^5cinput{/etc/hostname}", "$\\frac{a}{b}$ 100% #1 &~_{}",
-           "<b onerror=alert(1)>bold</b> &amp; <para>", "\\\\end{document}", "ε ∞ ≥ 漢字 \u00a0–—", EVERY_BYTE]
+           "<b onerror=alert(1)>bold</b> &amp; <para>", "\\\\end{document}", "ε ∞ ≥ 漢字 \u00a0–—", EVERY_BYTE,
+           "[3pt] *starred", "lone \ud800 surrogate"]
 
 
 def _needs(tool: str) -> str:
@@ -30,7 +32,9 @@ def test_tex_escape_compiles_and_runs_nothing(tmp_path):
     pdflatex = _needs("pdflatex")
     lines = [f"% a comment holding user text: {tex_escape(t)}" for t in HOSTILE]
     body = "\n\n".join(f"Item {i}: {tex_escape(t)}" for i, t in enumerate(HOSTILE))
-    (tmp_path / "doc.tex").write_text("\n".join(["\\documentclass{article}", *lines, "\\begin{document}", body,
+    # every name also as a table's first cell: a row that starts with [ must not be an option
+    body += "\n\n" + table_tex(Section("s", "s"), Table(["name", "n"], [[t[:50], "1"] for t in HOSTILE]), "t")
+    (tmp_path / "doc.tex").write_text("\n".join(["\\documentclass{article}", "\\usepackage{graphicx,booktabs,array}", *lines, "\\begin{document}", body,
                                                  "\n\nThe end.", "\\end{document}", ""]))
     run = subprocess.run([pdflatex, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -39,7 +43,7 @@ def test_tex_escape_compiles_and_runs_nothing(tmp_path):
     assert "\n! " not in log
     text = subprocess.run([_needs("pdftotext"), "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
                           text=True).stdout
-    assert "The end." in text and "Item 6" in text
+    assert "The end." in text and "Item 8" in text and "[3pt] *starred" in text
     assert "input{/etc/hostname}" in text.replace("\n", "")  # printed, not run
     hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").is_file() else ""
     if len(hostname) > 3:
@@ -68,7 +72,7 @@ def test_reportlab_markup_builds_and_prints_the_text(tmp_path):
 def test_matplotlib_draws_hostile_names_as_text(tmp_path):
     from probe.figures.failures import confusion_figure
     from probe.figures.style import plain_text, save_figure
-    names = [t[:40] for t in HOSTILE] + ["$x$", "a$b", "c"]
+    names = ([t[:40] for t in HOSTILE] + ["$x$", "a$b", "c"])[-10:]  # lone surrogate, [ and $ among them
     fig = confusion_figure([[1] * 10 for _ in range(10)], names)
     fig.suptitle(plain_text(EVERY_BYTE))
     png, pdf = save_figure(fig, tmp_path, "hostile")

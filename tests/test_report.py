@@ -331,6 +331,14 @@ def test_the_report_in_a_real_browser(report):
     assert overflow <= 1  # nothing wider than a phone's screen
 
 
+def test_models_whose_names_share_an_anchor_are_refused(tmp_path, mnist_dir):
+    from probe.errors import ConfigError
+    write_tiny_model(tmp_path / "A_b")
+    write_tiny_model(tmp_path / "a-b", seed=1)
+    with pytest.raises(ConfigError, match="same anchor"):
+        run_report([tmp_path / "A_b", tmp_path / "a-b"], data_dir=mnist_dir, out=tmp_path / "r")
+
+
 def test_bad_formats_and_outputs_are_clear_errors(report, tmp_path):
     from probe.errors import ConfigError
     _, _, models, data = report

@@ -116,7 +116,7 @@ def class_labels(classes, short: bool = False) -> list[str]:
 def plain_text(text) -> str:
     """User text as matplotlib draws it safely: control characters (a newline would break a
     label's layout, a NUL a font) as spaces; mathtext is off in RC, so "$" is a dollar sign."""
-    return str(text).translate(CONTROL_AS_SPACE)
+    return str(text).translate(CONTROL_AS_SPACE).encode("utf-8", "replace").decode("utf-8")  # lone surrogates
 
 
 def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:

@@ -3,6 +3,7 @@ computed for the same weights, history, data and settings), assemble the tree of
 analyses describe, and render it as HTML, PDF and figures.tex."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from probe.analysis.base import Analysis, Context
 from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
 from probe.errors import ConfigError, ProbeError
-from probe.io import atomic_write_json, atomic_write_text
-from probe.models.folder import ModelFolder
+from probe.io import atomic_write_bytes, atomic_write_json
+from probe.models.folder import META, ModelFolder
 from probe.progress import progress
 from probe.presentation import Report, Section, Text, slug
 from probe.report.html import render_html
@@ -53,8 +54,8 @@ def hardest_class(folders: list[ModelFolder]) -> str:
     spec = folders[0].spec
     scores = []
     for k in range(spec.num_classes):
-        accs = [((f.metrics.get("test") or {}).get("per_class_accuracy") or [None] * spec.num_classes)[k]
-                for f in folders]
+        per_class = [(f.metrics.get("test") or {}).get("per_class_accuracy") for f in folders]
+        accs = [a[k] for a in per_class if isinstance(a, list) and k < len(a)]
         accs = [a for a in accs if isinstance(a, (int, float))]
         scores.append((sum(accs) / len(accs) if accs else 1.0, k))
     return str(min(scores)[1])  # the index: a class name may be anything a meta.json says
@@ -102,6 +103,8 @@ def cache_key(step: Step, folders: list[ModelFolder], data_dir) -> dict:
     key = {"analysis": step.analysis, "models": [f.name for f in folders],
             "weights_sha256": [f.weights_sha256() if step.entry.needs_model else None for f in folders],
             "history_sha256": [f.history_sha256() if step.entry.reads_history else None for f in folders],
+            # class names, the dataset spec and the split rule all come from meta.json
+            "meta_sha256": [hashlib.sha256((f.path / META).read_bytes()).hexdigest() for f in folders],
             "settings": step.settings.to_json(),
             "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.entry.needs_data else None,
             "probe": probe.__version__}
@@ -153,6 +156,11 @@ def _check_request(models, formats, out, root) -> tuple[list[ModelFolder], Path]
     names = [f.name for f in folders]
     if len(set(names)) != len(names):
         raise ConfigError(f"the same model twice: {', '.join(names)}")
+    anchors = [slug(n) for n in names]  # every id and figure file of a model starts with it
+    clash = [n for n, a in zip(names, anchors) if anchors.count(a) > 1 or a == "comparison"]
+    if clash:
+        raise ConfigError(f"model names {', '.join(map(repr, clash))} give the same anchor in the report "
+                          "(or the comparison's): rename a model folder")
     out = Path(out) if out is not None else Path("reports") / ("-vs-".join(names) if len(names) > 1 else names[0])
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
@@ -227,7 +235,8 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
                     sections, time.strftime("%Y-%m-%d %H:%M"))
     files = write_latex(report, out)
     if "html" in formats:
-        atomic_write_text(out / "report.html", render_html(report))
+        # a name with bytes that are not UTF-8 (lone surrogates) must not stop the report
+        atomic_write_bytes(out / "report.html", render_html(report).encode("utf-8", "replace"))
         files.append(out / "report.html")
     if "pdf" in formats:
         files.append(render_pdf(report, out / "report.pdf"))

@@ -12,7 +12,7 @@ from probe.presentation import Figure, Report, Section, Table
 # Written so that any font encoding prints them (a thesis may load T1; the default is OT1).
 _SPECIAL = {"\\": r"$\backslash$", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\~{}", "^": r"\^{}", "<": r"$<$", ">": r"$>$", "|": r"$|$",
-            '"': r"{\ttfamily\char34}", "-": "-{}"}
+            '"': r"{\ttfamily\char34}", "-": "-{}", "[": "{[}", "]": "{]}"}  # [ after \\ is an option
 # The symbols probe's own text uses, as pdflatex writes them without extra packages.
 _SYMBOLS = {"ε": r"$\varepsilon$", "∞": r"$\infty$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$",
             "−": "-", "–": "--", "—": "---", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "→": r"$\to$",

@@ -36,7 +36,7 @@ FONT, FONT_BOLD = "ProbeSans", "ProbeSans-Bold"
 def markup(text) -> str:
     """Any text as reportlab paragraph markup that prints it: <, > and & escaped, control
     characters (which reportlab cannot draw) as spaces."""
-    return escape(str(text).translate(CONTROL_AS_SPACE))
+    return escape(str(text).translate(CONTROL_AS_SPACE).encode("utf-8", "replace").decode("utf-8"))
 
 
 def _register_fonts() -> None:
@@ -204,6 +204,8 @@ class _Story:
             widths = self.column_widths(node, size)
             if widths is not None:
                 break
+        else:  # even the smallest font's longest words overflow: equal shares, words may split
+            widths = [self.frame_w / len(node.columns)] * len(node.columns)
         cell = ParagraphStyle(f"cell{size}", parent=self.st["cell"], fontSize=size, leading=size * 1.25)
         cell_num = ParagraphStyle(f"cellnum{size}", parent=cell, alignment=2)
         rows = [[Paragraph(f"<b>{markup(c)}</b>", cell_num if i in node.numeric else cell)
