@@ -337,3 +337,20 @@ def test_auto_precision_is_what_the_device_does_natively(tmp_path, monkeypatch):
         resolve_precision("fp8", "cpu")
     meta = train(tiny_config(epochs=1, augment=False), tmp_path / "m", splits=tiny_splits())
     assert meta["precision"] == "fp32" and meta["train"]["precision"] == "auto"  # native bf16 patched off
+
+
+def test_a_gpu_run_lets_cudnn_choose_kernels_and_use_tf32(monkeypatch):
+    """Set on a CUDA device only (the flags are process-wide; restored here)."""
+    import torch
+
+    from probe.device import configure_for_speed
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = False
+        configure_for_speed(torch.device("cpu"))
+        assert not torch.backends.cudnn.benchmark and not torch.backends.cuda.matmul.allow_tf32
+        configure_for_speed(torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags

@@ -13,7 +13,7 @@ from typing import Iterator
 from safetensors.torch import save as st_save
 
 from probe.analysis.base import Analysis, Context
-from probe.device import resolve_device
+from probe.device import configure_for_speed, resolve_device
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.figures.style import save_figure
 from probe.io import atomic_write_bytes, atomic_write_json
@@ -103,7 +103,9 @@ def context_for(folder: ModelFolder, *, device="auto", data_dir=None, hook=None,
                 load: bool = True) -> Context:
     """The model of a folder loaded on `device`, with its dataset's split loader. load=False:
     the folder without its weights (model None), for an analysis of meta.json and history.json."""
-    net = load_model_folder(folder.path, resolve_device(device))[0] if load else None
+    dev = resolve_device(device)
+    configure_for_speed(dev)
+    net = load_model_folder(folder.path, dev)[0] if load else None
     return Context.of(net, folder=folder, data_dir=data_dir, progress=hook, name=name)
 
 

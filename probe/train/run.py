@@ -12,7 +12,7 @@ import torch
 from probe.data.augment import AugmentConfig, default_augment
 from probe.data.spec import DatasetSpec, get_spec
 from probe.data.splits import load_splits
-from probe.device import resolve_precision
+from probe.device import configure_for_speed, resolve_precision
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
 from probe.models.folder import META, load_model, read_json, save_meta
@@ -155,6 +155,7 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
     """
     out = Path(out)
     dist_info, device = setup(config.device)
+    configure_for_speed(device)
     try:
         spec = get_spec(config.dataset)
         arch = get_config(config.arch, num_classes=spec.num_classes, in_channels=spec.channels,
