@@ -26,6 +26,7 @@ import copy
 import difflib
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -344,13 +345,21 @@ def relu_problems(model: nn.Module, x: torch.Tensor) -> tuple[list[str], list[st
     return [n for n, m in relus.items() if m.inplace], [n for n, c in calls.items() if c > 1]
 
 
+_RELUS_CHECKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def warn_relus(model: nn.Module, x: torch.Tensor, methods: Sequence[str]) -> None:
     """A warning (naming the modules) before a method that replaces ReLU gradients runs on a model
     with in-place or reused nn.ReLU modules."""
     risky = [METHODS[m].title for m in methods if m in METHODS and METHODS[m].module_relus]
     if not risky:
         return
-    inplace, reused = relu_problems(model, x)
+    # one hooked forward pass per model (and input shape and ReLU modules): not one per call
+    key = (tuple(x.shape[1:]), tuple((n, id(m), m.inplace) for n, m in model.named_modules() if isinstance(m, nn.ReLU)))
+    checked = _RELUS_CHECKED.setdefault(model, {})
+    if key not in checked:
+        checked[key] = relu_problems(model, x)
+    inplace, reused = checked[key]
     found = ([f"in-place nn.ReLU module(s) {', '.join(map(repr, inplace))}"] if inplace else []) \
         + ([f"nn.ReLU module(s) called more than once in one forward pass: {', '.join(map(repr, reused))}"]
            if reused else [])
@@ -463,6 +472,30 @@ def gradient_and_probs(model: nn.Module, x: torch.Tensor, t: torch.Tensor, batch
     return torch.cat(maps), torch.cat(probs)
 
 
+def _one_pass(names: Sequence[str]) -> str | None:
+    """The method whose forward pass can also give the class probabilities: vanilla first, else
+    any one-pass method (its single forward over the images is the plain model's)."""
+    one = [m for m in names if not METHODS[m].many_passes]
+    return "vanilla" if "vanilla" in one else (one[0] if one else None)
+
+
+def _with_probs(model: nn.Module, x: torch.Tensor, t: torch.Tensor, method: str, config: SaliencyConfig,
+                layer) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(maps, probabilities) of a one-pass method, the probabilities read off its forward pass
+    by a hook (None where it ran the model other than once over the images)."""
+    if method == "vanilla":
+        return gradient_and_probs(model, x, t, config.batch_size)
+    outputs = []
+    hook = model.register_forward_hook(lambda _m, _inp, out: outputs.append(out.detach()))
+    try:
+        maps = explain(model, x, t, method, config, layer)
+    finally:
+        hook.remove()
+    logits = torch.cat(outputs) if outputs else None
+    probs = logits.float().softmax(1).cpu() if logits is not None and logits.shape[0] == len(x) else None
+    return maps, probs
+
+
 def _checked_probs(model, x, t, probs, batch_size) -> torch.Tensor:
     if probs is None:
         probs = class_probabilities(model, x, batch_size=batch_size)  # (N, K)
@@ -502,14 +535,17 @@ def attribute(model: nn.Module, images: torch.Tensor, target, *, methods: str | 
     with working_copy(model, config.channels_last and many_passes) as work, seeded(config.seed, x.device):
         if warm_up:
             _warm_up(work, x)
-        vanilla, shared = None, 0.0
-        if probs is None and "vanilla" in names:  # one pass gives both: billed to the gradient
+        # The class probabilities from the first one-pass method's own forward pass (none of
+        # their own): billed to that method.
+        first = _one_pass(names) if probs is None else None
+        probs_pass, shared = None, 0.0
+        if first is not None:
             start = time.perf_counter()
-            vanilla, probs = gradient_and_probs(work, x, t, config.batch_size)
+            probs_pass, probs = _with_probs(work, x, t, first, config, cam)
             shared = time.perf_counter() - start
         probs = _checked_probs(work, x, t, probs, config.batch_size)
         for name in names:
-            done = vanilla if name == "vanilla" else None
+            done = probs_pass if name == first else None
             start = time.perf_counter() - (shared if done is not None else 0.0)
             a = done if done is not None else explain(work, x, t, name, config, cam)
             if x.device.type == "cuda":
