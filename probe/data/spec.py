@@ -45,8 +45,9 @@ class ClassNames:
         dataset has them and space is tight."""
         return list(self.codes) if short and self.codes else list(self.display)
 
-    def index(self, name: str | int) -> int:
-        """A slug, a code (c2), a display name or an index ("2" or 2) → the class index."""
+    def index(self, name: str | int, dataset: str = "") -> int:
+        """A slug, a code (c2), a display name or an index ("2" or 2) → the class index.
+        dataset: named in the error, when known."""
         if isinstance(name, int) or (isinstance(name, str) and name.strip().isdigit()):
             i = int(name)
             if 0 <= i < len(self):
@@ -58,7 +59,7 @@ class ClassNames:
                 if key in lowered:
                     return lowered.index(key)
         raise ConfigError(
-            f"unknown class {name!r}: use one of {', '.join(self.slugs)}"
+            f"unknown class {name!r}{f' for {dataset}' if dataset else ''}: use one of {', '.join(self.slugs)}"
             + (f", a code ({self.codes[0]}..{self.codes[-1]})" if self.codes else "")
             + f" or an index 0..{len(self) - 1}")
 
@@ -124,11 +125,7 @@ class DatasetSpec:
 
     def class_index(self, name: str | int) -> int:
         """A slug, a code (c2), a display name or an index ("2" or 2) → the class index."""
-        try:
-            return self.names.index(name)
-        except ConfigError as e:
-            raise ConfigError(str(e).replace("unknown class", "unknown class", 1).replace(
-                f"{name!r}:", f"{name!r} for {self.name}:", 1)) from None
+        return self.names.index(name, dataset=self.name)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -128,6 +128,9 @@ class ModelFolder:
     def weights_sha256(self) -> str:
         return hashlib.sha256((self.path / WEIGHTS).read_bytes()).hexdigest()
 
+    def meta_sha256(self) -> str:
+        return hashlib.sha256((self.path / META).read_bytes()).hexdigest()
+
     def history_sha256(self) -> str | None:
         """None for a folder without history.json."""
         path = self.path / HISTORY

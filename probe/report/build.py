@@ -3,7 +3,6 @@ computed for the same weights, history, data and settings), assemble the tree of
 analyses describe, and render it as HTML, PDF and figures.tex."""
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
 from probe.errors import ConfigError, ProbeError
 from probe.io import atomic_write_bytes, atomic_write_json
-from probe.models.folder import META, ModelFolder
+from probe.models.folder import ModelFolder
 from probe.progress import progress
 from probe.presentation import Report, Section, Text, slug
 from probe.report.html import render_html
@@ -104,7 +103,7 @@ def cache_key(step: Step, folders: list[ModelFolder], data_dir) -> dict:
             "weights_sha256": [f.weights_sha256() if step.entry.needs_model else None for f in folders],
             "history_sha256": [f.history_sha256() if step.entry.reads_history else None for f in folders],
             # class names, the dataset spec and the split rule all come from meta.json
-            "meta_sha256": [hashlib.sha256((f.path / META).read_bytes()).hexdigest() for f in folders],
+            "meta_sha256": [f.meta_sha256() for f in folders],
             "settings": step.settings.to_json(),
             "data_dir": str(Path(data_dir).resolve()) if data_dir is not None and step.entry.needs_data else None,
             "probe": probe.__version__}
