@@ -446,3 +446,47 @@ def test_zoo_cli_bad_shape_is_one_line_exit_2():
     assert r.exit_code == 2 and "Traceback" not in r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and ("3x0x32" in lines[0] or "3×0×32" in lines[0])
+
+
+# ---- BatchNorm folded for inference ---------------------------------------------------------------
+
+def _with_statistics(net: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine terms, so that a fold that drops any of them shows."""
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            for t, lo, hi in ((m.running_mean, -1, 1), (m.running_var, 0.5, 2), (m.weight.data, 0.5, 2),
+                              (m.bias.data, -1, 1)):
+                t.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) * (hi - lo) + lo)
+    return net.eval()
+
+
+@pytest.mark.parametrize("arch, shortcut", [("resnet8", "A"), ("resnet8", "B"), ("preact_resnet8", "B"),
+                                            ("plain8", "A"), ("resnet11_bottleneck", "B")])
+def test_folded_batchnorm_gives_the_same_logits_and_input_gradients(arch, shortcut):
+    from probe.models.inference import inference_copy
+    cfg = dataclasses.replace(get_config(arch, num_classes=4, in_channels=1, width=0.5), shortcut=shortcut)
+    model = _with_statistics(Classifier(ResNet(cfg), [0.2], [0.3])).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = inference_copy(model)
+    bns = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    # post-activation: every BN follows a conv; pre-activation: bn1 and the final BN see sums
+    expected = 0 if not cfg.preact else len(fast.net.blocks()) + 1
+    assert bns(fast) == expected < bns(model)
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64, requires_grad=True)
+    out, out_fast = model(x), fast(x)
+    torch.testing.assert_close(out_fast, out, rtol=0, atol=1e-10)
+    g, = torch.autograd.grad(out[:, 1].sum(), x)
+    g_fast, = torch.autograd.grad(out_fast[:, 1].sum(), x)
+    torch.testing.assert_close(g_fast, g, rtol=0, atol=1e-10)
+    # the caller's model untouched; the copy frozen, named like the original (Grad-CAM finds its layer)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters()) and not any(p.requires_grad for p in fast.parameters())
+    assert {n for n, _ in fast.named_modules()} <= {n for n, _ in model.named_modules()}
+    assert inference_copy(fast) is fast
+
+
+def test_inference_copy_leaves_other_models_alone():
+    from probe.models.inference import inference_copy
+    other = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
+    assert inference_copy(other) is other

@@ -16,6 +16,8 @@ measures all three on the same images):
   as it is and leaves the batch, so the remaining steps cost only what is still unbroken. The
   attack reports an image as robust only if no iterate of any restart broke it, which is at
   least as strong as judging the last iterate;
+- probe's own ResNets are attacked through a copy with BatchNorm folded into the convs
+  (probe.models.inference.inference_copy): the same outputs to float rounding, ~1.6x the steps/s;
 - bf16 autocast (CPU or GPU) for the gradient steps when asked; an image counts as broken only
   after an fp32 forward pass confirms it, so the precision of the steps never flatters the
   attack.
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probe.methods.common import as_input, evaluating, model_device, model_dtype
+from probe.models.inference import inference_copy
 from probe.device import resolve_precision as device_precision
 from probe.errors import ConfigError
 
@@ -168,6 +171,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, n
     restored."""
     goal, targeted = _setup(model, images, labels, target, batch_size, norm, precision)
     device = model_device(model)
+    model = inference_copy(model)  # probe's ResNets: BatchNorm folded, the caller's model untouched
     eps_all = torch.as_tensor(eps, dtype=torch.float64)
     out = []
     with evaluating(model, frozen=True):
@@ -217,6 +221,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
         if (alpha_all <= 0).any() or not torch.isfinite(alpha_all).all():
             raise ConfigError(f"step size must be finite and > 0, not {step_size!r}")
     generator = torch.Generator(device=device).manual_seed(seed)
+    model = inference_copy(model)  # probe's ResNets: BatchNorm folded, the caller's model untouched
     out = []
     with evaluating(model, frozen=True):
         for start in range(0, len(images), batch_size):

@@ -35,6 +35,7 @@ from torch import nn
 
 from probe.errors import ConfigError
 from probe.methods.common import as_input, class_probabilities, evaluating
+from probe.models.inference import inference_copy
 
 Layer = nn.Module | str | None  # Grad-CAM's layer: a module, its dotted name, or the model's cam_layer
 MIN_CAM = 8  # "auto" picks a Grad-CAM layer whose feature map is at least this many pixels a side
@@ -308,7 +309,8 @@ def working_copy(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Mo
     if channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         try:
             with evaluating(model):  # the copy starts in eval mode
-                work = copy.deepcopy(model)
+                work = inference_copy(model)  # probe's ResNets: BatchNorm folded too
+                work = copy.deepcopy(model) if work is model else work
             work = work.to(memory_format=torch.channels_last)
         except Exception:  # noqa: BLE001 - an uncopyable module: fall back to the model itself
             work = None

@@ -43,6 +43,7 @@ from typing import Callable
 
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from probe.errors import ConfigError
 
@@ -313,6 +314,13 @@ class PreActBlock(nn.Module):
         return out
 
 
+def _fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
+    conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+        setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+        setattr(parent, bn_name, nn.Identity())
+
+
 def _cifar_stem(in_ch: int, out_ch: int, norm, preact: bool) -> nn.Sequential:
     layers = [("conv", _conv(in_ch, out_ch, 3))]
     if not preact:  # pre-activation: the first block normalizes and activates
@@ -380,6 +388,23 @@ class ResNet(nn.Module):
 
     def blocks(self) -> list[nn.Module]:
         return [b for stage in self.stages for b in stage]
+
+    def fold_batchnorm_(self) -> "ResNet":
+        """Evaluation only, in place: every BatchNorm that directly follows a conv folded into
+        that conv's weight and bias (w·γ/σ, (b − μ)·γ/σ + β, exact up to rounding) and replaced
+        by an Identity. Post-activation: conv{i}→bn{i}, the stem and shortcut B; pre-activation:
+        conv{i}→bn{i+1} inside a block (bn1 and `final` see a sum, and stay). Module names and
+        ReLUs are kept, so Grad-CAM's layer and Guided Backprop's hooks find theirs."""
+        self.eval()
+        _fold(self.stem, "conv", "bn")
+        for block in self.blocks():
+            pairs = [(i, i) for i in range(1, block.n + 1)] if isinstance(block, PostActBlock) \
+                else [(i, i + 1) for i in range(1, block.n)]
+            for c, b in pairs:
+                _fold(block, f"conv{c}", f"bn{b}")
+            if isinstance(block.shortcut, nn.Sequential):
+                _fold(block.shortcut, "conv", "bn")
+        return self
 
     @property
     def cam_layer(self) -> nn.Module:
