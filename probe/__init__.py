@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # public name → the module that defines it
 _API = {
-    "load_model": "probe.models.folder",
+    "load_model": "probe.models.foreign",
     "misclassified": "probe.analysis.misclassified",
     "confusion_matrix": ("probe.analysis.misclassified", "confusion"),
     "saliency": "probe.analysis.saliency",

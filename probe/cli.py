@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, ProbeWarning
 
 app = typer.Typer(help="Train residual networks on image datasets, then take them apart.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -18,6 +19,9 @@ data_app = typer.Typer(help="Check and fetch datasets.", no_args_is_help=True)
 models_app = typer.Typer(help="The architecture zoo and the trained models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+experiment_app = typer.Typer(help="Experiments of several runs: trained, drawn and tabulated by one command.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 
 
 class Dataset(str, Enum):
@@ -26,13 +30,24 @@ class Dataset(str, Enum):
     sfddd = "sfddd"
 
 
+class AnyDataset(str, Enum):
+    """The datasets, and your own: an image folder, an IDX set (data check and train take these)."""
+    mnist = "mnist"
+    cifar10 = "cifar10"
+    sfddd = "sfddd"
+    folder = "folder"
+    idx = "idx"
+
+
 def command(typer_app: typer.Typer, name: str | None = None):
     """Register a command whose ProbeErrors become one clean line and exit code 2."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             try:
-                return fn(*args, **kwargs)
+                with warnings.catch_warnings():
+                    warnings.showwarning = _show_warning
+                    return fn(*args, **kwargs)
             except ProbeError as e:
                 typer.echo(f"error: {e}", err=True)
                 raise typer.Exit(2)
@@ -47,20 +62,52 @@ def command(typer_app: typer.Typer, name: str | None = None):
     return wrap
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """probe's own warnings (a few unreadable images skipped) as one line; others as Python says."""
+    if issubclass(category, ProbeWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 DataDir = typer.Option(None, "--data-dir", help="Dataset folder (default $PROBE_DATA_DIR/<name>, then ./data/<name>).")
-ModelDir = typer.Option(..., "--model", help="A trained model folder, e.g. trained_models/mnist-resnet20.")
+ModelDir = typer.Option(..., "--model", help="A trained model folder, e.g. trained_models/mnist-resnet20, or a model file of yours (see --model-info).")
 Device = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+ModelInfo = typer.Option(None, "--model-info", help="A model file of yours (--model mynet.pt: TorchScript, torch.export .pt2, or a state dict with --model-factory): its model info as a JSON file (default: mynet.json beside it), or KEY=VALUE, repeated: classes=cat,dog input=3x32x32 mean=0.49,0.48,0.45 std=0.25,0.24,0.26 cam_layer=layer4 dataset=cifar10 'factory_kwargs={\"num_classes\": 2}'.")
+ModelFactory = typer.Option(None, "--model-factory", help="module:function that builds the network of a state-dict file (--model weights.pt), e.g. torchvision.models:resnet18.")
+
+
+def _model(model, info: Optional[list[str]], factory: Optional[str]):
+    """--model with --model-info/--model-factory: the model file read with that model info."""
+    if not info and factory is None:
+        return model
+    from probe.errors import ConfigError
+    from probe.models.foreign import open_model
+    from probe.models.model_info import info_options
+    if not model:
+        raise ConfigError("--model-info/--model-factory describe a model file: give it with --model mynet.pt")
+    given = info_options(info, factory)
+    return [open_model(m, given) for m in model] if isinstance(model, list) else open_model(model, given)
 
 
 # ---- data -----------------------------------------------------------------------------------
+Size = typer.Option(None, "--size", help="--dataset folder: resize every image to HEIGHTxWIDTH, e.g. 32x32 (centre crop to that aspect, then bilinear); needed when the images differ in size.")
+ClassesFile = typer.Option(None, "--classes", help="--dataset idx: a text file with one class name per line (default 0..K-1).")
+
+
 @command(data_app, "check")
-def data_check(dataset: Dataset = typer.Option(..., "--dataset", help="mnist, cifar10 or sfddd."),
+def data_check(dataset: AnyDataset = typer.Option(..., "--dataset", help="mnist, cifar10, sfddd, or your own: folder (DIR/train/<class>/*.png) or idx (MNIST's file format)."),
                data_dir: Optional[Path] = DataDir,
                split_by: str = typer.Option("driver", help="SFDDD validation split: driver or random."),
-               seed: int = typer.Option(0, help="Seed of the validation split.")):
+               seed: int = typer.Option(0, help="Seed of the validation split."),
+               size: Optional[str] = Size, classes: Optional[Path] = ClassesFile):
     """Count images per split and per class, and give shape, mean and std; or say what is wrong."""
     from probe.data.check import check_dataset, format_check
-    typer.echo(format_check(check_dataset(dataset.value, data_dir, seed=seed, split_by=split_by)))
+    typer.echo(format_check(check_dataset(dataset.value, data_dir, seed=seed, split_by=split_by,
+                                          size=size, classes_file=classes)))
 
 
 @command(data_app, "fetch")
@@ -103,7 +150,9 @@ def _shape(text: str) -> tuple[int, int, int]:
 @command(app, "train")
 def train(
     preset: Optional[str] = typer.Option(None, help="cifar10-paper, mnist-seed, mnist-fast, sfddd-seed; options below override it."),
-    dataset: Optional[Dataset] = typer.Option(None, help="mnist, cifar10 or sfddd."),
+    dataset: Optional[AnyDataset] = typer.Option(None, help="mnist, cifar10, sfddd, or your own: folder (--data-dir DIR with DIR/train/<class>/*.png) or idx (any set in MNIST's file format)."),
+    size: Optional[str] = Size,
+    classes: Optional[Path] = ClassesFile,
     arch: Optional[str] = typer.Option(None, help="resnet20/32/44/56/110/1202, preact_resnet20, plain20, resnet<6n+2>, ..."),
     depth: Optional[int] = typer.Option(None, help="Shorthand for --arch resnet<depth>."),
     width: Optional[float] = typer.Option(None, help="Width factor of every layer."),
@@ -124,6 +173,10 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and augmentation."),
     split_seed: Optional[int] = typer.Option(None, help="Seed of the validation split (default 0: every run of a dataset validates and tests on the same images)."),
     split_by: Optional[str] = typer.Option(None, help="SFDDD validation split: driver or random."),
+    adversarial: Optional[str] = typer.Option(None, help="Adversarial training: pgd (Madry et al. 2018) or fgsm-rs (Wong et al. 2020: one step from a random start, twice a plain step's cost), with a PGD check of validation images every epoch that stops a run whose robustness collapses."),
+    eps: Optional[float] = typer.Option(None, help="ε of adversarial training, L∞ in pixel units (0.3 on MNIST, 8/255 ≈ 0.031 on CIFAR-10)."),
+    adv_steps: Optional[int] = typer.Option(None, help="PGD steps of adversarial training (default 7)."),
+    adv_step_size: Optional[float] = typer.Option(None, help="Step of adversarial training (default: PGD 2.5·ε/steps, FGSM-RS 1.25·ε)."),
     data_dir: Optional[Path] = DataDir,
     out: Optional[Path] = typer.Option(None, help="Model folder (default trained_models/<dataset>-<arch>-<YYYYMMDD-HHMMSS>, never an existing folder)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (needs --out)."),
@@ -147,7 +200,8 @@ def train(
         iters=iters, batch_size=batch_size, lr=lr, schedule=schedule, warmup_iters=warmup_iters,
         nesterov=nesterov, weight_decay=weight_decay, label_smoothing=label_smoothing,
         augment=augment, precision=precision, channels_last=channels_last, compile=compile,
-        device=device, seed=seed, split_seed=split_seed, split_by=split_by)
+        device=device, seed=seed, split_seed=split_seed, split_by=split_by, adversarial=adversarial,
+        adv_eps=eps, adv_steps=adv_steps, adv_step_size=adv_step_size)
     if resume and preset is None:
         config = saved_config(out).replace(**options)  # `--resume --out DIR` alone continues DIR's run
     else:
@@ -157,17 +211,48 @@ def train(
             raise ConfigError("under torchrun give the model folder: --out trained_models/<name>")
         out = default_folder(Path("trained_models"), config)
     main_process = int(os.environ.get("RANK", "0")) == 0
-    run_train(config, out, data_dir=data_dir, resume=resume, force=force,
+    run_train(config, out, data_dir=data_dir, resume=resume, force=force, size=size, classes_file=classes,
               callbacks=[] if quiet or not main_process else [ProgressPrinter()])
+
+
+@command(experiment_app, "degradation")
+def experiment_degradation(
+    dataset: Dataset = typer.Option(Dataset.mnist, help="mnist, cifar10 or sfddd."),
+    depths: Optional[list[int]] = typer.Option(None, "--depths", help="Depths 6n+2, e.g. --depths 20 56 110: a plain network and its ResNet twin each."),
+    more: Optional[list[int]] = typer.Argument(None, metavar="[DEPTH]...", help="More depths for --depths.", show_default=False),
+    epochs: int = typer.Option(20, help="Length of every run, in epochs (the paper's schedule: lr 0.1, ÷10 at 50% and 75%)."),
+    subset: Optional[int] = typer.Option(None, help="Train on the first K images of a seeded stratified draw of the training split (the same for every run), so deep nets fit a CPU."),
+    width: float = typer.Option(1.0, help="Width factor of every network (the MNIST seed used 0.5)."),
+    batch_size: int = typer.Option(128, help="Batch size of every run (the paper's 128)."),
+    seed: int = typer.Option(0, help="Seed of the weights, data order, augmentation and subset: the same for every run."),
+    out: Optional[Path] = typer.Option(None, help="Experiment folder (default trained_models/degradation-<dataset>); rerun into it to resume."),
+    data_dir: Optional[Path] = DataDir, device: str = Device,
+    log: bool = typer.Option(True, "--log/--no-log", help="Log-scale error axis (the default), or linear."),
+    quiet: bool = typer.Option(False, help="Print only the results."),
+):
+    """He et al.'s degradation experiment: for each depth, the plain network and its residual
+    twin trained alike, run by run resumable; then Figure 6 (plain left, ResNet right), the final
+    errors with 95% intervals and an exact McNemar test per depth."""
+    from probe.experiments.degradation import Settings, run_degradation
+    from probe.train.callbacks import ProgressPrinter
+    if more and not depths:
+        from probe.errors import ConfigError
+        raise ConfigError(f"unexpected argument {more[0]}: depths go after --depths")
+    settings = Settings(dataset=dataset.value, depths=tuple([*(depths or []), *(more or [])]), epochs=epochs,
+                        subset=subset, seed=seed, width=width, batch_size=batch_size)
+    typer.echo(run_degradation(settings, out, data_dir=data_dir, device=device, log=log,
+                               callbacks=[] if quiet else [ProgressPrinter()],
+                               say=(lambda line: None) if quiet else typer.echo).summary())
 
 
 @command(app, "evaluate")
 def evaluate(model: Path = ModelDir, split: str = typer.Option("test", help="test, val or train (the model's own split)."),
              data_dir: Optional[Path] = DataDir, device: str = Device,
-             batch_size: int = typer.Option(500, min=1, help="Images per forward pass.")):
+             batch_size: int = typer.Option(500, min=1, help="Images per forward pass."),
+             model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """Accuracy, per-class accuracy and loss of a trained model on a split."""
     from probe.analysis.predict import evaluate_model, format_evaluation
-    typer.echo(format_evaluation(evaluate_model(model, split=split, data_dir=data_dir, device=device,
+    typer.echo(format_evaluation(evaluate_model(_model(model, model_info, model_factory), split=split, data_dir=data_dir, device=device,
                                                 batch_size=batch_size)))
 
 
@@ -183,8 +268,10 @@ def predict(model: Path = ModelDir, data_dir: Optional[Path] = DataDir,
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV file (default: reports/<model>-<split>.csv)."),
             device: str = Device, batch_size: int = typer.Option(500, min=1, help="Images per forward pass."),
             image: Optional[list[Path]] = typer.Option(None, "--image", help="Your own PNG/JPEG file(s) instead of a split: prints the top-3 classes of each (--image a.png b.jpg)."),
-            more: Optional[list[Path]] = typer.Argument(None, metavar="[PATH]...", help="More files for --image.", show_default=False)):
+            more: Optional[list[Path]] = typer.Argument(None, metavar="[PATH]...", help="More files for --image.", show_default=False),
+            model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """Predictions for a split, written as CSV; or the top-3 classes of your own image files."""
+    model = _model(model, model_info, model_factory)
     if image or more:
         from probe.analysis.predict import predict_images
         typer.echo(predict_images(model, _image_paths(image, more), device=device))
@@ -213,7 +300,7 @@ def sanity(arch: str = typer.Option("resnet20", help="Architecture to check."),
 
 
 # ---- analyses -------------------------------------------------------------------------------
-AnalysisModel = typer.Option(None, "--model", help="A trained model folder (default: the newest in trained_models/).")
+AnalysisModel = typer.Option(None, "--model", help="A trained model folder, or a model file of yours (see --model-info) (default: the newest in trained_models/).")
 Out = typer.Option(None, "--out", help="Output folder (default reports/<model>/<analysis>/).")
 
 
@@ -222,13 +309,14 @@ def misclassified(model: Optional[Path] = AnalysisModel,
                   split: str = typer.Option("val", help="val (the split the model was chosen on), test or train."),
                   max_images: Optional[int] = typer.Option(None, "--max", help="Show only the N most confident mistakes."),
                   data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
-                  batch_size: int = typer.Option(500, min=1, help="Images per forward pass.")):
+                  batch_size: int = typer.Option(500, min=1, help="Images per forward pass."),
+                  model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """Every wrong image in a grid (true class, prediction, second choice), the confusion
     matrix, per-class accuracy with 95% intervals, and the most confused pairs."""
     from probe.analysis import misclassified as analysis
     from probe.analysis.runner import run_analysis
     settings = analysis.Settings(split=split, max_images=max_images, batch_size=batch_size)
-    typer.echo(run_analysis(analysis.ANALYSIS, model, settings, out=out, data_dir=data_dir,
+    typer.echo(run_analysis(analysis.ANALYSIS, _model(model, model_info, model_factory), settings, out=out, data_dir=data_dir,
                             device=device).summary())
 
 
@@ -236,12 +324,16 @@ def misclassified(model: Optional[Path] = AnalysisModel,
 def report(model: Optional[list[Path]] = typer.Option(None, "--model", help="Model folder(s); repeat for a comparison (default: the newest in trained_models/)."),
            data_dir: Optional[Path] = DataDir,
            out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default reports/<model> or reports/<a>-vs-<b>)."),
-           format: str = typer.Option("html,pdf", "--format", help="html, pdf or html,pdf.")):
+           format: str = typer.Option("html,pdf", "--format", help="html, pdf or html,pdf."),
+           device: str = Device,
+           experiment: Optional[list[Path]] = typer.Option(None, "--experiment", help="An experiment folder (probe experiment degradation), repeatable: its section follows the models' (alone: a report of the experiment). An experiment folder given as --model counts too."),
+           model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """One report of everything: model card, learning curves, failures, saliency, fooling and
     robustness, as a self-contained HTML page, a PDF, and figures.tex with vector figures."""
     from probe.report.build import run_report
     formats = tuple(f.strip() for f in format.split(",") if f.strip())
-    typer.echo(run_report(model or None, data_dir=data_dir, out=out, formats=formats).summary())
+    typer.echo(run_report(_model(model, model_info, model_factory) or None, data_dir=data_dir, out=out, formats=formats,
+                              device=device, experiments=experiment or ()).summary())
 
 
 Runs = typer.Argument(..., help="Model folders, or names of folders in trained_models/.", show_default=False)
@@ -297,7 +389,8 @@ def saliency(model: Optional[Path] = AnalysisModel,
              data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
              batch_size: int = typer.Option(256, "--batch-size", help="Largest number of images in one forward pass."),
              threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's own; on a machine busy with other jobs --threads 1 can be several times faster)."),
-             seed: int = typer.Option(0, help="Seed of SmoothGrad's noise, the random orders and the re-initialized weights.")):
+             seed: int = typer.Option(0, help="Seed of SmoothGrad's noise, the random orders and the re-initialized weights."),
+             model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """What the model looks at: saliency maps of six methods (through captum) side by side, and
     how faithful each is (deletion/insertion against a random order, the model-randomization
     check); the raw maps as attributions.safetensors."""
@@ -312,8 +405,8 @@ def saliency(model: Optional[Path] = AnalysisModel,
                                  images=tuple(map(str, files)) or None, scale=scale,
                                  overlay={"all": True, "none": False}.get(overlay, overlay), gradcam_layer=gradcam_layer,
                                  faithfulness=faithfulness, batch_size=batch_size, seed=seed, threads=threads)
-    typer.echo(run_analysis(analysis.ANALYSIS, model, settings, out=out, data_dir=data_dir, device=device,
-                            class_name=class_).summary())
+    typer.echo(run_analysis(analysis.ANALYSIS, _model(model, model_info, model_factory), settings, out=out,
+                            data_dir=data_dir, device=device, class_name=class_).summary())
 
 
 @command(app, "fool")
@@ -328,15 +421,21 @@ def fool(model: Optional[Path] = AnalysisModel,
          steps: Optional[int] = typer.Option(None, "--steps", help="Ascent steps before rounding (default: raw 200 at most; natural 150 regularized, then up to 150 plain where needed; dataset 40 per attempt of the search)."),
          seed: int = typer.Option(0, help="Seed of the noise and of the images chosen."),
          data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
-         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy).")):
+         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy)."),
+         image: Optional[list[Path]] = typer.Option(None, "--image", help="--from dataset: your own PNG/JPEG file(s) to change instead of a split's images (--image a.png b.jpg)."),
+         more: Optional[list[Path]] = MoreImageFiles,
+         label: Optional[str] = typer.Option(None, "--label", help="With --image: the files' class (default: the model's prediction for each, said in the output)."),
+         model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """Fooling images: from noise (ascent on the target's probability) or from data (the smallest
     L∞ change that flips a correct image to the target); each saved as an 8-bit PNG under
     images/, read back and classified again."""
     from probe.analysis.fooling import from_options
     from probe.analysis.runner import run_analysis
+    files = tuple(map(str, _image_paths(image, more))) or None
     entry, settings = from_options(source, style=style, source_class=source_class, split=split, target=target,
-                                   n=n, confidence=confidence, steps=steps, seed=seed, threads=threads)
-    typer.echo(run_analysis(entry, model, settings, out=out, data_dir=data_dir, device=device,
+                                   n=n, confidence=confidence, steps=steps, seed=seed, threads=threads,
+                                   images=files, label=label)
+    typer.echo(run_analysis(entry, _model(model, model_info, model_factory), settings, out=out, data_dir=data_dir, device=device,
                             class_name=settings.class_name).summary())
 
 
@@ -356,7 +455,11 @@ def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            batch_size: int = typer.Option(500, "--batch-size", help="Images per batch."),
            seed: int = typer.Option(0, help="Seed of the random starts."),
            data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
-           threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy).")):
+           threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's, or 1 when other processes keep more than cores − 1 busy)."),
+           image: Optional[list[Path]] = typer.Option(None, "--image", help="Your own PNG/JPEG file(s) to attack instead of a split's images (--image a.png b.jpg)."),
+           more: Optional[list[Path]] = MoreImageFiles,
+           label: Optional[str] = typer.Option(None, "--label", help="With --image: the files' true class (default: the model's prediction for each, said in the output)."),
+           model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """Accuracy against ε under FGSM or PGD (L∞ or L2, targeted or not) for one or more models
     on one plot, adversarial examples of one image per class, and every point in results.json."""
     from probe.analysis import robustness as analysis
@@ -364,8 +467,9 @@ def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
     settings = analysis.Settings(method=method, norm=norm, eps=eps, steps=steps, step_size=step_size,
                                  targeted=targeted, restarts=restarts, split=split, limit=limit,
                                  precision=precision, batch_size=batch_size, seed=seed, threads=threads,
-                                 search=search)
-    typer.echo(run_joint(analysis.ANALYSIS, model or None, settings, out=out, data_dir=data_dir,
+                                 search=search, images=tuple(map(str, _image_paths(image, more))) or None,
+                                 label=label)
+    typer.echo(run_joint(analysis.ANALYSIS, _model(model, model_info, model_factory) or None, settings, out=out, data_dir=data_dir,
                          device=device).summary())
 
 

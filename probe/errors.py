@@ -19,3 +19,8 @@ class ModelFileError(ProbeError):
 
 class TrainingError(ProbeError):
     """Training cannot go on (a NaN loss, say); the last good checkpoint is kept."""
+
+
+class ProbeWarning(UserWarning):
+    """Something odd that probe works around (a few unreadable images skipped, say): the CLI
+    prints it as one line, `warning: ...`."""

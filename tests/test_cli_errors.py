@@ -13,6 +13,7 @@ USAGE_ERRORS = [
     (["models", "zoo", "--input", "3x0x32"], "--input '3x0x32'"),
     (["models", "zoo", "--input", "abc"], "--input 'abc'"),
     (["evaluate", "--model", "no/such/folder"], "no/such/folder: no such model folder"),
+    (["report", "--model", "trained_models/mnist-resnet20", "--device", "tpu"], "unknown device 'tpu'"),
 ]
 
 

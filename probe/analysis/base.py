@@ -24,9 +24,11 @@ from torch import nn
 from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
 from probe.data.spec import ClassNames, DatasetSpec
+from probe.data.user_images import load_user_images
 from probe.errors import ConfigError, ModelFileError
 from probe.models.folder import ModelFolder
-from probe.methods.common import model_device
+from probe.models.inference import inference_copy
+from probe.methods.common import class_probabilities, model_device
 from probe.presentation import Section
 
 # ---- settings ------------------------------------------------------------------------------
@@ -58,6 +60,16 @@ def check_choice(option: str, value, choices, meaning: str = "") -> str:
     if value not in choices:
         raise ConfigError(f"{option} {value!r}: use {', '.join(map(str, choices))}" + (f" ({meaning})" if meaning else ""))
     return value
+
+
+def check_image_files(images, label) -> tuple[str, ...] | None:
+    """--image files (None: none) and --label, the class of the files, which needs them."""
+    files = tuple(str(p) for p in images) if images else None
+    if label is not None and not files:
+        raise ConfigError("--label: the class of your --image files; give them with --image")
+    if label is not None and not str(label).strip():
+        raise ConfigError("--label: give a class (a name, a code or an index)")
+    return files
 
 
 class SettingsBase:
@@ -135,8 +147,9 @@ _SPLITS: dict[tuple, ImageSet] = {}
 
 
 def load_split_cached(folder: ModelFolder, split: str, data_dir=None) -> ImageSet:
-    key = (folder.spec.name, str(Path(data_dir).resolve()) if data_dir is not None else None, split,
-           folder.split_seed, folder.split_by)
+    spec = folder.spec  # size and classes too: two models of one image folder may differ in them
+    key = (spec.name, spec.channels, spec.height, spec.width, spec.classes,
+           str(Path(data_dir).resolve()) if data_dir is not None else None, split, folder.split_seed, folder.split_by)
     if key not in _SPLITS:
         _SPLITS[key] = folder.load_split(split, data_dir)
     return _SPLITS[key]
@@ -160,6 +173,7 @@ class Context:
     progress: Callable[[str, float, float | None], None] | None = None
     input_shape: tuple[int, int, int] | None = None  # (C, H, W), for inputs made from nothing
     mean: tuple[float, ...] | None = None  # the dataset's mean pixel, where known
+    _fast: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, model: nn.Module | None, classes=None, *, folder: ModelFolder | None = None, data_dir=None,
@@ -175,6 +189,16 @@ class Context:
                    folder, Path(data_dir) if data_dir is not None else None, progress,
                    tuple(input_shape) if input_shape is not None else (spec.input_shape if spec else None),
                    tuple(spec.mean) if spec is not None else None)
+
+    @property
+    def fast_model(self) -> nn.Module | None:
+        """The model for the many forward and input-gradient passes of attacks, fooling, saliency
+        and predictions: probe's ResNets with BatchNorm folded into the convs (inference_copy,
+        made once per context), any other model as it is. Analyses that change or inspect the
+        model's layers (the randomization check) use `model`."""
+        if self._fast is None and self.model is not None:
+            self._fast = inference_copy(self.model)
+        return self._fast
 
     @property
     def device(self) -> torch.device:
@@ -197,6 +221,25 @@ class Context:
     def report(self, what: str, done: float, total: float | None = None) -> None:
         if self.progress is not None:
             self.progress(what, done, total)
+
+
+def image_files(ctx: Context, paths, label: str | None = None, batch_size: int = 500) -> tuple[ImageSet, str]:
+    """--image files in the stored form of the model's images (probe.data.user_images), each
+    labelled `label` (--label) or, without one, with the model's own prediction; and the words
+    that say which, for the terminal and results.json."""
+    if ctx.spec is None:
+        raise ConfigError("--image: this model has no description of its input (a model folder or a model file "
+                          "with its model info) to bring the files to it")
+    user = load_user_images(paths, ctx.spec)
+    if label is not None:
+        k = ctx.classes.index(label)
+        labels = torch.full((len(user.images),), k, dtype=torch.long)
+        how = f"labelled {ctx.classes.slugs[k]} (--label)"
+    else:
+        labels = class_probabilities(ctx.fast_model, ctx.view(user.images), batch_size=batch_size).argmax(1)
+        said = ", ".join(f"{p.name} {ctx.classes.slugs[k]}" for p, k in zip(user.paths, labels.tolist()))
+        how = f"labelled with the model's own prediction (no --label): {said}"
+    return ImageSet(user.images, labels, ctx.spec, [str(p) for p in user.paths]), how
 
 
 # ---- the registry entry ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field, check_choice,
-                                 check_float, check_int)
+                                 check_float, check_image_files, check_int, image_files)
 from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
@@ -108,16 +108,19 @@ class NoiseSettings(_Common):
 class DatasetSettings(_Common):
     source_class: str | None = None  # --source: change only images of this class
     split: str = "test"
+    images: tuple[str, ...] | None = None  # --image: the user's own files instead of the split
+    label: str | None = None  # --label: the files' class (None: the model's prediction)
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("--split", self.split, SPLITS)
         if self.source_class is not None and not str(self.source_class).strip():
             raise ConfigError("--source: give a class")
+        object.__setattr__(self, "images", check_image_files(self.images, self.label))
 
 
 def from_options(source: str, *, style: str | None = None, source_class: str | None = None,
-                 split: str = "test", **common) -> tuple[Analysis, _Common]:
+                 split: str = "test", images=None, label: str | None = None, **common) -> tuple[Analysis, _Common]:
     """`probe fool --from SOURCE ...`: the registry entry and its Settings, checked in the
     command's option names. common: target, n, confidence, steps, seed, threads."""
     check_choice("--from", source, SOURCES, "noise: gradient ascent from random noise; dataset: the "
@@ -125,10 +128,14 @@ def from_options(source: str, *, style: str | None = None, source_class: str | N
     if source == "noise":
         if source_class is not None:
             raise ConfigError("--source: applies to --from dataset only (the class of the images to change)")
+        if images or label is not None:
+            raise ConfigError(f"--{'image' if images else 'label'}: applies to --from dataset only (the images to "
+                              "change); --from noise starts from noise")
         return NOISE_ANALYSIS, NoiseSettings(style=style or "raw", **common)
     if style is not None:
         raise ConfigError(f"--style {style}: applies to --from noise only")
-    return DATASET_ANALYSIS, DatasetSettings(source_class=source_class, split=split, **common)
+    return DATASET_ANALYSIS, DatasetSettings(source_class=source_class, split=split, images=images, label=label,
+                                             **common)
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -185,11 +192,15 @@ class DatasetFoolingResult(FoolingResult):
     median_linf: float | None = None  # of the images that fool the model
     median_l2: float | None = None
     shortfall: dict | None = None  # target → images missing (too few correctly classified ones)
+    files: list[str] | None = None  # --image: the files changed (instead of a split)
+    labels_from: str | None = None  # --image: where the files' classes came from (--label, the prediction)
     original: torch.Tensor | None = array_field()  # (M, C, H, W) uint8
     source_label: torch.Tensor | None = array_field()  # (M,)
     p_source_original: torch.Tensor | None = array_field()  # (M,) p(its class) of the original
 
     def data_info(self) -> dict:
+        if self.files is not None:
+            return {"source": "files", "files": self.files, "labels": self.labels_from}
         return {"split": self.split, "n": self.split_size}
 
 
@@ -383,7 +394,7 @@ def run_noise(ctx: Context, settings: NoiseSettings) -> NoiseFoolingResult:
         raise ConfigError("fooling from noise: the model's input shape (C, H, W) is not known")
     with analysis_threads(settings.threads, ctx.device) as threads:
         ctx.report(f"ascending {settings.n} noise image(s) per target", 0)
-        result = fool_from_noise(ctx.model, settings.targets, shape=ctx.input_shape, classes=ctx.classes,
+        result = fool_from_noise(ctx.fast_model, settings.targets, shape=ctx.input_shape, classes=ctx.classes,
                                  n=settings.n, confidence=settings.confidence, style=settings.style,
                                  steps=settings.steps, center=ctx.mean if ctx.mean is not None else 0.5,
                                  seed=settings.seed, batch_size=settings.batch_size, name=ctx.name)
@@ -392,15 +403,20 @@ def run_noise(ctx: Context, settings: NoiseSettings) -> NoiseFoolingResult:
 
 def run_dataset(ctx: Context, settings: DatasetSettings) -> DatasetFoolingResult:
     _asked(ctx.classes, settings.targets, settings.source_class)  # before the data is read
-    data = ctx.split(settings.split)
+    if settings.images:
+        data, labels_from = image_files(ctx, settings.images, settings.label, settings.batch_size)
+    else:
+        data, labels_from = ctx.split(settings.split), None
     what = f"searching the smallest change, {settings.n} image(s) per target"
     with analysis_threads(settings.threads, ctx.device) as threads:
-        result = fool_from_dataset(ctx.model, ctx.view(data.images), data.labels, settings.targets,
-                                   classes=ctx.classes, n=settings.n, confidence=settings.confidence,
+        result = fool_from_dataset(ctx.fast_model, ctx.view(data.images), data.labels, settings.targets,
+                                   classes=ctx.classes, n=min(settings.n, len(data)) if settings.images else settings.n, confidence=settings.confidence,
                                    source=settings.source_class, steps=settings.steps, seed=settings.seed,
-                                   batch_size=settings.batch_size, name=ctx.name, split=settings.split,
+                                   batch_size=settings.batch_size, name=ctx.name,
+                                   split=None if settings.images else settings.split,
                                    progress=lambda r, rounds: ctx.report(what, r, rounds))
-    return dataclasses.replace(result, threads=threads if ctx.device.type == "cpu" else None)
+    return dataclasses.replace(result, threads=threads if ctx.device.type == "cpu" else None,
+                               files=data.names if settings.images else None, labels_from=labels_from)
 
 
 def _title(result: FoolingResult) -> str:
@@ -505,6 +521,8 @@ def _identity(result: FoolingResult) -> str:
 def summary(result: FoolingResult) -> list[str]:
     kind = f"from noise ({result.style})" if result.source == "noise" else f"from {result.split or 'the given'} images"
     lines = [f"fooling images {kind}: {_made(result)}, goal p(target) ≥ {result.confidence:g}"]
+    if getattr(result, "files", None):
+        lines.append(f"images: {len(result.files)} file(s), {result.labels_from}")
     if getattr(result, "shortfall", None):
         lines.append("too few correctly classified images for: "
                      + ", ".join(f"{t} (−{k})" for t, k in result.shortfall.items()))

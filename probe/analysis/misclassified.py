@@ -154,7 +154,7 @@ def run(ctx: Context, settings: Settings) -> MisclassifiedResult:
     data = ctx.split(settings.split)
     if not (data.labels >= 0).any():
         raise ConfigError(f"the {settings.split!r} split has no labels: nothing can be called misclassified")
-    return misclassified(ctx.model, ctx.view(data.images), data.labels, classes=ctx.classes,
+    return misclassified(ctx.fast_model, ctx.view(data.images), data.labels, classes=ctx.classes,
                          max_images=settings.max_images, batch_size=settings.batch_size,
                          display_images=data.images, image_names=data.names, name=ctx.name,
                          split=settings.split,

@@ -16,16 +16,17 @@ from probe.io import atomic_write_text, check_writable
 from probe.device import resolve_device
 from probe.models.inference import metrics_from_logits, predict_logits
 from probe.methods.common import class_probabilities
-from probe.models.folder import load_model_folder
+from probe.models.foreign import open_model
 
 
 def split_logits(model_dir, split: str, data_dir=None, device: str = "auto", batch_size: int = 500,
                  labelled: bool = False) -> tuple[ImageSet, torch.Tensor]:
     """A split of the model's own dataset (drawn with its split seed and rule, so that 'val' is the
     validation set it was chosen on) and the model's logits (N, K) on it. labelled: a split
-    without labels is an error."""
+    without labels is an error. model_dir: a model folder or file, or a ModelFolder read."""
     dev = resolve_device(device)
-    model, folder = load_model_folder(model_dir, dev)
+    folder = open_model(model_dir)
+    model = folder.load(dev)
     data = folder.load_split(split, data_dir)
     if labelled and (data.labels < 0).all():
         raise ConfigError(f"the {split!r} split has no labels to evaluate against; use `probe predict`")
@@ -36,7 +37,7 @@ def evaluate_model(model_dir, *, split: str = "test", data_dir=None, device: str
                    batch_size: int = 500) -> dict:
     data, logits = split_logits(model_dir, split, data_dir, device, batch_size, labelled=True)
     result = metrics_from_logits(logits, data.labels, data.spec.num_classes)
-    return result | {"model": Path(model_dir).name, "split": split, "dataset": data.spec.name,
+    return result | {"model": open_model(model_dir).name, "split": split, "dataset": data.spec.name,
                      "classes": list(data.spec.classes)}
 
 
@@ -76,7 +77,7 @@ def predictions_csv(data: ImageSet, probs: torch.Tensor, fmt: str) -> str:
 
 def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str = "csv",
                       output=None, device: str = "auto", batch_size: int = 500) -> tuple[Path, str]:
-    output = Path(output) if output else Path("reports") / f"{Path(model_dir).name}-{split}.csv"
+    output = Path(output) if output else Path("reports") / f"{open_model(model_dir).name}-{split}.csv"
     check_writable(output)  # a bad -o is said before a long prediction, not after it
     data, logits = split_logits(model_dir, split, data_dir, device, batch_size)
     atomic_write_text(output, predictions_csv(data, logits.double().softmax(1), fmt))
@@ -90,8 +91,8 @@ def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str
 def predict_images(model_dir, paths, *, device: str = "auto", top: int = 3) -> str:
     """`probe predict --image`: the top classes of a user's own image files, one line each, every
     file brought to the model's input the way its dataset's images were (probe.data.user_images)."""
-    net, folder = load_model_folder(model_dir, resolve_device(device))
-    spec = folder.spec
+    folder = open_model(model_dir)
+    net, spec = folder.load(resolve_device(device)), folder.spec
     user = load_user_images(paths, spec)
     probs = class_probabilities(net, eval_view(user.images, spec))
     p, kk = probs.topk(min(top, spec.num_classes), dim=1)

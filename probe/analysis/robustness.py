@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field,
-                                 check_choice, check_int)
+                                 check_choice, check_image_files, check_int, image_files)
 from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
@@ -70,9 +70,12 @@ class Settings(SettingsBase):
     examples: int = 10  # images shown attacked, per model: one per class first
     search: str = "bisect"  # --search: each image's smallest breaking ε by bisection, or nested attacks
     threads: int | None = None  # --threads (default: probe.device.analysis_threads' choice)
+    images: tuple[str, ...] | None = None  # --image: the user's own files instead of the split
+    label: str | None = None  # --label: the files' true class (None: the first model's prediction)
 
     def __post_init__(self):
         check_choice("--method", self.method, METHODS)
+        object.__setattr__(self, "images", check_image_files(self.images, self.label))
         check_choice("--norm", self.norm, NORMS)
         if self.eps is not None:
             object.__setattr__(self, "eps", tuple(parse_eps_list(self.eps)))
@@ -140,6 +143,8 @@ class RobustnessResult(ResultBase):
     indices: list[int] | None = None  # into the split, when a seeded subset was attacked
     threads: dict | None = None  # the CPU threads of the run
     device: str | None = None  # the model's device
+    files: list[str] | None = None  # --image: the files attacked (instead of a split)
+    labels_from: str | None = None  # --image: where their true classes came from (--label, the prediction)
     example_images: torch.Tensor | None = array_field()  # (Σk, X, C, H, W) float32: each model's examples in turn
     predicted: torch.Tensor | None = array_field()  # (M, E, N) each model's class of each image at each ε
 
@@ -199,6 +204,8 @@ class RobustnessResult(ResultBase):
                 [[p["p_predicted"] for p in r["per_eps"]] for r in records])
 
     def data_info(self) -> dict:
+        if self.files is not None:
+            return {"source": "files", "files": self.files, "labels": self.labels_from, "n": self.n}
         info = {"split": self.split, "n": self.n, "n_split": self.n_split}
         if self.indices is not None:
             info |= {"subset_seed": SUBSET_SEED, "indices": self.indices}
@@ -280,28 +287,44 @@ def run(contexts: list[Context], settings: Settings) -> RobustnessResult:
     examples of every model shown at the same ε, chosen where the curves fall."""
     contexts = [contexts] if isinstance(contexts, Context) else list(contexts)
     first = contexts[0]
-    data = _shared_split(contexts, settings.split)
-    index = subset(len(data), settings.limit)
+    data, labels_from = _shared_data(contexts, settings)
+    index = subset(len(data), settings.limit) if not settings.images else torch.arange(len(data))
     target = first.classes.index(settings.targeted) if settings.targeted is not None else None
     dataset = first.spec.name if first.spec is not None else None
     eps = sorted({0.0, *(settings.eps if settings.eps is not None else default_eps(dataset, settings.norm))})
     with analysis_threads(settings.threads, first.device) as threads:
         precision = resolve_precision(settings.precision, first.device)
-        runs = [_attack_model(ctx, ctx.split(settings.split), index, eps, target, precision, settings)
-                for ctx in contexts]
+        runs = [_attack_model(ctx, data if settings.images else ctx.split(settings.split), index, eps, target,
+                              precision, settings) for ctx in contexts]
         # The same images of every model, at the same ε: the first of each class all of them get right.
         shown = example_eps_of(eps, [curve.accuracy for curve, _, _ in runs])
         right = torch.stack([curve.predicted[0] == curve.labels for curve, _, _ in runs]).all(0)
         pick = pick_examples(right, runs[0][0].labels, settings.examples)
         for ctx, (curve, images, _) in zip(contexts, runs):
-            attack_examples(ctx.model, images, curve, settings.examples, shown, pick)
+            attack_examples(ctx.fast_model, images, curve, settings.examples, shown, pick)
     # One list of class names for the joint result: the first model's (the others share its dataset).
     parts = [_model_part(ctx.name, curve, first.classes, index, whole) for ctx, (curve, _, whole) in zip(contexts, runs)]
     return _assemble(parts, runs[0][0], first.classes,
                      eps_in_255=dataset in IN_255 and settings.norm == "linf", dataset=dataset,
-                     split=settings.split, n_split=len(data),
+                     split=None if settings.images else settings.split, n_split=None if settings.images else len(data),
                      indices=index.tolist() if len(index) < len(data) else None, threads=threads,
-                     device=str(first.device))
+                     device=str(first.device), files=data.names if settings.images else None, labels_from=labels_from)
+
+
+def _shared_data(contexts: list[Context], settings: Settings):
+    """The images every model is attacked on, and where their labels came from (None: the split's):
+    the split, or the --image files labelled by --label or by the first model's prediction."""
+    if not settings.images:
+        return _shared_split(contexts, settings.split), None
+    first = contexts[0]
+    for ctx in contexts[1:]:
+        if ctx.spec.input_shape != first.spec.input_shape:
+            raise ConfigError(f"--model: {first.name} and {ctx.name} take images of different sizes; "
+                              "--image files are attacked on every model at once")
+    data, how = image_files(first, settings.images, settings.label, settings.batch_size)
+    if settings.label is None and len(contexts) > 1:
+        how = how.replace("the model's own prediction", f"{first.name}'s prediction")
+    return data, how
 
 
 def _shared_split(contexts: list[Context], split: str):
@@ -326,13 +349,13 @@ def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], tar
     """One model: its curve on the attacked subset, those images, and its clean accuracy on the
     whole split as (correct, n), as `probe evaluate` counts it."""
     view = ctx.view(data.images)  # (N, C, H, W) uint8, the network's input
-    correct = int((class_probabilities(ctx.model, view, batch_size=settings.batch_size).argmax(1)
+    correct = int((class_probabilities(ctx.fast_model, view, batch_size=settings.batch_size).argmax(1)
                    == data.labels).sum())
     search = settings.search if settings.method == "pgd" else "nested"
     rounds = search_steps(len(eps), search)
     what = (f"{settings.method.upper()} on {ctx.name}: {len(index):,} images × {len(eps)} ε"
             + (f" by bisection, {rounds} rounds" if search == "bisect" else ""))
-    curve = attack_curve(ctx.model, view[index], data.labels[index], eps, target=target, precision=precision,
+    curve = attack_curve(ctx.fast_model, view[index], data.labels[index], eps, target=target, precision=precision,
                          examples=0, progress=lambda j, done, m: ctx.report(what, j - 1 + done / max(1, m), rounds),
                          **settings.attack_options())
     return curve, view[index], (correct, len(data))
@@ -468,7 +491,9 @@ def _with_interval(point: dict) -> str:
 
 def summary(result: RobustnessResult) -> list[str]:
     lines = [f"{result.attack_words()}, gradient steps in {result.precision}, judged in fp32"]
-    if result.n_split is not None and result.n < result.n_split:
+    if result.files is not None:
+        lines.append(f"{result.n} file(s), {result.labels_from}")
+    elif result.n_split is not None and result.n < result.n_split:
         lines.append(f"{result.n:,} of {result.n_split:,} {result.split} images (a seeded random subset; "
                      "--limit 0 attacks all)")
     else:
@@ -492,7 +517,8 @@ def _model_lines(result: RobustnessResult, m: dict) -> list[str]:
         lines = [f"{m['name']}: clean accuracy {100 * whole:.2f}% on all {result.n_split:,} {result.split} images "
                  f"(as `probe evaluate`), {100 * m['clean_accuracy']:.2f}% on the {result.n:,} attacked"]
     else:
-        lines = [f"{m['name']}: clean accuracy {100 * whole:.2f}% (as `probe evaluate`)"]
+        lines = [f"{m['name']}: clean accuracy {100 * whole:.2f}%"
+                 + (" on the files" if result.files is not None else " (as `probe evaluate`)")]
     if result.target is not None:
         lines.append(f"  share put in {result.target} (images of other classes): "
                      + ", ".join(f"{eps_label(p['eps'], result.eps_in_255)}: {100 * p['target_rate']:.1f}%"

@@ -17,7 +17,8 @@ from probe.device import configure_for_speed, resolve_device
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.figures.style import save_figure
 from probe.io import atomic_write_bytes, atomic_write_json
-from probe.models.folder import META, WEIGHTS, ModelFolder, load_model_folder, read_model_folder, read_safetensors
+from probe.models.folder import META, ModelFolder, read_model_folder, read_safetensors
+from probe.models.foreign import open_model
 from probe.progress import progress
 from probe.provenance import versions
 
@@ -45,9 +46,11 @@ class Outcome:
 def resolve_model(model: str | Path | None, *, root: str | Path = MODELS_ROOT,
                   class_name: str | None = None) -> tuple[ModelFolder, str]:
     """The model folder asked for, or the newest one in `root` (whose dataset has `class_name`,
-    when a class is asked for). Returns the checked folder and how it was chosen, for printing."""
+    when a class is asked for). Returns the checked folder and how it was chosen, for printing.
+    model: a folder, a model file of yours (with the model info beside it), or a ModelFolder
+    already read (probe.models.foreign.open_model: a file with --model-info)."""
     if model is not None:
-        return read_model_folder(model), "given"
+        return open_model(model), "given"
     root = Path(root)
     candidates = []
     for path in sorted(root.iterdir()) if root.is_dir() else []:
@@ -105,7 +108,7 @@ def context_for(folder: ModelFolder, *, device="auto", data_dir=None, hook=None,
     the folder without its weights (model None), for an analysis of meta.json and history.json."""
     dev = resolve_device(device)
     configure_for_speed(dev)
-    net = load_model_folder(folder.path, dev)[0] if load else None
+    net = folder.load(dev) if load else None
     return Context.of(net, folder=folder, data_dir=data_dir, progress=hook, name=name)
 
 
@@ -115,10 +118,10 @@ def resolve_runs(runs, root: str | Path = MODELS_ROOT) -> list[ModelFolder]:
         raise ConfigError("give at least one run: a model folder such as trained_models/mnist-resnet20")
     folders, seen = [], set()
     for run in runs:
-        path = Path(run)
+        path = Path(run) if not isinstance(run, ModelFolder) else run.path
         if not path.exists() and len(path.parts) == 1 and (Path(root) / path).is_dir():
             path = Path(root) / path
-        folder = read_model_folder(path)
+        folder = open_model(run if isinstance(run, ModelFolder) else path)
         key = folder.path.resolve()
         if key in seen:
             raise ConfigError(f"{run}: the same run is given twice")
@@ -139,7 +142,7 @@ def run_labels(folders: list[ModelFolder]) -> list[str]:
 def model_record(folder: ModelFolder) -> dict:
     """Which model a result is of: name, path, architecture and the weights' sha256 (None for a
     folder without weights, which curves and compare can still read)."""
-    sha = folder.weights_sha256() if (folder.path / WEIGHTS).is_file() else None
+    sha = folder.weights_sha256() if folder.weights_file().is_file() else None
     return {"name": folder.name, "path": str(folder.path), "arch": folder.meta.get("arch_name"),
             "weights_sha256": sha}
 

@@ -39,7 +39,7 @@ from probe.methods.common import class_probabilities
 from probe.methods.faithfulness import (MIN_IMAGES, RANDOM, FaithfulnessConfig, cascade_groups,
                                         deletion_insertion, randomization_check)
 from probe.methods.saliency import (METHODS, Attributions, Layer, SaliencyConfig, attribute, choose_cam_layer,
-                                    parse_methods)
+                                    parse_methods, resolve_layer)
 from probe.presentation import FigureRef, Section, Table, Text
 
 SELECTIONS = ("correct", "wrong", "any")
@@ -208,6 +208,7 @@ class SaliencyResult(ResultBase):
     gradcam: dict | None = None  # Grad-CAM's layer: "layer" (dotted name), "size" [h, w], "reason"
     note: str | None = None  # what the reader must know of the images (none of the class correct)
     wrong: dict | None = None  # misclassified images of the split: a SaliencyResult's JSON (wrong_result)
+    skipped: dict | None = None  # method → why it cannot run on this model (a TorchScript file: Grad-CAM)
     attributions: torch.Tensor | None = array_field()  # (M, N, H, W) float32
     images: torch.Tensor | None = array_field()  # (N, C, H, W): what the network saw
     frames: torch.Tensor | None = array_field()  # (N, C, H', W'): the stored images, where larger
@@ -413,7 +414,7 @@ def _first_where(ctx: Context, data: ImageSet, candidates: torch.Tensor, n: int,
     chosen, probs = [candidates[:0]], [torch.zeros(0, len(ctx.classes))]
     for s in range(0, len(candidates), max(step, 4 * n)):
         idx = candidates[s:s + max(step, 4 * n)]
-        p = class_probabilities(ctx.model, ctx.view(data.images[idx]), batch_size=batch_size)
+        p = class_probabilities(ctx.fast_model, ctx.view(data.images[idx]), batch_size=batch_size)
         mask = keep(p.argmax(1), data.labels[idx])
         chosen.append(idx[mask])
         probs.append(p[mask])
@@ -432,7 +433,7 @@ def select_images(ctx: Context, data: ImageSet, k: int, n: int, selection: str, 
         raise ConfigError(f"the {split} split has no image of class {name}: try --split test or train")
     if selection == "any":
         chosen = candidates[:n]
-        return chosen, class_probabilities(ctx.model, ctx.view(data.images[chosen]), batch_size=batch_size)
+        return chosen, class_probabilities(ctx.fast_model, ctx.view(data.images[chosen]), batch_size=batch_size)
     right = selection == "correct"
     chosen, probs = _first_where(ctx, data, candidates, n, batch_size, lambda pred, y: (pred == y) == right)
     if len(chosen) == 0 and not right:
@@ -447,7 +448,7 @@ def _from_files(ctx: Context, settings: Settings, k: int | None) -> Picked:
         raise ConfigError("--image: this model has no dataset to bring the files to its input; "
                           "call probe.saliency with the images as a tensor")
     user = load_user_images(settings.images, ctx.spec)
-    probs = class_probabilities(ctx.model, ctx.view(user.images), batch_size=settings.batch_size)
+    probs = class_probabilities(ctx.fast_model, ctx.view(user.images), batch_size=settings.batch_size)
     targets = torch.full((len(user.images),), k) if k is not None else probs.argmax(1)
     info = [{"file": str(p), "note": note, "label": None, "role": None} for p, note in zip(user.paths, user.notes)]
     names = [p.name if len(p.name) <= 12 else p.name[:11] + "…" for p in user.paths]
@@ -471,7 +472,7 @@ def _from_index(ctx: Context, settings: Settings, data: ImageSet, k: int | None)
         if i >= len(data):
             raise ConfigError(f"--index {i}: the {settings.split} split has images 0..{len(data) - 1}")
     idx = torch.tensor(settings.index)
-    probs = class_probabilities(ctx.model, ctx.view(data.images[idx]), batch_size=settings.batch_size)
+    probs = class_probabilities(ctx.fast_model, ctx.view(data.images[idx]), batch_size=settings.batch_size)
     labels = data.labels[idx]
     targets = torch.full((len(idx),), k) if k is not None else torch.where(labels >= 0, labels, probs.argmax(1))
     return _picked(ctx, data, idx, probs, targets, [None] * len(idx),
@@ -531,7 +532,7 @@ def _title(ctx: Context, what: str, explained: str) -> str:
 
 def _explain(ctx: Context, settings: Settings, picked: Picked, title: str, layer) -> SaliencyResult:
     """The maps of the picked images, with their records."""
-    result = saliency(ctx.model, ctx.view(picked.frames), picked.targets, methods=settings.methods,
+    result = saliency(ctx.fast_model, ctx.view(picked.frames), picked.targets, methods=settings.methods,
                       classes=ctx.classes, layer=layer, batch_size=settings.batch_size, seed=settings.seed,
                       scale=settings.scale, overlay=settings.overlay, display_images=picked.frames, name=ctx.name,
                       title=title, probs=picked.probs, progress=ctx.report)
@@ -542,7 +543,29 @@ def _explain(ctx: Context, settings: Settings, picked: Picked, title: str, layer
         files=[r["file"] for r in picked.info] if settings.images else None)
 
 
+def usable_methods(model: nn.Module, settings: Settings, name: str = "the model") -> tuple[tuple[str, ...], dict]:
+    """The methods asked for that the model can serve, and why each other one is left out: the
+    model's own `unavailable` (a TorchScript or torch.export file: no layer or ReLU to hook), or
+    Grad-CAM with no layer known (a model of yours without "cam_layer")."""
+    unavailable = dict(getattr(model, "unavailable", None) or {})
+    if "gradcam" in settings.methods and "gradcam" not in unavailable and settings.gradcam_layer == "auto":
+        try:
+            resolve_layer(model, None)
+        except ConfigError:
+            unavailable["gradcam"] = ("no Grad-CAM layer is known: give --gradcam-layer (a module path such as "
+                                      "layer4), or \"cam_layer\" in the model info")
+    skipped = {m: unavailable[m] for m in settings.methods if m in unavailable}
+    kept = tuple(m for m in settings.methods if m not in skipped)
+    if not kept:
+        raise ConfigError(f"--method: {'; '.join(f'{m} cannot run on {name}: {why}' for m, why in skipped.items())}")
+    return kept, skipped
+
+
 def run(ctx: Context, settings: Settings) -> SaliencyResult:
+    methods, skipped = usable_methods(ctx.model, settings, ctx.name)
+    if skipped:
+        result = run(ctx, settings.replace(methods=methods))
+        return dataclasses.replace(result, skipped=skipped)
     k = class_index(ctx.classes, settings.class_name) if settings.class_name is not None else None
     if settings.images:
         picked = _from_files(ctx, settings, k)
@@ -767,9 +790,17 @@ def _intro(result: SaliencyResult) -> str:
             "a high rank correlation means the map barely depends on what was learned.")
 
 
+def _skipped_text(result: SaliencyResult) -> str | None:
+    if not result.skipped:
+        return None
+    return "Left out: " + "; ".join(f"{legend_of(m)}, as {why}" for m, why in result.skipped.items()) + "."
+
+
 def section(result: SaliencyResult) -> Section:
     s = Section(ANALYSIS.title, "saliency")
     s.add(Text(_intro(result)), Text(result.note) if result.note else None)
+    if result.skipped:
+        s.add(Text(_skipped_text(result)))
     of_class = f", class {result.class_name}" if result.class_name is not None else ""
     s.add(FigureRef("saliency", f"{result.model}: saliency maps{of_class}.",
                     data={"rows": result.rows, "methods": result.methods, "gradcam": result.gradcam}))
@@ -886,6 +917,8 @@ def _flagged(f: FaithfulnessResult | None) -> list[str]:
 
 def summary(result: SaliencyResult) -> list[str]:
     lines = [f"{result.description}: {', '.join(map(legend_of, result.methods))}"]
+    if result.skipped:
+        lines.append(_skipped_text(result))
     if result.note:
         lines.append(result.note)
     if result.gradcam:

@@ -32,7 +32,8 @@ def shard_batches(perm: torch.Tensor, batch_size: int, rank: int = 0, world_size
     return batches
 
 
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+def step_generator(seed: int, step: int, rank: int = 0, device="cpu") -> torch.Generator:
     """Augmentation randomness of one optimizer step on one rank (ranks must not draw the same
-    crops and flips for their shards)."""
-    return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + rank * 15_485_863 + 1)
+    crops and flips for their shards), on the device the images are on: a GPU draws its crop
+    offsets itself instead of receiving them from the CPU every step."""
+    return torch.Generator(device=device).manual_seed(seed * 7_919 + step * 104_729 + rank * 15_485_863 + 1)

@@ -3,28 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from probe.data.imageset import ImageSet
+from probe.data import folder as image_folder
+from probe.data import idx
+from probe.data.imageset import ImageSet, channel_stats
 from probe.data.paths import resolve_data_dir
 from probe.data.sfddd import find_layout, read_driver_list
-from probe.data.spec import get_spec
+from probe.data.spec import get_spec, is_own_data
 from probe.data.splits import SPLITS, load_splits
-
-
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of [0, 1] pixels, in float64 chunks (no full float copy of the set)."""
-    c = images.shape[1]
-    s = torch.zeros(c, dtype=torch.float64)
-    s2 = torch.zeros(c, dtype=torch.float64)
-    for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].to(torch.float64) / 255  # (n, C, H, W)
-        s += x.sum(dim=(0, 2, 3))
-        s2 += (x * x).sum(dim=(0, 2, 3))
-    n = max(1, images.numel() // c)
-    mean = s / n
-    std = (s2 / n - mean * mean).clamp_min(0).sqrt()
-    return mean.tolist(), std.tolist()
 
 
 def split_report(images: ImageSet) -> dict:
@@ -39,24 +24,46 @@ def split_report(images: ImageSet) -> dict:
 
 
 def check_dataset(name: str, data_dir: str | Path | None = None, **kw) -> dict:
-    """Load every split (kw go to load_splits: seed, split_by, splits) and describe each one.
+    """Load every split (kw go to load_splits: seed, split_by, splits, size, classes_file) and
+    describe each one.
 
     {"dataset", "data_dir", "spec_mean", "spec_std", "splits": {split: {"count", "class_counts"
     {slug: n}, "shape" [C, H, W], "mean" [per channel], "std", ("unlabelled")}},
     and for SFDDD "drivers": {split: [driver ids]}}. SFDDD's unlabelled imgs/test is counted as
-    split "kaggle" when the folder has one."""
-    spec = get_spec(name)
-    if spec.name == "sfddd" and "splits" not in kw:
+    split "kaggle" when the folder has one. Your own data (folder, idx) add "classes" [[slug,
+    display name]], "input" [C, H, W] and "sources" {split: where its images come from}."""
+    name = name.lower()
+    if name == "sfddd" and "splits" not in kw:
         has_test = find_layout(data_dir).test.is_dir()
         kw["splits"] = SPLITS + (("kaggle",) if has_test else ())
-    sets = load_splits(spec.name, data_dir, **kw)
-    return {
-        "dataset": spec.name,
-        "data_dir": str(resolve_data_dir(spec.name, data_dir)),
+    sets = load_splits(name, data_dir, **kw)
+    spec = next(iter(sets.values())).spec if is_own_data(name) else get_spec(name)
+    folder = resolve_data_dir(name, data_dir)
+    report = {
+        "dataset": spec.name, "data_dir": str(folder),
         "spec_mean": list(spec.mean), "spec_std": list(spec.std),
         "splits": {s: split_report(images) for s, images in sets.items()},
         **({"drivers": _sfddd_drivers(data_dir, sets)} if spec.name == "sfddd" else {}),
     }
+    if is_own_data(name):
+        report |= {"classes": [list(c) for c in zip(spec.classes, spec.display_names)],
+                   "input": list(spec.input_shape), "sources": _sources(name, folder, kw.get("seed", 0))}
+    return report
+
+
+def _sources(name: str, folder: Path, seed: int) -> dict[str, str]:
+    """{split: where its images come from}, in words."""
+    if name == "idx":
+        paths = idx.find_files(folder)
+        train = f"{paths['train']['images'].name} less val"
+        val = f"a seeded draw (seed {seed}) from {paths['train']['images'].name}"
+        return {"train": train, "val": val, "test": paths["test"]["images"].name}
+    layout = image_folder.scan(folder)
+    carved = layout.carved
+    drawn = f"drawn from train/: {image_folder.HOLDOUT:.0%} of each class (seed {seed})"
+    return {"train": "train/" + (f" less {' and '.join(reversed(carved))}" if carved else ""),
+            **{s: drawn if s in carved else f"{s}/" for s in ("val", "test")},
+            "mean/std": f"of train, cached in {image_folder.stats_file(folder)}"}
 
 
 def _sfddd_drivers(data_dir, sets: dict[str, ImageSet]) -> dict[str, list[str]]:
@@ -75,6 +82,8 @@ def format_check(report: dict) -> str:
     """The report as text: one line per split, then the per-class counts as a table."""
     splits = report["splits"]
     lines = [f"{report['dataset']} in {report['data_dir']}", ""]
+    if "classes" in report:  # your own data
+        lines += _own_lines(report)
     lines.append(f"{'split':<8}{'images':>10}  {'shape':<10} {'mean':<22} std")
     for s, r in splits.items():
         shape = "×".join(str(d) for d in r["shape"])
@@ -94,3 +103,13 @@ def format_check(report: dict) -> str:
     for s, drivers in report.get("drivers", {}).items():
         lines.append(f"{s} drivers ({len(drivers)}): {', '.join(drivers)}")
     return "\n".join(lines)
+
+
+def _own_lines(report: dict) -> list[str]:
+    """Classes, input shape and the source of each split, for a folder or IDX set."""
+    classes = [slug if slug == shown else f"{shown} ({slug})" for slug, shown in report["classes"]]
+    c, h, w = report["input"]
+    lines = [f"classes  {len(classes)}: {', '.join(classes)}",
+             f"input    {c}×{h}×{w} (channels × height × width), {'grey' if c == 1 else 'colour'}"]
+    lines += [f"{s:<9}{where}" for s, where in report["sources"].items()]
+    return lines + [""]

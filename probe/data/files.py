@@ -6,7 +6,12 @@ import os
 import stat
 from pathlib import Path
 
-from probe.errors import DataError
+from probe.errors import DataError, ProbeWarning
+
+
+class DataWarning(ProbeWarning):
+    """Something odd in a dataset folder that loading can work around."""
+
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),

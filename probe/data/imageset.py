@@ -65,3 +65,18 @@ class ImageSet:
 
     def to(self, device) -> "ImageSet":
         return ImageSet(self.images.to(device), self.labels.to(device), self.spec, self.names)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of [0, 1] pixels, in float64 chunks (no full float copy of the set)."""
+    c = images.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].to(torch.float64) / 255  # (n, C, H, W)
+        s += x.sum(dim=(0, 2, 3))
+        s2 += (x * x).sum(dim=(0, 2, 3))
+    n = max(1, images.numel() // c)
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp_min(0).sqrt()
+    return mean.tolist(), std.tolist()

@@ -41,8 +41,13 @@ def find_file(folder: Path, base: str) -> Path:
     )
 
 
-def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
-    """One IDX file → uint8 array (count, *item_shape). Every defect → DataError naming the file."""
+def read_idx(path: Path, magic: int, item_shape: tuple[int | None, ...], *, fix: str = _FIX,
+             what: str = "MNIST file", max_bytes: int = MAX_DATA_BYTES) -> np.ndarray:
+    """One IDX file → uint8 array (count, *item_shape). Every defect → DataError naming the file.
+
+    item_shape: the size of each dimension after the first; None takes any size (another IDX
+    set's images). fix: what the message tells the user to do; what / max_bytes: the largest
+    honest file of the kind, which a header may not exceed."""
     ndim = 1 + len(item_shape)
     header_size = 4 + 4 * ndim
     try:
@@ -51,24 +56,24 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
         with (gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw) as f, raw:
             header = f.read(header_size)
             if len(header) < header_size:
-                raise DataError(f"{path}: only {len(header)} bytes, too short for an IDX header; {_FIX}")
+                raise DataError(f"{path}: only {len(header)} bytes, too short for an IDX header; {fix}")
             found, *dims = struct.unpack(f">{ndim + 1}I", header)
             if found != magic:
                 raise DataError(
                     f"{path}: magic number {found}, expected {magic} "
-                    f"({'images' if magic == IMAGES_MAGIC else 'labels'}); is it the right file? {_FIX}"
+                    f"({'images' if magic == IMAGES_MAGIC else 'labels'}); is it the right file? {fix}"
                 )
-            if tuple(dims[1:]) != item_shape:
-                raise DataError(f"{path}: items of shape {tuple(dims[1:])}, expected {item_shape}; {_FIX}")
-            count = dims[0]
+            if any(want is not None and want != got for want, got in zip(item_shape, dims[1:])):
+                raise DataError(f"{path}: items of shape {tuple(dims[1:])}, expected {item_shape}; {fix}")
+            count, item_shape = dims[0], tuple(dims[1:])
             need = count * int(np.prod(item_shape, dtype=np.int64))
-            if need > MAX_DATA_BYTES:  # a gzip bomb could really deliver what the header claims
+            if need > max_bytes:  # a gzip bomb could really deliver what the header claims
                 raise DataError(f"{path}: the header declares {count:,} items ({need:,} bytes), more "
-                                f"than any MNIST file ({MAX_DATA_BYTES:,}); {_FIX}")
+                                f"than any {what} ({max_bytes:,}); {fix}")
             if not gz:  # raw: the size is known before anything is read
                 have = path.stat().st_size - header_size
                 if have != need:
-                    raise DataError(_size_message(path, count, need, have))
+                    raise DataError(_size_message(path, count, need, have, fix))
             # Read in chunks: memory grows with the bytes really there, not with what the header claims.
             buf = bytearray()
             while len(buf) < need:
@@ -78,16 +83,16 @@ def read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
                 buf += chunk
             extra = len(f.read(1))
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot be read ({e}); {_FIX}") from None
+        raise DataError(f"{path}: cannot be read ({e}); {fix}") from None
     if len(buf) != need or extra:
-        raise DataError(_size_message(path, count, need, len(buf) + extra))
+        raise DataError(_size_message(path, count, need, len(buf) + extra, fix))
     return np.frombuffer(buf, dtype=np.uint8).reshape(count, *item_shape)  # writable: a bytearray
 
 
-def _size_message(path: Path, count: int, need: int, have: int) -> str:
+def _size_message(path: Path, count: int, need: int, have: int, fix: str = _FIX) -> str:
     what = "truncated" if have < need else "longer than its header says"
     return (f"{path}: {what}: the header declares {count:,} items ({need:,} data bytes) "
-            f"but the file holds {'at least ' if have > need else ''}{have:,}; {_FIX}")
+            f"but the file holds {'at least ' if have > need else ''}{have:,}; {fix}")
 
 
 def load_mnist(data_dir: str | Path | None = None) -> dict[str, ImageSet]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from probe.data.files import check_regular, open_regular
+from probe.data.files import DataWarning, check_regular, open_regular
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import SFDDD
@@ -45,10 +45,6 @@ _FIX = (f"download it again (`kaggle competitions download -c {KAGGLE}`) and unz
 _SIZE = (SFDDD.width, SFDDD.height)  # (W, H) = (64, 48), PIL's order
 _CACHE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
 _JPEG = (".jpg", ".jpeg")
-
-
-class DataWarning(UserWarning):
-    """Something odd in a dataset folder that loading can work around."""
 
 
 @dataclass

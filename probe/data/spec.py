@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from probe.errors import ConfigError
@@ -210,9 +212,45 @@ SFDDD = DatasetSpec(
 
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (MNIST, CIFAR10, SFDDD)}
 
+# Your own data: the spec (classes, size, channels, mean, std) is read from the files at training
+# time and kept in the model's meta.json; these names have no fixed spec in SPECS.
+OWN_DATA = ("folder", "idx")
+
 
 def get_spec(name: str) -> DatasetSpec:
     try:
         return SPECS[name.lower()]
     except KeyError:
+        if name.lower() in OWN_DATA:
+            raise ConfigError(f"the {name} dataset has no fixed spec: it is read from the files "
+                              "(load_splits gives it, and a trained model keeps it in meta.json)") from None
         raise ConfigError(f"unknown dataset {name!r}: use one of {', '.join(SPECS)}") from None
+
+
+def is_own_data(dataset) -> bool:
+    """True for a folder or idx dataset (a name or a DatasetSpec): its spec comes from its files."""
+    name = dataset.name if isinstance(dataset, DatasetSpec) else str(dataset)
+    return name.lower() in OWN_DATA
+
+
+def parse_size(text: str | tuple | None) -> tuple[int, int] | None:
+    """--size: "HxW" (height × width, e.g. 32x32 or 48×64) or one number for a square → (H, W)."""
+    if text is None or isinstance(text, tuple):
+        return text
+    parts = str(text).lower().replace("×", "x").split("x")
+    try:
+        h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        if len(parts) > 2 or not (1 <= h <= 4096 and 1 <= w <= 4096):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--size {text!r}: write height×width in pixels, e.g. 32x32 or 48x64 "
+                          "(each 1..4096)") from None
+    return h, w
+
+
+def slugify(name: str, index: int) -> str:
+    """A class name (a folder's, a line of a classes file) → what --class takes and files are
+    named after: ASCII letters, digits and _, lower case ("Phone Right" → phone_right,
+    "Café" → cafe); class<index> where nothing is left."""
+    ascii_ = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^0-9a-zA-Z]+", "_", ascii_).strip("_").lower() or f"class{index}"

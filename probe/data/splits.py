@@ -14,6 +14,10 @@ Small data (test fixtures, a subset): when the data are smaller than the real se
 requested val size is capped at 10% of it (at least 1), so tiny sets still split; drivers:
 min(4, n_drivers // 5) each for val and test (at least 1), which is 4 for the real 26 drivers.
 A training split without some class is refused (DataError naming the classes).
+
+Your own data, `folder` (an ImageFolder, probe.data.folder) and `idx` (any IDX set,
+probe.data.idx): the spec is made from the files when the name is given, and a model's spec
+(from its meta.json) reads them again as the model saw them; each module says how it splits.
 """
 from __future__ import annotations
 
@@ -24,29 +28,16 @@ import torch
 
 from probe.data import sfddd
 from probe.data.cifar10 import load_cifar10
+from probe.data.folder import load_folder
+from probe.data.holdout import holdout, val_size
+from probe.data.idx import load_idx
 from probe.data.imageset import ImageSet
 from probe.data.mnist import load_mnist
-from probe.data.spec import SFDDD, get_spec
+from probe.data.spec import SFDDD, DatasetSpec, get_spec, is_own_data
 from probe.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 SFDDD_LABELLED = 22_424  # images in the real imgs/train
-
-
-def val_size(requested: int, pool: int, *, full: bool) -> int:
-    """How many of `pool` images go to val: the requested number from the real, full-size data
-    (`full`), else at most 10% of the pool, at least 1; train always keeps at least one."""
-    if pool < 2:
-        raise DataError(f"only {pool} training image(s): too few to split off a validation set")
-    n = requested if full else max(1, min(requested, pool // 10))
-    return min(n, pool - 1)
-
-
-def holdout(n: int, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random n_val of range(n) → (train index, val index), both sorted (original order kept)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    return torch.from_numpy(train), torch.from_numpy(val)
 
 
 def split_drivers(drivers, seed: int, n_val: int = 4, n_test: int = 4) -> dict[str, list[str]]:
@@ -71,13 +62,32 @@ def _check_names(name: str, splits) -> tuple[str, ...]:
     return splits
 
 
-def load_splits(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
-                split_by: str = "driver", splits=SPLITS) -> dict[str, ImageSet]:
-    spec = get_spec(name)
-    splits = _check_names(spec.name, splits)
-    out = _load(spec, data_dir, seed, split_by, splits)
+def check_own_options(name: str, size=None, classes_file=None) -> None:
+    """--size goes with a folder dataset, --classes with an IDX set: elsewhere a ConfigError."""
+    if size is not None and name != "folder":
+        raise ConfigError(f"--size is for --dataset folder (your own pictures), not {name}")
+    if classes_file is not None and name != "idx":
+        raise ConfigError(f"--classes is for --dataset idx (class names of an IDX set), not {name}")
+
+
+def load_splits(dataset: str | DatasetSpec, data_dir: str | Path | None = None, *, seed: int = 0,
+                split_by: str = "driver", splits=SPLITS, size=None, classes_file=None) -> dict[str, ImageSet]:
+    """{split: ImageSet} of a dataset by name, or by a model's spec (a trained model's data).
+
+    size ("HxW"): resize a folder dataset's images; classes_file: an IDX set's class names. Both
+    make a new spec, so they go with the name "folder" / "idx" only."""
+    name = dataset.name if isinstance(dataset, DatasetSpec) else str(dataset).lower()
+    fixed = None if is_own_data(name) else get_spec(name)  # an unknown name: a ConfigError first
+    check_own_options(name, size, classes_file)
+    splits = _check_names(name, splits)
+    if fixed is None:
+        spec = dataset if isinstance(dataset, DatasetSpec) else None
+        out = (load_folder(spec, data_dir, seed=seed, splits=splits, size=size) if name == "folder"
+               else load_idx(spec, data_dir, seed=seed, splits=splits, classes_file=classes_file))
+    else:
+        out = _load(fixed, data_dir, seed, split_by, splits)
     if "train" in out:
-        out["train"].require_all_classes(f"{spec.name} training split (seed {seed})")
+        out["train"].require_all_classes(f"{name} training split (seed {seed})")
     return out
 
 

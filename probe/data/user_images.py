@@ -45,7 +45,7 @@ class UserImages:
         return [p.name for p in self.paths]
 
 
-def _open(path: Path, draft: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:
+def open_image(path: Path, draft: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:
     """The decoded image (upright, transparency on white) and its size in the file."""
     data = read_regular(path, MAX_BYTES, "image")
     try:
@@ -64,10 +64,11 @@ def _open(path: Path, draft: tuple[int, int] | None) -> tuple[Image.Image, tuple
         img.load()
         return img, size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not an image that can be read (PNG or JPEG expected): {e}") from None
+        why = "not a format Pillow knows" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise DataError(f"{path}: not an image that can be read (PNG, JPEG or BMP expected): {why}") from None
 
 
-def _centre_aspect(img: Image.Image, width: int, height: int) -> Image.Image:
+def centre_aspect(img: Image.Image, width: int, height: int) -> Image.Image:
     """The largest centred crop of img with the aspect ratio width:height."""
     w, h = img.size
     if w * height > h * width:  # too wide
@@ -128,13 +129,13 @@ def load_user_images(paths: Sequence[str | Path], spec: DatasetSpec) -> UserImag
     for path in paths:
         # MNIST: no draft decoding (a digit may be a small part of a large scan)
         draft = None if spec.name == "mnist" else (spec.width * 2, spec.height * 2)
-        img, size = _open(path, draft)
+        img, size = open_image(path, draft)
         if spec.name == "mnist" and spec.channels == 1:
             arr, note = mnist_like(img, spec.height, size=size)
             out.append(arr[None])
             notes.append(note)
             continue
-        img = _centre_aspect(img, spec.width, spec.height)
+        img = centre_aspect(img, spec.width, spec.height)
         img = img.convert("L" if spec.channels == 1 else "RGB")
         if img.size != (spec.width, spec.height):
             img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)

@@ -32,6 +32,7 @@ from probe.errors import ConfigError
 from probe.methods.common import class_probabilities, evaluating, gaussian_blur
 from probe.methods.saliency import (METHODS, Explainer, Layer, SaliencyConfig, explainer, layer_name, parse_methods,
                                      prepare_inputs, seeded, warn_relus, working_copy)
+from probe.models.inference import inference_copy
 
 RANDOM = "random"  # the key of the random-order baseline
 MIN_IMAGES = 2  # a flag (worse than random, barely changes) never rests on fewer images
@@ -391,6 +392,7 @@ class _Timed:
 
     def __call__(self, net: nn.Module, name: str) -> torch.Tensor:
         start = time.perf_counter()
+        net = inference_copy(net)  # probe's ResNets: this (randomized) model with BatchNorm folded
         with evaluating(net, frozen=True), seeded(self.seed, self.x.device):
             out = self.fns[name](net, self.x, self.t).detach().float().cpu()
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start

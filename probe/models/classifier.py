@@ -34,12 +34,13 @@ class Classifier(nn.Module):
     """[0, 1] images → logits. `classifier.net` is the bare network, for captum layer methods.
 
     A Classifier loaded from a model folder carries its dataset's `spec` (class slugs, display
-    names, codes, input shape), so an analysis needs nothing but the model.
+    names, codes, input shape), so an analysis needs nothing but the model. mean and std None:
+    a network that takes [0, 1] pixels itself (no Normalize).
     """
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], spec=None):
+    def __init__(self, net: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None, spec=None):
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        self.normalize = Normalize(mean, std) if mean is not None else nn.Identity()
         self.net = net
         self.spec = spec  # a DatasetSpec, or None for a bare network
 

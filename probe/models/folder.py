@@ -92,6 +92,11 @@ class ModelFolder:
         return self.path.name
 
     @property
+    def has_dataset(self) -> bool:
+        """Whether the model's dataset is known (a model file of yours may name none)."""
+        return True
+
+    @property
     def metrics(self) -> dict:
         return self.meta.get("metrics") or {}
 
@@ -111,8 +116,9 @@ class ModelFolder:
 
     def load_split(self, split: str, data_dir=None) -> "ImageSet":
         """A split of the model's dataset, drawn with the model's own seed and split rule, so
-        that 'val' is the validation set the model was chosen on."""
-        return load_splits(self.spec.name, data_dir, seed=self.split_seed, split_by=self.split_by,
+        that 'val' is the validation set the model was chosen on. By the spec, not its name: your
+        own data (folder, idx) are read with the model's classes, size and channels."""
+        return load_splits(self.spec, data_dir, seed=self.split_seed, split_by=self.split_by,
                            splits=(split,))[split]
 
     def history(self) -> list[dict]:
@@ -125,8 +131,11 @@ class ModelFolder:
             raise ModelFileError(f"{path}: not a training history (a list of epoch records)")
         return history
 
+    def weights_file(self) -> Path:
+        return self.path / WEIGHTS
+
     def weights_sha256(self) -> str:
-        return hashlib.sha256((self.path / WEIGHTS).read_bytes()).hexdigest()
+        return hashlib.sha256(self.weights_file().read_bytes()).hexdigest()
 
     def meta_sha256(self) -> str:
         return hashlib.sha256((self.path / META).read_bytes()).hexdigest()
@@ -135,6 +144,10 @@ class ModelFolder:
         """None for a folder without history.json."""
         path = self.path / HISTORY
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    def load(self, device: str | torch.device = "cpu") -> Classifier:
+        """The Classifier, in eval mode on `device` (the weights read now)."""
+        return load_model_folder(self.path, device)[0]
 
 
 def _meta_error(path: Path, field: str, why: str) -> ModelFileError:

@@ -50,12 +50,13 @@ def batched_logits(model: torch.nn.Module, images: torch.Tensor, prepare: Callab
     try:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                out.append(model(prepare(images[start:start + batch_size])).float().cpu())
+                # kept on the device: one copy to the CPU at the end, not a sync per batch
+                out.append(model(prepare(images[start:start + batch_size])).float())
                 if progress is not None:
                     progress(min(start + batch_size, len(images)))
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, num_classes)
+    return torch.cat(out).cpu() if out else torch.empty(0, num_classes)
 
 
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec, *, batch_size: int = 500,

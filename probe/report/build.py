@@ -14,9 +14,12 @@ from probe.analysis import curves
 from probe.analysis.base import Analysis, Context
 from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
+from probe.device import resolve_device
 from probe.errors import ConfigError, ProbeError
+from probe.experiments.degradation import experiment_section, is_experiment
 from probe.io import atomic_write_bytes, atomic_write_json
 from probe.models.folder import ModelFolder
+from probe.models.foreign import ForeignModel, sidecar
 from probe.progress import progress
 from probe.presentation import Report, Section, Text, slug
 from probe.report.html import render_html
@@ -61,7 +64,22 @@ def hardest_class(folders: list[ModelFolder]) -> str:
 
 
 def _no_history(folder: ModelFolder) -> str | None:
+    if isinstance(folder, ForeignModel):
+        return "no training history: probe did not train this model, so there are no learning curves"
     return None if folder.history() else "no training history (history.json)"
+
+
+def _no_data(folder: ModelFolder) -> str | None:
+    if folder.has_dataset:
+        return None
+    return (f"no dataset: the model info names none, and this analysis needs one ({{\"dataset\": \"mnist\"}} "
+            f"in {sidecar(folder.path).name} names it)")
+
+
+def skip_for(name: str, entry: Analysis) -> Callable[[ModelFolder], str | None]:
+    """Why a model has no section of this analysis (None: it has one)."""
+    own = SKIP.get(name, lambda folder: None)
+    return lambda folder: own(folder) or (_no_data(folder) if entry.needs_data else None)
 
 
 # The report's budgets (keyword arguments of each analysis's Settings, from the models): small
@@ -85,9 +103,11 @@ ONCE_FOR_ALL = {"robustness"}  # every model on one plot: the comparison shows i
 def default_plan(folders: list[ModelFolder]) -> ReportPlan:
     """Every analysis of the registry, in its order, with the report's budgets; a joint one
     (robustness) once for all models, and the models' learning curves also on one plot when
-    there are several."""
+    there are several. No models (a report of an experiment alone): no steps."""
+    if not folders:
+        return ReportPlan()
     steps = [Step(entry, entry.settings(**REPORT_SETTINGS.get(name, lambda f: {})(folders)),
-                  joint=name in ONCE_FOR_ALL, skip=SKIP.get(name, lambda folder: None))
+                  joint=name in ONCE_FOR_ALL, skip=skip_for(name, entry))
              for name, entry in ANALYSES.items()]
     if len(folders) > 1 and all(f.history() for f in folders):
         curves = ANALYSES["curves"]
@@ -115,6 +135,7 @@ class Contexts:
 
     def __init__(self, data_dir, device: str, hook):
         self.data_dir, self.device, self.hook, self._made = data_dir, device, hook, {}
+        self.seconds: dict[str, float] = {}  # per analysis, summed over models: what the time went to
 
     def __call__(self, folder: ModelFolder, needs_model: bool = True) -> Context:
         if not needs_model:
@@ -144,15 +165,16 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
     write_outputs(step.entry, result, out, settings=step.settings, folders=folders, started=started,
                   device=str(ctxs[0].device) if step.entry.needs_model else None)
     atomic_write_json(key_path, key)
+    contexts.seconds[step.analysis] = contexts.seconds.get(step.analysis, 0.0) + time.perf_counter() - started
     return result, False
 
 
-def _check_request(models, formats, out, root) -> tuple[list[ModelFolder], Path]:
+def _check_request(models, formats, out, root, experiments=()) -> tuple[list[ModelFolder], Path]:
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ConfigError(f"--format {','.join(formats)}: use html, pdf or html,pdf")
-    folders = [resolve_model(m, root=root)[0] for m in (models or [None])]
-    names = [f.name for f in folders]
+    folders = [resolve_model(m, root=root)[0] for m in (models or ([] if experiments else [None]))]
+    names = [f.name for f in folders] + [Path(e).name for e in experiments]
     if len(set(names)) != len(names):
         raise ConfigError(f"the same model twice: {', '.join(names)}")
     anchors = [slug(n) for n in names]  # every id and figure file of a model starts with it
@@ -168,9 +190,10 @@ def _check_request(models, formats, out, root) -> tuple[list[ModelFolder], Path]
 
 
 def model_sections(folder: ModelFolder, steps: list[Step], out: Path, contexts: Contexts, joint: list,
-                   tick: Callable[[str], None]) -> tuple[Section, int, dict]:
+                   tick: Callable[[str], None], left_out: list = ()) -> tuple[Section, int, dict]:
     """One model's part of the report: its card, then each analysis's section (figures placed
-    from the analysis's folder), then its part of the joint analyses. Also returns its results
+    from the analysis's folder), then its part of the joint analyses (and why a joint analysis
+    left out for a model is not there: left_out, (step, why) pairs). Also returns its results
     by analysis name, for the comparison."""
     prefix = slug(folder.name)
     top = Section(folder.name, prefix).add(model_card(folder, prefix))
@@ -190,14 +213,54 @@ def model_sections(folder: ModelFolder, steps: list[Step], out: Path, contexts: 
         part = step.entry.model_section(result, folder.name) if step.entry.model_section else None
         if part is not None:
             top.add(place_figures(part, step_out, prefix, step.analysis))
+    for step, why in left_out:
+        top.add(Section(step.entry.title, f"{prefix}-{step.analysis}", [Text(f"Not shown: {why}.")]))
     return top, reused, results
 
 
+def _joint_skip(step: Step, folders: list[ModelFolder]) -> str | None:
+    """Why a joint analysis (every model on one plot) is left out: the first model's reason."""
+    return next((f"{f.name}: {why}" if len(folders) > 1 else why
+                 for f in folders for why in [step.skip(f)] if why), None)
+
+
+def split_experiments(models, experiments=()) -> tuple[list | None, list[Path]]:
+    """(models, experiments): an experiment folder given as a model (its experiment.json says
+    so) goes with the experiments; no models but experiments: a report of the experiments alone."""
+    found = [Path(m) for m in models or [] if isinstance(m, (str, Path)) and is_experiment(m)]
+    rest = [m for m in models or [] if not (isinstance(m, (str, Path)) and is_experiment(m))]
+    return rest or None, [*map(Path, experiments or []), *found]
+
+
+def experiment_sections(experiments: list[Path], data_dir, device) -> list[Section]:
+    """Each experiment folder's section (probe.experiments.degradation), its figures placed."""
+    out = []
+    for folder in experiments:
+        section, figures = experiment_section(folder, data_dir=data_dir, device=device)
+        out.append(place_figures(section, figures, slug(folder.name), "degradation"))
+    return out
+
+
+def _render(report: Report, out: Path, formats) -> list[Path]:
+    files = write_latex(report, out)
+    if "html" in formats:
+        # a name with bytes that are not UTF-8 (lone surrogates) must not stop the report
+        atomic_write_bytes(out / "report.html", render_html(report).encode("utf-8", "replace"))
+        files.append(out / "report.html")
+    if "pdf" in formats:
+        files.append(render_pdf(report, out / "report.pdf"))
+    return files
+
+
 def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
-               device: str = "auto", plan: ReportPlan | None = None) -> Outcome:
+               device: str = "auto", plan: ReportPlan | None = None, experiments=()) -> Outcome:
+    """experiments: experiment folders (probe experiment degradation) whose sections follow the
+    models' (an experiment folder among `models` counts as one)."""
     started = time.perf_counter()
     formats = tuple(formats)
-    folders, out = _check_request(models, formats, out, root)
+    device = resolve_device(device)  # a bad --device fails before any work
+    models, experiments = split_experiments(models, experiments)
+    folders, out = _check_request(models, formats, out, root, experiments)
     plan = plan or default_plan(folders)
     per_model = [st for st in plan.steps if not st.joint]
     joint_steps = [st for st in plan.steps if st.joint]
@@ -211,7 +274,8 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
         def tick(description):
             bar.update(task, description=description, advance=1)
         contexts = Contexts(data_dir, device, hook)
-        for step in joint_steps:
+        left_out = [(st, why) for st in joint_steps for why in [_joint_skip(st, folders)] if why]
+        for step in [st for st in joint_steps if not _joint_skip(st, folders)]:
             tick(f"{step.analysis} (all models)")
             # beside analyses/, not in it: no model's name can land on a joint analysis's folder
             step_out = out / "joint-analyses" / step.analysis
@@ -219,7 +283,7 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
             reused += was_cached
             joint.append((step, result, step_out))
         for folder in folders:
-            top, n, results = model_sections(folder, per_model, out, contexts, joint, tick)
+            top, n, results = model_sections(folder, per_model, out, contexts, joint, tick, left_out)
             sections.append(top)
             per_model_results.append(results)
             reused += n
@@ -227,20 +291,20 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
         sections.insert(0, comparison_section(folders, joint, per_model_results, out / "joint-analyses"))
     elif sections:
         sections[0].title = f"Model {folders[0].name}"
-    names = [f.name for f in folders]
+    sections += experiment_sections(experiments, data_dir, device)
+    names = [f.name for f in folders] + [e.name for e in experiments]
     report = Report("probe report: " + " vs ".join(names),
                     "What the network looks at, how easily it is fooled, and where it fails: "
-                    f"{', '.join(f'{f.name} ({f.spec.name})' for f in folders)}.",
+                    f"{', '.join([*(f'{f.name} ({f.spec.name})' for f in folders), *(e.name for e in experiments)])}.",
                     sections, time.strftime("%Y-%m-%d %H:%M"))
-    files = write_latex(report, out)
-    if "html" in formats:
-        # a name with bytes that are not UTF-8 (lone surrogates) must not stop the report
-        atomic_write_bytes(out / "report.html", render_html(report).encode("utf-8", "replace"))
-        files.append(out / "report.html")
-    if "pdf" in formats:
-        files.append(render_pdf(report, out / "report.pdf"))
+    files = _render(report, out, formats)
     seconds = time.perf_counter() - started
+    spent = sorted(contexts.seconds.items(), key=lambda kv: -kv[1])
     lines = [f"{len(report.figures())} figures from {len(per_model) * len(folders) + len(joint_steps)} analyses "
              f"({reused} reused from the cache) in {seconds:.0f} s",
+             *([("time: " + ", ".join(f"{name} {t:.0f} s" for name, t in spent)
+                 + f", the rest (loading, HTML, PDF, LaTeX) {seconds - sum(contexts.seconds.values()):.0f} s")]
+               if spent else []),
              *(f"open {p}" for p in files if p.suffix in (".html", ".pdf"))]
-    return Outcome(out, {"seconds": seconds, "reused": reused, "figures": len(report.figures())}, files, lines)
+    return Outcome(out, {"seconds": seconds, "reused": reused, "figures": len(report.figures()),
+                         "analysis_seconds": dict(spent)}, files, lines)

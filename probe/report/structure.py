@@ -9,6 +9,7 @@ from probe.analysis.compare import compare_row, errors_section, table_parts
 from probe.errors import ConfigError, ProbeError
 from probe.figures.style import save_figure
 from probe.models.folder import ModelFolder
+from probe.models.foreign import ForeignModel, NO_DATASET
 from probe.presentation import Figure, FigureRef, Section, Table, Text, pct, slug
 
 
@@ -36,6 +37,8 @@ def place_figures(section: Section, folder: Path, prefix: str, analysis: str) ->
 
 
 def model_card(folder: ModelFolder, prefix: str) -> Section:
+    if isinstance(folder, ForeignModel):
+        return foreign_card(folder, prefix)
     m, t, a = folder.meta, folder.train_config, folder.arch
     metrics = folder.metrics
     spec = folder.spec
@@ -67,6 +70,45 @@ def model_card(folder: ModelFolder, prefix: str) -> Section:
     ]
     return Section("Model card", f"{prefix}-card", [Table(["", ""], [list(r) for r in rows], caption=f"Model card of {folder.name}.")])
 
+
+
+def _shown(names, most: int = 12) -> str:
+    names = list(names)
+    return ", ".join(names[:most]) + (f", … ({len(names) - most} more)" if len(names) > most else "")
+
+
+def _parameters(folder: ForeignModel) -> str:
+    try:
+        return f"{sum(p.numel() for p in folder.load('cpu').parameters()):,}"
+    except ProbeError as e:
+        return f"? ({e})"
+
+
+def foreign_card(folder: ForeignModel, prefix: str) -> Section:
+    """The card of a model probe did not train: what its file and model info say, and what is not
+    known (its training, its history, its errors)."""
+    info, spec = folder.info, folder.spec
+    cam = ("— (a TorchScript or torch.export file has no layer that can be hooked: no Grad-CAM)"
+           if folder.kind != "factory" else info.cam_layer or "— (none given: no Grad-CAM; \"cam_layer\" in the model info)")
+    norm = (f"mean {list(info.mean)}, std {list(info.std)} (probe's Normalize before the network)" if info.mean
+            else "none: the network takes [0, 1] pixels")
+    data = (f"{spec.name} (its splits, split seed {folder.split_seed})" if spec.name != NO_DATASET else
+            "none named: only the analyses that need no data (fooling from noise), and your own images (--image)")
+    rows = [
+        ("model", folder.name), ("file", str(folder.path)), ("format", folder.format_words),
+        ("parameters", _parameters(folder)),
+        ("classes", f"{spec.num_classes}: {_shown(spec.classes)}"),
+        ("input", f"{spec.channels}×{spec.input_shape[1]}×{spec.input_shape[2]}, pixels in [0, 1]"),
+        ("normalization", norm), ("Grad-CAM layer", cam), ("dataset", data),
+        ("training", "unknown: not trained by probe (no training configuration)"),
+        ("training history", "no training history: no learning curves"),
+        ("validation error", "— (not measured by probe: see the analyses)"),
+        ("model info", info.source),
+        ("file sha256", folder.weights_sha256()),
+    ]
+    return Section("Model card", f"{prefix}-card", [Table(["", ""], [list(r) for r in rows],
+                   caption=f"Model card of {folder.name}, a model probe did not train: what its file and model "
+                           "info say; what they cannot say is marked unknown.")])
 
 
 def comparison_section(folders: list[ModelFolder], joint=(), per_model: list[dict] = (),

@@ -48,15 +48,17 @@ class Validation(Callback):
 
 class BestEpoch(Callback):
     """Marks record["best"]: the lowest val error so far (the first of ties), or every epoch when
-    there is no validation (the last one wins). Installed by the Trainer."""
+    there is no validation (the last one wins); in adversarial training the lowest error under
+    PGD (val_robust_error), so the model kept is the most robust. Installed by the Trainer."""
 
     def on_epoch_end(self, trainer: "Trainer", record: dict) -> None:
         s = trainer.state
-        if "val_error" not in record:
+        key = "val_robust_error" if "val_robust_error" in record else "val_error"
+        if key not in record:
             record["best"] = True
             return
-        if record["val_error"] < s.best_val_error:
-            s.best_val_error, s.best_epoch = record["val_error"], record["epoch"]
+        if record[key] < s.best_val_error:
+            s.best_val_error, s.best_epoch = record[key], record["epoch"]
         record["best"] = s.best_epoch == record["epoch"]
 
 
@@ -67,10 +69,13 @@ def _pct(x: float | None) -> str:
 def epoch_line(record: dict, epochs: int) -> str:
     val = (f"  val loss {record['val_loss']:.4f}  val err {_pct(record['val_error'])}"
            if "val_loss" in record else "")
+    if "val_robust_accuracy" in record:  # adversarial training: train err is on adversarial images
+        val += f"  val PGD acc {_pct(record['val_robust_accuracy'])} (n={record['val_robust_n']})"
     star = " *" if record.get("best") else ""
+    stopped = f"\n  stopped: {record['stopped']}" if record.get("stopped") else ""
     return (f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}  "
             f"err {_pct(record['train_error'])}{val}  lr {record['lr']:.4g}  "
-            f"{record['images_per_second']:,.0f} img/s  {record['seconds']:.1f}s{star}")
+            f"{record['images_per_second']:,.0f} img/s  {record['seconds']:.1f}s{star}{stopped}")
 
 
 class ProgressPrinter(Callback):
@@ -129,7 +134,7 @@ class ProgressPrinter(Callback):
         val = result.get("metrics", {}).get("val", {})
         head = "done" if status == "trained" else "training had finished; evaluated"
         self._say(f"{head} in {result.get('wall_seconds', 0):.0f}s: best epoch {result.get('best_epoch')}, "
-                  f"val error {100 * (val.get('error') or float('nan')):.2f}%, "
+                  f"val error {100 * (float('nan') if val.get('error') is None else val['error']):.2f}%, "
                   f"test error {100 * test.get('error', float('nan')):.2f}% → {folder}")
 
 
@@ -154,9 +159,13 @@ class Checkpointer(Callback):
 
 def training_summary(trainer: "Trainer") -> dict:
     s = trainer.state
+    best = next((r for r in trainer.history if r["epoch"] == s.best_epoch), {})
+    metrics = {"val": {"error": best.get("val_error")}}
+    if "val_robust_accuracy" in best:  # adversarial training: the best epoch's PGD accuracy
+        metrics["val_robust"] = {"accuracy": best["val_robust_accuracy"], "n": best["val_robust_n"]}
     return {
         "epochs_done": s.epoch, "steps_done": s.step, "best_epoch": s.best_epoch,
-        "metrics": {"val": {"error": s.best_val_error if s.best_epoch else None}},
+        "metrics": metrics,
         "wall_seconds": round(s.elapsed, 2),  # training + validation, all sessions of the run
         "train_seconds": round(s.train_seconds, 2),
         "images_per_second": round(s.images_seen / s.train_seconds, 1) if s.train_seconds else None,

@@ -33,6 +33,11 @@ class TrainConfig:
     split_seed: int = 0  # which images are val/test: the same for every run of a dataset by default
     split_by: str = "driver"  # SFDDD validation split: "driver" (honest) or "random" (the seed's)
     eval_batch_size: int = 500
+    # Adversarial training (probe/train/adversarial.py): None, "pgd" or "fgsm-rs"; ε in pixel units.
+    adversarial: str | None = None
+    adv_eps: float = 0.0
+    adv_steps: int = 7  # PGD's steps (FGSM-RS takes one)
+    adv_step_size: float | None = None  # None: PGD 2.5·ε/steps, FGSM-RS 1.25·ε
 
     def __post_init__(self):
         # Explicit checks, not asserts: they must hold under `python -O` and for meta.json read back.
@@ -74,8 +79,24 @@ class TrainConfig:
                               f"{' or '.join(WARMUP_SCHEDULES)}")
         if self.width <= 0:
             raise ConfigError(f"--width must be positive, not {self.width}")
+        self._check_adversarial()
         if self.split_by not in ("driver", "random"):
             raise ConfigError(f"--split-by must be 'driver' or 'random', not {self.split_by!r}")
+
+    def _check_adversarial(self) -> None:
+        if self.adversarial is None:
+            if self.adv_eps:
+                raise ConfigError(f"--eps {self.adv_eps:g} is the ε of adversarial training: add --adversarial pgd or fgsm-rs")
+            return
+        if self.adversarial not in ("pgd", "fgsm-rs"):
+            raise ConfigError(f"--adversarial {self.adversarial!r}: use pgd or fgsm-rs")
+        eps, steps, alpha = self.adv_eps, self.adv_steps, self.adv_step_size
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ConfigError(f"--eps {eps!r}: adversarial training needs ε in (0, 1] in pixel units, e.g. 0.3 on MNIST")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100:
+            raise ConfigError(f"--adv-steps {steps!r}: give 1 to 100 PGD steps")
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1):
+            raise ConfigError(f"--adv-step-size {alpha!r}: give a step in (0, 1] in pixel units")
 
     def to_dict(self) -> dict:
         return asdict(self)

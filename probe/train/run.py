@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from probe.data.augment import AugmentConfig, default_augment
-from probe.data.spec import DatasetSpec, get_spec
-from probe.data.splits import load_splits
+from probe.data.spec import DatasetSpec, get_spec, is_own_data
+from probe.data.splits import check_own_options, load_splits
 from probe.device import configure_for_speed, resolve_precision
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
@@ -141,7 +141,8 @@ def extensions(state: dict, config: TrainConfig) -> list[dict]:
 
 
 def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None = None,
-          resume: bool = False, force: bool = False, splits=None, callbacks=()) -> dict:
+          resume: bool = False, force: bool = False, splits=None, callbacks=(),
+          size=None, classes_file=None) -> dict:
     """Train, checkpoint every epoch, evaluate the best weights on the test split once.
 
     resume: continue the run in `out`. A new length (epochs or iters) extends a run or finishes
@@ -151,13 +152,14 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
     splits: {"train", "val", "test"} ImageSets, to skip loading from disk (tests, benchmarks).
     callbacks: more trainer callbacks, run on every process after the checkpointer; their
         on_run_end is called on rank 0 with the final meta.
+    size, classes_file: your own data's "HxW" (dataset folder) and class names (idx), see load_splits.
     Returns the final meta.json contents.
     """
     out = Path(out)
     dist_info, device = setup(config.device)
     configure_for_speed(device)
     try:
-        spec = get_spec(config.dataset)
+        splits, spec = _dataset(config, out, splits, data_dir, resume, size, classes_file)
         arch = get_config(config.arch, num_classes=spec.num_classes, in_channels=spec.channels,
                           width=config.width)
         check_size(arch)
@@ -200,6 +202,28 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
         return result
     finally:
         teardown()
+
+
+def _dataset(config: TrainConfig, out: Path, splits, data_dir, resume: bool, size, classes_file):
+    """(splits, spec) as known before training starts. A fixed dataset: its spec (the splits are
+    loaded after the folder checks). Your own data (folder, idx): read now, since the files say
+    what the spec is; a resumed run reads them with its own spec."""
+    if not is_own_data(config.dataset):
+        check_own_options(config.dataset, size, classes_file)
+        return splits, get_spec(config.dataset)
+    if splits is None:
+        source = _saved_spec(out) if resume else config.dataset
+        splits = load_splits(source, data_dir, seed=config.split_seed, size=None if resume else size,
+                             classes_file=None if resume else classes_file)
+    return splits, splits["train"].spec
+
+
+def _saved_spec(out: Path) -> DatasetSpec:
+    """The dataset spec of the run in `out` (your own data: its classes, size and statistics)."""
+    try:
+        return DatasetSpec.from_dict(read_json(out / META).get("dataset"))
+    except (ConfigError, AttributeError) as e:
+        raise ModelFileError(f"{out / META}: 'dataset' does not describe a dataset ({e})") from None
 
 
 def _run_meta(out: Path, config: TrainConfig, arch, spec, augment, model, splits, device, world_size: int) -> dict:

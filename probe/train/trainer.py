@@ -16,6 +16,7 @@ from probe.data.batches import epoch_permutation, shard_batches, step_generator
 from probe.data.imageset import ImageSet
 from probe.errors import TrainingError
 from probe.models.inference import to_input
+from probe.train.adversarial import RobustValidation, perturb
 from probe.train.callbacks import BestEpoch, Callback, Validation  # noqa: F401  (Callback re-exported)
 from probe.train.config import TrainConfig
 from probe.train.schedule import Schedule
@@ -54,7 +55,10 @@ class Trainer:
         # The whole split lives on the device as uint8; batches are cut from it.
         self.train_set = train_set.to(device)
         self.val_set = val_set.to(device) if val_set is not None and len(val_set) else None
-        self.callbacks = ([Validation(self.val_set)] if self.val_set is not None else []) + [BestEpoch()]
+        self.callbacks = [Validation(self.val_set)] if self.val_set is not None else []
+        if config.adversarial and self.val_set is not None:  # before BestEpoch: it picks by robustness
+            self.callbacks.append(RobustValidation(self.val_set, eps=config.adv_eps))
+        self.callbacks.append(BestEpoch())
         self.callbacks += list(callbacks)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
@@ -137,7 +141,8 @@ class Trainer:
         idx = idx.to(self.device)
         x = self.train_set.images[idx]  # (B, C, H, W) uint8
         if self.cfg.augment and self.augment.enabled:
-            x = augment_batch(x, self.augment, step_generator(self.cfg.seed, self.state.step, self.rank))
+            x = augment_batch(x, self.augment, step_generator(self.cfg.seed, self.state.step, self.rank,
+                                                              self.device))
         x = eval_view(x, self.train_set.spec)  # unaugmented SFDDD: the centre crop, as evaluated
         return to_input(x, self.cfg.channels_last), self.train_set.labels[idx]
 
@@ -159,7 +164,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict:
         """Train one epoch (or what is left of --iters) → its record: training numbers only,
         summed over all ranks. Validation and the best epoch are callbacks' (on_epoch_end)."""
-        perm = epoch_permutation(len(self.train_set), self.cfg.seed, epoch)
+        perm = epoch_permutation(len(self.train_set), self.cfg.seed, epoch).to(self.device)  # once an epoch
         batches = shard_batches(perm, self.cfg.batch_size, self.rank, self.world_size)
         done = self.state.step - epoch * self.steps_per_epoch  # > 0: resumed inside this epoch
         batches = batches[max(0, done):][: self.total_steps - self.state.step]  # --iters may end mid-epoch
@@ -171,6 +176,10 @@ class Trainer:
         for b, idx in enumerate(batches):
             lr = self._set_lr()
             x, y = self._batch(idx)
+            if self.cfg.adversarial:  # the step trains on adversarial images of the batch
+                x = perturb(self.forward, x, y, method=self.cfg.adversarial, eps=self.cfg.adv_eps,
+                            steps=self.cfg.adv_steps, step_size=self.cfg.adv_step_size,
+                            generator=step_generator(self.cfg.seed + 1, self.state.step, self.rank, self.device))
             objective, plain, wrong = self._step(x, y)
             sums += torch.stack([objective, plain, wrong.float()])
             seen += len(y)
