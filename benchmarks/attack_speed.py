@@ -49,7 +49,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from results_file import flags_line, machine  # noqa: E402
 from probe.methods.attacks import pgd  # noqa: E402
 from probe.methods.common import class_probabilities  # noqa: E402
 from probe.models.folder import load_model_folder  # noqa: E402
@@ -201,6 +203,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     say = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    say(flags_line())
     model, folder = load_model_folder(args.model, "cpu")
     data = folder.load_split("test", args.data_dir)
     index = subset(len(data), args.images)
@@ -240,7 +243,8 @@ def main(argv=None) -> dict:
         "attack": {"norm": "linf", "eps": args.eps, "steps": STEPS, "step_size": STEP_SIZE, "random_start": True},
         "batch_size": args.batch_size, "rounds": args.rounds, "threads": torch.get_num_threads(),
         "load_average_before": load_before, "load_average_after": load_after,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": machine() | {"processor": platform.processor() or platform.machine(),
+                                "python": platform.python_version()},
         "versions": versions(), "table": table, "both_eps_images_per_s": totals,
         "runs": [{"side": s, "eps": e, "rounds": v} for (s, e), v in runs.items()],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -41,7 +41,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from results_file import flags_line, machine  # noqa: E402
 from probe.methods.saliency import METHODS, SaliencyConfig, attribute, seeded  # noqa: E402
 from probe.models.folder import load_model_folder  # noqa: E402
 from probe.provenance import versions  # noqa: E402
@@ -114,6 +116,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(flags_line(), flush=True)
     model, folder = load_model_folder(args.model, "cpu")
     images, source = load_images(folder, args.data_dir, args.n)
     x = images.float() / 255
@@ -167,8 +170,8 @@ def main(argv=None) -> dict:
         "settings": CONFIG.to_dict(*x.shape[-2:]),
         "threads": torch.get_num_threads(), "load_average_before": load_before,
         "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "machine": machine() | {"processor": platform.processor() or platform.machine(),
+                                "python": platform.python_version()},
         "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.perf_counter() - started, 2),
         "rows": rows,

@@ -490,3 +490,21 @@ def test_inference_copy_leaves_other_models_alone():
     from probe.models.inference import inference_copy
     other = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
     assert inference_copy(other) is other
+
+
+def test_the_inference_copy_is_made_once_and_again_when_the_weights_change():
+    from probe.models.inference import inference_copy
+    model = Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1, width=0.25)), [0.5], [0.25])
+    x = torch.rand(2, 1, 8, 8)
+    first = inference_copy(model)
+    assert inference_copy(model) is first  # kept
+    with torch.no_grad():
+        model.net.fc.bias.add_(1.0)  # an in-place change (an optimizer step)
+    second = inference_copy(model)
+    assert second is not first
+    model.eval()
+    torch.testing.assert_close(second(x), model(x), rtol=0, atol=1e-5)
+    model.net.fc.bias.data[0] = -5.0  # behind autograd's version counter
+    third = inference_copy(model)
+    assert third is not second
+    torch.testing.assert_close(third(x), model(x), rtol=0, atol=1e-5)

@@ -436,14 +436,16 @@ def randomization_check(model: nn.Module, images: torch.Tensor, target, *,
     with working_copy(model, config.channels_last) as work:
         trained = {m: (trained_maps[m].float().cpu() if trained_maps is not None and m in trained_maps
                        else timed(work, m)) for m in fns}
-        if work is model:  # no working copy was made: make one to destroy
-            work = _copy_to_destroy(model)
-        with seeded(seed, x.device):
-            for _, names in groups:
-                randomize_(work, names)  # cumulative: the earlier groups stay randomized
-                layers.append((layers[-1] if layers else []) + list(names))
-                for m in fns:
-                    maps[m].append(timed(work, m))
+    # A copy of its own to destroy, never the working copy: that may be the model's shared
+    # inference copy (probe's ResNets), which later calls would then find randomized.
+    work = _copy_to_destroy(model)
+    with seeded(seed, x.device):
+        for _, names in groups:
+            randomize_(work, names)  # cumulative: the earlier groups stay randomized
+            layers.append((layers[-1] if layers else []) + list(names))
+            for m in fns:
+                maps[m].append(timed(work, m))
+
     def per_step(fn):
         return {m: torch.stack([fn(trained[m], r) for r in rs]) for m, rs in maps.items()}
     return Randomization(steps=[label for label, _ in groups], layers=layers, spearman=per_step(map_correlation),

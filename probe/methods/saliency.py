@@ -301,16 +301,20 @@ def choose_cam_layer(model: nn.Module, x: torch.Tensor, layer: Layer | str = "au
 
 @contextlib.contextmanager
 def working_copy(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Module]:
-    """The model to compute on, in eval mode without parameter gradients. With channels_last, a
-    channels-last copy: convolutions in NHWC are 2-3x faster on the CPU (oneDNN), the maps the
+    """The model to compute on, in eval mode without parameter gradients. probe's ResNets: their
+    inference copy (BatchNorm folded; made once per model), whatever channels_last says. Others,
+    with channels_last, a channels-last copy: convolutions in NHWC are 2-3x faster on the CPU (oneDNN), the maps the
     same to float precision, and the caller's model is not even touched. A model that cannot
     be copied (or has no 2-D convolution) is used itself, and its state restored afterwards."""
+    fast = inference_copy(model)  # probe's ResNets: BatchNorm folded, channels_last, kept per model
+    if fast is not model:
+        yield fast
+        return
     work = None
     if channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         try:
             with evaluating(model):  # the copy starts in eval mode
-                work = inference_copy(model)  # probe's ResNets: BatchNorm folded too
-                work = copy.deepcopy(model) if work is model else work
+                work = copy.deepcopy(model)
             work = work.to(memory_format=torch.channels_last)
         except Exception:  # noqa: BLE001 - an uncopyable module: fall back to the model itself
             work = None
