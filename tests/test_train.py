@@ -354,3 +354,20 @@ def test_a_gpu_run_lets_cudnn_choose_kernels_and_use_tf32(monkeypatch):
         assert torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def test_training_beside_busy_processes_takes_one_thread_and_says_so(tmp_path, monkeypatch):
+    import io
+    from probe.train.callbacks import ProgressPrinter
+
+    class ThreadsSeen(Callback):
+        def on_epoch_end(self, trainer, record):
+            self.threads = torch.get_num_threads()
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("one core: nothing to choose")
+    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
+    seen, stream = ThreadsSeen(), io.StringIO()
+    train(tiny_config(epochs=1), tmp_path / "m", splits=tiny_splits(), callbacks=[seen, ProgressPrinter(stream, bar=False)])
+    assert seen.threads == 1 and torch.get_num_threads() == before
+    assert "1 thread(s) (load average 9.0" in stream.getvalue()

@@ -78,6 +78,13 @@ def epoch_line(record: dict, epochs: int) -> str:
             f"{record['images_per_second']:,.0f} img/s  {record['seconds']:.1f}s{star}{stopped}")
 
 
+def _threads_note(trainer: "Trainer") -> str:
+    info = getattr(trainer, "threads", None)
+    if not info or trainer.device.type != "cpu":
+        return ""
+    return f", {info['threads']} thread(s)" + (f" ({info['why']}: other work is running)" if "why" in info else "")
+
+
 class ProgressPrinter(Callback):
     """What `probe train` shows: a start line, a rich progress bar per epoch on a terminal, one
     plain line per epoch always, and the result. Give it to rank 0 only."""
@@ -94,7 +101,8 @@ class ProgressPrinter(Callback):
         cfg, s = trainer.cfg, trainer.state
         self._say(f"training {cfg.arch} on {trainer.train_set.spec.name} ({len(trainer.train_set):,} "
                   f"images) on {trainer.device}: {trainer.total_steps:,} steps, {trainer.epochs} epochs, "
-                  f"precision {cfg.precision}" + (f", resuming after epoch {s.epoch}" if s.epoch else ""))
+                  f"precision {cfg.precision}" + _threads_note(trainer)
+                  + (f", resuming after epoch {s.epoch}" if s.epoch else ""))
 
     def on_epoch_start(self, trainer: "Trainer", epoch: int, n_batches: int) -> None:
         if not self.bar:
