@@ -24,12 +24,14 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadscope
 
-# The main job: the report of both committed MNIST models, compared, from the MNIST test set.
+# The main job: the report of the committed MNIST models (ResNet-20, its plain twin, and the
+# adversarially trained ResNet-20), compared, from the MNIST test set.
 demo: setup
 	@ls "$(PROBE_DATA_DIR)"/mnist/t10k-images-idx3-ubyte* >/dev/null 2>&1 || \
 		$(VENV)/bin/probe data fetch mnist --data-dir "$(PROBE_DATA_DIR)/mnist"
 	$(VENV)/bin/probe report --model trained_models/mnist-resnet20 --model trained_models/mnist-plain20 \
-		--data-dir "$(PROBE_DATA_DIR)/mnist" --out reports/mnist-resnet20-vs-plain20
+		--model trained_models/mnist-resnet20-robust \
+		--data-dir "$(PROBE_DATA_DIR)/mnist" --out reports/mnist-resnet20-vs-plain20-vs-robust
 
 clean:
 	rm -rf $(VENV) .pytest_cache
