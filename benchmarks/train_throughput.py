@@ -13,6 +13,14 @@ interleaved (probe bf16, probe fp32, reference, then the next repeat in rotated 
 load from other processes hits every side alike. The first repeat is a warm-up and is left out
 of the medians; it holds the reference's DataLoader worker start-up (workers are persistent,
 so they start once), which the "with warm-up" figures include.
+
+Beside img/s, the run prints what bounds them: the CPU's SIMD flags (/proc/cpuinfo), the fp32
+GEMM peak (a 2048² matmul, timed before and after the rounds), each side's GFLOP/s (training
+FLOPs per image = 3 × 2 × the forward multiply-accumulates of the convs and the linear layer,
+counted by hooks on the model) and its share of that peak, img per CPU second (this process
+and its DataLoader workers: with --threads 1, per core, and far less affected than wall time
+by other processes on the cores), and the peak RSS. --convs-only adds a side that runs only
+the convolutions of probe's network, forward and backward: the ceiling of any step.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -29,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_resnet as ref  # noqa: E402
+from results_file import CPU_FLAGS, cpu_flags  # noqa: E402
 
 from probe.data.augment import default_augment  # noqa: E402
 from probe.data.imageset import ImageSet  # noqa: E402
@@ -61,11 +71,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for both sides (default: torch's own, %d here)"
                    % torch.get_num_threads())
+    p.add_argument("--convs-only", action="store_true",
+                   help="also time the convolutions of probe's network alone (channels_last, "
+                   "forward + backward): the ceiling of any training step of this network")
+    p.add_argument("--gemm-size", type=int, default=2048,
+                   help="side of the fp32 matmul timed for the GEMM peak (default 2048)")
     p.add_argument("--json", type=Path, default=None, help="write every timing to this file")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.steps < 1 or args.batch_size < 1 or args.workers < 0:
-        p.error("--repeats, --steps and --batch-size must be positive, --workers not negative")
+    if args.repeats < 1 or args.steps < 1 or args.batch_size < 1 or args.workers < 0 \
+            or args.gemm_size < 1:
+        p.error("--repeats, --steps, --batch-size and --gemm-size must be positive, --workers not "
+                "negative")
     return args
 
 
@@ -90,12 +107,52 @@ class ProbeSide:
         # epochs = warm-up + repeats, so every repeat is a whole epoch of the Trainer.
         self.trainer = Trainer(model, data, None, config, default_augment(spec),
                                device=torch.device("cpu"))
+        self.model = self.trainer.model
         self.epoch = 0
 
     def run(self) -> int:
         record = self.trainer._train_epoch(self.epoch)
         self.epoch += 1
         return self.trainer.steps_per_epoch * self.trainer.cfg.batch_size if record else 0
+
+
+class ConvsOnlySide:
+    """The ceiling: only the convolutions of probe's network (each fed a random input of its
+    shape, channels_last), forward and backward (input and weight gradients; the stem's input
+    needs none, as in training), --steps times. No BatchNorm, ReLU, addition, loss, optimizer
+    or data: what a step would cost if everything but the convs were free."""
+    name = "convs only (CL)"
+
+    def __init__(self, model: torch.nn.Module, input_shape, batch_size: int, steps: int):
+        shapes = []
+        hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape[1:])))
+                 for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, *input_shape))
+        finally:
+            model.train()
+            for h in hooks:
+                h.remove()
+        gen = torch.Generator().manual_seed(0)
+        self.work, macs = [], 0
+        for i, (conv, shape) in enumerate(shapes):
+            x = torch.randn(batch_size, *shape, generator=gen)
+            x = x.contiguous(memory_format=torch.channels_last).requires_grad_(i > 0)
+            conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                   conv.stride, conv.padding, groups=conv.groups, bias=False)
+            self.work.append((conv.to(memory_format=torch.channels_last), x))
+            macs += forward_macs(conv, tuple(shape))
+        self.flops_per_image = 3 * 2 * macs
+        self.steps, self.batch_size = steps, batch_size
+
+    def run(self) -> int:
+        for _ in range(self.steps):
+            for conv, x in self.work:
+                y = conv(x)
+                y.backward(torch.ones_like(y))
+                conv.weight.grad = x.grad = None
+        return self.steps * self.batch_size
 
 
 class ReferenceSide:
@@ -118,6 +175,103 @@ class ReferenceSide:
         return ref.train_epoch(self.model, self.loader, self.optimizer)
 
 
+def gemm_peak(n: int = 2048, repeats: int = 7) -> dict:
+    """fp32 matmul GFLOP/s of an n×n by n×n product (2n³ FLOPs), with the benchmark's threads:
+    the practical ceiling of the convolutions, which oneDNN runs as GEMM-like kernels. Per wall
+    second, and per CPU second of this process (which other processes on the cores affect less)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)  # warm-up
+    rates, cpu_rates = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+        cpu_rates.append(2 * n ** 3 / max(time.process_time() - c0, 1e-9) / 1e9)
+    return {"n": n, "gflops": rates, "median_gflops": statistics.median(rates),
+            "gflops_per_cpu_second": cpu_rates,
+            "median_gflops_per_cpu_second": statistics.median(cpu_rates)}
+
+
+def forward_macs(model: torch.nn.Module, input_shape) -> int:
+    """Multiply-accumulates of one image's forward pass through the model's convs and linear
+    layers, counted by forward hooks on a batch of one (BatchNorm, ReLU, additions aside)."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output[0].numel() * k
+        else:
+            total += output[0].numel() * module.in_features
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total
+
+
+def train_flops_per_image(model: torch.nn.Module, input_shape) -> int:
+    """Training FLOPs of one image: forward, and a backward of twice its work (the gradients
+    of the inputs and of the weights); 2 FLOPs per multiply-accumulate."""
+    return 3 * 2 * forward_macs(model, input_shape)
+
+
+def _child_pids() -> list[str]:
+    """Living child processes (the reference's persistent DataLoader workers), from /proc."""
+    try:
+        return [pid for f in Path("/proc/self/task").glob("*/children") for pid in f.read_text().split()]
+    except OSError:
+        return []
+
+
+def _children_peak_rss_kib() -> list[int]:
+    """VmHWM (peak RSS, KiB) of each living child process, from /proc."""
+    peaks = []
+    for pid in _child_pids():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        peaks += [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
+    return peaks
+
+
+def cpu_seconds() -> float:
+    """CPU time used so far by this process (all its threads) and its living children (the
+    DataLoader workers: their per-image NumPy work is part of the reference's cost)."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in _child_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def peak_rss_mib() -> dict:
+    """Peak resident memory: this process (both models, the data, probe's and the reference's
+    training) and, separately, the largest of its children (the reference's persistent
+    DataLoader workers, alive at this point). Linux; elsewhere what getrusage says."""
+    if sys.platform == "darwin":  # ru_maxrss in bytes
+        return {"self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 1),
+                "largest_child": None}
+    children = _children_peak_rss_kib()
+    return {"self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "largest_child": round(max(children) / 1024, 1) if children else None}
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:
@@ -129,7 +283,98 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "cpu_flags": cpu_flags()}
+
+
+def run_rounds(sides, repeats: int, n_images: int, say) -> tuple[dict, dict]:
+    """Wall and CPU seconds of each side's epochs: 1 warm-up + repeats rounds, the order rotated
+    each round."""
+    seconds = {s.name: [] for s in sides}
+    cpu = {s.name: [] for s in sides}
+    for r in range(repeats + 1):
+        shift = r % len(sides)  # rotate the order so no side always runs first
+        for side in sides[shift:] + sides[:shift]:
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            seen = side.run()
+            dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
+            assert seen == n_images, (side.name, seen, n_images)
+            seconds[side.name].append(dt)
+            cpu[side.name].append(dc)
+            say(f"  repeat {r}{' (warm-up)' if r == 0 else ''}: {side.name:<15} "
+                f"{dt:7.2f} s  {n_images / dt:8.1f} img/s  ({dc:.2f} CPU s)")
+    return seconds, cpu
+
+
+def summarize(seconds: dict[str, list[float]], cpu: dict[str, list[float]], n_images: int,
+              flops: dict[str, int], gemm: dict) -> dict:
+    """Medians of the timed rounds, ratios to the reference, GFLOP/s and their share of the
+    GEMM peak: per wall second, and per CPU second."""
+    ref_name = ReferenceSide.name
+    results = {}
+    for name, secs in seconds.items():
+        timed = secs[1:]
+        ips = [n_images / s for s in timed]
+        med = statistics.median(ips)
+        gflops = med * flops[name] / 1e9
+        per_cpu = statistics.median(n_images / c for c in cpu[name][1:])
+        results[name] = {
+            "seconds": secs, "images_per_second": ips,
+            "median_images_per_second": med,
+            "with_warmup_images_per_second": n_images * len(secs) / sum(secs),
+            "cpu_seconds": cpu[name],
+            "median_images_per_cpu_second": per_cpu,
+            "train_flops_per_image": flops[name], "median_gflops": gflops,
+            "fraction_of_gemm_peak": gflops / gemm["median_gflops"],
+            "fraction_of_gemm_peak_per_cpu_second":
+                per_cpu * flops[name] / 1e9 / gemm["median_gflops_per_cpu_second"],
+        }
+    ref_res = results[ref_name]
+    for name, res in results.items():
+        if name == ref_name:
+            continue
+        # Paired: each probe repeat against the reference repeat of the same round.
+        paired = [p / q for p, q in zip(res["images_per_second"], ref_res["images_per_second"])]
+        res["ratio_of_medians"] = res["median_images_per_second"] / ref_res["median_images_per_second"]
+        res["median_paired_ratio"] = statistics.median(paired)
+        res["ratio_per_cpu_second"] = res["median_images_per_cpu_second"] / \
+            ref_res["median_images_per_cpu_second"]
+        res["ratio_with_warmup"] = res["with_warmup_images_per_second"] / \
+            ref_res["with_warmup_images_per_second"]
+    return results
+
+
+def print_summary(args, results: dict, gemm: dict, loads, rss: dict) -> None:
+    ref_name = ReferenceSide.name
+    print(f"\n{ARCH} {args.shape} batch {args.batch_size}: median of {args.repeats} repeats "
+          f"× {args.steps} steps (warm-up excluded)")
+    print(f"  {'side':<15} {'img/s':>9} {'min':>8} {'max':>8} {'× ref':>7} {'paired':>7} "
+          f"{'w/ warm-up':>11} {'GFLOP/s':>8} {'of peak':>8} │ {'img/CPU-s':>9} {'× ref':>6} "
+          f"{'of peak':>8}")
+    for name, res in results.items():
+        ips = res["images_per_second"]
+        ratio = f"{res['ratio_of_medians']:7.2f} {res['median_paired_ratio']:7.2f}" \
+            if name != ref_name else f"{'1.00':>7} {'':>7}"
+        print(f"  {name:<15} {res['median_images_per_second']:9.1f} {min(ips):8.1f} "
+              f"{max(ips):8.1f} {ratio} {res['with_warmup_images_per_second']:11.1f} "
+              f"{res['median_gflops']:8.1f} {res['fraction_of_gemm_peak']:8.0%} "
+              f"│ {res['median_images_per_cpu_second']:9.1f} {res.get('ratio_per_cpu_second', 1):6.2f} "
+              f"{res['fraction_of_gemm_peak_per_cpu_second']:8.0%}")
+    flops = results[ref_name]["train_flops_per_image"]
+    print(f"  training FLOPs per image: {flops / 1e6:.1f} M (3 × 2 × forward MACs of the convs "
+          f"and the linear layer, counted by hooks)")
+    print(f"  fp32 GEMM peak ({gemm['n']}² matmul, median of the runs before and after the "
+          f"rounds): {gemm['median_gflops']:.1f} GFLOP/s ({gemm['before']['median_gflops']:.1f} / "
+          f"{gemm['after']['median_gflops']:.1f}); per CPU second "
+          f"{gemm['median_gflops_per_cpu_second']:.1f}")
+    print("  right of │: per CPU second of this process and its DataLoader workers (less affected "
+          "by other processes; with 1 thread, per core)")
+    flags = cpu_flags()
+    print("  CPU: " + ", ".join(f"{f} {'yes' if flags[f] else 'no'}" for f in CPU_FLAGS)
+          + f"; torch kernels: {flags['torch_cpu_capability']}")
+    child = "none alive" if rss["largest_child"] is None else f"{rss['largest_child']:.0f} MiB"
+    print(f"  peak RSS: {rss['self']:.0f} MiB (this process); largest DataLoader worker: {child}")
+    print(f"  load average before/after: {loads[0][0]:.2f} / {loads[1][0]:.2f} "
+          f"(other processes share the {os.cpu_count()} cores)")
 
 
 def main(argv=None) -> dict:
@@ -142,69 +387,40 @@ def main(argv=None) -> dict:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
 
     sides = [ProbeSide(data, width, p, args.batch_size, args.repeats + 1) for p in args.precision]
+    shape = (spec.channels, spec.height, spec.width)
+    if args.convs_only:
+        torch.manual_seed(0)
+        arch = get_config(ARCH, num_classes=spec.num_classes, in_channels=spec.channels, width=width)
+        sides.append(ConvsOnlySide(ResNet(arch), shape, args.batch_size, args.steps))
     sides.append(ReferenceSide(data, width, args.batch_size, args.workers))
-    say(f"{ARCH} ({'x'.join(map(str, (spec.channels, spec.height, spec.width)))}, width {width}), "
+    flops = {s.name: getattr(s, "flops_per_image", None) or train_flops_per_image(s.model, shape)
+             for s in sides}
+    say(f"{ARCH} ({'x'.join(map(str, shape))}, width {width}), "
         f"batch {args.batch_size}, {args.steps} steps = {n_images:,} images per repeat, "
         f"1 warm-up + {args.repeats} repeats, {torch.get_num_threads()} torch threads, "
         f"reference with {args.workers} persistent DataLoader workers")
 
-    seconds = {s.name: [] for s in sides}
+    gemm_n = args.gemm_size
+    gemm = {"n": gemm_n, "before": gemm_peak(gemm_n)}
     load_before = os.getloadavg()
-    for r in range(args.repeats + 1):
-        shift = r % len(sides)  # rotate the order so no side always runs first
-        for side in sides[shift:] + sides[:shift]:
-            t0 = time.perf_counter()
-            seen = side.run()
-            dt = time.perf_counter() - t0
-            assert seen == n_images, (side.name, seen, n_images)
-            seconds[side.name].append(dt)
-            say(f"  repeat {r}{' (warm-up)' if r == 0 else ''}: {side.name:<15} "
-                f"{dt:7.2f} s  {n_images / dt:8.1f} img/s")
+    seconds, cpu = run_rounds(sides, args.repeats, n_images, say)
     load_after = os.getloadavg()
-
-    ref_name = ReferenceSide.name
-    results = {}
-    for name, secs in seconds.items():
-        timed = secs[1:]
-        ips = [n_images / s for s in timed]
-        results[name] = {
-            "seconds": secs, "images_per_second": ips,
-            "median_images_per_second": statistics.median(ips),
-            "with_warmup_images_per_second": n_images * len(secs) / sum(secs),
-        }
-    for name, res in results.items():
-        if name == ref_name:
-            continue
-        # Paired: each probe repeat against the reference repeat of the same round.
-        paired = [p / q for p, q in zip(res["images_per_second"],
-                                        results[ref_name]["images_per_second"])]
-        res["ratio_of_medians"] = res["median_images_per_second"] / \
-            results[ref_name]["median_images_per_second"]
-        res["median_paired_ratio"] = statistics.median(paired)
-        res["ratio_with_warmup"] = res["with_warmup_images_per_second"] / \
-            results[ref_name]["with_warmup_images_per_second"]
-
-    print(f"\n{ARCH} {args.shape} batch {args.batch_size}: median of {args.repeats} repeats "
-          f"× {args.steps} steps (warm-up excluded)")
-    print(f"  {'side':<15} {'img/s':>9} {'min':>8} {'max':>8} {'× ref':>7} {'paired':>7} "
-          f"{'w/ warm-up':>11}")
-    for name, res in results.items():
-        ips = res["images_per_second"]
-        ratio = f"{res['ratio_of_medians']:7.2f} {res['median_paired_ratio']:7.2f}" \
-            if name != ref_name else f"{'1.00':>7} {'':>7}"
-        print(f"  {name:<15} {res['median_images_per_second']:9.1f} {min(ips):8.1f} "
-              f"{max(ips):8.1f} {ratio} {res['with_warmup_images_per_second']:11.1f}")
-    print(f"  load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
-          f"(other processes share the {os.cpu_count()} cores)")
+    gemm["after"] = gemm_peak(gemm_n)
+    for key in ("gflops", "gflops_per_cpu_second"):
+        gemm[f"median_{key}"] = statistics.median(gemm["before"][key] + gemm["after"][key])
+    results = summarize(seconds, cpu, n_images, flops, gemm)
+    rss = peak_rss_mib()
+    print_summary(args, results, gemm, (load_before, load_after), rss)
 
     out = {
         "benchmark": "train_throughput", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(), "arch": ARCH, "shape": args.shape,
-        "input": [spec.channels, spec.height, spec.width], "width": width,
+        "input": list(shape), "width": width,
         "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
         "workers": args.workers, "persistent_workers": True,
         "augment": vars(default_augment(spec)),
-        "load_average_before_after": [load_before, load_after], "results": results,
+        "load_average_before_after": [load_before, load_after], "gemm_peak": gemm,
+        "peak_rss_mib": rss, "results": results,
     }
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -59,11 +59,38 @@ def test_reference_dataset_item():
 
 
 def test_benchmark_main_runs_tiny():
+    # --gemm-size 64: the GEMM peak's default 2048² matmul (7 × 17 GFLOP) was most of this test
     out = train_throughput.main(["--steps", "1", "--repeats", "1", "--batch-size", "8",
-                                 "--quiet"])
+                                 "--gemm-size", "64", "--quiet"])
     res = out["results"]
     assert set(res) == {"probe bf16", "probe fp32", "reference fp32"}
     for name, r in res.items():
         assert len(r["seconds"]) == 2 and r["median_images_per_second"] > 0
+        assert r["train_flops_per_image"] == 6 * RESNET20_CIFAR_MACS
+        assert r["median_gflops"] > 0 and r["fraction_of_gemm_peak"] > 0
         if name != "reference fp32":
             assert r["ratio_of_medians"] > 0
+    assert out["gemm_peak"]["median_gflops"] > 0 and out["peak_rss_mib"]["self"] > 0
+    assert set(out["machine"]["cpu_flags"]) >= {"avx2", "avx512f", "avx512_bf16"}
+
+
+# resnet20 on 3×32×32, forward multiply-accumulates worked out by hand: the stem (27 → 16 at
+# 32×32), stage 1 (6 convs 144 → 16 at 32×32), stages 2 and 3 (a strided conv, then 5 convs, at
+# 16×16 / 8×8: each conv 2,359,296 but the strided ones half), the fc (64 → 10).
+RESNET20_CIFAR_MACS = (32 * 32 * 16 * 27 + 6 * 32 * 32 * 16 * 144
+                       + 2 * (5 * 2_359_296 + 2_359_296 // 2) + 640)
+
+
+def test_forward_macs_counts_convs_and_linear():
+    assert RESNET20_CIFAR_MACS == 40_551_040
+    assert train_throughput.forward_macs(build_model("resnet20"), (3, 32, 32)) == RESNET20_CIFAR_MACS
+    assert train_throughput.forward_macs(ref.resnet20(), (3, 32, 32)) == RESNET20_CIFAR_MACS
+    # Grouped conv: each output sees in_channels / groups inputs.
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1, groups=2)
+    assert train_throughput.forward_macs(conv, (4, 5, 5)) == 8 * 5 * 5 * 2 * 9
+
+
+def test_convs_only_side_runs_the_convs_of_the_network():
+    side = train_throughput.ConvsOnlySide(build_model("resnet20"), (3, 32, 32), 2, 1)
+    assert len(side.work) == 19 and side.flops_per_image == 6 * (RESNET20_CIFAR_MACS - 640)
+    assert side.run() == 2
