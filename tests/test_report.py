@@ -78,12 +78,17 @@ def report(tmp_path_factory, mnist_dir):
 
 
 def small_plan(models: Path, names=("tiny-a", "tiny-b")):
-    """The report's own plan (every section), with the work of each analysis cut to a sliver."""
+    """The report's own plan (every section), with the work of each analysis cut to a sliver.
+    Drawing dominates a test report's time: 12 wrong images still fill two grid pages for tiny-a
+    (its long hostile class names leave 9 a page), one wrong image still draws saliency-wrong,
+    and two examples still draw the robustness examples."""
     from probe.report.build import default_plan
     plan = default_plan([read_model_folder(models / name) for name in names])
-    smaller = {"saliency": {"n": 1, "methods": "vanilla,gradcam"},
+    smaller = {"misclassified": {"max_images": 12},
+               "saliency": {"n": 1, "methods": "vanilla,gradcam", "wrong_too": 1},
                "fool-noise": {"n": 1, "target": "1", "steps": 30},
-               "fool-dataset": {"n": 1, "target": "1", "steps": 30}, "robustness": {"limit": 20, "steps": 3}}
+               "fool-dataset": {"n": 1, "target": "1", "steps": 30},
+               "robustness": {"limit": 20, "steps": 3, "examples": 2}}
     for step in plan.steps:
         step.settings = step.settings.replace(**smaller.get(step.analysis, {}))
     return plan
