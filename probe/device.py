@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Iterator
 
 import torch
@@ -44,21 +45,58 @@ def cpu_threads(threads: int | None, device: torch.device) -> Iterator[dict]:
         torch.set_num_threads(before)
 
 
+def _cpu_ticks(stat_text: str) -> int:
+    """Busy clock ticks of all cores from /proc/stat's first line (idle and iowait left out)."""
+    fields = [int(v) for v in stat_text.split("\n", 1)[0].split()[1:]]
+    return sum(fields) - sum(fields[3:5])
+
+
+def _own_ticks(self_stat_text: str) -> int:
+    """This process's clock ticks (utime + stime of every thread) from /proc/self/stat; the
+    command name in parentheses may hold spaces, so fields count from its closing one."""
+    fields = self_stat_text.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def busy_elsewhere(sample_seconds: float = 0.2) -> float | None:
+    """Cores kept busy by other processes over a short sample: the machine's busy ticks less
+    this process's own (/proc/stat, /proc/self/stat). The load average cannot say this: it
+    counts this process too, and lags a minute behind, so a report's own first analyses made it
+    pick one thread for the rest. None where /proc cannot be read."""
+    try:
+        def sample():
+            with open("/proc/stat") as machine, open("/proc/self/stat") as own:
+                return _cpu_ticks(machine.read()), _own_ticks(own.read())
+        (all_0, own_0), start = sample(), time.perf_counter()
+        time.sleep(sample_seconds)
+        (all_1, own_1), seconds = sample(), time.perf_counter() - start
+    except (OSError, ValueError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return max(0.0, ((all_1 - all_0) - (own_1 - own_0)) / hz / seconds)
+
+
 @contextlib.contextmanager
 def analysis_threads(threads: int | None, device) -> Iterator[dict]:
-    """CPU threads for an analysis of many small gradient steps (an attack, fooling images), as
-    cpu_threads, with a stricter default: one thread as soon as other processes keep more than
-    cores − 1 busy (by the load average). The gradient steps are many small kernels; two OpenMP
-    threads that share a core with another process wait on each other at every one (measured
-    here: PGD on 1,000 MNIST images, 80 s on 2 threads beside one busy process, 11 s on 1).
-    Yields {"threads": n} and, where the load chose one thread, "why"."""
+    """CPU threads for an analysis of many small kernels (an attack, fooling images, training
+    a small net), as cpu_threads, with a stricter default: as many threads as cores left free
+    by other processes (busy_elsewhere; the load average where /proc cannot be read), one when
+    at most one is free. The steps are many small kernels; two OpenMP threads that share a core
+    with another process wait on each other at every one (measured here: PGD on 1,000 MNIST
+    images, 80 s on 2 threads beside one busy process, 11 s on 1). Yields {"threads": n} and,
+    where other processes chose fewer threads, "why"."""
     device = torch.device(device)
     why = None
-    if threads is None and device.type == "cpu" and torch.get_num_threads() > 1:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    default = torch.get_num_threads()
+    if threads is None and device.type == "cpu" and default > 1:
         cores = os.cpu_count() or 1
-        if load > cores - 1:
-            threads, why = 1, f"load average {load:.1f} on {cores} cores"
+        others = busy_elsewhere()
+        what = "other processes keep {:.1f} of {} cores busy"
+        if others is None and hasattr(os, "getloadavg"):
+            others, what = os.getloadavg()[0], "load average {:.1f} on {} cores"
+        free = max(1, round(cores - (others or 0.0)))
+        if others is not None and others >= 0.5 and free < default:
+            threads, why = free, what.format(others, cores)
     with cpu_threads(threads, device) as info:
         if why:
             info["why"] = why

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -366,8 +367,8 @@ def test_training_beside_busy_processes_takes_one_thread_and_says_so(tmp_path, m
     before = torch.get_num_threads()
     if before < 2:
         pytest.skip("one core: nothing to choose")
-    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr("probe.device.busy_elsewhere", lambda: float(os.cpu_count()))  # every core busy elsewhere
     seen, stream = ThreadsSeen(), io.StringIO()
     train(tiny_config(epochs=1), tmp_path / "m", splits=tiny_splits(), callbacks=[seen, ProgressPrinter(stream, bar=False)])
     assert seen.threads == 1 and torch.get_num_threads() == before
-    assert "1 thread(s) (load average 9.0" in stream.getvalue()
+    assert f"1 thread(s) (other processes keep {os.cpu_count():.1f} of {os.cpu_count()} cores busy)" in stream.getvalue()

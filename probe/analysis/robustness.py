@@ -29,8 +29,8 @@ DEFAULT_LIMIT = 1000
 DEFAULT_STEPS = 40
 # Fine grids where an undefended model's accuracy falls, each with the conventional points of the
 # literature kept: MNIST L∞ 0.1, 0.2, 0.3 (Madry et al. 2018), CIFAR-10's 2, 4, 8 /255, L2 0.5,
-# 1 and 2; and 0, the clean accuracy. Bisection (the default search) costs ⌈log₂ 13⌉ = 4
-# attacks per image for 13 values.
+# 1 and 2; and 0, the clean accuracy. Bisection (the default search) costs at most
+# 1 + ⌈log₂ 12⌉ = 5 attacks per image for 13 values (the largest ε, then bisection below it).
 MNIST_LINF = [k / 100 for k in range(11)] + [0.2, 0.3]
 IN_255_LINF = [k / 255 for k in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)]
 MNIST_L2 = [k / 4 for k in range(9)] + [2.5, 3.0]
@@ -97,7 +97,7 @@ class Settings(SettingsBase):
         check_choice("--split", self.split, SPLITS)
         check_int("--seed", self.seed, -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
         check_int("examples", self.examples, 0)
-        check_choice("--search", self.search, SEARCHES, "bisect: ⌈log₂ E⌉ attacks per image for E values of ε")
+        check_choice("--search", self.search, SEARCHES, "bisect: at most 1 + ⌈log₂(E − 1)⌉ attacks per image for E values of ε")
         if self.threads is not None:
             check_int("--threads", self.threads, 1)
 
@@ -393,10 +393,12 @@ def _images_words(result: RobustnessResult) -> str:
 def _search_words(result: RobustnessResult) -> str:
     e = len(result.eps)
     if result.search == "bisect":
-        return (f"Each image's smallest breaking ε of the grid was found by bisection over its {e} values, each "
-                f"probe one attack at that ε ({search_steps(e, 'bisect')} attacks per image at most, not "
-                f"{e - 1}); like the curve itself, this assumes that an image broken at ε stays broken at every "
-                "larger ε (its adversarial image lies in every larger ball).")
+        return (f"Each image's smallest breaking ε of the grid was found by search over its {e} values, each "
+                "probe one attack at that ε: the largest ε first (an image that survives it is robust at every ε "
+                f"of the grid), then bisection below it ({search_steps(e, 'bisect')} attacks per image at most, not "
+                f"{e - 1}). Like the curve itself, this assumes that an image broken at ε stays broken at every "
+                "larger ε (its adversarial image lies in every larger ball), and that an attack failing at ε "
+                "would fail at every smaller ε.")
     return (f"Every image still unbroken was attacked at each of the {e} values of ε in turn; an image broken "
             "at ε keeps its adversarial image at every larger ε, so the curve never rises.")
 

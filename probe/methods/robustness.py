@@ -4,8 +4,9 @@ grows, with a 95% interval per point and the adversarial examples of a few image
 Two searches give the same curve. "nested" attacks every image still unbroken at each ε of the
 grid in turn. "bisect" finds, for each image, the smallest ε of the grid at which the attack
 breaks it by bisection over the grid, each probe one attack at that ε (PGD stops on an image
-as soon as it is broken): the accuracy at every ε of a grid of E values costs ⌈log₂ E⌉ attacks
-per image instead of up to E − 1. Both rest on the same assumption, which makes the curve
+as soon as it is broken): the largest ε first (an image that survives it is done: most images
+of a robust model), then bisection below it, so the accuracy at every ε of a grid of E values
+costs at most 1 + ⌈log₂(E − 1)⌉ attacks per image instead of up to E − 1. Both rest on the same assumption, which makes the curve
 monotone: an image broken at ε stays broken at every larger ε (its adversarial image lies in
 every larger ball). Bisection also assumes the converse, that an attack failing at ε would
 fail at every smaller ε. PGD is a random local search, so the two disagree on a few images near
@@ -102,8 +103,10 @@ class RobustnessCurve:
 
 def search_steps(n_eps: int, search: str) -> int:
     """The steps a search takes over a grid of n_eps values (0 among them): attacks per image
-    at most (bisect: ⌈log₂ n_eps⌉ rounds; nested: one per ε > 0)."""
-    return max(1, math.ceil(math.log2(n_eps)) if search == "bisect" else n_eps - 1)
+    at most (bisect: the largest ε, then ⌈log₂(n_eps − 1)⌉ rounds below it; nested: one per ε > 0)."""
+    if search == "bisect":
+        return 1 + math.ceil(math.log2(max(1, n_eps - 1)))
+    return max(1, n_eps - 1)
 
 
 def attack_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *,
@@ -181,7 +184,10 @@ def _nested(model, clean, labels, probs, eps_list, options, progress):
 def _bisect(model, clean, labels, probs, eps_list, options, progress):
     """For each image, the smallest index of the grid at which the attack breaks it: lo (known
     unbroken: 0, the clean image, at first) and hi (known broken; E: not within the grid)
-    close in on it, each round probing (lo + hi) // 2 of every image not yet settled."""
+    close in on it. The first round probes the largest ε: an image that survives it is settled
+    in one attack (by the same assumption, it would survive every smaller ε), which is most of
+    the images of a robust model; one that breaks there, usually within a few PGD steps, is then
+    bisected below it, each round probing (lo + hi) // 2 of every image not yet settled."""
     n, E, target = len(labels), len(eps_list), options["target"]
     lo = torch.zeros(n, dtype=torch.long)
     hi = torch.where(_broken(probs, labels, target), 0, E)  # wrong when clean: broken at ε = 0
@@ -191,7 +197,7 @@ def _bisect(model, clean, labels, probs, eps_list, options, progress):
     seconds, attacks, rnd = [], 0, 0
     while (todo := (hi - lo > 1).nonzero().flatten()).numel():
         started, rnd = time.perf_counter(), rnd + 1
-        mid = (lo[todo] + hi[todo]) // 2
+        mid = torch.full_like(todo, E - 1) if rnd == 1 else (lo[todo] + hi[todo]) // 2
         report = (lambda done, r=rnd, m=len(todo): progress(r, done, m)) if progress else None
         new = _attack(model, clean[todo], labels[todo], grid[mid], options["seed"] + rnd, options, report)
         p_new = class_probabilities(model, new, batch_size=options["batch_size"])  # fp32 judge

@@ -82,7 +82,7 @@ def _threads_note(trainer: "Trainer") -> str:
     info = getattr(trainer, "threads", None)
     if not info or trainer.device.type != "cpu":
         return ""
-    return f", {info['threads']} thread(s)" + (f" ({info['why']}: other work is running)" if "why" in info else "")
+    return f", {info['threads']} thread(s)" + (f" ({info['why']})" if "why" in info else "")
 
 
 class ProgressPrinter(Callback):
