@@ -5,15 +5,29 @@ import contextlib
 import errno
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from probe.errors import ConfigError
+
+_SPECIAL = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+            (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"))
+
 
 def _refuse_impossible_paths(path: Path) -> None:
-    """A folder where the file should be, or a file where a folder of its path should be."""
+    """A folder where the file should be, a device, pipe or socket there (the rename would replace
+    it: /dev/full turned into a CSV), or a file where a folder of its path should be."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    try:
+        mode = os.stat(path).st_mode  # follows a link: a link to /dev/null is refused too
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((what for test, what in _SPECIAL if test(mode)), "something else")
+        raise ConfigError(f"{path}: is {kind}, not a regular file; give the path of a file to write")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
