@@ -161,14 +161,27 @@ def test_one_model_loads_its_test_split_once(tmp_path, mnist_dir, monkeypatch):
     models = tmp_path / "trained_models"
     write_tiny_model(models / "tiny-c", seed=2)
     write_history(models / "tiny-c")
-    loads = []
+    loads, whole_split_passes = [], []
     real = ModelFolder.load_split
     monkeypatch.setattr(ModelFolder, "load_split", lambda self, split, data_dir=None:
                         loads.append(split) or real(self, split, data_dir))
+    import probe.methods.common as common
+    real_probabilities = common.class_probabilities
+
+    def counted(model, images, **kw):  # the passes over the whole test split (the fixture's 60 images)
+        whole_split_passes.extend([len(images)] if len(images) == n_test else [])
+        return real_probabilities(model, images, **kw)
+    for module in ("probe.analysis.base", "probe.analysis.misclassified", "probe.analysis.fooling",
+                   "probe.analysis.robustness", "probe.analysis.saliency"):
+        monkeypatch.setattr(f"{module}.class_probabilities", counted)
     clear_split_cache()
     plan = small_plan(models, ["tiny-c"])
+    n_test = len(read_model_folder(models / "tiny-c").load_split("test", mnist_dir).labels)
+    loads.clear()
     done = run_report([models / "tiny-c"], data_dir=mnist_dir, out=tmp_path / "out", plan=plan, formats=("html",))
     assert loads == ["test"]
+    # misclassified, fooling from the data, robustness's clean accuracy and saliency's choice share one pass
+    assert whole_split_passes == [n_test]
     assert done.result["figures"] == len(expected_figures(("tiny-c",), tmp_path / "out"))
     clear_split_cache()
 

@@ -174,6 +174,7 @@ class Context:
     input_shape: tuple[int, int, int] | None = None  # (C, H, W), for inputs made from nothing
     mean: tuple[float, ...] | None = None  # the dataset's mean pixel, where known
     _fast: nn.Module | None = field(default=None, repr=False, compare=False)
+    _split_probs: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, model: nn.Module | None, classes=None, *, folder: ModelFolder | None = None, data_dir=None,
@@ -213,6 +214,22 @@ class Context:
         if self.folder is None:
             raise ConfigError(f"the {name} split: this model has no dataset of its own; give the images")
         return load_split_cached(self.folder, name, self.data_dir)
+
+    def split_probabilities(self, name: str, batch_size: int = 500) -> torch.Tensor:
+        """The model's class probabilities (N, K) of every image of a split as the network sees it
+        (view), computed once per context: the report's analyses of one model (misclassified,
+        fooling from the data, robustness's clean accuracy, saliency's choice of images) share
+        one forward pass over the split instead of one each."""
+        if name not in self._split_probs:
+            data = self.split(name)
+            self._split_probs[name] = class_probabilities(
+                self.fast_model, self.view(data.images), batch_size=batch_size,
+                progress=lambda done: self.report(f"predicting {len(data):,} {name} images", done, len(data)))
+        return self._split_probs[name]
+
+    def known_split_probabilities(self, name: str) -> torch.Tensor | None:
+        """split_probabilities(name) when an analysis before has computed them, else None."""
+        return self._split_probs.get(name)
 
     def view(self, images: torch.Tensor) -> torch.Tensor:
         """Stored images (N, C, H, W) → what the network sees (the dataset's evaluation crop)."""

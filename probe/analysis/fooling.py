@@ -353,7 +353,7 @@ def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tens
                       classes=None, n: int = 4, confidence: float = 0.99, source=None,
                       steps: int | None = None, repair_steps: int = numerics.REPAIR_STEPS, seed: int = 0,
                       batch_size: int = 500, name: str = "model", split: str | None = None,
-                      progress=None) -> DatasetFoolingResult:
+                      progress=None, probs: torch.Tensor | None = None) -> DatasetFoolingResult:
     """For each target class, n correctly classified images of other classes (of `source` only,
     when given), each changed as little as possible in L∞ (whole 1/255 steps) until the model
     gives the target p ≥ confidence on the 8-bit image; then saved as a PNG (in memory), read
@@ -362,15 +362,17 @@ def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     images: (N, C, H, W) uint8 or float [0, 1] (rounded to the 8-bit grid first: the change is
     counted in whole 1/255 steps), as the model takes them; labels (N,). targets, classes: as
     fool_from_noise. steps: PGD steps per attempt of the search (default 40). progress: an
-    optional callable(round, rounds_at_most)."""
+    optional callable(round, rounds_at_most). probs: the model's class probabilities (N, K) of
+    these very images (uint8: already on the 8-bit grid), when already computed."""
     _check_run(n, confidence, steps, batch_size, ("n", "confidence", "steps", "batch_size"))
     check_int("repair_steps", repair_steps, 0)
     labels = torch.as_tensor(labels, dtype=torch.long).cpu()
     if len(labels) != len(images):
         raise ConfigError(f"{len(images)} images but {len(labels)} labels")
+    known = probs is not None and images.dtype == torch.uint8 and len(probs) == len(images)
     images = _on_the_grid(images)
     started = time.perf_counter()
-    probs = class_probabilities(model, images, batch_size=batch_size)  # (N, K)
+    probs = probs if known else class_probabilities(model, images, batch_size=batch_size)  # (N, K)
     names = _class_names(classes, probs.shape[1])
     wanted, src = _asked(names, targets, source)
     fooling = numerics.from_dataset(model, images, labels, wanted, probs, n=n, confidence=confidence,
@@ -414,7 +416,9 @@ def run_dataset(ctx: Context, settings: DatasetSettings) -> DatasetFoolingResult
                                    source=settings.source_class, steps=settings.steps, seed=settings.seed,
                                    batch_size=settings.batch_size, name=ctx.name,
                                    split=None if settings.images else settings.split,
-                                   progress=lambda r, rounds: ctx.report(what, r, rounds))
+                                   progress=lambda r, rounds: ctx.report(what, r, rounds),
+                                   probs=None if settings.images else ctx.split_probabilities(settings.split,
+                                                                                             settings.batch_size))
     return dataclasses.replace(result, threads=threads if ctx.device.type == "cpu" else None,
                                files=data.names if settings.images else None, labels_from=labels_from)
 

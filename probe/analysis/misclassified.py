@@ -71,10 +71,11 @@ class MisclassifiedResult(ResultBase):
 def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, classes=None,
                   max_images: int | None = None, batch_size: int = 500, display_images=None,
                   image_names: list[str] | None = None, name: str = "model", split: str | None = None,
-                  progress=None) -> MisclassifiedResult:
+                  progress=None, probs: torch.Tensor | None = None) -> MisclassifiedResult:
     """images: (N, C, H, W) uint8 or float [0, 1], as the model takes them; labels: (N,) int,
     -1 for unlabelled (never counted wrong). classes: names or their number (default: the
-    model's outputs). display_images: what the grid shows (default `images`)."""
+    model's outputs). display_images: what the grid shows (default `images`). probs: the model's
+    class probabilities (N, K) of these very images, when already computed."""
     labels = torch.as_tensor(labels).cpu().long()
     if len(labels) != len(images):
         raise ConfigError(f"{len(images)} images but {len(labels)} labels")
@@ -82,7 +83,10 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         check_int("max_images", max_images, 1)
     if not (labels >= 0).any():
         raise ConfigError("no labelled image: nothing can be called misclassified")
-    probs = class_probabilities(model, images, batch_size=batch_size, progress=progress)  # (N, K)
+    if probs is None:
+        probs = class_probabilities(model, images, batch_size=batch_size, progress=progress)  # (N, K)
+    elif probs.shape[0] != len(images):
+        raise ConfigError(f"probs: {probs.shape[0]} rows for {len(images)} images")
     names = ClassNames.of(classes if classes is not None else probs.shape[1])
     if len(names) != probs.shape[1]:
         raise ConfigError(f"{len(names)} class names for a model with {probs.shape[1]} outputs")
@@ -157,8 +161,7 @@ def run(ctx: Context, settings: Settings) -> MisclassifiedResult:
     return misclassified(ctx.fast_model, ctx.view(data.images), data.labels, classes=ctx.classes,
                          max_images=settings.max_images, batch_size=settings.batch_size,
                          display_images=data.images, image_names=data.names, name=ctx.name,
-                         split=settings.split,
-                         progress=lambda done: ctx.report(f"predicting {len(data):,} images", done, len(data)))
+                         split=settings.split, probs=ctx.split_probabilities(settings.split, settings.batch_size))
 
 
 def figures(result: MisclassifiedResult) -> dict:

@@ -349,8 +349,9 @@ def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], tar
     """One model: its curve on the attacked subset, those images, and its clean accuracy on the
     whole split as (correct, n), as `probe evaluate` counts it."""
     view = ctx.view(data.images)  # (N, C, H, W) uint8, the network's input
-    correct = int((class_probabilities(ctx.fast_model, view, batch_size=settings.batch_size).argmax(1)
-                   == data.labels).sum())
+    probs = (class_probabilities(ctx.fast_model, view, batch_size=settings.batch_size) if settings.images
+             else ctx.split_probabilities(settings.split, settings.batch_size))  # the split's: shared
+    correct = int((probs.argmax(1) == data.labels).sum())
     search = settings.search if settings.method == "pgd" else "nested"
     rounds = search_steps(len(eps), search)
     what = (f"{settings.method.upper()} on {ctx.name}: {len(index):,} images × {len(eps)} ε"

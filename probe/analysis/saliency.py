@@ -408,9 +408,14 @@ class Picked:
 
 
 def _first_where(ctx: Context, data: ImageSet, candidates: torch.Tensor, n: int, batch_size: int, keep,
-                 step: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n of `candidates` (indices into data) whose prediction passes keep(predicted,
-    labels) → bool mask, predicting only as far as needed: (indices, probabilities)."""
+                 step: int = 64, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n of `candidates` (indices into data, the split named `split`) whose prediction
+    passes keep(predicted, labels) → bool mask, predicting only as far as needed (nothing, where
+    an analysis before predicted the whole split): (indices, probabilities)."""
+    known = ctx.known_split_probabilities(split) if split is not None else None
+    if known is not None:
+        mask = keep(known[candidates].argmax(1), data.labels[candidates])
+        return candidates[mask][:n], known[candidates[mask][:n]]
     chosen, probs = [candidates[:0]], [torch.zeros(0, len(ctx.classes))]
     for s in range(0, len(candidates), max(step, 4 * n)):
         idx = candidates[s:s + max(step, 4 * n)]
@@ -432,10 +437,12 @@ def select_images(ctx: Context, data: ImageSet, k: int, n: int, selection: str, 
     if len(candidates) == 0:
         raise ConfigError(f"the {split} split has no image of class {name}: try --split test or train")
     if selection == "any":
-        chosen = candidates[:n]
-        return chosen, class_probabilities(ctx.fast_model, ctx.view(data.images[chosen]), batch_size=batch_size)
+        chosen, known = candidates[:n], ctx.known_split_probabilities(split)
+        return chosen, (known[chosen] if known is not None
+                        else class_probabilities(ctx.fast_model, ctx.view(data.images[chosen]), batch_size=batch_size))
     right = selection == "correct"
-    chosen, probs = _first_where(ctx, data, candidates, n, batch_size, lambda pred, y: (pred == y) == right)
+    chosen, probs = _first_where(ctx, data, candidates, n, batch_size, lambda pred, y: (pred == y) == right,
+                                 split=split)
     if len(chosen) == 0 and not right:
         raise ConfigError(f"every one of the {len(candidates)} image(s) of class {name} in the {split} "
                           "split is classified correctly: nothing to show with --wrong (leave it out, or "
@@ -513,7 +520,7 @@ def _misclassified(ctx: Context, settings: Settings) -> Picked | None:
     data = ctx.split(settings.split)
     labelled = (data.labels >= 0).nonzero().flatten()
     idx, probs = _first_where(ctx, data, labelled, settings.wrong_too, settings.batch_size,
-                              lambda pred, y: pred != y, step=1024)
+                              lambda pred, y: pred != y, step=1024, split=settings.split)
     if len(idx) == 0:
         return None
     what = f"the first {len(idx)} misclassified {settings.split} image{'s' if len(idx) != 1 else ''}"
