@@ -155,3 +155,105 @@ def test_fetch_offline(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="by hand") as e:
         fetch_dataset("cifar10", tmp_path)
     assert CIFAR10_URL in str(e.value)
+
+
+# ---- every array the restricted unpickler builds is bounded, however it is built (issue 18) -------
+
+def _g(module: str, name: str) -> bytes:
+    return f"c{module}\n{name}\n".encode()  # GLOBAL
+
+
+def _i(i: int) -> bytes:
+    return b"J" + i.to_bytes(4, "little", signed=True)  # BININT
+
+
+_DTYPE_STATE = b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"  # the plain state, BUILD
+_U1 = _g("numpy", "dtype") + b"U\x02u1K\x00K\x01\x87R" + _DTYPE_STATE  # dtype('u1', 0, 1), BUILD
+
+
+def _batch(data_ops: bytes, n_labels: int) -> bytes:
+    """{data: <data_ops>, labels: [0] * n_labels} with the labels spelled K 0 then DUP, DUP, ..."""
+    labels = b"](K\x00" + b"2" * (n_labels - 1) + b"e"
+    return b"\x80\x02}(U\x04data" + data_ops + b"U\x06labels" + labels + b"u."
+
+
+def test_ndarray_called_through_reduce_is_bounded(tmp_path):
+    """numpy.ndarray((n, 3072), uint8) through REDUCE allocates n × 3072 bytes that no pickle holds:
+    six such files of ~2 KB declared 12,000 images (37 MB) and loaded."""
+    raw = _batch(_g("numpy", "ndarray") + _i(2000) + _i(3072) + b"\x86" + _U1 + b"\x86R", 2000)
+    assert len(raw) < 2200
+    files = {name: raw for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                    "data_batch_5", "test_batch")}
+    with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR-10 batch pickle \(it declares an "
+                                        r"array of 6,144,000 bytes, more than the pickle holds\)"):
+        load_cifar10(write_cifar_folder(tmp_path, files))
+
+
+def test_ndarray_through_newobj_is_refused():
+    """NEWOBJ calls numpy.ndarray.__new__(ndarray, shape): an allocation the C unpickler made unasked."""
+    raw = _batch(_g("numpy", "ndarray") + b"(" + _i(2000) + _i(3072) + b"\x86\x85\x81", 2000)
+    with pytest.raises(DataError, match=r"opcode b'\\x81' is not allowed"):
+        unpickle_batch(raw, "batch")
+
+
+def test_arrays_together_are_bounded_by_the_pickle():
+    """Each array within the pickle's size, but one array per three bytes: memo GETs of the callable
+    and its arguments, REDUCE, POP."""
+    one = b"h\x01h\x02R0"  # BINGET ndarray, BINGET args, REDUCE, POP
+    raw = (b"\x80\x02" + _g("numpy", "ndarray") + b"q\x01" + _i(64) + b"\x85" + _U1 + b"\x86q\x020"
+           + one * 2000 + b"]." )
+    with pytest.raises(DataError, match=r"it declares an array of 64 bytes, more than the pickle holds"):
+        unpickle_batch(raw, "batch")
+
+
+def _reconstructed(dtype_ops: bytes, data: bytes) -> bytes:
+    # _reconstruct(ndarray, (0,), 'b'), then BUILD (1, (1, len(data) // 8), <dtype>, False, data)
+    return (_g("numpy.core.multiarray", "_reconstruct") + _g("numpy", "ndarray") + b"K\x00\x85U\x01b\x87R"
+            + b"(K\x01K\x01" + _i(len(data) // 8) + b"\x86" + dtype_ops + b"\x89U"
+            + bytes([len(data)]) + data + b"tb")
+
+
+@pytest.mark.parametrize("flags", [0x01, 0x04])
+def test_dtype_state_that_would_make_bytes_pointers_is_refused(flags):
+    """dtype.__setstate__ sets a uint8 dtype's flags; with NPY_ITEM_REFCOUNT (or IS_POINTER) numpy
+    takes the array's bytes for object pointers (here 0x4141...: a crash, or a SystemError)."""
+    dtype_ops = (_g("numpy", "dtype") + b"U\x02i8K\x00K\x01\x87R"
+                 + b"(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK" + bytes([flags]) + b"tb")
+    raw = _batch(_reconstructed(dtype_ops, b"A" * 8), 1)
+    with pytest.raises(DataError, match=r"dtype state \(3, b'<', None, None, None, -1, -1, "
+                                        rf"{flags}\) is not a plain type's"):
+        unpickle_batch(raw, "batch")
+
+
+@pytest.mark.parametrize("typecode", [b"O", b"V8", b"u1,u1", b"(2,)u1", b"M8"])
+def test_only_plain_number_arrays(typecode):
+    """Object arrays (their state is a list: numpy allocates shape × 8 bytes before reading it),
+    structured, sub-array and datetime types are not what a batch holds."""
+    raw = (_g("numpy.core.multiarray", "_reconstruct") + _g("numpy", "ndarray") + b"K\x00\x85U"
+           + bytes([len(typecode)]) + typecode + b"\x87R")
+    with pytest.raises(DataError, match=r"is not a plain number type"):
+        unpickle_batch(b"\x80\x02" + _batch(raw, 1)[2:], "batch")
+
+
+@pytest.mark.parametrize("op, where", [(b"(K\x01e", "APPENDS"), (b"K\x01K\x02s", "SETITEM")])
+def test_appends_and_setitems_only_on_lists_and_dicts(op, where):
+    """APPENDS/SETITEM call .extend/__setitem__ of whatever is on the stack: here an array."""
+    arr = _g("numpy", "ndarray") + b"K\x04" + _U1 + b"\x86R"  # ndarray(4, uint8)
+    raw = b"\x80\x02" + arr + op + b"."
+    with pytest.raises(DataError, match=where):
+        unpickle_batch(raw, "batch")
+
+
+def test_batch_of_more_images_than_cifar_has(tmp_path, monkeypatch):
+    import probe.data.cifar10 as cifar10
+    monkeypatch.setattr(cifar10, "MAX_BATCH_IMAGES", 19)  # the fixture's batches hold 20
+    with pytest.raises(DataError, match=r"data_batch_1: 20 images, more than a CIFAR-10 batch holds \(19\)"):
+        load_cifar10(write_cifar_folder(tmp_path))
+
+
+def test_real_batch_state_still_loads():
+    """Python 2's batch, and Python 3's protocol 2 and 4 pickles of a batch, load the same."""
+    d, data = cifar_batch(5, 3, b"x")
+    for raw in (Py2Pickle.dumps(d), pickle.dumps(d, protocol=2), pickle.dumps(d, protocol=4)):
+        out = unpickle_batch(raw, "b")
+        assert np.array_equal(out["data"], data) and out["labels"] == d[b"labels"]

@@ -6,17 +6,19 @@ code while it loads, so batches go through an unpickler that can build nothing b
 strings, numbers and plain numpy arrays (see _BatchUnpickler).
 
 Sizes are bounded before anything grows: a member or file may hold at most MAX_BATCH_BYTES
-(a real batch is 31 MB), an array the unpickler builds at most as many bytes as the pickle has,
-and the object it returns, with shared references counted each time they occur (a "billion
-laughs" of lists of the same list), at most one element per byte of the pickle.
+(a real batch is 31 MB, 62 MB at most when Python 3 re-pickled it as text), all the arrays one
+pickle builds, however built, at most as many bytes as the pickle has, a batch at most
+MAX_BATCH_IMAGES images, and the object it returns, with shared references counted each time
+they occur (a "billion laughs" of lists of the same list), at most one element per byte of the
+pickle.
 """
 from __future__ import annotations
 
 import codecs
 import io
+import math
 import pickle
 import tarfile
-from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -34,59 +36,199 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 META = "batches.meta"
 _FIX = f"run `probe data fetch cifar10`, or download {ARCHIVE} again by hand"
-MAX_BATCH_BYTES = 200 * 2 ** 20  # a batch is ~31 MB; anything this big is not one
+MAX_BATCH_BYTES = 64 * 2 ** 20  # a batch is ~31 MB (≤ 62 MB as Python 3 text); anything bigger is not one
+MAX_BATCH_IMAGES = 10_000  # every CIFAR-10 batch holds exactly this many
 
-try:  # numpy ≥ 2 calls the module numpy._core; pickles written by numpy 1 (and Python 2) say numpy.core
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
-except ImportError:  # pragma: no cover - numpy 1
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+# An unpickler that builds arrays and dtypes is only as safe as every way it can build them:
+# numpy.ndarray called through REDUCE (or NEWOBJ), _reconstruct, and BUILD, which is
+# ndarray.__setstate__ (allocating shape × dtype) and dtype.__setstate__ (which can set a uint8
+# dtype's flags so that numpy takes its bytes for object pointers). The C unpickler calls all of
+# those without asking, so batches go through the pure-Python one with its table of opcodes cut
+# down to containers, strings and numbers, and with REDUCE and BUILD replaced: REDUCE calls only
+# the functions below, BUILD only sets the state of an array or dtype they made, after checking
+# it. Every array they allocate is counted against one budget, the size of the pickle: the data
+# of an honest array is in the pickle, once.
+_OPS = ("PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP",
+        "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1",
+        "LONG4", "FLOAT", "BINFLOAT", "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES",
+        "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
+        "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_LIST", "LIST", "EMPTY_DICT",
+        "DICT", "GET", "BINGET", "LONG_BINGET", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE",
+        "GLOBAL", "STACK_GLOBAL")
+_PLAIN_KINDS = "biuf"  # bool, int, uint, float: what a batch's data and labels can be
+MAX_NDIM = 8
 
 
-def _reconstruct(subtype, shape, typecode, *, max_bytes: int):
-    if subtype is not np.ndarray:  # no subclass: its __setstate__ would be someone else's code
-        raise pickle.UnpicklingError(f"array subtype {subtype!r} is not allowed")
-    # _reconstruct allocates shape × dtype at once (real pickles say (0,) and fill it later).
-    if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
-        raise pickle.UnpicklingError(f"array shape {shape!r:.60} is not a tuple of sizes")
-    if not isinstance(typecode, (str, bytes)):
+class _Ops(dict):
+    def __missing__(self, code: int):
+        raise pickle.UnpicklingError(f"opcode {bytes([code])!r} is not allowed in a CIFAR-10 batch")
+
+
+def _plain_dtype(typecode) -> np.dtype:
+    """A fresh, canonical dtype of a plain numeric type code ('u1', b'<i8'), else UnpicklingError."""
+    if isinstance(typecode, bytes):
+        typecode = typecode.decode("latin1")
+    if isinstance(typecode, np.dtype):
+        typecode = typecode.str  # '<i8': rebuilt from its name, whatever its state was set to
+    if not isinstance(typecode, str) or len(typecode) > 8:
         raise pickle.UnpicklingError(f"array type {typecode!r:.60} is not a type code")
-    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(typecode).itemsize
-    if nbytes > max_bytes:
-        raise pickle.UnpicklingError(f"an array of {nbytes:,} bytes in a pickle of {max_bytes:,}")
-    return _np_reconstruct(subtype, shape, typecode)
+    try:
+        dt = np.dtype(typecode)
+    except (TypeError, ValueError, SyntaxError):
+        raise pickle.UnpicklingError(f"array type {typecode!r} is not a numpy type code") from None
+    if dt.kind not in _PLAIN_KINDS or dt.subdtype is not None or dt.names is not None:
+        raise pickle.UnpicklingError(f"array type {dt} is not a plain number type")
+    return np.dtype(dt.str)  # not the shared instance: a BUILD on it must not change numpy's own
+
+
+def _shape(shape) -> tuple[int, ...]:
+    if type(shape) is int:
+        shape = (shape,)
+    if not (type(shape) is tuple and len(shape) <= MAX_NDIM
+            and all(type(d) is int and d >= 0 for d in shape)):
+        raise pickle.UnpicklingError(f"array shape {shape!r:.60} is not a tuple of sizes")
+    return shape
+
+
+def _array_marker(*args):  # numpy.ndarray; a function, never the class: NEWOBJ needs a class
+    raise AssertionError("called through _BatchUnpickler.load_reduce only")
+
+
+def _reconstruct_marker(*args):  # numpy.core.multiarray._reconstruct
+    raise AssertionError("called through _BatchUnpickler.load_reduce only")
+
+
+def _dtype_marker(*args):  # numpy.dtype
+    raise AssertionError("called through _BatchUnpickler.load_reduce only")
 
 
 def _encode(text, encoding="utf-8"):
     # Protocol-2 pickles of bytes written by Python 3 spell them _codecs.encode(str, "latin1").
     if not isinstance(text, str) or encoding != "latin1":
-        raise pickle.UnpicklingError(f"_codecs.encode({encoding!r}) is not allowed")
+        raise pickle.UnpicklingError(f"_codecs.encode({encoding!r:.20}) is not allowed")
     return codecs.encode(text, "latin1")
 
 
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_marker,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_marker,
+    ("numpy", "ndarray"): _array_marker,
+    ("numpy", "dtype"): _dtype_marker,
     ("_codecs", "encode"): _encode,
 }
 
 
-class _BatchUnpickler(pickle.Unpickler):
-    """Resolves only the globals a CIFAR batch needs; any other global stops the load before it runs."""
+class _BatchUnpickler(pickle._Unpickler):
+    """Resolves only the globals a CIFAR batch needs and runs only the opcodes it needs; any other
+    global or opcode stops the load before it runs (see the note above)."""
+
+    dispatch = _Ops({getattr(pickle, op)[0]: pickle._Unpickler.dispatch[getattr(pickle, op)[0]]
+                     for op in _OPS})
 
     def __init__(self, raw: bytes):
         super().__init__(io.BytesIO(raw), encoding="bytes")
-        self.max_bytes = len(raw)
+        self.budget = len(raw)  # bytes all the arrays together may take
 
     def find_class(self, module, name):
         try:
-            found = _ALLOWED[(module, name)]
+            return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
-        if found is _reconstruct:
-            return partial(_reconstruct, max_bytes=self.max_bytes)
-        return found
+            raise pickle.UnpicklingError(f"refusing to load global {module:.60}.{name:.60}") from None
+
+    def _allocate(self, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+        nbytes = math.prod(shape) * dt.itemsize
+        if nbytes > self.budget:
+            raise pickle.UnpicklingError(
+                f"it declares an array of {nbytes:,} bytes, more than the pickle holds")
+        self.budget -= nbytes
+        return np.zeros(shape, dt)
+
+    def _call(self, func, args: tuple):
+        if func is _encode:
+            return _encode(*args)
+        if func is _dtype_marker:  # dtype(obj, align=False, copy=False)
+            if not 1 <= len(args) <= 3 or not all(type(a) in (bool, int) for a in args[1:]):
+                raise pickle.UnpicklingError(f"numpy.dtype{args!r:.60} is not a plain dtype")
+            return _plain_dtype(args[0])
+        if func is _reconstruct_marker:  # _reconstruct(ndarray, shape, typecode)
+            if len(args) != 3 or args[0] is not _array_marker:
+                raise pickle.UnpicklingError("_reconstruct of anything but a plain numpy.ndarray")
+            return self._allocate(_shape(args[1]), _plain_dtype(args[2]))
+        if func is _array_marker:  # ndarray(shape, dtype=float): no buffer, offset or strides
+            if not 1 <= len(args) <= 2:
+                raise pickle.UnpicklingError("numpy.ndarray with a buffer is not allowed")
+            return self._allocate(_shape(args[0]), _plain_dtype(args[1] if len(args) > 1 else "f8"))
+        raise pickle.UnpicklingError(f"a {type(func).__name__} cannot be called")
+
+    def load_reduce(self):
+        args = self.stack.pop()
+        if type(args) is not tuple:
+            raise pickle.UnpicklingError("REDUCE without an argument tuple")
+        self.stack[-1] = self._call(self.stack[-1], args)
+
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if isinstance(inst, np.dtype):
+            # (3, byteorder, None, None, None, -1, -1, 0) is a plain type's whole state; the other
+            # fields (subarray, fields, size, alignment, flags) are what would make it unsafe.
+            if not (type(state) is tuple and len(state) == 8 and state[0] in (3, 4)
+                    and state[1] in ("<", ">", "|", "=", b"<", b">", b"|", b"=")
+                    and state[2:5] == (None, None, None) and state[5:] == (-1, -1, 0)):
+                raise pickle.UnpicklingError(f"dtype state {state!r:.80} is not a plain type's")
+            inst.__setstate__(state)
+        elif isinstance(inst, np.ndarray):
+            if type(state) is tuple and len(state) == 4:
+                state = (1, *state)
+            if not (type(state) is tuple and len(state) == 5 and type(state[3]) in (bool, int)):
+                raise pickle.UnpicklingError(f"array state {state!r:.80} is not (version, shape, "
+                                             "dtype, fortran, data)")
+            shape, dt, raw = _shape(state[1]), _plain_dtype(state[2]), state[4]
+            nbytes = math.prod(shape) * dt.itemsize
+            if type(raw) is not bytes or len(raw) != nbytes:
+                got = f"{len(raw):,} bytes" if isinstance(raw, bytes) else type(raw).__name__
+                raise pickle.UnpicklingError(f"array data is {got}, its shape {shape} and type "
+                                             f"{dt} need {nbytes:,} bytes")
+            if nbytes > self.budget:
+                raise pickle.UnpicklingError(f"arrays of more bytes than the pickle holds")
+            self.budget -= nbytes
+            inst.__setstate__((state[0], shape, dt, bool(state[3]), raw))
+        else:
+            raise pickle.UnpicklingError(f"BUILD of a {type(inst).__name__} is not allowed")
+
+    # Only real lists and dicts grow: APPENDS and SETITEMS call methods of whatever is on the stack.
+    def load_append(self):
+        value = self.stack.pop()
+        if type(self.stack[-1]) is not list:
+            raise pickle.UnpicklingError("APPEND to something not a list")
+        self.stack[-1].append(value)
+
+    def load_appends(self):
+        items = self.pop_mark()
+        if type(self.stack[-1]) is not list:
+            raise pickle.UnpicklingError("APPENDS to something not a list")
+        self.stack[-1].extend(items)
+
+    def load_setitem(self):
+        value = self.stack.pop()
+        key = self.stack.pop()
+        if type(self.stack[-1]) is not dict:
+            raise pickle.UnpicklingError("SETITEM of something not a dict")
+        self.stack[-1][key] = value
+
+    def load_setitems(self):
+        items = self.pop_mark()
+        if type(self.stack[-1]) is not dict or len(items) % 2:
+            raise pickle.UnpicklingError("SETITEMS of something not a dict")
+        d = self.stack[-1]
+        for i in range(0, len(items), 2):
+            d[items[i]] = items[i + 1]
+
+    for _op, _fn in (("REDUCE", load_reduce), ("BUILD", load_build), ("APPEND", load_append),
+                     ("APPENDS", load_appends), ("SETITEM", load_setitem),
+                     ("SETITEMS", load_setitems)):
+        dispatch[getattr(pickle, _op)[0]] = _fn
+    del _op, _fn
 
 
 def _children(obj) -> list:
@@ -157,6 +299,9 @@ def _batch_arrays(d: dict, source: str) -> tuple[np.ndarray, np.ndarray, list[st
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)  # (N,)
     except (TypeError, ValueError, OverflowError):
         raise DataError(f"{source}: 'labels' is not a list of integers; {_FIX}") from None
+    if len(data) > MAX_BATCH_IMAGES:
+        raise DataError(f"{source}: {len(data):,} images, more than a CIFAR-10 batch holds "
+                        f"({MAX_BATCH_IMAGES:,}); {_FIX}")
     if len(labels) != len(data):
         raise DataError(f"{source}: {len(data):,} images but {len(labels):,} labels; {_FIX}")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
