@@ -1,4 +1,5 @@
 import csv
+import os
 import warnings
 
 import numpy as np
@@ -152,3 +153,41 @@ def test_no_warnings_on_clean_data(sfddd_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_labelled(sfddd_dir)
+
+
+def _write_bytes_name(folder, name: bytes, data: bytes) -> None:
+    """A file whose name is not UTF-8 (as a Windows zip or an old Latin-1 disk leaves them)."""
+    fd = os.open(os.path.join(os.fsencode(folder), name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def test_kaggle_test_with_a_name_that_is_not_utf8(sfddd_dir):
+    """Hashing the names for the cache key stopped with UnicodeEncodeError (issue 18); the file is
+    left out with a warning that shows its name, and the others load."""
+    _write_bytes_name(sfddd_dir / "imgs/test", b"img_\xff.jpg", jpeg_bytes(7))
+    with pytest.warns(DataWarning, match=r"1 JPEGs in .*imgs/test have names that are not UTF-8 and "
+                                         r"are left out \(img_\\xff\.jpg\); rename them"):
+        t = load_kaggle_test(sfddd_dir)
+    assert len(t) == 6 and all(n.isprintable() and n.encode() for n in t.names)
+
+
+def test_train_image_with_a_name_that_is_not_utf8(sfddd_dir):
+    _write_bytes_name(sfddd_dir / "imgs/train/c2", b"img_\xe9t\xe9.jpg", jpeg_bytes(8))
+    with pytest.warns(DataWarning, match=r"c2 have names that are not UTF-8 .*\(img_\\xe9t\\xe9\.jpg\)"):
+        images, _ = load_labelled(sfddd_dir)
+    assert len(images) == 200
+
+
+def test_cli_data_check_with_a_name_that_is_not_utf8(sfddd_dir):
+    """The whole path a user takes: `probe data check` prints one warning line and the counts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    _write_bytes_name(sfddd_dir / "imgs/test", b"img_\xff.jpg", jpeg_bytes(7))
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "cli.py"), "data", "check", "--dataset", "sfddd",
+                        "--data-dir", str(sfddd_dir)], capture_output=True, cwd=root, timeout=300)
+    err = r.stderr.decode("utf-8")
+    assert r.returncode == 0, err
+    assert "Traceback" not in err and err.count("\n") == 1 and "img_\\xff.jpg" in err

@@ -98,6 +98,23 @@ def read_driver_list(path: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
+def shown(name: str) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) as \\xff escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _decodable(folder: Path, names: list[str]) -> list[str]:
+    """names without those that are not UTF-8: no driver list can name them, no CSV or report can
+    show them. They are left out with a DataWarning that lists them."""
+    bad = [n for n in names if shown(n) != n]
+    if bad:
+        listing = ", ".join(shown(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(f"{len(bad):,} JPEGs in {shown(str(folder))} have names that are not UTF-8 and "
+                      f"are left out ({listing}); rename them to load them", DataWarning, stacklevel=3)
+    return [n for n in names if shown(n) == n]
+
+
 def scan_train(train: Path) -> list[str]:
     """Relative paths "c0/img_1.jpg" of the JPEGs in imgs/train, sorted; unknown class folders are errors."""
     found = []
@@ -107,9 +124,10 @@ def scan_train(train: Path) -> list[str]:
         if not entry.is_dir():
             continue  # a stray file (a zip, a README) beside the class folders is not an image of a class
         if entry.name not in SFDDD.codes:
-            raise DataError(f"{entry}: unknown class folder {entry.name!r}; SFDDD's are c0..c9. "
-                            "Move it out of imgs/train")
-        found += [f"{entry.name}/{p.name}" for p in entry.iterdir() if p.suffix.lower() in _JPEG]
+            raise DataError(f"{shown(str(entry))}: unknown class folder {shown(entry.name)!r}; SFDDD's "
+                            "are c0..c9. Move it out of imgs/train")
+        names = _decodable(entry, [p.name for p in entry.iterdir() if p.suffix.lower() in _JPEG])
+        found += [f"{entry.name}/{n}" for n in names]
     return sorted(found)
 
 
@@ -131,7 +149,7 @@ def _cache_key(base: Path, rel: list[str]) -> str:
     h = hashlib.sha256(f"v{_CACHE_VERSION} {_SIZE} draft2x bilinear\n".encode())
     for r in rel:  # rel is sorted, so the key does not depend on the order of directory listings
         st = check_regular(base / r)  # before any decoding: a FIFO would block a worker forever
-        h.update(f"{r}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(r) + f"\t{st.st_size}\t{st.st_mtime_ns}\n".encode())  # any bytes a name has
     return h.hexdigest()[:20]
 
 
@@ -227,7 +245,7 @@ def load_kaggle_test(data_dir: str | Path | None = None) -> ImageSet:
     lay = find_layout(data_dir)
     if not lay.test.is_dir():
         raise DataError(f"{lay.test} does not exist: the Kaggle test images come in the same download; {_FIX}")
-    rel = sorted(p.name for p in lay.test.iterdir() if p.suffix.lower() in _JPEG)
+    rel = sorted(_decodable(lay.test, [p.name for p in lay.test.iterdir() if p.suffix.lower() in _JPEG]))
     if not rel:
         raise DataError(f"{lay.test} holds no JPEGs; {_FIX}")
     images = load_images(lay.root, lay.test, rel, "test")
