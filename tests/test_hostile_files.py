@@ -46,5 +46,103 @@ def test_predict_refuses_a_fifo_as_output_before_predicting(tmp_path, capsys, mo
     monkeypatch.setattr("probe.analysis.predict.predict_logits", too_late)
     err = cli_error(["predict", "--model", "trained_models/mnist-resnet20", "--split", "val",
                      "-o", fifo, "--data-dir", tmp_path], capsys)
-    assert f"{fifo}: is a named pipe (FIFO), not a regular file" in err
+    assert f"{fifo}: is a FIFO (named pipe), not a regular file" in err
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["out.csv"]
+
+
+# ---- 2. JSON that breaks the parser: nested 200,000 deep, a 5,000-digit integer -------------------
+
+DEEP, LONG_INT = "[" * 200_000, '{"n": ' + "7" * 5000 + "}"
+
+
+def tiny_model(folder: Path) -> Path:
+    from test_model_folder import write_tiny_model
+    return write_tiny_model(folder)
+
+
+@pytest.mark.parametrize("text", [DEEP, LONG_INT], ids=["deep", "long-int"])
+def test_a_hostile_meta_json_is_one_line_and_does_not_hide_the_other_models(text, tmp_path, capsys):
+    tiny_model(tmp_path / "good")
+    (tiny_model(tmp_path / "bad") / "meta.json").write_text(text)
+    err = cli_error(["predict", "--model", tmp_path / "bad", "-o", tmp_path / "p.csv"], capsys)
+    assert f"{tmp_path / 'bad' / 'meta.json'}: corrupt JSON" in err
+    with pytest.raises(SystemExit) as e:
+        main(["models", "list", "--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert any(line.startswith("good ") and "50.00%" in line for line in out.splitlines())
+    assert e.value.code == 0 and "bad: corrupt JSON" in out
+
+
+@pytest.mark.parametrize("text", [DEEP, LONG_INT], ids=["deep", "long-int"])
+def test_a_hostile_history_json_is_one_line_in_curves(text, tmp_path, capsys):
+    folder = tiny_model(tmp_path / "m")
+    (folder / "history.json").write_text(text)
+    err = cli_error(["curves", folder, "--out", tmp_path / "out"], capsys)
+    assert f"{folder / 'history.json'}: corrupt JSON" in err
+
+
+@pytest.mark.parametrize("text", [DEEP, LONG_INT], ids=["deep", "long-int"])
+def test_a_hostile_resume_state_is_one_line_in_train_resume(text, tmp_path, capsys):
+    from safetensors.torch import save_file
+    import torch
+    (tmp_path / "run").mkdir()
+    save_file({"rng.torch": torch.get_rng_state()}, tmp_path / "run" / "resume.safetensors",
+              metadata={"state": text})
+    err = cli_error(["train", "--resume", "--out", tmp_path / "run"], capsys)
+    assert f"{tmp_path / 'run' / 'resume.safetensors'}: corrupt JSON" in err
+
+
+def test_a_hostile_model_info_file_or_option_is_one_config_error(tmp_path):
+    from probe.errors import ConfigError
+    from probe.models.model_info import info_options
+    (tmp_path / "info.json").write_text(DEEP)
+    with pytest.raises(ConfigError, match="info.json: corrupt JSON"):
+        info_options([str(tmp_path / "info.json")])
+    with pytest.raises(ConfigError, match="--model-info factory_kwargs=: corrupt JSON"):
+        info_options(["factory_kwargs=" + "[" * 100_000])
+    with pytest.raises(ConfigError, match="--model-info classes=: corrupt JSON"):
+        info_options(["classes=" + LONG_INT.replace('{"n": ', "[").replace("}", "]")])
+
+
+# ---- 3. files too large to read whole ------------------------------------------------------------
+
+def sparse(path: Path, size: int = 7 * 2 ** 30) -> Path:
+    """A file of `size` bytes that takes no disk (and, read whole, `size` bytes of memory)."""
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_a_sparse_7gb_weights_or_history_is_refused_before_reading(tmp_path, capsys):
+    from probe.errors import ModelFileError
+    from probe.models.folder import load_model, read_model_folder
+    folder = tiny_model(tmp_path / "m")
+    sparse(folder / "history.json")
+    with pytest.raises(ModelFileError, match=r"history.json: 7,516,192,768 bytes, more than any"):
+        read_model_folder(folder).history()
+    sparse(folder / "weights.safetensors")
+    with pytest.raises(ModelFileError, match=r"weights.safetensors: 7,516,192,768 bytes, more than any"):
+        load_model(folder)
+    with pytest.raises(ModelFileError, match=r"weights.safetensors: more than"):
+        read_model_folder(folder).weights_sha256()  # the report's cache key: not 7 GB hashed
+    err = cli_error(["predict", "--model", folder, "-o", tmp_path / "p.csv"], capsys)
+    assert "weights.safetensors: 7,516,192,768 bytes" in err
+
+
+def test_weights_declaring_more_than_the_network_holds_are_refused_before_reading(tmp_path):
+    """A legal header whose one tensor is 2 GB (sparse): judged by meta.json's network, not read."""
+    import json
+    import struct
+    from probe.errors import ModelFileError
+    from probe.models.folder import load_model
+    folder = tiny_model(tmp_path / "m")
+    n = 2 ** 29
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}).encode()
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(struct.pack("<Q", len(header)) + header)
+    sparse(weights, 8 + len(header) + 4 * n)
+    with pytest.raises(ModelFileError, match="2,147,483,648 bytes of tensors, more than the network in meta.json"):
+        load_model(folder)
+    sparse(weights, 8 + len(header) + 4 * n - 1)  # one byte short of what the header says
+    with pytest.raises(ModelFileError, match="corrupt or truncated"):
+        load_model(folder)

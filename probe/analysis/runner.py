@@ -4,7 +4,6 @@ reports/<model>/<analysis>/ or --out. The CLI and the report both come through h
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from probe.analysis.base import Analysis, Context
 from probe.device import configure_for_speed, resolve_device
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.figures.style import save_figure
-from probe.io import atomic_write_bytes, atomic_write_json
+from probe.io import atomic_write_bytes, atomic_write_json, read_json
 from probe.models.folder import META, ModelFolder, read_model_folder, read_safetensors
 from probe.models.foreign import open_model
 from probe.progress import progress
@@ -174,12 +173,9 @@ def write_outputs(entry: Analysis, result, out: Path, *, settings, folders: list
 def read_outputs(entry: Analysis, out: Path):
     """The Result an earlier run wrote to `out` (results.json + arrays.safetensors)."""
     path = out / RESULTS
-    if not path.is_file() or path.stat().st_size > MAX_RESULTS_BYTES:
-        raise ModelFileError(f"{path}: no results of {entry.name} (or far too large): run it again")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as e:
-        raise ModelFileError(f"{path}: corrupt JSON ({e.__class__.__name__}): run it again") from None
+    if not path.exists():
+        raise ModelFileError(f"{path}: no results of {entry.name}: run it again")
+    doc = read_json(path, f"results of {entry.name}", MAX_RESULTS_BYTES, ModelFileError)
     arrays = read_safetensors(out / ARRAYS)[0] if (out / ARRAYS).is_file() else {}
     return entry.result.from_json(doc.get("results") if isinstance(doc, dict) else None, arrays)
 

@@ -30,7 +30,6 @@ the model's size and channels.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from collections import Counter
@@ -47,8 +46,8 @@ from probe.data.imageset import ImageSet, channel_stats
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import DatasetSpec, parse_size, slugify
 from probe.data.user_images import centre_aspect, open_image
-from probe.errors import DataError
-from probe.io import atomic_write_json
+from probe.errors import DataError, ProbeError
+from probe.io import atomic_write_json, read_json
 from probe.progress import progress
 
 SPLITS = ("train", "val", "test")
@@ -58,6 +57,7 @@ MAX_BAD_FRACTION, MAX_BAD = 0.01, 10  # unreadable files skipped with a warning,
 STATS_FILE = "folder-stats.json"
 _STATS_VERSION = 1  # bump when decoding changes, so old statistics are not reused
 _STATS_KEPT = 16  # entries in the stats file (other sizes, other seeds)
+MAX_STATS_BYTES = 1_000_000  # 16 entries of a few hundred bytes
 _LAYOUT = "train/<class>/*.png (one folder per class, e.g. train/cat/, train/dog/)"
 
 
@@ -257,9 +257,9 @@ def stats_key(root: Path, rel: list[str], shape: tuple[int, int, int]) -> str:
 
 def _read_stats(path: Path) -> dict:
     try:
-        entries = json.loads(path.read_text()).get("entries")
+        entries = read_json(path, "a statistics cache", MAX_STATS_BYTES).get("entries")
         return entries if isinstance(entries, dict) else {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ProbeError, AttributeError):
         return {}  # absent or damaged: computed again
 
 

@@ -7,7 +7,8 @@ each; no file is a pickle.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,8 @@ from probe.data.spec import DatasetSpec
 from probe.data.splits import load_splits
 from probe.device import resolve_device
 from probe.errors import ModelFileError, ProbeError
-from probe.io import atomic_write_bytes, atomic_write_json
+from probe.io import atomic_write_bytes, atomic_write_json, open_regular, parse_json
+from probe.io import read_json as pio_read_json
 from probe.models.classifier import Classifier
 from probe.models.resnet import ResNet, ResNetConfig
 
@@ -49,33 +51,89 @@ def save_history(folder: Path, history: list[dict]) -> None:
     atomic_write_json(Path(folder) / HISTORY, history)
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and header metadata, or a ModelFileError naming the file."""
+MAX_META_BYTES = 10_000_000  # a real meta.json is a few kB
+MAX_HISTORY_BYTES = 64 * 2 ** 20  # a history.json is ~300 bytes an epoch
+# A resnet1202 ×4 is 0.3 GB of fp32 weights; a resume file holds them twice (momentum). Larger is
+# not a model of this family (a foreign model file is bounded by the same figure).
+MAX_WEIGHTS_BYTES = 4 * 2 ** 30
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own bound on its JSON header
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def _corrupt(path: Path, why: str) -> ModelFileError:
+    return ModelFileError(f"{path}: corrupt or truncated safetensors file ({why}); "
+                          "copy the file again, or retrain")
+
+
+def _declared_bytes(path: Path, header) -> int:
+    """The bytes of tensor data the header declares, each tensor's extent checked against its
+    shape and dtype (so that the file's size can be judged before its data is read)."""
+    if not isinstance(header, dict):
+        raise _corrupt(path, "the header is not a JSON object")
+    end = 0
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (isinstance(t, dict) and t.get("dtype") in _DTYPE_BYTES and isinstance(t.get("shape"), list)
+              and all(isinstance(d, int) and d >= 0 for d in t["shape"]) and isinstance(t.get("data_offsets"), list)
+              and len(t["data_offsets"]) == 2 and all(isinstance(o, int) for o in t["data_offsets"]))
+        if not ok:
+            raise _corrupt(path, f"tensor {str(name)[:80]!r} is not described by dtype, shape and data_offsets")
+        begin, stop = t["data_offsets"]
+        if not 0 <= begin <= stop or stop - begin != math.prod(t["shape"]) * _DTYPE_BYTES[t["dtype"]]:
+            raise _corrupt(path, f"tensor {str(name)[:80]!r}: its offsets do not fit its shape and dtype")
+        end = max(end, stop)
+    return end
+
+
+def read_safetensors(path: Path, max_data_bytes: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header metadata, or a ModelFileError naming the file. Sizes are judged before
+    the data is read: the file against MAX_WEIGHTS_BYTES, the header's tensors against the file
+    and against max_data_bytes (what the model in meta.json can hold)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelFileError(f"{path}: file not found; is this a model folder made by `probe train`?")
-    data = path.read_bytes()
+    with open_regular(path, ModelFileError) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise ModelFileError(f"{path}: {size:,} bytes, more than any model probe trains or reads "
+                                 f"({MAX_WEIGHTS_BYTES:,}); the file is damaged or of another kind")
+        head = f.read(8)
+        header_len = int.from_bytes(head, "little")
+        if len(head) < 8 or header_len > min(size - 8, MAX_HEADER_BYTES):
+            raise _corrupt(path, "the header's length does not fit the file")
+        header = parse_json(f.read(header_len), str(path), "a safetensors header", ModelFileError)
+        declared = _declared_bytes(path, header)
+        if 8 + header_len + declared != size:
+            raise _corrupt(path, f"the header declares {declared:,} bytes of tensors, the file holds "
+                                 f"{size - 8 - header_len:,}")
+        if max_data_bytes is not None and declared > max_data_bytes:
+            raise ModelFileError(f"{path}: {declared:,} bytes of tensors, more than the network in "
+                                 f"meta.json can hold ({max_data_bytes:,}); retrain or restore the model folder")
+        f.seek(0)
+        data = f.read(size + 1)
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({e}); "
-                             "retrain or copy the model folder again") from None
+    except (SafetensorError, ValueError) as e:
+        raise _corrupt(path, str(e)) from None
     return tensors, header.get("__metadata__", {}) or {}
 
 
-def read_json(path: Path):
+def read_json(path: Path, what: str = "a model folder's file", max_bytes: int = MAX_META_BYTES):
+    """A JSON file of a model folder (or experiment folder), bounded: ModelFileError naming it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelFileError(f"{path}: file not found; is this a model folder made by `probe train`?")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: corrupt JSON ({e.__class__.__name__}: {e})") from None
+    return pio_read_json(path, what, max_bytes, ModelFileError)
 
 
-MAX_META_BYTES = 10_000_000  # a real meta.json is a few kB
+def _sha256(path: Path) -> str:
+    """In 1 MB pieces: a hash never holds a whole (perhaps huge, sparse) file in memory."""
+    with open_regular(path, ModelFileError) as f:
+        if os.fstat(f.fileno()).st_size > MAX_WEIGHTS_BYTES:
+            raise ModelFileError(f"{path}: more than {MAX_WEIGHTS_BYTES:,} bytes; the file is damaged")
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -126,7 +184,7 @@ class ModelFolder:
         path = self.path / HISTORY
         if not path.is_file():
             return []
-        history = read_json(path)
+        history = read_json(path, "a training history", MAX_HISTORY_BYTES)
         if not isinstance(history, list) or not all(isinstance(r, dict) and "epoch" in r for r in history):
             raise ModelFileError(f"{path}: not a training history (a list of epoch records)")
         return history
@@ -135,15 +193,15 @@ class ModelFolder:
         return self.path / WEIGHTS
 
     def weights_sha256(self) -> str:
-        return hashlib.sha256(self.weights_file().read_bytes()).hexdigest()
+        return _sha256(self.weights_file())
 
     def meta_sha256(self) -> str:
-        return hashlib.sha256((self.path / META).read_bytes()).hexdigest()
+        return _sha256(self.path / META)
 
     def history_sha256(self) -> str | None:
         """None for a folder without history.json."""
         path = self.path / HISTORY
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        return _sha256(path) if path.is_file() else None
 
     def load(self, device: str | torch.device = "cpu") -> Classifier:
         """The Classifier, in eval mode on `device` (the weights read now)."""
@@ -164,9 +222,7 @@ def read_model_folder(path: str | Path) -> ModelFolder:
             raise ModelFileError(f"{folder}: not a model folder; give a folder, not a file")
         raise ModelFileError(f"{folder}: no such model folder; `probe models list` shows the trained models")
     meta_path = folder / META
-    if meta_path.is_file() and meta_path.stat().st_size > MAX_META_BYTES:
-        raise ModelFileError(f"{meta_path}: {meta_path.stat().st_size:,} bytes is not a model description")
-    meta = read_json(meta_path)
+    meta = read_json(meta_path, "a model description")
     if not isinstance(meta, dict):
         raise ModelFileError(f"{meta_path}: not a model description (a JSON object)")
     version = meta.get("format_version", FORMAT_VERSION)
@@ -215,12 +271,14 @@ def load_model_folder(path: str | Path, device: str | torch.device = "cpu"):
     """(Classifier, ModelFolder): the checked weights and the checked description."""
     folder = read_model_folder(path)
     dev = resolve_device(device)
-    tensors, _ = read_safetensors(folder.path / WEIGHTS)
+    model = Classifier.from_spec(ResNet(folder.arch), folder.spec)
+    # the weights meta.json's network holds, in float64 at most: a file declaring more is not its
+    fits = sum(t.numel() * 8 for t in model.state_dict().values())
+    tensors, _ = read_safetensors(folder.path / WEIGHTS, max_data_bytes=fits)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelFileError(f"{folder.path / WEIGHTS}: tensor {bad[0]!r} holds NaN or infinite values "
                              f"({len(bad)} tensor(s) in all); retrain or restore the model folder")
-    model = Classifier.from_spec(ResNet(folder.arch), folder.spec)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

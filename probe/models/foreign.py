@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import pickle
 import sys
 import zipfile
@@ -29,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from torch import nn
 
 from probe.data.spec import DatasetSpec, get_spec, is_own_data, slugify
@@ -38,7 +37,8 @@ from probe.data.splits import load_splits
 from probe.device import resolve_device
 from probe.errors import ConfigError, ModelFileError
 from probe.models.classifier import Classifier
-from probe.models.folder import ModelFolder, load_model_folder, read_model_folder
+from probe.io import open_regular
+from probe.models.folder import MAX_WEIGHTS_BYTES, ModelFolder, load_model_folder, read_model_folder, read_safetensors
 from probe.models.model_info import ModelInfo, info_options, parse_info, read_info_file
 
 KINDS = {"torchscript": "TorchScript file", "export": "torch.export file", "factory": "state dict"}
@@ -55,7 +55,10 @@ HOW_TO_SAVE = ("save it as TorchScript (torch.jit.save(torch.jit.script(model), 
 def file_kind(path: Path) -> str:
     """torchscript, export, torch-save (a state dict or a pickled object) or safetensors; else a
     ModelFileError that says what probe reads."""
-    with open(path, "rb") as f:
+    with open_regular(path, ModelFileError) as f:
+        if os.fstat(f.fileno()).st_size > MAX_WEIGHTS_BYTES:
+            raise ModelFileError(f"{path}: {os.fstat(f.fileno()).st_size:,} bytes, more than any model probe "
+                                 f"reads ({MAX_WEIGHTS_BYTES:,}); the file is damaged or of another kind")
         head = f.read(16)
     if zipfile.is_zipfile(path):
         try:
@@ -84,10 +87,7 @@ def read_state_dict(path: Path, kind: str) -> dict[str, torch.Tensor]:
     pickled object is refused, never run). A training checkpoint {"state_dict": ...} (or
     "model_state_dict", "model") gives the dict inside."""
     if kind == "safetensors":
-        try:
-            return st_load(path.read_bytes())
-        except (SafetensorError, ValueError) as e:
-            raise ModelFileError(f"{path}: a damaged safetensors file ({e})") from None
+        return read_safetensors(path)[0]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError:

@@ -14,7 +14,6 @@ A JSON object beside the model file (`mynet.json` beside `mynet.pt`), or `--mode
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from probe.errors import ConfigError
+from probe.io import parse_json, read_json
 
 KEYS = ("classes", "input", "mean", "std", "cam_layer", "dataset", "factory", "factory_kwargs", "name",
         "split_seed")
@@ -130,12 +130,7 @@ def read_info_file(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--model-info {path}: no such file (give a JSON file, or KEY=VALUE)")
-    if path.stat().st_size > MAX_INFO_BYTES:
-        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a model info")
-    try:
-        doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not a JSON model info ({e.__class__.__name__}: {e})") from None
+    doc = read_json(path, "a model info", MAX_INFO_BYTES, ConfigError)
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a model info is a JSON object like {{\"classes\": [...], \"input\": \"3x32x32\"}}")
     return doc
@@ -145,13 +140,13 @@ def _option_value(key: str, text: str):
     """KEY=VALUE on the command line → the JSON value of the key."""
     if key in ("classes", "mean", "std"):
         if text.strip().startswith("["):
-            return json.loads(text)
+            return parse_json(text, f"--model-info {key}=", "a JSON list", ConfigError, "give a list like [\"a\", \"b\"]")
         items = [t.strip() for t in text.split(",") if t.strip()]
         if key == "classes" and len(items) == 1 and items[0].isdigit():
             return int(items[0])
         return items if key == "classes" else [float(t) for t in items]
     if key == "factory_kwargs":
-        return json.loads(text)
+        return parse_json(text, f"--model-info {key}=", "a JSON object", ConfigError, "give an object like {\"num_classes\": 10}")
     if key == "split_seed":
         return int(text)
     return text

@@ -15,9 +15,9 @@ from probe.analysis.base import Analysis, Context
 from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
 from probe.device import resolve_device
-from probe.errors import ConfigError, ProbeError
+from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.experiments.degradation import experiment_section, is_experiment
-from probe.io import atomic_write_bytes, atomic_write_json
+from probe.io import atomic_write_bytes, atomic_write_json, read_json
 from probe.models.folder import ModelFolder
 from probe.models.foreign import ForeignModel, sidecar
 from probe.progress import progress
@@ -29,6 +29,7 @@ from probe.report.structure import comparison_section, model_card, place_figures
 
 FORMATS = ("html", "pdf")
 CACHE_KEY = ".probe-cache.json"
+MAX_KEY_BYTES = 1_000_000  # a cache key is a few hundred bytes
 
 
 @dataclass
@@ -153,9 +154,9 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
     key_path = out / CACHE_KEY
     if key_path.is_file():
         try:
-            if json.loads(key_path.read_text()) == key:
+            if read_json(key_path, "a report cache key", MAX_KEY_BYTES, ModelFileError) == key:
                 return read_outputs(step.entry, out), True
-        except (OSError, ValueError, RecursionError, ProbeError):
+        except (OSError, ProbeError):
             pass  # unreadable: run again
     key_path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from probe.errors import ModelFileError
-from probe.io import atomic_write_bytes
+from probe.io import atomic_write_bytes, parse_json
 from probe.models.folder import plain_tensors, read_safetensors
 
 RESUME = "resume.safetensors"
@@ -73,11 +73,9 @@ def load_resume(folder: Path) -> tuple[dict, dict, dict, torch.Tensor | None]:
     state's fields and the tensor names checked; shapes against a model are check_against's."""
     path = Path(folder) / RESUME
     tensors, meta = read_safetensors(path)
-    try:
-        state = json.loads(meta["state"])
-    except (KeyError, json.JSONDecodeError, TypeError):
-        raise ModelFileError(f"{path}: no training state in the file; it cannot be resumed") from None
-    state = _check_state(path, state)
+    if not isinstance(meta.get("state"), str):
+        raise ModelFileError(f"{path}: no training state in the file; it cannot be resumed")
+    state = _check_state(path, parse_json(meta["state"], str(path), "a training state", ModelFileError))
     model_state, optim = {}, {}
     for k, v in tensors.items():
         if k.startswith("model."):
