@@ -444,7 +444,7 @@ def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            method: str = typer.Option("pgd", "--method", help="fgsm or pgd."),
            norm: str = typer.Option("linf", "--norm", help="linf or l2."),
            eps: Optional[str] = typer.Option(None, "--eps", help="ε list in pixel units: 0,0.1,0.3 or 0,2/255,8/255 (default: a fine grid where the curve falls — MNIST L∞ 0 to 0.1 by 0.01 and 0.2, 0.3; other L∞ 0 to 8/255 by 1/255 and 10-16/255; MNIST L2 0 to 2 by 0.25 and 2.5, 3; other L2 0 to 0.5 by 0.05 and 1, 2)."),
-           search: str = typer.Option("bisect", "--search", help="bisect: each image's smallest breaking ε of the grid: the largest ε first, then bisection below it (1 + log2 of the grid's attacks per image at most); nested: attack at every ε the images still unbroken (slower, the same meaning)."),
+           search: str = typer.Option("sweep", "--search", help="How each image's smallest breaking ε of the grid is found, each way PGD at the largest ε first. sweep: then one gradient step per ε with the ball growing, and PGD down the grid from there (about 2–4 attacks per image); bisect: bisection below the largest ε (1 + log2 of the grid's attacks per image at most); nested: attack at every ε the images still unbroken (slowest, the same meaning)."),
            steps: Optional[int] = typer.Option(None, "--steps", help="PGD steps (default 40)."),
            step_size: Optional[float] = typer.Option(None, "--step-size", help="PGD step in pixel units (default 2.5·ε/steps)."),
            targeted: Optional[str] = typer.Option(None, "--targeted", help="Drive the images to this class (name, code or index) instead of away from their own."),

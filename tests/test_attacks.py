@@ -200,11 +200,19 @@ def test_bisection_gives_the_nested_curve_where_success_is_monotone_at_log2_cost
     y[-1] = 1  # wrong when clean: wrong at every ε, never attacked
     truth = [int(((need > e) & (y == 0)).sum()) for e in eps]  # unbroken at ε
     curves = {s: attack_curve(Threshold(), x, y, eps, norm=norm, steps=10, search=s, examples=0)
-              for s in ("bisect", "nested")}
-    assert curves["bisect"].correct == curves["nested"].correct == truth
+              for s in ("sweep", "bisect", "nested")}
+    assert curves["sweep"].correct == curves["bisect"].correct == curves["nested"].correct == truth
     assert torch.equal(curves["bisect"].predicted, curves["nested"].predicted)
+    assert torch.equal(curves["sweep"].predicted, curves["nested"].predicted)
     assert curves["bisect"].attacks <= 5 * (len(x) - 1)  # the top, then ⌈log₂ 12⌉ probes per image
     assert curves["nested"].attacks == sum(truth[:-1]) > curves["bisect"].attacks
+    # The sweep's step per level reaches each image's need at the first ε beyond it (the change grows by
+    # 1.25 × the grid's step, then is clipped to the ball), so PGD just below fails at once: 3 attacks each
+    # (the largest ε, the sweep, one failed probe) for the images broken within the grid, but 2 for those
+    # the sweep breaks at the first ε > 0 (nothing below it to try), and one for the rest.
+    broken_within = int(((need <= eps[-1]) & (y == 0)).sum())
+    at_first = int(((need <= eps[1]) & (y == 0)).sum())
+    assert curves["sweep"].attacks == 3 * broken_within - at_first + (len(x) - 1 - broken_within)
     for c in curves.values():  # every change inside its ball, and the broken images' beyond their need
         assert (c.linf <= torch.tensor(eps).view(-1, 1) + 1e-6).all()
         broken = c.predicted != y
@@ -214,16 +222,19 @@ def test_bisection_gives_the_nested_curve_where_success_is_monotone_at_log2_cost
 def test_bisection_on_a_trained_model_is_monotone_and_close_to_nested(stamp_net_and_data):
     net, images, labels = stamp_net_and_data
     eps = [k / 100 for k in range(11)]
-    bisect = attack_curve(net, images, labels, eps, steps=10, examples=0)
+    bisect = attack_curve(net, images, labels, eps, steps=10, examples=0, search="bisect")
     nested = attack_curve(net, images, labels, eps, steps=10, examples=0, search="nested")
-    assert bisect.search == "bisect" and nested.search == "nested"
-    assert bisect.correct[0] == nested.correct[0]  # the same clean images
-    assert all(a >= b for a, b in zip(bisect.correct, bisect.correct[1:]))
-    assert max(abs(a - b) for a, b in zip(bisect.accuracy, nested.accuracy)) <= 0.05, (bisect.accuracy, nested.accuracy)
+    sweep = attack_curve(net, images, labels, eps, steps=10, examples=0)
+    assert bisect.search == "bisect" and nested.search == "nested" and sweep.search == "sweep"
+    assert bisect.correct[0] == nested.correct[0] == sweep.correct[0]  # the same clean images
+    for curve in (bisect, sweep):
+        assert all(a >= b for a, b in zip(curve.correct, curve.correct[1:]))
+        assert max(abs(a - b) for a, b in zip(curve.accuracy, nested.accuracy)) <= 0.05, (curve.accuracy, nested.accuracy)
+        # Each image is wrong from its breaking ε on and right before it, inside every ball.
+        wrong = (curve.predicted != curve.labels).int()
+        assert (wrong[1:] >= wrong[:-1]).all()
+        assert (curve.linf <= torch.tensor(eps).view(-1, 1) + 1e-6).all()
     assert bisect.attacks <= 5 * len(labels) and bisect.attacks < nested.attacks  # 11 ε: 1 + ⌈log₂ 10⌉
-    # Each image is wrong from its breaking ε on and right before it.
-    wrong = (bisect.predicted != bisect.labels).int()
-    assert (wrong[1:] >= wrong[:-1]).all()
     # FGSM has no bisection: one step per ε costs as little as a probe.
     assert attack_curve(net, images[:10], labels[:10], eps, method="fgsm", examples=0).search == "nested"
 
@@ -389,7 +400,7 @@ def test_a_joint_run_its_json_round_trip_and_its_sections(stamp_trained):
     assert sorted(shown) == sorted(figs)  # every figure shown once
     lines = robustness.summary(result)
     assert any(line.startswith("0.1 ") and line.count("%") == 2 for line in lines)  # one column per model
-    assert "20 of 60 test images" in "\n".join(lines) and result.search == "bisect"
+    assert "20 of 60 test images" in "\n".join(lines) and result.search == "sweep"
     nested = robustness.run(contexts[:1], Settings(eps="0.1", steps=3, limit=20, examples=0, search="nested",
                                                    precision="fp32"))
     assert nested.search == "nested" and nested.models[0]["examples"] == [] and nested.example_images is None
@@ -485,7 +496,7 @@ def test_attack_as_typed_in_the_issue(stamp_project):
     doc = json.loads((out / "results.json").read_text())
     eps = [p["eps"] for p in doc["results"]["models"][0]["points"]]
     assert eps == [k / 100 for k in range(11)] + [0.2, 0.3]  # MNIST's fine grid and its conventional points
-    assert doc["results"]["search"] == "bisect" and doc["settings"]["search"] == "bisect"
+    assert doc["results"]["search"] == "sweep" and doc["settings"]["search"] == "sweep"
     assert doc["analysis"] == "robustness" and doc["settings"]["precision"] == "auto"  # as given
     assert doc["results"]["steps"] == 40 and doc["results"]["precision"] in ("fp32", "bf16")  # as run
     assert doc["data"]["n"] == 60 and doc["data"]["indices"] == "all"  # fewer than --limit's 1000

@@ -68,7 +68,7 @@ class Settings(SettingsBase):
     seed: int = 0  # of the random starts
     random_start: bool = True
     examples: int = 10  # images shown attacked, per model: one per class first
-    search: str = "bisect"  # --search: each image's smallest breaking ε by bisection, or nested attacks
+    search: str = "sweep"  # --search: each image's smallest breaking ε by sweep, by bisection, or nested attacks
     threads: int | None = None  # --threads (default: probe.device.analysis_threads' choice)
     images: tuple[str, ...] | None = None  # --image: the user's own files instead of the split
     label: str | None = None  # --label: the files' true class (None: the first model's prediction)
@@ -97,7 +97,8 @@ class Settings(SettingsBase):
         check_choice("--split", self.split, SPLITS)
         check_int("--seed", self.seed, -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
         check_int("examples", self.examples, 0)
-        check_choice("--search", self.search, SEARCHES, "bisect: at most 1 + ⌈log₂(E − 1)⌉ attacks per image for E values of ε")
+        check_choice("--search", self.search, SEARCHES, "sweep: the default; bisect: at most 1 + ⌈log₂(E − 1)⌉ attacks "
+                     "per image for E values of ε; nested: one per ε")
         if self.threads is not None:
             check_int("--threads", self.threads, 1)
 
@@ -221,12 +222,13 @@ def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      method: str = "pgd", norm: str = "linf", steps: int = 40, step_size=None,
                      random_start: bool = True, restarts: int = 1, target=None, seed: int = 0,
                      batch_size: int = 500, precision: str = "fp32", examples: int = 10,
-                     search: str = "bisect", name: str = "model", eps_in_255: bool = False,
+                     search: str = "sweep", name: str = "model", eps_in_255: bool = False,
                      progress=None) -> RobustnessResult:
     """Accuracy of any nn.Module (mapping [0, 1] images to logits, any dtype and device) on
     `images` attacked at each ε (ε = 0, the clean accuracy, always included), judged in fp32;
-    each image's smallest breaking ε of the grid found by bisection (search="bisect") or by
-    attacking at every ε in turn ("nested"): see probe.methods.robustness. The curve never rises.
+    each image's smallest breaking ε of the grid found by a sweep and PGD below it (search="sweep"),
+    by bisection ("bisect") or by attacking at every ε in turn ("nested"): see
+    probe.methods.robustness. The curve never rises.
 
     images: (N, C, H, W) uint8 or float [0, 1]; labels (N,) ≥ 0; eps: a number or a list in
     pixel units. classes: names or their number (default: the model's outputs); target: a class
@@ -356,9 +358,14 @@ def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], tar
     rounds = search_steps(len(eps), search)
     what = (f"{settings.method.upper()} on {ctx.name}: {len(index):,} images × {len(eps)} ε"
             + (f" by bisection, {rounds} rounds" if search == "bisect" else ""))
+
+    def progress(j, done, m):  # the sweep's rounds end when every image is settled: no known total
+        if search == "sweep":
+            ctx.report(f"{what}, round {j}: {m:,} images", done, m)
+        else:
+            ctx.report(what, j - 1 + done / max(1, m), rounds)
     curve = attack_curve(ctx.fast_model, view[index], data.labels[index], eps, target=target, precision=precision,
-                         examples=0, progress=lambda j, done, m: ctx.report(what, j - 1 + done / max(1, m), rounds),
-                         **settings.attack_options())
+                         examples=0, progress=progress, **settings.attack_options())
     return curve, view[index], (correct, len(data))
 
 
@@ -393,6 +400,16 @@ def _images_words(result: RobustnessResult) -> str:
 
 def _search_words(result: RobustnessResult) -> str:
     e = len(result.eps)
+    if result.search == "sweep":
+        return (f"Each image's smallest breaking ε of the grid ({e} values) was found by search: PGD at the largest ε "
+                "first (an image that survives it is robust at every ε of the grid); for an image broken there, a "
+                "sweep from the clean image, one gradient step per value of the grid with the ball growing, which "
+                "finds an adversarial image inside a smaller ball for most images (proof that the image is broken "
+                "from that ε on); then PGD at the next smaller ε, moving down the grid while it succeeds. An image "
+                "counts as broken at ε when either attack found an adversarial image inside the ε-ball. Like the "
+                "curve itself, this assumes that an image broken at ε stays broken at every larger ε (its "
+                "adversarial image lies in every larger ball), and that PGD failing at ε would fail at every "
+                "smaller ε.")
     if result.search == "bisect":
         return (f"Each image's smallest breaking ε of the grid was found by search over its {e} values, each "
                 "probe one attack at that ε: the largest ε first (an image that survives it is robust at every ε "
@@ -502,9 +519,10 @@ def summary(result: RobustnessResult) -> list[str]:
     else:
         lines.append(f"all {result.n:,} {result.split or ''} images".replace("  ", " "))
     attacks = sum(m.get("attacks", 0) for m in result.models)
-    if result.search == "bisect" and attacks:
-        lines.append(f"{len(result.eps)} ε by bisection: {attacks:,} attacks on {result.n * len(result.models):,} "
-                     f"images (at most {search_steps(len(result.eps), 'bisect')} each; --search nested: up to "
+    if result.search in ("bisect", "sweep") and attacks:
+        how = "bisection" if result.search == "bisect" else "sweep and PGD below it"
+        lines.append(f"{len(result.eps)} ε by {how}: {attacks:,} attacks on {result.n * len(result.models):,} "
+                     f"images ({attacks / (result.n * len(result.models)):.1f} each; --search nested: up to "
                      f"{len(result.eps) - 1} each)")
     table = [["ε", *result.model_names]] + [[eps_label(e, result.eps_in_255)]
                                            + [f"{100 * m['points'][j]['accuracy']:.2f}%" for m in result.models]
