@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import time
 from typing import Iterator
@@ -76,6 +77,9 @@ def busy_elsewhere(sample_seconds: float = 0.2) -> float | None:
     return max(0.0, ((all_1 - all_0) - (own_1 - own_0)) / hz / seconds)
 
 
+_CHOSEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("probe_analysis_threads", default=None)
+
+
 @contextlib.contextmanager
 def analysis_threads(threads: int | None, device) -> Iterator[dict]:
     """CPU threads for an analysis of many small kernels (an attack, fooling images, training
@@ -84,8 +88,13 @@ def analysis_threads(threads: int | None, device) -> Iterator[dict]:
     at most one is free. The steps are many small kernels; two OpenMP threads that share a core
     with another process wait on each other at every one (measured here: PGD on 1,000 MNIST
     images, 80 s on 2 threads beside one busy process, 11 s on 1). Yields {"threads": n} and,
-    where other processes chose fewer threads, "why"."""
+    where other processes chose fewer threads, "why". Inside another analysis_threads block
+    (every analysis runs in one: Analysis.execute), threads=None keeps that block's choice."""
     device = torch.device(device)
+    outer = _CHOSEN.get()
+    if threads is None and outer is not None:
+        yield dict(outer)
+        return
     why = None
     default = torch.get_num_threads()
     if threads is None and device.type == "cpu" and default > 1:
@@ -100,7 +109,11 @@ def analysis_threads(threads: int | None, device) -> Iterator[dict]:
     with cpu_threads(threads, device) as info:
         if why:
             info["why"] = why
-        yield info
+        token = _CHOSEN.set(dict(info))
+        try:
+            yield info
+        finally:
+            _CHOSEN.reset(token)
 
 
 def native_precision(device: str | torch.device) -> str:

@@ -25,6 +25,7 @@ from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
 from probe.data.spec import ClassNames, DatasetSpec
 from probe.data.user_images import load_user_images
+from probe.device import analysis_threads
 from probe.errors import ConfigError, ModelFileError
 from probe.models.folder import ModelFolder
 from probe.models.inference import inference_copy
@@ -282,3 +283,12 @@ class Analysis:
     # A joint analysis's part in each model's section: (result, model name) -> Section | None.
     model_section: Callable[[Any, str], Section | None] | None = None
     write_files: Callable[[Any, Path], list[Path]] | None = None  # files beyond figures and results.json
+
+    def execute(self, contexts, settings):
+        """run(contexts, settings) on the CPU threads other processes leave free (--threads where
+        the analysis has it): two OpenMP threads sharing a core with another process wait on each
+        other at every small kernel (a report's saliency beside one busy process: 64 s, not 8)."""
+        first = contexts[0] if isinstance(contexts, (list, tuple)) else contexts
+        device = first.device if first.model is not None else torch.device("cpu")
+        with analysis_threads(getattr(settings, "threads", None), device):
+            return self.run(contexts, settings)

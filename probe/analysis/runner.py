@@ -192,7 +192,7 @@ def run_analysis(entry: Analysis, model, settings, *, out=None, data_dir=None, d
     out = output_folder(folder.name, entry.name, out)
     with progress_hook(entry.title) as hook:
         ctx = context_for(folder, device=device, data_dir=data_dir, hook=hook, load=entry.needs_model)
-        result = entry.run([ctx] if entry.joint else ctx, settings)
+        result = entry.execute([ctx] if entry.joint else ctx, settings)
     return _finish(entry, result, out, settings, [folder], started, ctx, [f"model: {folder.path} ({how})"])
 
 
@@ -209,7 +209,7 @@ def run_joint(entry: Analysis, runs, settings, *, out=None, data_dir=None, devic
     with progress_hook(entry.title) as hook:
         contexts = [context_for(f, device=device, data_dir=data_dir, hook=hook, name=label,
                                 load=entry.needs_model) for f, label in zip(folders, run_labels(folders))]
-        result = entry.run(contexts, settings)
+        result = entry.execute(contexts, settings)
     return _finish(entry, result, out, settings, folders, started, contexts[0], lines)
 
 

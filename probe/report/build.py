@@ -162,7 +162,7 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     ctxs = [contexts(f, step.entry.needs_model) for f in folders]
-    result = step.entry.run(ctxs if step.joint or step.entry.joint else ctxs[0], step.settings)
+    result = step.entry.execute(ctxs if step.joint or step.entry.joint else ctxs[0], step.settings)
     write_outputs(step.entry, result, out, settings=step.settings, folders=folders, started=started,
                   device=str(ctxs[0].device) if step.entry.needs_model else None)
     atomic_write_json(key_path, key)
