@@ -77,3 +77,22 @@ def test_matplotlib_draws_hostile_names_as_text(tmp_path):
     fig.suptitle(plain_text(EVERY_BYTE))
     png, pdf = save_figure(fig, tmp_path, "hostile")
     assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
+
+
+def test_pdf_of_names_no_layout_can_hold(tmp_path):
+    """Found by the fuzz suite (issue 18): a lone surrogate in the report's title (a model folder
+    whose name is not UTF-8) stopped the PDF's metadata with UnicodeEncodeError; a cell of a
+    5,000-character name made a table row taller than a page (reportlab's LayoutError); a table
+    of 40 columns left each a negative width (ValueError)."""
+    from pypdf import PdfReader
+
+    from probe.presentation import Report, Section, Table, Text
+    from probe.report.pdf import render_pdf
+    wide = Table([f"model {i}" for i in range(60)], [[f"{i}.5%" for i in range(60)]], caption="wide", numeric={3})
+    report = Report("probe report: run\udcff\x1b", "of run\udcff", [Section("s", "s", [
+        Text("t"), Table(["name", "n"], [["x" * 5000, "1"], ["ab " * 3000, "2"]]), wide])], "today")
+    pdf = render_pdf(report, tmp_path / "r.pdf")
+    reader = PdfReader(pdf)
+    assert reader.metadata.title == "probe report: run? " and reader.metadata.subject == "of run?"
+    text = "\n".join(p.extract_text() for p in reader.pages)
+    assert "x" * 300 in text.replace("\n", "") and "model 59" in text and "columns 2–" in text

@@ -33,10 +33,23 @@ from probe.text import CONTROL_AS_SPACE
 FONT, FONT_BOLD = "ProbeSans", "ProbeSans-Bold"
 
 
-def markup(text) -> str:
+def plain(text, limit: int | None = None) -> str:
+    """Any text as reportlab can draw and store it: control characters as spaces, lone
+    surrogates (bytes of a file name that are not UTF-8) as ?; at most `limit` characters."""
+    out = str(text).translate(CONTROL_AS_SPACE).encode("utf-8", "replace").decode("utf-8")
+    return out if limit is None or len(out) <= limit else out[:limit - 1] + "…"
+
+
+def markup(text, limit: int | None = None) -> str:
     """Any text as reportlab paragraph markup that prints it: <, > and & escaped, control
     characters (which reportlab cannot draw) as spaces."""
-    return escape(str(text).translate(CONTROL_AS_SPACE).encode("utf-8", "replace").decode("utf-8"))
+    return escape(plain(text, limit))
+
+
+# A table row cannot break across pages: a cell of a very long name (thousands of characters)
+# made a row taller than the page, which reportlab cannot lay out. The HTML shows the whole text.
+MAX_CELL_CHARS = 400
+MIN_COLUMN_WIDTH = 30  # points; a table of more columns than fit is cut into several
 
 
 def _register_fonts() -> None:
@@ -199,6 +212,17 @@ class _Story:
         return [n - (n - f) * slack / give for n, f in zip(natural, floor)]
 
     def table(self, node: Table) -> None:
+        most = max(2, int(self.frame_w // MIN_COLUMN_WIDTH))
+        if len(node.columns) > most:  # each part: the first column (the row's name) and the next ones
+            n = len(node.columns)
+            for start in range(1, n, most - 1):
+                keep = [0, *range(start, min(start + most - 1, n))]
+                part = Table([node.columns[i] for i in keep],
+                             [[r[i] if i < len(r) else "" for i in keep] for r in node.rows],
+                             f"{node.caption} (columns {start + 1}–{keep[-1] + 1} of {n})".lstrip(),
+                             {j for j, i in enumerate(keep) if i in node.numeric})
+                self.table(part)
+            return
         # the body's 8.5 pt, or smaller where a wide table's words would not fit its columns
         for size in (8.5, 7.5, 6.5, 5.5):
             widths = self.column_widths(node, size)
@@ -208,9 +232,9 @@ class _Story:
             widths = [self.frame_w / len(node.columns)] * len(node.columns)
         cell = ParagraphStyle(f"cell{size}", parent=self.st["cell"], fontSize=size, leading=size * 1.25)
         cell_num = ParagraphStyle(f"cellnum{size}", parent=cell, alignment=2)
-        rows = [[Paragraph(f"<b>{markup(c)}</b>", cell_num if i in node.numeric else cell)
+        rows = [[Paragraph(f"<b>{markup(c, MAX_CELL_CHARS)}</b>", cell_num if i in node.numeric else cell)
                  for i, c in enumerate(node.columns)]]
-        rows += [[Paragraph(markup(str(v)), cell_num if i in node.numeric else cell)
+        rows += [[Paragraph(markup(str(v), MAX_CELL_CHARS), cell_num if i in node.numeric else cell)
                   for i, v in enumerate(r)] for r in node.rows]
         t = RLTable(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
         t.setStyle(TableStyle([
@@ -240,14 +264,14 @@ def render_pdf(report: Report, path: str | Path) -> Path:
         canvas.setFont(FONT, 8)
         canvas.setFillColor(colors.HexColor("#666666"))
         canvas.drawRightString(width - margin, margin / 2, f"{doc.page}")
-        canvas.drawString(margin, margin / 2, report.title[:90])
+        canvas.drawString(margin, margin / 2, plain(report.title, 90))
         canvas.restoreState()
 
     fd, tmp = tempfile.mkstemp(suffix=".pdf")
     os.close(fd)
     try:
         doc = _Doc(tmp, pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=margin,
-                   bottomMargin=margin, title=report.title, author="probe", subject=report.subtitle)
+                   bottomMargin=margin, title=plain(report.title), author="probe", subject=plain(report.subtitle))
         # The canvas starts in Helvetica, a font no PDF embeds: start in ours.
         base, rl_config.canvas_basefontname = rl_config.canvas_basefontname, FONT
         try:
