@@ -147,6 +147,28 @@ class Contexts:
         return self._made[folder.path]
 
 
+# What a damaged cached result (results.json edited or cut, arrays.safetensors of another run)
+# raises when the report makes its section: such a cache is not used, the analysis runs again.
+_BAD_RESULT = (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError)
+
+
+def read_cached(entry: Analysis, out: Path, names: list[str]):
+    """The Result cached in `out`, checked by making of it what the report makes (its section,
+    its summary, a joint analysis's part of each model's section): a ModelFileError naming
+    results.json when it cannot be used."""
+    result = read_outputs(entry, out)
+    try:
+        entry.section(result)
+        entry.summary(result)
+        if entry.model_section is not None:
+            for name in names:
+                entry.model_section(result, name)
+    except _BAD_RESULT as e:
+        raise ModelFileError(f"{out / 'results.json'}: a cached {entry.name} result that cannot be shown "
+                             f"({type(e).__name__}: {str(e)[:200]}); it is made again") from None
+    return result
+
+
 def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Contexts):
     """The step's Result, from the cache when its key is unchanged; else run, written, and the key
     written after it (a half-finished rerun never looks cached)."""
@@ -155,9 +177,9 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
     if key_path.is_file():
         try:
             if read_json(key_path, "a report cache key", MAX_KEY_BYTES, ModelFileError) == key:
-                return read_outputs(step.entry, out), True
+                return read_cached(step.entry, out, [f.name for f in folders]), True
         except (OSError, ProbeError):
-            pass  # unreadable: run again
+            pass  # unreadable, or a result that cannot be shown: run again
     key_path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -1,0 +1,50 @@
+"""The report's cache of analysis results (issue 18): a cached result that is damaged in a way
+the JSON reader cannot see (a field of the wrong type, an epoch that is not there, arrays of
+another run) is not used; the analysis runs again, and the report is made."""
+import json
+import shutil
+
+import pytest
+
+from test_model_folder import write_tiny_model
+from test_report import small_plan, write_history
+
+from probe.report.build import run_report
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    write_tiny_model(root / "tiny-a")
+    write_history(root / "tiny-a")
+    plan = small_plan(root, names=("tiny-a",))
+    plan.steps = [s for s in plan.steps if s.analysis == "curves"]
+    run_report([root / "tiny-a"], out=root / "out", plan=plan, formats=("html",))
+    return root, plan
+
+
+# (what the damage does, how: a change of results.json's "results"); each raised from the
+# section before the fix (ValueError), and the report stopped
+DAMAGE = [
+    ("best epoch not among the epochs", lambda r: r["runs"][0].update(best_epoch=99)),
+    ("errors as text", lambda r: r["runs"][0].update(val_error=["x"] * len(r["runs"][0]["val_error"]))),
+]
+
+
+@pytest.mark.parametrize("what, damage", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_a_damaged_cached_result_is_made_again(cached, tmp_path, what, damage):
+    root, plan = cached
+    out = shutil.copytree(root / "out", tmp_path / "out")
+    path = out / "analyses" / "tiny-a" / "curves" / "results.json"
+    doc = json.loads(path.read_text())
+    damage(doc["results"])
+    path.write_text(json.dumps(doc))
+    again = run_report([root / "tiny-a"], out=out, plan=plan, formats=("html",))
+    assert again.result["reused"] == 0  # the damaged result is not reused
+    assert json.loads(path.read_text())["results"]["runs"][0]["best_epoch"] == 3  # made again
+
+
+def test_an_intact_cache_is_reused(cached, tmp_path):
+    root, plan = cached
+    out = shutil.copytree(root / "out", tmp_path / "out")
+    assert run_report([root / "tiny-a"], out=out, plan=plan, formats=("html",)).result["reused"] == 1
