@@ -146,3 +146,75 @@ def test_weights_declaring_more_than_the_network_holds_are_refused_before_readin
     sparse(weights, 8 + len(header) + 4 * n - 1)  # one byte short of what the header says
     with pytest.raises(ModelFileError, match="corrupt or truncated"):
         load_model(folder)
+
+
+# ---- 4. meta.json values that pass a type check and break later ---------------------------------
+
+HOSTILE_VALUES = [1e300, -1e300, float("inf"), float("nan"), 10 ** 39, -(10 ** 39), 65536, 0, -1, 2.5,
+                  "x", "", [], [1e300], [65536] * 3, ["x"] * 3, {"a": 1}, True, None]
+
+
+def meta_fields(meta: dict) -> list[tuple[str, ...]]:
+    """Every field of the architecture and the dataset, and the others the analyses read."""
+    return ([("arch", k) for k in meta["arch"]] + [("dataset", k) for k in meta["dataset"]]
+            + [("train", "seed"), ("train", "split_seed"), ("train", "split_by"), ("metrics", "test", "error"),
+               ("format_version",), ("parameters",), ("arch_name",), ("created",), ("name",)])
+
+
+def test_every_meta_field_holding_a_hostile_value_is_a_model_file_error_or_works(tmp_path):
+    """18 values × every field: read, list, describe and load end in a ModelFileError or a
+    result, never an OverflowError, a TypeError or a 16 GiB allocation."""
+    import json
+    from probe.errors import ModelFileError
+    from probe.models.folder import load_model, read_model_folder
+    from probe.report.structure import model_card
+    from probe.report.tables import models_text
+    folder = tiny_model(tmp_path / "models" / "m")
+    base = json.loads((folder / "meta.json").read_text())
+    refused = 0
+    for where in meta_fields(base):
+        for value in HOSTILE_VALUES:
+            meta = json.loads(json.dumps(base))
+            *path, key = where
+            target = meta
+            for p in path:
+                target = target.setdefault(p, {})
+            target[key] = value
+            (folder / "meta.json").write_text(json.dumps(meta))  # NaN and Infinity as Python writes them
+            said = f"{'.'.join(where)} = {value!r:.40}"
+            text = models_text(tmp_path / "models")
+            try:
+                read = read_model_folder(folder)
+            except ModelFileError as e:
+                refused += 1
+                assert "\n" not in str(e) and len(str(e)) < 600, said
+                assert f"m: {str(e).split(': ', 1)[1][:40]}" in text, said  # listed as unreadable
+                continue
+            model_card(read, "m")
+            try:
+                load_model(folder)
+            except ModelFileError:
+                pass
+    assert refused > 300
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("arch.width", 1e300, "'width': expected a number in 1/256..64, got 1e+300"),
+    ("arch.width", 1e-300, "'width': expected a number in 1/256..64"),
+    ("arch.num_classes", 10 ** 39, "'num_classes': expected a positive integer (at most 100,000), got an integer"),
+    ("arch.stages", [4000, 4000, 4000], "depth 24,002 is beyond any sensible network (at most 10,000 layers"),
+    ("dataset.height", 65536, "'height': expected an integer in 1..4096, got 65536"),
+    ("dataset.channels", 5, "'channels': expected an integer in 1..4"),
+    ("dataset.std", [1e-300], "'std': expected 1 number(s) in 1e-06..1e+06"),
+    ("train.split_seed", -1, "train.split_seed' is -1, not a seed"),
+])
+def test_sizes_beyond_what_a_model_can_have_are_refused_with_the_bound(field, value, words, tmp_path, capsys):
+    import json
+    folder = tiny_model(tmp_path / "m")
+    meta = json.loads((folder / "meta.json").read_text())
+    part, key = field.split(".")
+    meta[part][key] = value
+    (folder / "meta.json").write_text(json.dumps(meta))
+    err = cli_error(["predict", "--model", folder, "-o", tmp_path / "p.csv"], capsys)
+    assert f"{folder / 'meta.json'}: field '{part}'" in err or f"field '{field}'" in err, err
+    assert words in err, err

@@ -375,12 +375,16 @@ def test_num_parameters_is_the_closed_form_of_the_built_net(arch, shortcut, widt
 
 
 ABSURD = [  # (how, message): refused before anything is allocated
-    (lambda: ResNetConfig(stages=(1_000_000_000,)  * 3), "parameters"),
-    (lambda: ResNetConfig(filters=(16, 32, 10 ** 9)), "parameters"),
+    (lambda: ResNetConfig(stages=(1_000_000_000,)  * 3), r"'stages\[0\]': .*at most 10,000"),
+    (lambda: ResNetConfig(stages=(4000,) * 3), "depth 24,002 is beyond any sensible network"),
+    (lambda: ResNetConfig(filters=(16, 32, 10 ** 9)), r"'filters\[2\]': .*at most 65,536"),
+    (lambda: ResNetConfig(filters=(16, 32, 65_536)), "parameters"),
+    (lambda: get_config("resnet1202", width=64), "parameters"),
     (lambda: get_config("resnet1000000004"), "absurd"),
-    (lambda: get_config("resnet20", num_classes=10 ** 9), "parameters"),
-    (lambda: get_config("resnet20", width=1e6), "parameters"),
-    (lambda: get_config("resnet20", width=float("nan")), "'width': expected a positive number"),
+    (lambda: get_config("resnet20", num_classes=10 ** 9), "'num_classes': .*at most 100,000"),
+    (lambda: get_config("resnet20", width=1e6), "'width': expected a number in 1/256..64"),
+    (lambda: get_config("resnet20", width=1e300), "'width': expected a number in 1/256..64, got 1e"),
+    (lambda: get_config("resnet20", width=float("nan")), "'width': expected a number"),
     (lambda: get_config("resnet20", width=float("inf")), "'width'"),
     (lambda: ResNetConfig(filters=(16, 32, 10 ** 40)), r"'filters\[2\]': expected a positive integer"),
     (lambda: ResNetConfig(stages=(3, 0, 3)), r"'stages\[1\]': expected a positive integer"),

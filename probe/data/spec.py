@@ -1,12 +1,22 @@
 """DatasetSpec: everything a model or a figure needs to know about a dataset, and the registry."""
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from probe.errors import ConfigError
+from probe.text import shown
+
+# What a dataset of this project can sensibly be (a spec also comes from a meta.json, which may
+# be hostile): images stay in memory, H×W×C bytes each, and every class is drawn and listed.
+MAX_SIDE = 4096  # pixels a side (a 65,536² image is 16 GiB as float)
+MAX_CHANNELS = 4  # grey, RGB, RGBA
+MAX_CLASSES = 100_000
+MAX_NAME = 1000  # characters in a class name or a dataset name
+MAX_COUNT = 2 ** 31  # images in a split
+MAX_STAT = 1e6  # |mean| and std of [0, 1] pixels are at most 1; far beyond is a typo
+MIN_STD = 1e-6  # a smaller std makes float32 inputs overflow
 
 
 @dataclass(frozen=True)
@@ -83,31 +93,30 @@ class DatasetSpec:
     def __post_init__(self):
         """Every field checked (a spec also comes from meta.json): ConfigError naming the field."""
         _str("name", self.name)
-        for name in ("channels", "height", "width"):
-            _int(name, getattr(self, name), 1, _MAX_SIDE)
+        _int("channels", self.channels, 1, MAX_CHANNELS)
+        for name in ("height", "width"):
+            _int(name, getattr(self, name), 1, MAX_SIDE)
         _strs("classes", self.classes)
         if len(set(self.classes)) != len(self.classes):
-            raise ConfigError(f"dataset spec field 'classes': names repeat: {list(self.classes)!r:.80}")
+            raise ConfigError(f"dataset spec field 'classes': names repeat: {shown(list(self.classes), 80)}")
         _strs("display_names", self.display_names, len(self.classes))
         if self.codes:
             _strs("codes", self.codes, len(self.classes))
-        for name in ("mean", "std"):
+        for name, lo in (("mean", -MAX_STAT), ("std", MIN_STD)):
             v = getattr(self, name)
             if not isinstance(v, (list, tuple)) or len(v) != self.channels or not all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
-                raise ConfigError(f"dataset spec field {name!r}: expected {self.channels} finite "
-                                  f"number(s), one per channel, got {v!r:.80}")
-        if min(self.std) <= 0:
-            raise ConfigError(f"dataset spec field 'std': must be positive, got {list(self.std)}")
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= MAX_STAT for x in v):
+                raise ConfigError(f"dataset spec field {name!r}: expected {self.channels} number(s) in "
+                                  f"{lo:g}..{MAX_STAT:g}, one per channel, got {shown(v, 80)}")
         if not isinstance(self.split_sizes, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                for k, v in self.split_sizes.items()):
-            raise ConfigError(f"dataset spec field 'split_sizes': expected names → counts ≥ 0, "
-                              f"got {self.split_sizes!r:.80}")
+                isinstance(k, str) and len(k) <= MAX_NAME and isinstance(v, int) and not isinstance(v, bool)
+                and 0 <= v <= MAX_COUNT for k, v in self.split_sizes.items()) or len(self.split_sizes) > 100:
+            raise ConfigError(f"dataset spec field 'split_sizes': expected names → counts "
+                              f"0..{MAX_COUNT:,}, got {shown(self.split_sizes, 80)}")
         if self.crop is not None:
             if not isinstance(self.crop, (list, tuple)) or len(self.crop) != 2:
                 raise ConfigError(f"dataset spec field 'crop': expected null or [height, width], "
-                                  f"got {self.crop!r:.80}")
+                                  f"got {shown(self.crop, 80)}")
             _int("crop[0]", self.crop[0], 1, self.height)
             _int("crop[1]", self.crop[1], 1, self.width)
 
@@ -152,26 +161,25 @@ class DatasetSpec:
         return cls(**d)
 
 
-_MAX_SIDE = 1 << 16
-
-
 def _str(name: str, v) -> None:
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"dataset spec field {name!r}: expected a non-empty string, got {v!r:.80}")
+    if not isinstance(v, str) or not v or len(v) > MAX_NAME:
+        raise ConfigError(f"dataset spec field {name!r}: expected a string of 1..{MAX_NAME} "
+                          f"characters, got {shown(v, 80)}")
 
 
 def _int(name: str, v, lo: int, hi: int) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise ConfigError(f"dataset spec field {name!r}: expected an integer in {lo}..{hi}, "
-                          f"got {v!r:.80}")
+                          f"got {shown(v, 80)}")
 
 
 def _strs(name: str, v, n: int | None = None) -> None:
-    """A list of non-empty strings: exactly n of them, or at least one when n is None."""
-    if (not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v)
-            or len(v) < 1 or (n is not None and len(v) != n)):
-        want = f"{n} non-empty strings" if n is not None else "a list of non-empty strings"
-        raise ConfigError(f"dataset spec field {name!r}: expected {want}, got {v!r:.80}")
+    """A list of strings of 1..MAX_NAME characters: exactly n of them, or 1..MAX_CLASSES."""
+    if (not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_CLASSES or (n is not None and len(v) != n)
+            or not all(isinstance(x, str) and 0 < len(x) <= MAX_NAME for x in v)):
+        want = f"{n} non-empty strings" if n is not None else f"a list of 1..{MAX_CLASSES:,} non-empty strings"
+        raise ConfigError(f"dataset spec field {name!r}: expected {want} (of at most {MAX_NAME} "
+                          f"characters), got {shown(v, 80)}")
 
 
 MNIST = DatasetSpec(
@@ -240,11 +248,11 @@ def parse_size(text: str | tuple | None) -> tuple[int, int] | None:
     parts = str(text).lower().replace("×", "x").split("x")
     try:
         h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-        if len(parts) > 2 or not (1 <= h <= 4096 and 1 <= w <= 4096):
+        if len(parts) > 2 or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
             raise ValueError
     except ValueError:
-        raise ConfigError(f"--size {text!r}: write height×width in pixels, e.g. 32x32 or 48x64 "
-                          "(each 1..4096)") from None
+        raise ConfigError(f"--size {shown(text)}: write height×width in pixels, e.g. 32x32 or 48x64 "
+                          f"(each 1..{MAX_SIDE})") from None
     return h, w
 
 

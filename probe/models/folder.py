@@ -26,6 +26,7 @@ from probe.io import atomic_write_bytes, atomic_write_json, open_regular, parse_
 from probe.io import read_json as pio_read_json
 from probe.models.classifier import Classifier
 from probe.models.resnet import ResNet, ResNetConfig
+from probe.text import shown
 
 if TYPE_CHECKING:
     from probe.data.imageset import ImageSet
@@ -227,7 +228,7 @@ def read_model_folder(path: str | Path) -> ModelFolder:
         raise ModelFileError(f"{meta_path}: not a model description (a JSON object)")
     version = meta.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise _meta_error(meta_path, "format_version", f"is {version!r}, not a version number")
+        raise _meta_error(meta_path, "format_version", f"is {shown(version)}, not a version number")
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{meta_path}: format version {version} was written by a newer probe "
                              f"(this one reads up to {FORMAT_VERSION}); upgrade probe")
@@ -242,7 +243,14 @@ def read_model_folder(path: str | Path) -> ModelFolder:
             raise _meta_error(meta_path, f"metrics.{split}", "is not an object")
         err = (m or {}).get("error")
         if err is not None and not (isinstance(err, (int, float)) and 0 <= err <= 1):
-            raise _meta_error(meta_path, f"metrics.{split}.error", f"is {err!r}, not a fraction")
+            raise _meta_error(meta_path, f"metrics.{split[:40]}.error", f"is {shown(err)}, not a fraction")
+    train = meta.get("train") or {}
+    for key in ("seed", "split_seed"):  # the analyses draw the model's own validation split with them
+        seed = train.get(key)
+        if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 63):
+            raise _meta_error(meta_path, f"train.{key}", f"is {shown(seed)}, not a seed (a whole number ≥ 0)")
+    if train.get("split_by", "driver") not in ("driver", "random"):
+        raise _meta_error(meta_path, "train.split_by", f"is {shown(train['split_by'])}, not 'driver' or 'random'")
     try:
         spec = DatasetSpec.from_dict(meta["dataset"])
     except (ProbeError, TypeError, ValueError) as e:
@@ -271,14 +279,15 @@ def load_model_folder(path: str | Path, device: str | torch.device = "cpu"):
     """(Classifier, ModelFolder): the checked weights and the checked description."""
     folder = read_model_folder(path)
     dev = resolve_device(device)
-    model = Classifier.from_spec(ResNet(folder.arch), folder.spec)
-    # the weights meta.json's network holds, in float64 at most: a file declaring more is not its
-    fits = sum(t.numel() * 8 for t in model.state_dict().values())
+    # What meta.json's network can hold, before building it: its parameters and as many buffers
+    # (BatchNorm's statistics) in float64 at most, and a few counters. A file declaring more is not its.
+    fits = 8 * 3 * folder.arch.num_parameters() + 4096
     tensors, _ = read_safetensors(folder.path / WEIGHTS, max_data_bytes=fits)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelFileError(f"{folder.path / WEIGHTS}: tensor {bad[0]!r} holds NaN or infinite values "
                              f"({len(bad)} tensor(s) in all); retrain or restore the model folder")
+    model = Classifier.from_spec(ResNet(folder.arch), folder.spec)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

@@ -20,8 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from probe.data.spec import MAX_CHANNELS, MAX_CLASSES, MAX_NAME, MAX_SIDE
 from probe.errors import ConfigError
 from probe.io import parse_json, read_json
+from probe.text import shown
 
 KEYS = ("classes", "input", "mean", "std", "cam_layer", "dataset", "factory", "factory_kwargs", "name",
         "split_seed")
@@ -55,11 +57,12 @@ def parse_shape(text, what: str = "input") -> tuple[int, int, int]:
         if len(parts) != 3 or any(isinstance(p, (bool, float)) for p in parts):
             raise ValueError
         c, h, w = (int(p) for p in parts)
-        if min(c, h, w) < 1 or max(c, h, w) > 1 << 16:
+        if not (1 <= c <= MAX_CHANNELS and 1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
             raise ValueError
         return c, h, w
     except (TypeError, ValueError):
-        raise ConfigError(f"{what} {text!r}: write channels×height×width, e.g. 3x32x32") from None
+        raise ConfigError(f"{what} {shown(text)}: write channels×height×width, e.g. 3x32x32 (channels "
+                          f"1..{MAX_CHANNELS}, height and width 1..{MAX_SIDE})") from None
 
 
 def _numbers(value, key: str, where: str) -> tuple[float, ...]:
@@ -68,24 +71,26 @@ def _numbers(value, key: str, where: str) -> tuple[float, ...]:
         out = tuple(float(v) for v in items if not isinstance(v, bool))
     except (TypeError, ValueError):
         out = ()
-    if len(out) != len(items) or not out or not all(math.isfinite(v) for v in out):
-        raise ConfigError(f"{where}: {key} {value!r}: give a number per channel, e.g. [0.5, 0.5, 0.5]")
+    if len(out) != len(items) or not 1 <= len(out) <= MAX_CHANNELS or not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"{where}: {key} {shown(value)}: give a number per channel, e.g. [0.5, 0.5, 0.5]")
     return out
 
 
 def _classes(value, where: str) -> tuple[str, ...]:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CLASSES:
         return tuple(str(k) for k in range(value))
-    if isinstance(value, (list, tuple)) and value and all(isinstance(c, str) and c.strip() for c in value):
+    if (isinstance(value, (list, tuple)) and 1 <= len(value) <= MAX_CLASSES
+            and all(isinstance(c, str) and c.strip() and len(c) <= MAX_NAME for c in value)):
         names = tuple(c.strip() for c in value)
         if len(set(names)) == len(names):
             return names
-    raise ConfigError(f"{where}: classes {str(value)[:80]!r}: give a list of distinct names, or their number")
+    raise ConfigError(f"{where}: classes {shown(value)}: give a list of distinct names (at most "
+                      f"{MAX_CLASSES:,}, each of at most {MAX_NAME} characters), or their number")
 
 
 def _text(value, key: str, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: {key} {value!r}: give a non-empty string")
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+        raise ConfigError(f"{where}: {key} {shown(value)}: give a non-empty string (at most {MAX_NAME} characters)")
     return value.strip()
 
 
@@ -95,7 +100,7 @@ def parse_info(doc: dict, where: str) -> ModelInfo:
         raise ConfigError(f"{where}: a model info is a JSON object like {{\"classes\": [...], \"input\": \"3x32x32\"}}")
     unknown = sorted(set(doc) - set(KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}: use {', '.join(KEYS)}")
+        raise ConfigError(f"{where}: unknown key(s) {shown(', '.join(map(repr, unknown)), 80)}: use {', '.join(KEYS)}")
     v = {k: doc[k] for k in KEYS if doc.get(k) is not None}
     out = {"source": where}
     if "classes" in v:
@@ -113,14 +118,15 @@ def parse_info(doc: dict, where: str) -> ModelInfo:
         if key in v:
             out[key] = _text(v[key], key, where)
     if "factory" in out and not FACTORY.match(out["factory"]):
-        raise ConfigError(f"{where}: factory {out['factory']!r}: write module:function, e.g. torchvision.models:resnet18")
+        raise ConfigError(f"{where}: factory {shown(out['factory'])}: write module:function, e.g. torchvision.models:resnet18")
     if "factory_kwargs" in v:
         if not isinstance(v["factory_kwargs"], dict):
             raise ConfigError(f"{where}: factory_kwargs: give a JSON object, e.g. {{\"num_classes\": 10}}")
         out["factory_kwargs"] = dict(v["factory_kwargs"])
     if "split_seed" in v:
-        if isinstance(v["split_seed"], bool) or not isinstance(v["split_seed"], int):
-            raise ConfigError(f"{where}: split_seed {v['split_seed']!r}: give a whole number")
+        seed = v["split_seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+            raise ConfigError(f"{where}: split_seed {shown(seed)}: give a whole number ≥ 0")
         out["split_seed"] = v["split_seed"]
     return ModelInfo(**out)
 

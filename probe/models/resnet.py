@@ -34,7 +34,6 @@ GuidedBackprop and DeepLift only see module ReLUs (captum #156, #378, #578).
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,14 +44,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from probe.data.spec import MAX_CLASSES
 from probe.errors import ConfigError
+from probe.text import shown
 
 BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B", "none")
 STEMS = ("cifar", "imagenet")
 BOTTLENECK_STRIDES = ("1x1", "3x3")
-MAX_PARAMETERS = 2_000_000_000  # resnet1202 has 19M; beyond this a config is a typo or an attack
-_MAX_INT = 2 ** 31  # any size field above this is absurd (and would overflow float rounding)
+# What a network of this family can sensibly be (a config also comes from a meta.json, which may
+# be hostile): beyond these a config is a typo or an attack, and building it would take the memory
+# or the time of the machine. resnet1202 has 19M parameters and 1,202 layers; 500M fp32 parameters
+# are 2 GB, and a resume file holds them twice (probe.models.folder.MAX_WEIGHTS_BYTES).
+MAX_PARAMETERS = 500_000_000
+MAX_DEPTH = 10_000  # weighted layers
+MAX_FILTERS = 65_536  # channels of a stage, of the stem, of the input
+WIDTHS = (1 / 256, 64.0)  # the width multiplier's range
 _MAX_STAGES = 64
 
 
@@ -60,21 +67,21 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _positive_int(name: str, v) -> int:
-    if not _is_int(v) or not 1 <= v <= _MAX_INT:
+def _positive_int(name: str, v, most: int = MAX_FILTERS) -> int:
+    if not _is_int(v) or not 1 <= v <= most:
         raise ConfigError(f"ResNet config field {name!r}: expected a positive integer "
-                          f"(at most {_MAX_INT:,}), got {v!r:.60}")
+                          f"(at most {most:,}), got {shown(v)}")
     return v
 
 
-def _int_tuple(name: str, v) -> tuple[int, ...]:
+def _int_tuple(name: str, v, most: int = MAX_FILTERS) -> tuple[int, ...]:
     if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
         raise ConfigError(f"ResNet config field {name!r}: expected a list of positive integers, "
-                          f"got {v!r:.60}")
+                          f"got {shown(v)}")
     if not 1 <= len(v) <= _MAX_STAGES + 1:
         raise ConfigError(f"ResNet config field {name!r}: expected 1..{_MAX_STAGES} entries, "
                           f"got {len(v)}")
-    return tuple(_positive_int(f"{name}[{i}]", x) for i, x in enumerate(v))
+    return tuple(_positive_int(f"{name}[{i}]", x, most) for i, x in enumerate(v))
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class ResNetConfig:
 
     def __post_init__(self):
         set_ = partial(object.__setattr__, self)  # frozen: normalize once, here
-        stages, filters = _int_tuple("stages", self.stages), _int_tuple("filters", self.filters)
+        stages, filters = _int_tuple("stages", self.stages, MAX_DEPTH), _int_tuple("filters", self.filters)
         if len(stages) > _MAX_STAGES:
             raise ConfigError(f"ResNet config field 'stages': at most {_MAX_STAGES} stages, "
                               f"got {len(stages)}")
@@ -120,26 +127,27 @@ class ResNetConfig:
                               ("bottleneck_stride", BOTTLENECK_STRIDES)):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in allowed:
-                raise ConfigError(f"unknown {name} {value!r:.60}: use one of {', '.join(allowed)}")
+                raise ConfigError(f"unknown {name} {shown(value)}: use one of {', '.join(allowed)}")
         _positive_int("in_channels", self.in_channels)
-        _positive_int("num_classes", self.num_classes)
-        for name in ("width", "bn_eps", "bn_momentum"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < math.inf:
-                raise ConfigError(f"ResNet config field {name!r}: expected a positive number, "
-                                  f"got {v!r:.60}")
-        if self.bn_momentum > 1:
-            raise ConfigError(f"ResNet config field 'bn_momentum': at most 1, got {self.bn_momentum}")
+        _positive_int("num_classes", self.num_classes, MAX_CLASSES)
+        for name, lo, hi, said in (("width", *WIDTHS, "1/256..64"), ("bn_eps", 0, 1, "(0, 1]"),
+                                   ("bn_momentum", 0, 1, "(0, 1]")):
+            v = getattr(self, name)  # lo itself is allowed where it is positive (a width of 1/256)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (lo < v <= hi or 0 < lo == v):
+                raise ConfigError(f"ResNet config field {name!r}: expected a number in {said}, got {shown(v)}")
         for name in ("preact", "zero_init_residual", "zero_init_fc"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"ResNet config field {name!r}: expected true or false, "
-                                  f"got {getattr(self, name)!r:.60}")
+                                  f"got {shown(getattr(self, name))}")
+        if self.depth > MAX_DEPTH:
+            raise ConfigError(f"a ResNet of depth {self.depth:,} is beyond any sensible network (at most "
+                              f"{MAX_DEPTH:,} layers; resnet1202 has 1,202): check stages {shown(stages)}")
         if self.zero_init_residual and self.shortcut == "none":
             raise ConfigError("zero_init_residual would silence the plain net (no shortcuts)")
         n = self.num_parameters()  # also refuses an A shortcut that would shrink channels
         if n > MAX_PARAMETERS:
-            raise ConfigError(f"this ResNet would have {n:.3g} parameters (more than "
-                              f"{MAX_PARAMETERS:.0e}): check stages {stages}, filters {filters}, "
+            raise ConfigError(f"this ResNet would have {n:,} parameters (more than "
+                              f"{MAX_PARAMETERS:,}): check stages {stages}, filters {filters}, "
                               f"width {self.width:g}, num_classes {self.num_classes}")
 
     @property

@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from probe.data.spec import MAX_SIDE  # the zoo runs every preset on one zero image of this size at most
 from probe.errors import ConfigError
 from probe.models.resnet import get_config, list_presets, ResNet
 
@@ -54,7 +55,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> 
     return total
 
 
-MAX_SIDE = 4096  # the zoo runs every preset on one zero image: a bigger one is a typo, and slow
 
 
 def check_input_shape(shape) -> tuple[int, int, int]:

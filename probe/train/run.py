@@ -29,7 +29,6 @@ from probe.train.trainer import Trainer
 RESUMABLE_CHANGES = {"device", "compile", "eval_batch_size"}
 # The length may change too: the run is extended (or found complete), see extension().
 LENGTH = {"epochs", "iters"}
-MAX_DEPTH = 10_000  # weighted layers; resnet1202 has 1202. Beyond this a depth is a typo.
 
 
 def build_classifier(arch: ResNetConfig, spec: DatasetSpec) -> Classifier:
@@ -49,14 +48,6 @@ def default_folder(root: Path, config: TrainConfig) -> Path:
         n += 1
         folder = base.with_name(f"{base.name}-{n}")
     return folder
-
-
-def check_size(arch: ResNetConfig) -> None:
-    """Refuse an absurd network before anything is allocated (the parameter count itself is
-    bounded by ResNetConfig, in closed form)."""
-    if arch.depth > MAX_DEPTH:
-        raise ConfigError(f"a ResNet of depth {arch.depth:,} is beyond any sensible run "
-                          f"(at most {MAX_DEPTH:,} layers here; resnet1202 has 1,202)")
 
 
 def paper_warmup(config: TrainConfig, depth: int) -> TrainConfig:
@@ -161,8 +152,7 @@ def train(config: TrainConfig, out: str | Path, *, data_dir: str | Path | None =
     try:
         splits, spec = _dataset(config, out, splits, data_dir, resume, size, classes_file)
         arch = get_config(config.arch, num_classes=spec.num_classes, in_channels=spec.channels,
-                          width=config.width)
-        check_size(arch)
+                          width=config.width)  # its size bounded there, in closed form
         config = paper_warmup(config, arch.depth)
         # auto: what this device does natively (bf16 emulated on a CPU without it is ~10× slower);
         # the config keeps what was asked, meta.json what it became
