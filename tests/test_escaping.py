@@ -96,3 +96,16 @@ def test_pdf_of_names_no_layout_can_hold(tmp_path):
     assert reader.metadata.title == "probe report: run? " and reader.metadata.subject == "of run?"
     text = "\n".join(p.extract_text() for p in reader.pages)
     assert "x" * 300 in text.replace("\n", "") and "model 59" in text and "columns 2–" in text
+
+
+@pytest.mark.parametrize("name, columns", [("\u200b", 2), ("\u0301" * 50, 2), ("\ufeff", 3), ("a" * 400, 12),
+                                           ("漢" * 1000, 12)])
+def test_pdf_tables_of_names_of_no_width_or_great_length(tmp_path, name, columns):
+    """Found by the fuzz suite: a column whose every cell was zero-width characters (U+200B, a
+    combining accent) was made 0 pt wide for its text: reportlab's row grew without end
+    (LayoutError); twelve columns of 400-character names made a header row and a row taller
+    than a page together."""
+    from probe.presentation import Report, Section, Table
+    from probe.report.pdf import render_pdf
+    report = Report("t", "s", [Section("s", "s", [Table([name] * columns, [[name] * columns] * 3)])], "today")
+    assert render_pdf(report, tmp_path / "r.pdf").stat().st_size > 1000

@@ -47,7 +47,8 @@ def markup(text, limit: int | None = None) -> str:
 
 
 # A table row cannot break across pages: a cell of a very long name (thousands of characters)
-# made a row taller than the page, which reportlab cannot lay out. The HTML shows the whole text.
+# made a row taller than the page, which reportlab cannot lay out. A cell shows at most this
+# many characters, fewer in a narrow column (see _Story.table); the HTML shows the whole text.
 MAX_CELL_CHARS = 400
 MIN_COLUMN_WIDTH = 30  # points; a table of more columns than fit is cut into several
 
@@ -200,8 +201,11 @@ class _Story:
             return pdfmetrics.stringWidth(text, FONT_BOLD if bold else FONT, size)
         columns = [[(str(c), True)] + [(str(r[i]), False) for r in node.rows if i < len(r)]
                    for i, c in enumerate(node.columns)]
-        natural = [min(max(width(t, b) for t, b in col), 0.45 * self.frame_w) + pad for col in columns]
-        floor = [min(max(width(w, b) for t, b in col for w in t.split() or [""]), 0.45 * self.frame_w) + pad
+        # at least two characters wide: a column of zero-width characters (U+200B, a combining
+        # accent) left its text no width at all, and reportlab an endless row
+        least = 2 * size
+        natural = [max(least, min(max(width(t, b) for t, b in col), 0.45 * self.frame_w)) + pad for col in columns]
+        floor = [max(least, min(max(width(w, b) for t, b in col for w in t.split() or [""]), 0.45 * self.frame_w)) + pad
                  for col in columns]
         if sum(floor) > self.frame_w:
             return None
@@ -232,9 +236,13 @@ class _Story:
             widths = [self.frame_w / len(node.columns)] * len(node.columns)
         cell = ParagraphStyle(f"cell{size}", parent=self.st["cell"], fontSize=size, leading=size * 1.25)
         cell_num = ParagraphStyle(f"cellnum{size}", parent=cell, alignment=2)
-        rows = [[Paragraph(f"<b>{markup(c, MAX_CELL_CHARS)}</b>", cell_num if i in node.numeric else cell)
+        # a cell at most a quarter of the page tall, even in its widest glyphs: the header row and
+        # a row below it always fit on a page together
+        lines = int(self.frame_h / 4 / (size * 1.25))
+        most = [max(8, min(MAX_CELL_CHARS, int((w - 12) / size) * lines)) for w in widths]
+        rows = [[Paragraph(f"<b>{markup(c, most[i])}</b>", cell_num if i in node.numeric else cell)
                  for i, c in enumerate(node.columns)]]
-        rows += [[Paragraph(markup(str(v), MAX_CELL_CHARS), cell_num if i in node.numeric else cell)
+        rows += [[Paragraph(markup(str(v), most[min(i, len(most) - 1)]), cell_num if i in node.numeric else cell)
                   for i, v in enumerate(r)] for r in node.rows]
         t = RLTable(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
         t.setStyle(TableStyle([
