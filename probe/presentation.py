@@ -2,6 +2,7 @@
 by each flavour (html.py, pdf.py, latex.py): a section added once appears in every format."""
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +13,17 @@ def pct(x, digits: int = 2) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}%"
 
 
+MAX_SLUG = 64  # an anchor is a file name too (figures/<anchor>.pdf): far below 255 bytes
+
+
 def slug(text: str) -> str:
-    """A stable anchor / file name: lower case, letters, digits and dashes."""
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+    """A stable anchor / file name: lower case, letters, digits and dashes; a long one cut to
+    MAX_SLUG characters, ending in a hash of the whole text (so two long names stay apart)."""
+    out = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+    if len(out) > MAX_SLUG:
+        digest = hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        out = out[:MAX_SLUG - 9].rstrip("-") + "-" + digest
+    return out
 
 
 @dataclass

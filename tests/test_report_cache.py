@@ -48,3 +48,21 @@ def test_an_intact_cache_is_reused(cached, tmp_path):
     root, plan = cached
     out = shutil.copytree(root / "out", tmp_path / "out")
     assert run_report([root / "tiny-a"], out=out, plan=plan, formats=("html",)).result["reused"] == 1
+
+
+def test_models_with_names_as_long_as_a_folder_may_have(tmp_path, monkeypatch):
+    """Found by the fuzz suite: a model folder's name of 200 characters made figure files
+    (figures/<name>-curves-....pdf) and the report's folder (reports/<a>-vs-<b>) longer than a
+    file name may be: OSError. Anchors are cut to 64 characters, ending in a hash of the name."""
+    from probe.presentation import slug
+    names = ["m" * 200 + "-a", "m" * 200 + "-b"]  # the same first 200 characters
+    for name in names:
+        write_tiny_model(tmp_path / name)
+        write_history(tmp_path / name)
+    plan = small_plan(tmp_path, names=names)
+    plan.steps = [s for s in plan.steps if s.analysis == "curves"]
+    monkeypatch.chdir(tmp_path)
+    result = run_report([tmp_path / n for n in names], plan=plan, formats=("html", "pdf"))
+    files = list(result.folder.rglob("*"))
+    assert all(len(p.name) <= 255 for p in files) and (result.folder / "report.pdf").is_file()
+    assert len({slug(n) for n in names}) == 2 and all(len(slug(n)) <= 64 for n in names)

@@ -3,6 +3,7 @@ computed for the same weights, history, data and settings), assemble the tree of
 analyses describe, and render it as HTML, PDF and figures.tex."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -192,6 +193,16 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
     return result, False
 
 
+def default_folder(names: list[str]) -> str:
+    """reports/<this>: the model's name, or the names joined by -vs-; where that is longer than a
+    file name may be, their anchors (each at most 64 characters) and a hash of all of them."""
+    joined = "-vs-".join(names)
+    if len(joined.encode("utf-8", "surrogatepass")) <= 200:
+        return joined
+    shown = "-vs-".join(slug(n)[:40] for n in names)[:180]
+    return f"{shown}-{hashlib.sha256(joined.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
 def _check_request(models, formats, out, root, experiments=()) -> tuple[list[ModelFolder], Path]:
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
@@ -205,7 +216,7 @@ def _check_request(models, formats, out, root, experiments=()) -> tuple[list[Mod
     if clash:
         raise ConfigError(f"model names {', '.join(map(repr, clash))} give the same anchor in the report "
                           "(or the comparison's): rename a model folder")
-    out = Path(out) if out is not None else Path("reports") / ("-vs-".join(names) if len(names) > 1 else names[0])
+    out = Path(out) if out is not None else Path("reports") / default_folder(names)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
