@@ -109,3 +109,18 @@ def test_pdf_tables_of_names_of_no_width_or_great_length(tmp_path, name, columns
     from probe.report.pdf import render_pdf
     report = Report("t", "s", [Section("s", "s", [Table([name] * columns, [[name] * columns] * 3)])], "today")
     assert render_pdf(report, tmp_path / "r.pdf").stat().st_size > 1000
+
+
+def test_figures_of_very_long_names_stay_page_sized(tmp_path):
+    """Found by the fuzz suite: class names of 1,000 characters (what a dataset spec allows) on
+    a confusion matrix's axes, with the figure saved to its tight bounding box, made a PNG of
+    11,834 × 8,536 pixels and took 2.9 GB while drawing; a long title made the figure as wide."""
+    from PIL import Image
+
+    from probe.figures.failures import confusion_figure
+    from probe.figures.style import plain_text, save_figure
+    fig = confusion_figure([[1] * 10 for _ in range(10)], [f"{i}" + "#" * 300 for i in range(10)])
+    fig.suptitle(plain_text("model " * 500))
+    png, pdf = save_figure(fig, tmp_path, "long")
+    width, height = Image.open(png).size
+    assert width < 4000 and width * height < 10_000_000, (width, height)  # before: 233 million pixels

@@ -60,10 +60,28 @@ def new_figure(width: float = FULL_WIDTH, height: float | None = None, **subplot
     return plt.subplots(figsize=(width, height or width * 0.62), **subplots)
 
 
+# User text in a figure is cut: a class name may be 1,000 characters (a dataset spec allows it),
+# and the tight bounding box grows with the text: ten such names on a confusion matrix's axes made
+# a 11,834 × 8,536 pixel PNG (2.9 GB while drawing). Axis labels (class names) are cut to
+# MAX_LABEL characters where they are made (class_labels); any text at all to MAX_FIGURE_TEXT
+# when the figure is saved.
+MAX_LABEL = 40
+MAX_FIGURE_TEXT = 200
+
+
+def _cut_long_texts(fig) -> None:
+    from matplotlib.text import Text
+    for t in fig.findobj(Text):
+        text = t.get_text()
+        if len(text) > MAX_FIGURE_TEXT:
+            t.set_text(text[:MAX_FIGURE_TEXT - 1] + "…")
+
+
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Write `stem.png` (200 dpi) and `stem.pdf` (vector: line art and text stay vectors,
     images stay images) atomically, close the figure, and return both paths."""
     folder = Path(folder)
+    _cut_long_texts(fig)
     paths = []
     for ext, kwargs in (("png", {"dpi": PNG_DPI}), ("pdf", {"metadata": {"Creator": "probe"}})):
         path = folder / f"{stem}.{ext}"
@@ -110,13 +128,15 @@ def _glyph_only_font_subsets():
 def class_labels(classes, short: bool = False) -> list[str]:
     """Names for axes and legends (classes: ClassNames, a DatasetSpec, names or a count):
     display names, or the short codes (c0..c9) where a dataset has them and space is tight."""
-    return [plain_text(x) for x in ClassNames.of(classes).labels(short)]
+    return [plain_text(x, MAX_LABEL) for x in ClassNames.of(classes).labels(short)]
 
 
-def plain_text(text) -> str:
+def plain_text(text, limit: int | None = None) -> str:
     """User text as matplotlib draws it safely: control characters (a newline would break a
-    label's layout, a NUL a font) as spaces; mathtext is off in RC, so "$" is a dollar sign."""
-    return str(text).translate(CONTROL_AS_SPACE).encode("utf-8", "replace").decode("utf-8")  # lone surrogates
+    label's layout, a NUL a font) as spaces; mathtext is off in RC, so "$" is a dollar sign;
+    at most `limit` characters."""
+    out = str(text).translate(CONTROL_AS_SPACE).encode("utf-8", "replace").decode("utf-8")  # lone surrogates
+    return out if limit is None or len(out) <= limit else out[:limit - 1] + "…"
 
 
 def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:
