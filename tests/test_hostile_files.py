@@ -218,3 +218,53 @@ def test_sizes_beyond_what_a_model_can_have_are_refused_with_the_bound(field, va
     err = cli_error(["predict", "--model", folder, "-o", tmp_path / "p.csv"], capsys)
     assert f"{folder / 'meta.json'}: field '{part}'" in err or f"field '{field}'" in err, err
     assert words in err, err
+
+
+# ---- 5. options that allocate or run without bound -------------------------------------------
+
+UNBOUNDED = [  # (arguments, words of the one line): refused before any model or data is read
+    (["fool", "--n", "1000000000"], "--n 1000000000: give from 1 to 1,000"),
+    (["fool", "--steps", "1000000000"], "--steps 1000000000: give from 1 to 10,000"),
+    (["fool", "--threads", "1000000000"], "--threads 1000000000: give from 1 to 1,024"),
+    (["attack", "--steps", "1000000000"], "--steps 1000000000: give from 1 to 10,000"),
+    (["attack", "--restarts", "1000000000"], "--restarts 1000000000: give from 1 to 100"),
+    (["attack", "--batch-size", "1000000000"], "--batch-size 1000000000: give from 1 to 100,000"),
+    (["attack", "--eps", ",".join(str(k / 1000) for k in range(1000))], "--eps: 1,000 values, at most 100"),
+    (["saliency", "--class", "3", "--n", "1000000000"], "--n 1000000000: give from 1 to 100"),
+    (["saliency", "--index", ",".join(map(str, range(1000)))], "--index: 1,000 images, at most 100"),
+    (["saliency", "--index", "7" * 5000], "--index '77777"),
+    (["misclassified", "--batch-size", "1000000000"], "--batch-size 1000000000: give from 1 to 100,000"),
+    (["predict", "--batch-size", "1000000000"], "--batch-size 1000000000: give from 1 to 100,000"),
+]
+
+
+@pytest.mark.parametrize("argv, words", UNBOUNDED, ids=[" ".join(a)[:40] for a, _ in UNBOUNDED])
+def test_unbounded_options_are_refused_with_their_maximum(argv, words, tmp_path, capsys, monkeypatch):
+    def too_late(*args, **kwargs):
+        raise AssertionError("started before the options were checked")
+    for where in ("probe.analysis.runner.run_analysis", "probe.analysis.runner.run_joint",
+                  "probe.analysis.predict.open_model"):
+        monkeypatch.setattr(where, too_late)
+    model = tiny_model(tmp_path / "m")
+    err = cli_error([*argv, "--model", model, *(["-o", tmp_path / "p.csv"] if argv[0] == "predict" else [])], capsys)
+    assert words in err, err
+
+
+def test_fooling_images_of_all_targets_together_are_bounded(stamp_project, capsys):
+    """They are made as one batch: 10 targets × --n 200 would be 2,000 images at once."""
+    err = cli_error(["fool", "--n", "200", "--steps", "1"], capsys)
+    assert "--n 200 × 10 targets = 2,000 images: at most 1,000 in one run" in err, err
+
+
+def test_the_public_functions_bound_their_loops_too():
+    import torch
+    from probe.errors import ConfigError
+    from probe.methods.attacks import pgd
+    from probe.methods.saliency import SaliencyConfig
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    for kwargs, words in (({"steps": 10 ** 9}, "steps must be from 1 to 10,000"),
+                          ({"restarts": 10 ** 9}, "restarts must be from 1 to 100")):
+        with pytest.raises(ConfigError, match=words):
+            pgd(net, torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long), eps=0.1, **kwargs)
+    with pytest.raises(ConfigError, match="smoothgrad_samples must be from 1 to 10,000"):
+        SaliencyConfig(smoothgrad_samples=10 ** 9)

@@ -29,26 +29,35 @@ from probe.device import analysis_threads
 from probe.errors import ConfigError, ModelFileError
 from probe.models.folder import ModelFolder
 from probe.models.inference import inference_copy
-from probe.methods.common import class_probabilities, model_device
+from probe.methods.common import MAX_BATCH, MAX_RESTARTS, MAX_STEPS, class_probabilities, model_device  # noqa: F401
 from probe.presentation import Section
+from probe.text import shown
 
 # ---- settings ------------------------------------------------------------------------------
+
+# Upper bounds of the options that loop or allocate (issue 18): beyond them a run never ends or
+# takes the machine's memory, and a typo (a few zeros too many) is the likelier cause.
+# MAX_STEPS (gradient steps of an attack or a fooling run), MAX_RESTARTS and MAX_BATCH
+# (--batch-size: images in one forward pass) are probe.methods.common's: the methods share them.
+MAX_FOOLED = 1_000  # fooling images of one run, all targets together: they are made as one batch
+MAX_SHOWN = 100  # images of one saliency figure (a row each), attack examples
+MAX_THREADS = 1_024
 
 
 def check_int(option: str, value, lo: int, hi: int | None = None, why: str = "") -> int:
     """An integer option in [lo, hi], else a ConfigError naming the option as the user typed it."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{option} {value!r}: give a whole number")
+        raise ConfigError(f"{option} {shown(value)}: give a whole number")
     if value < lo or (hi is not None and value > hi):
         bound = f"from {lo} to {hi:,}" if hi is not None else f"{lo} or more"
-        raise ConfigError(f"{option} {value}: give {bound}" + (f" ({why})" if why else ""))
+        raise ConfigError(f"{option} {shown(value)}: give {bound}" + (f" ({why})" if why else ""))
     return value
 
 
 def check_float(option: str, value, lo: float, hi: float, *, open_low: bool = False,
                 open_high: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{option} {value!r}: give a number")
+        raise ConfigError(f"{option} {shown(value)}: give a number")
     low_bad = value <= lo if open_low else value < lo
     high_bad = value >= hi if open_high else value > hi
     if low_bad or high_bad:

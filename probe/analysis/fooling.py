@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field, check_choice,
-                                 check_float, check_image_files, check_int, image_files)
+from probe.analysis.base import (MAX_BATCH, MAX_FOOLED, MAX_STEPS, MAX_THREADS, Analysis, Context, ResultBase,
+                                 SettingsBase, array_field, check_choice, check_float, check_image_files,
+                                 check_int, image_files)
 from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
@@ -58,11 +59,19 @@ RARE = {"rounded_up", "lost_on_grid", "lost_by_saving", "gained_by_saving"}
 def _check_run(n, confidence, steps, batch_size, names: tuple[str, str, str, str]) -> None:
     """The numbers both analyses take, each named as the caller knows it (the command's options,
     or the public functions' parameters)."""
-    check_int(names[0], n, 1, why="images per target")
+    check_int(names[0], n, 1, MAX_FOOLED, why="images per target")
     check_float(names[1], confidence, 0, 1, open_low=True, open_high=True)
     if steps is not None:
-        check_int(names[2], steps, 1)
-    check_int(names[3], batch_size, 1)
+        check_int(names[2], steps, 1, MAX_STEPS)
+    check_int(names[3], batch_size, 1, MAX_BATCH)
+
+
+def _check_total(n: int, wanted: list[int], option: str) -> None:
+    """The images of every target are made together, as one batch: their number bounds the memory."""
+    if n * len(wanted) > MAX_FOOLED:
+        raise ConfigError(f"{option} {n} × {len(wanted)} targets = {n * len(wanted):,} images: at most "
+                          f"{MAX_FOOLED:,} in one run (they are made together); lower {option} or ask for "
+                          "fewer targets (--target)")
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class _Common(SettingsBase):
                    ("--n", "--confidence", "--steps", "batch_size"))
         check_int("--seed", self.seed, 0)
         if self.threads is not None:
-            check_int("--threads", self.threads, 1)
+            check_int("--threads", self.threads, 1, MAX_THREADS)
 
     @property
     def targets(self) -> str:
@@ -341,6 +350,7 @@ def fool_from_noise(model: nn.Module, targets="all", *, shape: tuple[int, int, i
     started = time.perf_counter()
     names = _class_names(classes, class_probabilities(model, torch.zeros(1, *shape)).shape[1])
     wanted, _ = _asked(names, targets)
+    _check_total(n, wanted, "n")
     fooling = numerics.from_noise(model, wanted, n, shape=tuple(shape), style=style, steps=steps,
                                   repair_steps=repair_steps, center=center, lr=lr, seed=seed,
                                   confidence=confidence)
@@ -375,6 +385,7 @@ def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     probs = probs if known else class_probabilities(model, images, batch_size=batch_size)  # (N, K)
     names = _class_names(classes, probs.shape[1])
     wanted, src = _asked(names, targets, source)
+    _check_total(n, wanted, "n")
     fooling = numerics.from_dataset(model, images, labels, wanted, probs, n=n, confidence=confidence,
                                     source=src, steps=steps or numerics.DATASET_STEPS,
                                     repair_steps=repair_steps, seed=seed, progress=progress)
@@ -394,6 +405,7 @@ def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tens
 def run_noise(ctx: Context, settings: NoiseSettings) -> NoiseFoolingResult:
     if ctx.input_shape is None:
         raise ConfigError("fooling from noise: the model's input shape (C, H, W) is not known")
+    _check_total(settings.n, _asked(ctx.classes, settings.targets)[0], "--n")
     with analysis_threads(settings.threads, ctx.device) as threads:
         ctx.report(f"ascending {settings.n} noise image(s) per target", 0)
         result = fool_from_noise(ctx.fast_model, settings.targets, shape=ctx.input_shape, classes=ctx.classes,
@@ -404,7 +416,8 @@ def run_noise(ctx: Context, settings: NoiseSettings) -> NoiseFoolingResult:
 
 
 def run_dataset(ctx: Context, settings: DatasetSettings) -> DatasetFoolingResult:
-    _asked(ctx.classes, settings.targets, settings.source_class)  # before the data is read
+    wanted, _ = _asked(ctx.classes, settings.targets, settings.source_class)  # before the data is read
+    _check_total(settings.n, wanted, "--n")
     if settings.images:
         data, labels_from = image_files(ctx, settings.images, settings.label, settings.batch_size)
     else:

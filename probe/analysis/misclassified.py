@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field,
+from probe.analysis.base import (MAX_BATCH, Analysis, Context, ResultBase, SettingsBase, array_field,
                                  check_choice, check_int)
 from probe.data.spec import ClassNames
 from probe.errors import ConfigError
@@ -30,7 +30,7 @@ class Settings(SettingsBase):
         check_choice("--split", self.split, SPLITS)
         if self.max_images is not None:
             check_int("--max", self.max_images, 1, why="or leave --max out for every wrong image")
-        check_int("--batch-size", self.batch_size, 1)
+        check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
 
 
 @dataclass

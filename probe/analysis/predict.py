@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from probe.analysis.base import MAX_BATCH, check_int
 from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
 from probe.data.spec import DatasetSpec
@@ -14,7 +15,7 @@ from probe.data.user_images import load_user_images
 from probe.errors import ConfigError
 from probe.io import atomic_write_text, check_writable
 from probe.device import resolve_device
-from probe.models.inference import metrics_from_logits, predict_logits
+from probe.models.inference import inference_copy, metrics_from_logits, predict_logits
 from probe.methods.common import class_probabilities
 from probe.models.foreign import open_model
 
@@ -24,13 +25,16 @@ def split_logits(model_dir, split: str, data_dir=None, device: str = "auto", bat
     """A split of the model's own dataset (drawn with its split seed and rule, so that 'val' is the
     validation set it was chosen on) and the model's logits (N, K) on it. labelled: a split
     without labels is an error. model_dir: a model folder or file, or a ModelFolder read."""
+    check_int("--batch-size", batch_size, 1, MAX_BATCH)
     dev = resolve_device(device)
     folder = open_model(model_dir)
-    model = folder.load(dev)
+    loaded = folder.load(dev)
+    model = inference_copy(loaded)  # probe's ResNets: BatchNorm folded, channels_last; others as they are
     data = folder.load_split(split, data_dir)
     if labelled and (data.labels < 0).all():
         raise ConfigError(f"the {split!r} split has no labels to evaluate against; use `probe predict`")
-    return data, predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev)
+    return data, predict_logits(model, data.images, data.spec, batch_size=batch_size, device=dev,
+                                channels_last=model is not loaded)
 
 
 def evaluate_model(model_dir, *, split: str = "test", data_dir=None, device: str = "auto",
@@ -78,6 +82,7 @@ def predictions_csv(data: ImageSet, probs: torch.Tensor, fmt: str) -> str:
 def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str = "csv",
                       output=None, device: str = "auto", batch_size: int = 500) -> tuple[Path, str]:
     output = Path(output) if output else Path("reports") / f"{open_model(model_dir).name}-{split}.csv"
+    check_int("--batch-size", batch_size, 1, MAX_BATCH)
     check_writable(output)  # a bad -o is said before a long prediction, not after it
     data, logits = split_logits(model_dir, split, data_dir, device, batch_size)
     atomic_write_text(output, predictions_csv(data, logits.double().softmax(1), fmt))

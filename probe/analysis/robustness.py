@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field,
-                                 check_choice, check_image_files, check_int, image_files)
+from probe.analysis.base import (MAX_BATCH, MAX_RESTARTS, MAX_SHOWN, MAX_STEPS, MAX_THREADS, Analysis, Context,
+                                 ResultBase, SettingsBase, array_field, check_choice, check_image_files, check_int,
+                                 image_files)
 from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
@@ -27,6 +28,7 @@ from probe.presentation import FigureRef, Section, Table, Text, pct, slug
 SPLITS = ("test", "val", "train")
 DEFAULT_LIMIT = 1000
 DEFAULT_STEPS = 40
+MAX_EPS = 100  # values of ε in one curve
 # Fine grids where an undefended model's accuracy falls, each with the conventional points of the
 # literature kept: MNIST L∞ 0.1, 0.2, 0.3 (Madry et al. 2018), CIFAR-10's 2, 4, 8 /255, L2 0.5,
 # 1 and 2; and 0, the clean accuracy. Bisection (the default search) costs at most
@@ -84,23 +86,25 @@ class Settings(SettingsBase):
                                     ("--restarts", self.restarts)) if v is not None]
             if given:
                 raise ConfigError(f"{', '.join(given)}: FGSM is one step of size ε; these apply to --method pgd")
+        if self.eps is not None and len(self.eps) > MAX_EPS:
+            raise ConfigError(f"--eps: {len(self.eps):,} values, at most {MAX_EPS} (an attack each, on every image)")
         if self.steps is not None:
-            check_int("--steps", self.steps, 1)
+            check_int("--steps", self.steps, 1, MAX_STEPS)
         if self.restarts is not None:
-            check_int("--restarts", self.restarts, 1, why="1 = no restart")
+            check_int("--restarts", self.restarts, 1, MAX_RESTARTS, why="1 = no restart")
         if self.step_size is not None and check_eps(self.step_size, f"--step-size {self.step_size}") == 0:
             raise ConfigError(f"--step-size {self.step_size}: give a step > 0 in pixel units, e.g. 0.01")
         if self.limit is not None:
             check_int("--limit", self.limit, 0, why="0 attacks the whole split")
         check_choice("--precision", self.precision, ("auto", *PRECISIONS))
-        check_int("--batch-size", self.batch_size, 1)
+        check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
         check_choice("--split", self.split, SPLITS)
         check_int("--seed", self.seed, -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
-        check_int("examples", self.examples, 0)
+        check_int("examples", self.examples, 0, MAX_SHOWN)
         check_choice("--search", self.search, SEARCHES, "sweep: the default; bisect: at most 1 + ⌈log₂(E − 1)⌉ attacks "
                      "per image for E values of ε; nested: one per ε")
         if self.threads is not None:
-            check_int("--threads", self.threads, 1)
+            check_int("--threads", self.threads, 1, MAX_THREADS)
 
     def attack_options(self) -> dict:
         """The arguments of probe.methods.robustness.attack_curve these settings give (PGD's

@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import save as st_save
 from torch import nn
 
-from probe.analysis.base import (Analysis, Context, ResultBase, SettingsBase, array_field, check_choice,
-                                 check_int)
+from probe.analysis.base import (MAX_BATCH, MAX_SHOWN, MAX_THREADS, Analysis, Context, ResultBase, SettingsBase,
+                                 array_field, check_choice, check_int)
 from probe.data.imageset import ImageSet
 from probe.data.spec import ClassNames
 from probe.data.user_images import load_user_images
@@ -36,6 +36,7 @@ from probe.figures.saliency import (area_text, faithfulness_figure, is_signed, l
 from probe.figures.style import class_labels, plain_text
 from probe.io import atomic_write_bytes, atomic_write_text
 from probe.methods.common import class_probabilities
+from probe.text import shown
 from probe.methods.faithfulness import (MIN_IMAGES, RANDOM, FaithfulnessConfig, cascade_groups,
                                         deletion_insertion, randomization_check)
 from probe.methods.saliency import (METHODS, Attributions, Layer, SaliencyConfig, attribute, choose_cam_layer,
@@ -63,8 +64,8 @@ def parse_index(text: str | Sequence[int]) -> tuple[int, ...]:
         s = str(item).strip()
         if not s:
             continue
-        if not s.lstrip("-").isdigit():
-            raise ConfigError(f"--index {s!r}: give image numbers like 3,17,40")
+        if not s.lstrip("-").isdigit() or len(s) > 18:  # int() of 5,000 digits is a ValueError
+            raise ConfigError(f"--index {shown(s)}: give image numbers like 3,17,40")
         if int(s) < 0:
             raise ConfigError(f"--index {s}: image numbers start at 0")
         out.append(int(s))
@@ -101,11 +102,14 @@ class Settings(SettingsBase):
             object.__setattr__(self, "index", parse_index(self.index))
         if self.images is not None:
             object.__setattr__(self, "images", tuple(str(p) for p in self.images) or None)
-        check_int("--n", self.n, 1, why="show at least 1 image")
+        check_int("--n", self.n, 1, MAX_SHOWN, why="a row of the figure each")
+        for option, given in (("--index", self.index), ("--image", self.images)):
+            if given is not None and len(given) > MAX_SHOWN:
+                raise ConfigError(f"{option}: {len(given):,} images, at most {MAX_SHOWN} in one figure (a row each)")
         check_choice("--split", self.split, SPLITS)
         check_choice("--scale", self.scale, SCALES, "method: one colour scale per method; image: each map its own")
         check_choice("selection", self.selection, SELECTIONS, "--wrong or --any, or neither for correct")
-        check_int("--batch-size", self.batch_size, 1)
+        check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
         check_int("--seed", self.seed, -2 ** 63)
         check_choice("--overlay", self.overlay, OVERLAYS, "every map on its image, none, or auto: Grad-CAM and "
                                                           "Occlusion, whose maps are smooth enough to see through")
@@ -114,7 +118,7 @@ class Settings(SettingsBase):
             raise ConfigError(f"--gradcam-layer {self.gradcam_layer!r}: give a layer (stage2, or a dotted name "
                               "like net.stages.stage2) or auto")
         if self.threads is not None:
-            check_int("--threads", self.threads, 1)
+            check_int("--threads", self.threads, 1, MAX_THREADS)
         self._check_images_asked()
 
     def _check_images_asked(self) -> None:

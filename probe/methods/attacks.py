@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probe.methods.common import as_input, evaluating, model_device, model_dtype
+from probe.methods.common import MAX_BATCH, MAX_RESTARTS, MAX_STEPS, as_input, evaluating, model_device, model_dtype
 from probe.models.inference import inference_copy
 from probe.device import resolve_precision as device_precision
 from probe.errors import ConfigError
@@ -150,8 +150,8 @@ def _targets(target, labels: torch.Tensor) -> torch.Tensor | None:
 
 def _setup(model, images, labels, target, batch_size, norm, precision):
     _check(norm, precision)
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, not {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ConfigError(f"batch size must be from 1 to {MAX_BATCH:,}, not {batch_size}")
     labels = torch.as_tensor(labels, dtype=torch.long).cpu()
     if len(labels) != len(images):
         raise ConfigError(f"{len(images)} images but {len(labels)} labels")
@@ -206,10 +206,10 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
     (N, C, H, W) in the model's dtype on the CPU. The model's mode, .grad and requires_grad are
     restored. progress: an optional callable(n_done) after each batch."""
     goal, targeted = _setup(model, images, labels, target, batch_size, norm, precision)
-    if steps < 1:
-        raise ConfigError(f"steps must be at least 1, not {steps}")
-    if restarts < 1:
-        raise ConfigError(f"restarts must be at least 1, not {restarts}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ConfigError(f"steps must be from 1 to {MAX_STEPS:,}, not {steps}")
+    if not 1 <= restarts <= MAX_RESTARTS:
+        raise ConfigError(f"restarts must be from 1 to {MAX_RESTARTS}, not {restarts}")
     device = model_device(model)
     eps_all = torch.as_tensor(eps, dtype=torch.float64)
     if (eps_all < 0).any() or not torch.isfinite(eps_all).all():

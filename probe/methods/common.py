@@ -13,6 +13,12 @@ from torch import nn
 from probe.errors import ConfigError
 from probe.models.inference import batched_logits, to_input
 
+# Upper bounds of options that loop or allocate (issue 18): beyond them a run never ends or takes
+# the machine's memory, and a typo (a few zeros too many) is the likelier cause.
+MAX_STEPS = 10_000  # gradient steps of an attack, a fooling run, SmoothGrad's samples, IG's steps
+MAX_RESTARTS = 100  # PGD's restarts (default 1)
+MAX_BATCH = 100_000  # images in one forward pass
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (the CPU for a stateless module)."""

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from probe.errors import ConfigError
-from probe.methods.common import as_input, class_probabilities, evaluating
+from probe.methods.common import MAX_BATCH, MAX_STEPS, as_input, class_probabilities, evaluating
 from probe.models.inference import inference_copy
 
 Layer = nn.Module | str | None  # Grad-CAM's layer: a module, its dotted name, or the model's cam_layer
@@ -59,9 +59,9 @@ class SaliencyConfig:
     channels_last: bool = True  # compute on a channels-last copy (oneDNN's fast convolutions)
 
     def __post_init__(self):
-        for name in ("smoothgrad_samples", "ig_steps", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name, most in (("smoothgrad_samples", MAX_STEPS), ("ig_steps", MAX_STEPS), ("batch_size", MAX_BATCH)):
+            if not 1 <= int(getattr(self, name)) <= most:
+                raise ConfigError(f"{name} must be from 1 to {most:,}, not {getattr(self, name)}")
         if self.smoothgrad_stdev < 0:
             raise ConfigError(f"smoothgrad_stdev must be ≥ 0, not {self.smoothgrad_stdev}")
         for name in ("occlusion_window", "occlusion_stride"):
