@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -156,7 +157,8 @@ def attack_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     options = {"method": method, "norm": norm, "steps": steps, "step_size": step_size,
                "random_start": random_start, "restarts": restarts, "batch_size": batch_size,
                "precision": precision, "target": target, "seed": seed}
-    run = {"sweep": _sweep_search, "bisect": _bisect, "nested": _nested}[search]
+    run = {"sweep": partial(_grid_search, sweep=True), "bisect": partial(_grid_search, sweep=False),
+           "nested": _nested}[search]
     rows, seconds, attacks = run(model, clean, labels, probs, eps_list, options, progress)
     curve = RobustnessCurve(eps=eps_list, labels=labels, seconds=seconds, attacks=attacks,
                             example_index=torch.zeros(0, dtype=torch.long), examples=clean[:0].unsqueeze(0),
@@ -195,42 +197,21 @@ def _nested(model, clean, labels, probs, eps_list, options, progress):
     return {k: torch.stack(v) for k, v in rows.items()}, seconds, attacks
 
 
-def _bisect(model, clean, labels, probs, eps_list, options, progress):
+def _grid_search(model, clean, labels, probs, eps_list, options, progress, *, sweep: bool):
     """For each image, the smallest index of the grid at which the attack breaks it: lo (known
     unbroken: 0, the clean image, at first) and hi (known broken; E: not within the grid)
     close in on it. The first round probes the largest ε: an image that survives it is settled
     in one attack (by the same assumption, it would survive every smaller ε), which is most of
-    the images of a robust model; one that breaks there, usually within a few PGD steps, is then
-    bisected below it, each round probing (lo + hi) // 2 of every image not yet settled."""
-    n, E, target = len(labels), len(eps_list), options["target"]
-    lo = torch.zeros(n, dtype=torch.long)
-    hi = torch.where(_broken(probs, labels, target), 0, E)  # wrong when clean: broken at ε = 0
-    grid = torch.tensor(eps_list, dtype=torch.float64)
-    found = {"probs": torch.full((E, *probs.shape), float("nan")), "linf": torch.zeros(E, n), "l2": torch.zeros(E, n)}
-    found["probs"][0] = probs
-    seconds, attacks, rnd = [], 0, 0
-    while (todo := (hi - lo > 1).nonzero().flatten()).numel():
-        started, rnd = time.perf_counter(), rnd + 1
-        mid = torch.full_like(todo, E - 1) if rnd == 1 else (lo[todo] + hi[todo]) // 2
-        report = (lambda done, r=rnd, m=len(todo): progress(r, done, m)) if progress else None
-        new = _attack(model, clean[todo], labels[todo], grid[mid], options["seed"] + rnd, options, report)
-        p_new = class_probabilities(model, new, batch_size=options["batch_size"])  # fp32 judge
-        found["probs"][mid, todo] = p_new
-        found["linf"][mid, todo], found["l2"][mid, todo] = perturbation_size(new, clean[todo])
-        hit = _broken(p_new, labels[todo], target)
-        hi[todo[hit]], lo[todo[~hit]] = mid[hit], mid[~hit]
-        attacks += len(todo)
-        seconds.append(time.perf_counter() - started)
-    return _bisect_rows(found, labels, lo, hi), seconds, attacks
+    the images of a robust model. One broken there, usually within a few PGD steps, is then
+    searched below it.
 
-
-def _sweep_search(model, clean, labels, probs, eps_list, options, progress):
-    """The largest ε first, as _bisect; then, for the images broken there, one sweep (_sweep: a
-    step per value of the grid, the ball growing) finds an adversarial image inside some smaller
-    ball for most of them, which proves them broken from that ε on; then PGD probes the ε just
-    below the smallest ε known to break an image, moving down one value of the grid while it
-    succeeds: one failed PGD attack settles each image, where bisection spends about half of
-    its ⌈log₂ E⌉ probes on failures, each the full number of steps."""
+    sweep=False (bisection): each round probes (lo + hi) // 2 of every image not yet settled.
+    sweep=True: one sweep (_sweep: a step per value of the grid, the ball growing) finds an
+    adversarial image inside some smaller ball for most of them, which proves them broken from
+    that ε on; then PGD probes the ε just below the smallest ε known to break an image, moving
+    down one value of the grid while it succeeds: one failed PGD attack settles each image,
+    where bisection spends about half of its ⌈log₂ E⌉ probes on failures, each the full number
+    of steps."""
     n, E, target = len(labels), len(eps_list), options["target"]
     lo = torch.zeros(n, dtype=torch.long)
     hi = torch.where(_broken(probs, labels, target), 0, E)  # wrong when clean: broken at ε = 0
@@ -246,7 +227,7 @@ def _sweep_search(model, clean, labels, probs, eps_list, options, progress):
     while (todo := (hi - lo > 1).nonzero().flatten()).numel():
         started, rnd = time.perf_counter(), rnd + 1
         report = (lambda done, r=rnd, m=len(todo): progress(r, done, m)) if progress else None
-        if rnd == 2 and E > 3:  # the sweep below the largest ε, for the images broken there
+        if sweep and rnd == 2 and E > 3:  # the sweep below the largest ε, for the images broken there
             level, new = _sweep(model, clean[todo], labels[todo], eps_list[:E - 1], options, report)
             swept = level < E - 1
             at = level[swept]
@@ -254,7 +235,8 @@ def _sweep_search(model, clean, labels, probs, eps_list, options, progress):
                  if swept.any() else probs[:0])
             hi[todo[swept]] = at
         else:
-            mid = torch.full_like(todo, E - 1) if rnd == 1 else hi[todo] - 1
+            mid = (torch.full_like(todo, E - 1) if rnd == 1
+                   else hi[todo] - 1 if sweep else (lo[todo] + hi[todo]) // 2)
             new = _attack(model, clean[todo], labels[todo], grid[mid], options["seed"] + rnd, options, report)
             p_new = class_probabilities(model, new, batch_size=options["batch_size"])  # fp32 judge
             keep(todo, mid, new, p_new)
