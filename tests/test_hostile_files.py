@@ -268,3 +268,74 @@ def test_the_public_functions_bound_their_loops_too():
             pgd(net, torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long), eps=0.1, **kwargs)
     with pytest.raises(ConfigError, match="smoothgrad_samples must be from 1 to 10,000"):
         SaliencyConfig(smoothgrad_samples=10 ** 9)
+
+
+# ---- 6. a legal but huge image given to --image ---------------------------------------------------
+
+def png_bytes(width: int, height: int, row: bytes, mode_code: int = 2) -> bytes:
+    """A PNG of `height` copies of one row (colour type 2: RGB), made without the image in
+    memory: a 10,000 × 10,000 one is 300 MB decoded and a few hundred kB here."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(9)
+    body = b"".join(z.compress(b"\x00" + row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, mode_code, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def half_black_half_white(path: Path, side: int = 10_000) -> Path:
+    path.write_bytes(png_bytes(side, side, b"\x00" * (3 * (side // 2)) + b"\xff" * (3 * (side - side // 2))))
+    return path
+
+
+PEAK = """
+import resource, sys, warnings
+warnings.simplefilter("error")  # no DecompressionBombWarning either
+from probe.data.spec import get_spec
+from probe.data.user_images import load_user_images
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+images = load_user_images([sys.argv[1]], get_spec(sys.argv[2])).images
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print((grown // 1024, tuple(images.shape), images[0, 0, 16, :4].tolist(), images[0, 0, 16, -4:].tolist()))
+"""
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "mnist"])
+def test_a_10000_square_png_is_decoded_reduced_in_bounded_memory(dataset, tmp_path):
+    """It used to take 2.6 GB (full-size copies through every step); now its one decoded copy
+    (300 MB) and small ones after it. The result is still the picture: black left, white right."""
+    import subprocess
+    import sys
+    png = half_black_half_white(tmp_path / "big.png")
+    out = subprocess.run([sys.executable, "-c", PEAK, str(png), dataset], capture_output=True, text=True,
+                         timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown_mb, shape, left, right = eval(out.stdout)
+    assert shape[2:] == (28, 28) if dataset == "mnist" else shape == (1, 3, 32, 32)
+    assert grown_mb < 700, f"peak memory grew {grown_mb} MB"
+    if dataset == "cifar10":
+        assert left == [0] * 4 and right == [255] * 4
+
+
+def test_an_image_too_large_for_its_folder_dataset_asks_for_a_size(tmp_path):
+    from probe.data.folder import decode
+    png = tmp_path / "wide.png"
+    png.write_bytes(png_bytes(5000, 4, b"\x80" * 15000))
+    arr, _, why = decode(png, None, "RGB")
+    assert arr is None and "5000×4 pixels, more than 4096 a side; give --size HxW" in why
+    arr, _, why = decode(png, (4, 8), "RGB")  # with --size 4x8 it is read, reduced
+    assert why is None and arr.shape == (4, 8, 3) and (arr == 0x80).all()
+
+
+def test_a_decompression_bomb_header_is_one_data_error(tmp_path):
+    from probe.data.user_images import load_user_images
+    from probe.data.spec import get_spec
+    from probe.errors import DataError
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bytes(20_000, 20_000, b""))  # the header's 400 M pixels (the rows: empty)
+    with pytest.raises(DataError, match="bomb.png: more than 100,000,000 pixels; scale it down first"):
+        load_user_images([bomb], get_spec("cifar10"))

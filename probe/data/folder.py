@@ -178,7 +178,7 @@ def decode(path: Path, size: tuple[int, int] | None, mode: str):
     (None, False, why) where it cannot be read."""
     try:
         draft = None if size is None else (size[1] * 2, size[0] * 2)  # JPEG: decode at ≥ 2× the target
-        img, _ = open_image(path, draft)
+        img, _ = open_image(path, draft, native=size is None)  # no --size: stored as decoded
         if size is not None and img.size != (size[1], size[0]):
             img = centre_aspect(img, size[1], size[0]).convert(mode)
             img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)

@@ -10,11 +10,14 @@ form the way that dataset's images were made, so a model sees them as it saw its
   and bilinear resizing as its loader does); the network's crop (SFDDD's centre 32×32) is
   applied later by `probe.data.augment.eval_view`, as for the dataset's own images.
 
-Only regular files are read, each at most MAX_BYTES and MAX_PIXELS.
+Only regular files are read, each at most MAX_BYTES and MAX_PIXELS, and decoded at most MAX_SIDE
+pixels a side (a larger image is reduced as it is decoded: see open_image).
 """
 from __future__ import annotations
 
 import io
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from probe.data.files import read_regular
-from probe.data.spec import DatasetSpec
+from probe.data.spec import MAX_SIDE, DatasetSpec
 from probe.errors import DataError
 
 MAX_BYTES = 100 * 2 ** 20
@@ -45,27 +48,57 @@ class UserImages:
         return [p.name for p in self.paths]
 
 
-def open_image(path: Path, draft: tuple[int, int] | None) -> tuple[Image.Image, tuple[int, int]]:
-    """The decoded image (upright, transparency on white) and its size in the file."""
+def open_image(path: Path, draft: tuple[int, int] | None, *, native: bool = False) -> tuple[Image.Image, tuple[int, int]]:
+    """The decoded image (upright, transparency on white) and its size in the file.
+
+    draft: the size the caller brings it down to, at most (JPEG: libjpeg decodes at 1/2..1/8
+    scale down to it, the SFDDD loader's way). Whatever the format, an image of more than
+    MAX_SIDE pixels a side is reduced by a whole factor as soon as it is decoded, to at most
+    MAX_SIDE (no dataset image is larger): a 10,000×10,000 PNG costs its one decoded copy, not
+    the ten a full-size pipeline made (2.6 GB). native: the caller keeps the decoded size (a
+    folder dataset without --size), so such an image is refused instead."""
     data = read_regular(path, MAX_BYTES, "image")
     try:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > MAX_PIXELS:
-            raise DataError(f"{path}: {img.width}×{img.height} pixels, more than {MAX_PIXELS:,}; "
-                            "scale it down first")
+        with warnings.catch_warnings():  # MAX_PIXELS below is the bound, said in a DataError
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
         size = img.size
-        if draft is not None and img.format == "JPEG":
-            img.draft(img.mode, draft)  # libjpeg decodes at 1/2..1/8 scale: the SFDDD loader's way
+        if size[0] * size[1] > MAX_PIXELS:
+            raise DataError(f"{path}: {size[0]}×{size[1]} pixels, more than {MAX_PIXELS:,}; scale it down first")
+        if native and max(size) > MAX_SIDE:
+            raise DataError(f"{path}: {size[0]}×{size[1]} pixels, more than {MAX_SIDE} a side; "
+                            "give --size HxW to bring the images to one size")
+        if img.format == "JPEG" and (draft is not None or max(size) > MAX_SIDE):
+            img.draft(img.mode, draft or _within(size, MAX_SIDE))  # decoded at 1/2..1/8 scale
+        img.load()
+        if max(img.size) > MAX_SIDE:
+            img = _reduced(img, math.ceil(max(img.size) / MAX_SIDE))
         img = ImageOps.exif_transpose(img)  # a phone's portrait photo stands upright
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")  # transparent = paper: composite on white
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(white, rgba)
-        img.load()
         return img, size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:  # Pillow's own bound (2 × MAX_IMAGE_PIXELS), met first
+        raise DataError(f"{path}: more than {MAX_PIXELS:,} pixels; scale it down first") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         why = "not a format Pillow knows" if isinstance(e, UnidentifiedImageError) else str(e)
         raise DataError(f"{path}: not an image that can be read (PNG, JPEG or BMP expected): {why}") from None
+
+
+def _within(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """size scaled down to at most `side` pixels on its longer side."""
+    scale = side / max(size)
+    return max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
+
+
+def _reduced(img: Image.Image, factor: int) -> Image.Image:
+    """img shrunk by a whole factor (each pixel the mean of a factor × factor box). Modes that
+    Image.reduce does not take (palette, 1-bit, 16-bit grey) are converted first."""
+    if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "YCbCr", "PA"):
+        img = img.convert("RGBA" if "transparency" in img.info else "I" if img.mode.startswith("I;") else
+                          "L" if img.mode == "1" else "RGB")
+    return img.reduce(factor)
 
 
 def centre_aspect(img: Image.Image, width: int, height: int) -> Image.Image:
