@@ -130,7 +130,7 @@ def is_experiment(path: str | Path) -> bool:
 
 
 def read_manifest(out: Path) -> dict:
-    doc = read_json(out / MANIFEST)
+    doc = read_json(out / MANIFEST, "an experiment manifest")
     if not isinstance(doc, dict) or doc.get("experiment") != NAME or not isinstance(doc.get("settings"), dict):
         raise ModelFileError(f"{out / MANIFEST}: not the manifest of a degradation experiment")
     return doc
@@ -182,7 +182,7 @@ def run_state(folder: Path, config: TrainConfig) -> str:
     """"complete" (trained and tested), "partial" (a checkpoint to resume) or "new"; a folder
     holding another run is refused."""
     if (folder / META).is_file():
-        meta = read_json(folder / META)
+        meta = read_json(folder / META, "a model description")
         train_cfg = meta.get("train") if isinstance(meta, dict) else None
         if not isinstance(train_cfg, dict):
             raise ModelFileError(f"{folder / META}: no training config; delete {folder} to train it again")
@@ -277,7 +277,7 @@ def collect(out: Path, settings: Settings, *, data_dir=None, device: str = "auto
 def previous_result(out: Path) -> DegradationResult | None:
     """The result written last time, or None (none, unreadable, or of another schema)."""
     try:
-        doc = read_json(out / RESULTS)
+        doc = read_json(out / RESULTS, "the results of an experiment")
         return DegradationResult.from_json(doc.get("results") if isinstance(doc, dict) else None)
     except ProbeError:
         return None

@@ -15,7 +15,7 @@ from probe.data.splits import check_own_options, load_splits
 from probe.device import analysis_threads, configure_for_speed, resolve_precision
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
-from probe.models.folder import META, load_model, read_json, save_meta
+from probe.models.folder import META, load_model, read_json, read_model_folder, save_meta
 from probe.models.inference import evaluate
 from probe.models.resnet import ResNet, ResNetConfig, get_config
 from probe.provenance import git_commit, versions
@@ -186,8 +186,8 @@ def _fit_and_evaluate(trainer: Trainer, saved, out: Path, meta: dict, splits, de
         if trainer.state.step >= trainer.total_steps:
             status = "evaluated"
             if dist_info.is_main:
-                done = read_json(out / META)
-                if "test" in done.get("metrics", {}) or "test" not in splits:
+                done = read_model_folder(out).meta  # checked: the file may have changed since
+                if "test" in (done.get("metrics") or {}) or "test" not in splits:
                     _run_end(trainer, done | {"folder": str(out)}, "complete")
                     return done
     # One thread where other processes keep the cores busy: OpenMP threads that share cores
@@ -220,7 +220,7 @@ def _dataset(config: TrainConfig, out: Path, splits, data_dir, resume: bool, siz
 def _saved_spec(out: Path) -> DatasetSpec:
     """The dataset spec of the run in `out` (your own data: its classes, size and statistics)."""
     try:
-        return DatasetSpec.from_dict(read_json(out / META).get("dataset"))
+        return DatasetSpec.from_dict(read_json(out / META, "a model description").get("dataset"))
     except (ConfigError, AttributeError) as e:
         raise ModelFileError(f"{out / META}: 'dataset' does not describe a dataset ({e})") from None
 
