@@ -124,3 +124,16 @@ def test_figures_of_very_long_names_stay_page_sized(tmp_path):
     png, pdf = save_figure(fig, tmp_path, "long")
     width, height = Image.open(png).size
     assert width < 4000 and width * height < 10_000_000, (width, height)  # before: 233 million pixels
+
+
+def test_figure_texts_that_no_plain_text_passed(tmp_path):
+    """Found by the fuzz suite: a title made of a model's name (a lone surrogate: a folder name
+    that is not UTF-8) stopped matplotlib (TypeError in FT2Font.set_text), and U+FEFF the PDF
+    backend (IndexError); save_figure makes every text drawable, however it was made."""
+    from probe.figures.failures import confusion_figure
+    from probe.figures.style import save_figure
+    fig = confusion_figure([[1] * 10 for _ in range(10)], ["\ufeff^b", "x\ud8d4", *map(str, range(8))])
+    fig.suptitle("\ud8d4: 18 of 20 test images misclassified")
+    fig.text(0.1, 0.1, "\ufeff^b .07")
+    png, pdf = save_figure(fig, tmp_path, "odd")
+    assert png.stat().st_size > 1000 and pdf.read_bytes()[:5] == b"%PDF-"

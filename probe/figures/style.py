@@ -69,19 +69,30 @@ MAX_LABEL = 40
 MAX_FIGURE_TEXT = 200
 
 
-def _cut_long_texts(fig) -> None:
+def _drawable(text: str) -> str:
+    """Text every backend draws: lone surrogates (bytes of a name that are not UTF-8) as ?, no
+    U+FEFF (the PDF backend fails on it: IndexError in its glyph tracker)."""
+    return text.replace("\ufeff", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _safe_texts(fig) -> None:
+    """Every text of the figure drawable and at most MAX_FIGURE_TEXT characters, whichever way
+    it was made (a title of a model's name that did not pass plain_text)."""
     from matplotlib.text import Text
     for t in fig.findobj(Text):
         text = t.get_text()
-        if len(text) > MAX_FIGURE_TEXT:
-            t.set_text(text[:MAX_FIGURE_TEXT - 1] + "…")
+        safe = _drawable(text)
+        if len(safe) > MAX_FIGURE_TEXT:
+            safe = safe[:MAX_FIGURE_TEXT - 1] + "…"
+        if safe != text:
+            t.set_text(safe)
 
 
 def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     """Write `stem.png` (200 dpi) and `stem.pdf` (vector: line art and text stay vectors,
     images stay images) atomically, close the figure, and return both paths."""
     folder = Path(folder)
-    _cut_long_texts(fig)
+    _safe_texts(fig)
     paths = []
     for ext, kwargs in (("png", {"dpi": PNG_DPI}), ("pdf", {"metadata": {"Creator": "probe"}})):
         path = folder / f"{stem}.{ext}"
@@ -133,9 +144,9 @@ def class_labels(classes, short: bool = False) -> list[str]:
 
 def plain_text(text, limit: int | None = None) -> str:
     """User text as matplotlib draws it safely: control characters (a newline would break a
-    label's layout, a NUL a font) as spaces; mathtext is off in RC, so "$" is a dollar sign;
-    at most `limit` characters."""
-    out = str(text).translate(CONTROL_AS_SPACE).encode("utf-8", "replace").decode("utf-8")  # lone surrogates
+    label's layout, a NUL a font) as spaces, lone surrogates as ?, no U+FEFF; mathtext is off
+    in RC, so "$" is a dollar sign; at most `limit` characters."""
+    out = _drawable(str(text).translate(CONTROL_AS_SPACE))
     return out if limit is None or len(out) <= limit else out[:limit - 1] + "…"
 
 
