@@ -191,3 +191,26 @@ def test_cli_data_check_with_a_name_that_is_not_utf8(sfddd_dir):
     err = r.stderr.decode("utf-8")
     assert r.returncode == 0, err
     assert "Traceback" not in err and err.count("\n") == 1 and "img_\\xff.jpg" in err
+
+
+@pytest.mark.parametrize("first, message", [
+    ('"p002,c0,img_0.jpg\n', r"header p002,c0,img_0.jpg\\nsubject,classname"),  # a quoted field over every line
+    ('"', r"header ubject,classname,img\\np002"),
+])
+def test_csv_messages_are_one_line(sfddd_dir, first, message):
+    """Found by the fuzz suite: a quote opened in the CSV's first line makes one field of the
+    whole file, and the header message showed it as it was: an error of eleven lines."""
+    path = sfddd_dir / "driver_imgs_list.csv"
+    text = path.read_text()
+    path.write_text(first + text[1:] if first == '"' else first + text)
+    with pytest.raises(DataError, match=message) as e:
+        load_labelled(sfddd_dir)
+    assert "\n" not in str(e.value)
+
+
+def test_listed_twice_in_a_quoted_field_is_one_line(sfddd_dir):
+    path = sfddd_dir / "driver_imgs_list.csv"
+    path.write_text(path.read_text() + 'p002,c0,"img_0\n.jpg"\np002,c0,"img_0\n.jpg"\n')
+    with pytest.raises(DataError, match=r"c0/img_0\\n\.jpg listed twice") as e:
+        load_labelled(sfddd_dir)
+    assert "\n" not in str(e.value)

@@ -19,12 +19,13 @@ import io
 import math
 import pickle
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
-from probe.data.files import check_regular, read_regular
+from probe.data.files import check_regular, one_line, read_regular
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import CIFAR10
@@ -133,7 +134,7 @@ class _BatchUnpickler(pickle._Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {module:.60}.{name:.60}") from None
+            raise pickle.UnpicklingError(f"refusing to load global {one_line(f'{module}.{name}', 120)}") from None
 
     def _allocate(self, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
         nbytes = math.prod(shape) * dt.itemsize
@@ -279,7 +280,7 @@ def unpickle_batch(raw: bytes, source: str) -> dict[str, object]:
         # Each element of an honest pickle costs at least one byte of it.
         expanded_size(obj, limit=len(raw) + 4096)
     except Exception as e:  # UnpicklingError, but also EOFError, ValueError... from a damaged file
-        raise DataError(f"{source}: not a CIFAR-10 batch pickle ({e}); {_FIX}") from None
+        raise DataError(f"{source}: not a CIFAR-10 batch pickle ({one_line(e)}); {_FIX}") from None
     if not isinstance(obj, dict):
         raise DataError(f"{source}: holds a {type(obj).__name__}, not a CIFAR-10 batch dict; {_FIX}")
     # Python 2 wrote str keys, which load as bytes; accept str keys too (a batch re-pickled by Python 3).
@@ -319,7 +320,7 @@ def _check_meta(d: dict, source: str) -> None:
     if isinstance(names, list):
         names = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
         if names != list(CIFAR10.classes):
-            raise DataError(f"{source}: label names {names} are not CIFAR-10's; "
+            raise DataError(f"{source}: label names {one_line(names)} are not CIFAR-10's; "
                             f"point --data-dir at the CIFAR-10 (python version) files")
 
 
@@ -355,8 +356,8 @@ def _read_archive(archive: Path) -> dict[str, bytes]:
                                     f"bytes, more than any CIFAR-10 batch ({MAX_BATCH_BYTES:,}): "
                                     f"the archive is damaged or not CIFAR-10; {_FIX}")
                 out[p.name] = tar.extractfile(member).read(MAX_BATCH_BYTES + 1)
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{archive}: cannot be read as a .tar.gz ({e}); {_FIX}") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged member's data
+        raise DataError(f"{archive}: cannot be read as a .tar.gz ({one_line(e)}); {_FIX}") from None
     missing = [n for n in (*TRAIN_BATCHES, *TEST_BATCHES) if n not in out]
     if missing:
         raise DataError(f"{archive}: no {FOLDER}/{missing[0]} inside (is it the python version "

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from probe.data.files import DataWarning, check_regular, open_regular
+from probe.data.files import DataWarning, check_regular, one_line, open_regular
 from probe.data.imageset import ImageSet
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import SFDDD
@@ -77,7 +77,7 @@ def read_driver_list(path: Path) -> dict[str, tuple[str, int]]:
             rows = csv.reader(f)
             header = [h.strip() for h in next(rows, [])]
             if header != CSV_HEADER:
-                raise DataError(f"{path}: header {','.join(header) or '(empty)'}, expected "
+                raise DataError(f"{path}: header {one_line(','.join(header), 120) or '(empty)'}, expected "
                                 f"{','.join(CSV_HEADER)}; {_FIX}")
             for line, row in enumerate(rows, start=2):
                 if not row:
@@ -89,30 +89,38 @@ def read_driver_list(path: Path) -> dict[str, tuple[str, int]]:
                     raise DataError(f"{path}, line {line}: class {code!r} is not one of c0..c9; {_FIX}")
                 key = f"{code}/{img}"
                 if key in out:
-                    raise DataError(f"{path}, line {line}: {key} listed twice; {_FIX}")
+                    raise DataError(f"{path}, line {line}: {one_line(key, 120)} listed twice; {_FIX}")
                 out[key] = (driver, SFDDD.codes.index(code))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot be read ({e}); {_FIX}") from None
+        raise DataError(f"{path}: cannot be read ({one_line(e)}); {_FIX}") from None
     if not out:
         raise DataError(f"{path}: lists no images; {_FIX}")
     return out
 
 
-def shown(name: str) -> str:
-    """A file name as it can be printed: bytes that are not UTF-8 (which Python keeps as lone
-    surrogates) as \\xff escapes."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+def shown(name: str, limit: int = 120) -> str:
+    """A file name as one line of a message: bytes that are not UTF-8 (which Python keeps as
+    lone surrogates) as \\xff, a line break as \\n."""
+    return one_line(name, limit)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _decodable(folder: Path, names: list[str]) -> list[str]:
     """names without those that are not UTF-8: no driver list can name them, no CSV or report can
     show them. They are left out with a DataWarning that lists them."""
-    bad = [n for n in names if shown(n) != n]
+    bad = [n for n in names if not _utf8(n)]
     if bad:
         listing = ", ".join(shown(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        warnings.warn(f"{len(bad):,} JPEGs in {shown(str(folder))} have names that are not UTF-8 and "
+        warnings.warn(f"{len(bad):,} JPEGs in {shown(str(folder), 1000)} have names that are not UTF-8 and "
                       f"are left out ({listing}); rename them to load them", DataWarning, stacklevel=3)
-    return [n for n in names if shown(n) == n]
+    return [n for n in names if _utf8(n)]
 
 
 def scan_train(train: Path) -> list[str]:
@@ -124,7 +132,7 @@ def scan_train(train: Path) -> list[str]:
         if not entry.is_dir():
             continue  # a stray file (a zip, a README) beside the class folders is not an image of a class
         if entry.name not in SFDDD.codes:
-            raise DataError(f"{shown(str(entry))}: unknown class folder {shown(entry.name)!r}; SFDDD's "
+            raise DataError(f"{shown(str(entry), 1000)}: unknown class folder '{shown(entry.name)}'; SFDDD's "
                             "are c0..c9. Move it out of imgs/train")
         names = _decodable(entry, [p.name for p in entry.iterdir() if p.suffix.lower() in _JPEG])
         found += [f"{entry.name}/{n}" for n in names]
@@ -142,7 +150,7 @@ def decode_jpeg(path: Path) -> np.ndarray:
             img = img.convert("RGB").resize(_SIZE, Image.Resampling.BILINEAR)
             return np.asarray(img).transpose(2, 0, 1)  # (H, W, 3) → (3, H, W)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not a readable JPEG ({e}); delete it or {_FIX}") from None
+        raise DataError(f"{path}: not a readable JPEG ({one_line(e)}); delete it or {_FIX}") from None
 
 
 def _cache_key(base: Path, rel: list[str]) -> str:
@@ -222,10 +230,10 @@ def load_labelled(data_dir: str | Path | None = None) -> tuple[ImageSet, np.ndar
     missing = [r for r in listed if r not in disk]
     if missing:
         raise DataError(f"{len(missing):,} images listed in {lay.csv} are not in {lay.train} "
-                        f"(first: {missing[0]}): the unzip is incomplete; {_FIX}")
+                        f"(first: {one_line(missing[0], 120)}): the unzip is incomplete; {_FIX}")
     extra = [r for r in on_disk if r not in listed]
     if extra:
-        warnings.warn(f"{len(extra):,} JPEGs in {lay.train} are not in {lay.csv} (first: {extra[0]}): "
+        warnings.warn(f"{len(extra):,} JPEGs in {lay.train} are not in {lay.csv} (first: {one_line(extra[0], 120)}): "
                       "they have no driver and are left out", DataWarning, stacklevel=2)
         on_disk = [r for r in on_disk if r in listed]
     labels = torch.tensor([listed[r][1] for r in on_disk], dtype=torch.int64)
