@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from fuzz.runner import ALL_FORMATS, HANG_SECONDS, Worker, fuzz_format  # noqa: E402
-from fuzz.worker import MEM_HEADROOM  # noqa: E402
+from fuzz.runner import ALL_FORMATS, HANG_SECONDS, Worker, fuzz_format, selftest  # noqa: E402
+from fuzz.worker import MEM_GROWTH, MEM_HEADROOM  # noqa: E402
 from results_file import flags_line, machine, write_json  # noqa: E402
 
 COLUMNS = ("variants", "correct_loads", "probe_errors", "other_exceptions", "hangs", "memory_blowups",
@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000, help="variants a format (default 1000)")
     ap.add_argument("--formats", default=",".join(ALL_FORMATS), help="comma-separated (default: all)")
     ap.add_argument("--cli-every", type=int, default=10, help="every k-th variant also through the CLI")
-    ap.add_argument("--draw-every", type=int, default=50, help="every k-th variant also draws its figures")
+    ap.add_argument("--draw-every", type=int, default=100, help="every k-th variant also draws its figures")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "fuzz.json"),
                     help="where to write the counts ('' for nowhere)")
     args = ap.parse_args()
@@ -50,6 +50,15 @@ def main() -> int:
     worker = Worker()
     print(f"worker ready in {time.perf_counter() - started:.1f} s (address space capped at "
           f"{worker.cap / 2 ** 30:.2f} GiB, {HANG_SECONDS:.0f} s a variant)", flush=True)
+    check = selftest(worker, restarting=True)
+    wrong = [(v, e, g) for v, e, g in check if g != e]
+    print(f"harness check: {len(check) - len(wrong)} of {len(check)} endings told right "
+          f"(ProbeError of one line and of two, other exception, memory past the cap and under it, "
+          f"a crash, a hang){'' if not wrong else f'; WRONG: {wrong}'}", flush=True)
+    if wrong:
+        worker.close()
+        return 2
+    worker.restarts = 0
     results = {}
     header = f"{'format':22s}" + "".join(f"{SHORT.get(c, c):>11s}" for c in COLUMNS)
     print(header)
@@ -75,6 +84,7 @@ def main() -> int:
     write_json(Path(args.json) if args.json else None, {
         "benchmark": "fuzz", "machine": machine(), "n_per_format": args.n, "cli_every": args.cli_every,
         "draw_every": args.draw_every, "hang_seconds": HANG_SECONDS, "memory_headroom_bytes": MEM_HEADROOM,
+        "memory_growth_bytes": MEM_GROWTH, "harness_check": [list(map(str, c)) for c in check],
         "seconds": round(seconds, 1), "worker_restarts": restarts, "total": total, "formats": results})
     return 1 if failed else 0
 

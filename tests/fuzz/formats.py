@@ -135,8 +135,19 @@ def load_mnist(folder, shared):
 
 
 def load_idx(folder, shared):
+    """Raw IDX files through both readers: MNIST's (28×28, labels 0..9) and your own set's."""
     from probe.data.idx import load_idx as load
-    return check_sets(load(None, folder))
+    from probe.data.mnist import load_mnist as load_m
+    from probe.errors import ProbeError
+    n, refused = 0, []
+    for read in (lambda: load_m(folder), lambda: load(None, folder)):
+        try:
+            n += check_sets(read())
+        except ProbeError as e:  # the other reader is still tried; anything else goes up as it is
+            refused.append(e)
+    if refused:
+        raise refused[0]
+    return n
 
 
 # ---- CIFAR-10: the pickled batches, in a folder and in the tar.gz ------------------------------
@@ -184,6 +195,15 @@ CRAFTED_PICKLES = [
     b"\x80\x02\x8a\x08" + b"\xff" * 8 + b".",
     b"\x80\x02X" + (2 ** 31).to_bytes(4, "little") + b"abc.",
     b"\x80\x02L" + b"9" * 100_000 + b"L\n.",
+]
+
+
+# Every batch file of the set replaced by one that declares many images it does not hold (the
+# issue's six small files declaring 1.5 million images, 4.3 GiB): ndarray through REDUCE, labels
+# by DUP so that the counts agree.
+CRAFTED_SETS = [
+    _batch(_g("numpy", "ndarray") + _i(250_000) + _i(3072) + b"\x86" + _U1 + b"\x86R", 250_000),
+    _batch(_g("numpy", "ndarray") + _i(100_000) + _i(3072) + b"\x86" + _U1 + b"\x86R", 100_000),
 ]
 
 
@@ -253,6 +273,8 @@ def _pickle_variant(file):
 
 
 def _realize_cifar_folder(variant, files, shared):
+    if variant[0] == "crafted_set":
+        return {"cifar-10-batches-py/" + f: CRAFTED_SETS[variant[2]] for f in CIFAR_FILES[:6]}
     rel = "cifar-10-batches-py/" + CIFAR_FILES[variant[1]]
     if variant[0] == "crafted":
         return {rel: CRAFTED_PICKLES[variant[2]]}
@@ -727,7 +749,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
     Format("idx-raw", "idx-raw", IDX_FILES, load_idx, _data_check("idx"),
            own=_idx_own(False), realize_own=_realize_idx(False)),
     Format("cifar-batches", "cifar-folder", CIFAR_REL, load_cifar, _data_check("cifar10"),
-           own=[_pickle_variant(st.integers(0, len(CIFAR_FILES) - 1))] * 4, realize_own=_realize_cifar_folder),
+           own=[*[_pickle_variant(st.integers(0, len(CIFAR_FILES) - 1))] * 4,
+                st.tuples(st.just("crafted_set"), st.just(0), st.integers(0, len(CRAFTED_SETS) - 1))],
+           realize_own=_realize_cifar_folder),
     Format("cifar-tar.gz", "cifar-tar", [TAR], load_cifar, _data_check("cifar10"),
            own=_tar_own(), realize_own=_realize_cifar_tar),
     Format("sfddd-csv", "sfddd", [SFDDD_CSV], load_sfddd, _data_check("sfddd"),

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from fuzz import names
 from fuzz.formats import FORMATS
+from fuzz.worker import MEM_GROWTH
 
 HERE = Path(__file__).resolve().parent
 HANG_SECONDS = 30.0  # per variant; the slowest honest load takes well under a second
@@ -83,12 +84,18 @@ class Worker:
             if c is not None:
                 c.close()
 
-    def run(self, fmt: str, variant, cli: bool, draw: bool) -> dict:
+    def run(self, fmt: str, variant, cli: bool, draw: bool, timeout: float = HANG_SECONDS) -> dict:
         try:
             self.send_conn.send(("run", fmt, variant, cli, draw))
-            if self.recv_conn.poll(HANG_SECONDS):
-                return self.recv_conn.recv()
-            outcome = {"library": ("hang", f"no answer in {HANG_SECONDS:.0f} s"), "cli": None, "seconds": HANG_SECONDS}
+            if self.recv_conn.poll(timeout):
+                outcome = self.recv_conn.recv()
+                if outcome.get("peak_rss_growth", 0) < MEM_GROWTH // 2:
+                    return outcome
+                self.kill()  # a fresh worker: its high-water mark of memory is the one measured
+                self.restarts += 1
+                self.start()
+                return outcome
+            outcome = {"library": ("hang", f"no answer in {timeout:.0f} s"), "cli": None, "seconds": timeout}
         except (EOFError, BrokenPipeError, ConnectionResetError):
             code = self.proc.wait()
             why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
@@ -222,3 +229,27 @@ def _again(_, strategy, n: int, round_: int, record) -> None:
             record(variant, i)
 
     more()
+
+
+SELFTEST = [  # (variant, how it must be counted): the harness sees each kind of ending
+    (("raise", "DataError", "a bad file"), "probe_error"),
+    (("raise", "DataError", "two\nlines"), "other"),
+    (("raise", "ValueError", "not a ProbeError"), "other"),
+    (("alloc", 4 * 2 ** 30), "memory"),  # past the address-space cap: MemoryError
+    (("alloc", 800 * 2 ** 20), "memory"),  # under the cap, but resident: the peak's growth
+    (("alloc", 10 * 2 ** 20), "ok"),
+]
+RESTARTING = [  # each costs a new worker (a few seconds): the benchmark's check, not the tests'
+    (("crash",), "memory"),  # killed, as the kernel's OOM killer does
+    (("sleep", 60), "hang"),
+]
+
+
+def selftest(worker: Worker, restarting: bool = False) -> list[tuple]:
+    """[(variant, expected, got)] of SELFTEST (and of RESTARTING: a crash and a hang)."""
+    cases = SELFTEST + (RESTARTING if restarting else [])
+    out = []
+    for variant, expected in cases:
+        got = worker.run("selftest", variant, cli=False, draw=False, timeout=3 if variant[0] == "sleep" else HANG_SECONDS)
+        out.append((variant, expected, got["library"][0]))
+    return out
