@@ -91,6 +91,12 @@ def load_resume(folder: Path) -> tuple[dict, dict, dict, torch.Tensor | None]:
     if rng is not None and (rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape):
         raise ModelFileError(f"{path}: 'rng.torch' is {rng.dtype} {tuple(rng.shape)}, not the "
                              f"uint8 {tuple(torch.get_rng_state().shape)} of torch's generator state")
+    if rng is not None:
+        try:  # its bytes too (found by the fuzz suite: torch.set_rng_state's RuntimeError at resume)
+            torch.Generator().set_state(rng)
+        except RuntimeError as e:
+            raise ModelFileError(f"{path}: 'rng.torch' is not a state of torch's generator ({e}); "
+                                 "the file is damaged and cannot be resumed") from None
     return model_state, optim, state, rng
 
 
