@@ -39,11 +39,24 @@ class AnyDataset(str, Enum):
     idx = "idx"
 
 
+def _names_print() -> None:
+    """File names that are not UTF-8 (lone surrogates in Python) print as their own bytes, as in
+    Python's UTF-8 mode; where the locale makes stdout strict (LANG=en_US.UTF-8), printing one
+    was a UnicodeEncodeError (found by the fuzz suite: `probe predict --image img_<0xff>.png`)."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="surrogateescape")
+            except (ValueError, OSError):  # a stream that cannot change now: printed as it is
+                pass
+
+
 def command(typer_app: typer.Typer, name: str | None = None):
     """Register a command whose ProbeErrors become one clean line and exit code 2."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
+            _names_print()
             try:
                 with warnings.catch_warnings():
                     warnings.showwarning = _show_warning

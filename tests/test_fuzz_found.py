@@ -40,3 +40,22 @@ def test_resume_state_whose_generator_bytes_are_damaged(resumable, tmp_path):
     save_file(tensors, path, metadata=meta)
     with pytest.raises(ModelFileError, match=r"'rng.torch' is not a state of torch's generator"):
         load_resume(folder)
+
+
+def test_predict_prints_an_image_name_that_is_not_utf8(tmp_path):
+    """Where the locale makes stdout strict (LANG=en_US.UTF-8 on a desktop), printing the name
+    of `probe predict --image img_<0xff>.png` was a UnicodeEncodeError and a traceback."""
+    import os
+    import subprocess
+
+    from test_model_folder import write_tiny_model
+    model = write_tiny_model(tmp_path / "tiny")
+    image = os.path.join(os.fsencode(tmp_path), b"img_\xff.png")
+    from PIL import Image
+    Image.new("L", (28, 28), 30).save(os.fsdecode(image), "PNG")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONUTF8="0", PYTHONIOENCODING="utf-8:strict")
+    r = subprocess.run([sys.executable, str(root / "cli.py"), "predict", "--model", str(model),
+                        "--image", os.fsdecode(image)], capture_output=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-800:]
+    assert b"img_\xff.png" in r.stdout  # the name's own bytes
