@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import math
+import os
 import pickle
 import pickletools
 import shutil
@@ -493,9 +494,25 @@ def other_image(kind: str) -> bytes:
 OTHER_IMAGES = ("L", "rgba", "gif", "tiff", "webp", "bmp", "jpeg", "ico", "ppm", "png16")
 
 
+# Names a file may have on disk: bytes that are not UTF-8, a line break, right-to-left marks,
+# markup, TeX, a leading dash or dot, upper-case or doubled extensions, 250 bytes.
+HOSTILE_FILE_NAMES = (b"img_\xff.jpg", b"a\nb.jpg", b"\xe2\x80\xaegpj.exe.jpg", b"<b>x</b>.jpg", b"$x$ \\input.jpg",
+                      b"-rf.jpg", b".hidden.jpg", b"x.JPG", b"x.jpg.gz", b"x" * 246 + b".jpg", b"\xc3\x28.jpg",
+                      b"caf\xc3\xa9 \xe6\xbc\xa2.jpg", b"\x1b[31mred.jpg", b"img_100000.jpg", b"%n%s.jpg")
+
+
+def _renamed(rel: str, name: bytes) -> str:
+    """rel's file under `name`, with rel's extension (name's own when it has .gz)."""
+    stem = name.rsplit(b".", 1)[0] if not name.endswith(b".gz") else name
+    ext = rel.rsplit(".", 1)[1].encode() if not name.endswith(b".gz") else b""
+    folder = rel.rsplit("/", 1)[0].encode() + b"/" if "/" in rel else b""
+    return os.fsdecode(folder + stem + (b"." + ext if ext else b""))
+
+
 def _image_own(n_files: int):
     file = st.integers(0, n_files - 1)
-    return [st.tuples(st.just("dims"), file, st.sampled_from(DIMS), st.sampled_from(DIMS)),
+    return [st.tuples(st.just("rename"), file, st.sampled_from(HOSTILE_FILE_NAMES)),
+            st.tuples(st.just("dims"), file, st.sampled_from(DIMS), st.sampled_from(DIMS)),
             st.tuples(st.just("dims"), file, st.sampled_from(DIMS), st.sampled_from(DIMS)),
             st.tuples(st.just("other_image"), file, st.sampled_from(OTHER_IMAGES)),
             st.tuples(st.just("image_cut"), file, st.integers(1, 400))]
@@ -511,6 +528,9 @@ def _realize_image(names):
             return {rel: other_image(variant[2])}
         if kind == "image_cut":  # a header whole, the data cut short
             return {rel: files[rel][:variant[2]]}
+        if kind == "rename":
+            new = _renamed(rel, variant[2])
+            return {rel: None, new: files[rel]} if new != rel else {}
         raise ValueError(kind)
     return real
 
@@ -536,12 +556,15 @@ def load_folder(folder, shared):
 USER_FILES = ["digit.png", "photo.jpg", "scan.bmp"]
 
 
+def _user_paths(folder: Path) -> list[Path]:
+    """The folder's files (a variant may have renamed one), else the first name (not there)."""
+    return sorted(p for p in folder.iterdir() if p.is_file()) or [folder / USER_FILES[0]]
+
+
 def load_user(folder, shared):
     from probe.data.spec import CIFAR10, MNIST, SFDDD
     from probe.data.user_images import load_user_images
-    paths = [folder / f for f in USER_FILES if (folder / f).exists()]
-    if not paths:
-        paths = [folder / USER_FILES[0]]
+    paths = _user_paths(folder)
     n = 0
     for spec in (MNIST, CIFAR10, SFDDD):
         for p in paths:
@@ -720,7 +743,7 @@ def _data_check(dataset: str):
 
 
 def _predict_image(folder, shared):
-    return ["predict", "--model", str(shared["model"]), "--image", *[str(folder / f) for f in USER_FILES]]
+    return ["predict", "--model", str(shared["model"]), "--image", *map(str, _user_paths(folder))]
 
 
 def _predict_model(folder, shared):
