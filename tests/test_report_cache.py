@@ -66,3 +66,23 @@ def test_models_with_names_as_long_as_a_folder_may_have(tmp_path, monkeypatch):
     files = list(result.folder.rglob("*"))
     assert all(len(p.name) <= 255 for p in files) and (result.folder / "report.pdf").is_file()
     assert len({slug(n) for n in names}) == 2 and all(len(slug(n)) <= 64 for n in names)
+
+
+def test_comparison_of_a_cached_saliency_result_without_its_arrays(tmp_path):
+    """Found by the fuzz suite: a saliency result cached without arrays.safetensors makes its own
+    section (which needs none of them), but the comparison of two models draws their maps side by
+    side: AttributeError ('NoneType' object has no attribute 'shape'), and no report."""
+    import dataclasses
+
+    import torch
+
+    from probe.analysis.saliency import saliency
+    from probe.models.folder import read_model_folder
+    from probe.report.structure import comparison_section
+    from test_saliency import FAST, tiny_cnn
+    a = saliency(tiny_cnn(torch.float32), torch.rand(2, 1, 8, 8), 1, methods="vanilla", name="a", config=FAST)
+    b = dataclasses.replace(a, model="b", images=None, attributions=None, frames=None)
+    folder = read_model_folder(write_tiny_model(tmp_path / "tiny"))
+    s = comparison_section([folder, folder], per_model=[{"saliency": a}, {"saliency": b}], out=tmp_path / "c")
+    text = [c.text for part in s.children if hasattr(part, "children") for c in part.children if hasattr(c, "text")]
+    assert any(t.startswith("Not compared: a saliency result cannot be drawn") for t in text), text

@@ -129,6 +129,13 @@ def comparison_section(folders: list[ModelFolder], joint=(), per_model: list[dic
     if out is not None and len(maps) > 1:
         folder = out / "saliency-side-by-side"
         folder.mkdir(parents=True, exist_ok=True)
-        save_figure(saliency.comparison_figure(maps), folder, saliency.COMPARISON_STEM)
-        s.add(place_figures(saliency.comparison_section(maps), folder, "comparison", "saliency"))
+        try:
+            save_figure(saliency.comparison_figure(maps), folder, saliency.COMPARISON_STEM)
+            s.add(place_figures(saliency.comparison_section(maps), folder, "comparison", "saliency"))
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+            # a cached result whose arrays are gone or damaged (found by the fuzz suite: its own
+            # section needs none of them, the side-by-side figure all)
+            s.add(Section("Side by side: what each model looks at", "comparison-saliency-side-by-side", [Text(
+                f"Not compared: a saliency result cannot be drawn beside the others ({type(e).__name__}: "
+                f"{str(e)[:200]}); delete the models' saliency folders under analyses/ to make them again.")]))
     return s
