@@ -725,12 +725,13 @@ def load_cache(folder, shared):
         section = entry.section(result)
         html = render_html(Report("r", "s", [_strip_figures(section)], "today"))
         assert "</html>" in html
-        if name == "saliency" and shared.get("draw"):  # what the comparison of two models draws from the cache
-            from probe.report.structure import comparison_section
+        if name in ("saliency", "misclassified") and shared.get("draw"):
+            # what the comparison of two models makes of cached results: beside the honest one
             from probe.models.folder import read_model_folder
+            from probe.report.structure import comparison_section
             mf = read_model_folder(shared["model"])
-            comparison_section([mf, mf], per_model=[{"saliency": result}, {"saliency": result}],
-                               out=folder / "comparison")
+            honest = read_cached(entry, shared["base"] / "cache" / name, ["tiny"])
+            comparison_section([mf, mf], per_model=[{name: honest}, {name: result}], out=folder / "comparison")
         n += 1
     return n
 
