@@ -45,6 +45,7 @@ class Format:
     own: list = field(default_factory=list)  # strategies of the format's own variants
     json_files: tuple[int, ...] = ()  # indices of files that are JSON
     realize_own: Callable | None = None  # (variant, files: {rel: bytes}, shared) -> {rel: bytes | None}
+    draw_every: int | None = None  # its own drawing rate, where drawing is cheap (None: the run's)
 
     def strategy(self):
         n = len(self.files)
@@ -801,7 +802,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
            realize_own=lambda v, files, s: {MODEL_FILES[3]: realize_safetensors(v, files[MODEL_FILES[3]])}),
     Format("report-cache", "cache", CACHE_FILES, load_cache, None,
            json_files=tuple(range(len(CACHED))),
-           own=_safetensors_own(list(range(len(CACHED), len(CACHE_FILES)))), realize_own=_realize_cache),
+           own=_safetensors_own(list(range(len(CACHED), len(CACHE_FILES)))), realize_own=_realize_cache,
+           draw_every=2),
 ]}
 FORMATS["history.json"].files = ["history.json"]
 FORMATS["history.json"].json_files = (0,)

@@ -190,6 +190,8 @@ def fuzz_format(worker: Worker, fmt: str, n: int, *, cli_every: int = 10, draw_e
     """n variants of one format, drawn by hypothesis (seeded), each loaded by the worker."""
     counts = Counts()
     strategy = names.STRATEGY if fmt == "hostile-names" else FORMATS[fmt].strategy()
+    if fmt in FORMATS and FORMATS[fmt].draw_every:
+        draw_every = FORMATS[fmt].draw_every
     counter = itertools.count()
 
     @settings(max_examples=n, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
