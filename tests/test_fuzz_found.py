@@ -59,3 +59,22 @@ def test_predict_prints_an_image_name_that_is_not_utf8(tmp_path):
                         "--image", os.fsdecode(image)], capture_output=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-800:]
     assert b"img_\xff.png" in r.stdout  # the name's own bytes
+
+
+@pytest.mark.parametrize("value", [7.12667995733019e+16, -0.5, 1.5])
+def test_curves_of_a_history_whose_error_is_not_a_fraction(tmp_path, value):
+    """A val_error of 7e16 in history.json went into the Wilson interval of the best epoch:
+    ValueError (math domain error) and a traceback from `probe curves`."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+    from test_model_folder import write_tiny_model
+    model = write_tiny_model(tmp_path / "tiny")
+    history = [{"epoch": 1, "train_error": 0.5, "val_error": 0.4, "best": False},
+               {"epoch": 2, "train_error": 0.3, "val_error": value, "best": True}]
+    (model / "history.json").write_text(json.dumps(history))
+    r = CliRunner().invoke(app, ["curves", str(model), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().count("\n") == 0 and "val_error is" in r.stderr and "not a fraction" in r.stderr

@@ -122,6 +122,10 @@ def _number(value, name: str, epoch, key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ModelFileError(f"{name}: history record of epoch {epoch}: {key} is {value!r}, not a number")
+    if key.endswith("_error") and math.isfinite(value) and not 0 <= value <= 1:
+        # found by the fuzz suite: an error of 7e16 reached the Wilson interval (math domain error)
+        raise ModelFileError(f"{name}: history record of epoch {epoch}: {key} is {value!r}, not a "
+                             "fraction between 0 and 1")
     return float(value) if math.isfinite(value) else None  # a NaN loss: a gap in the curve
 
 
