@@ -47,8 +47,9 @@ def cpu_threads(threads: int | None, device: torch.device) -> Iterator[dict]:
 
 
 def _cpu_ticks(stat_text: str) -> int:
-    """Busy clock ticks of all cores from /proc/stat's first line (idle and iowait left out)."""
-    fields = [int(v) for v in stat_text.split("\n", 1)[0].split()[1:]]
+    """Busy clock ticks of all cores from /proc/stat's first line: user, nice, system, irq,
+    softirq and steal (idle and iowait left out; guest time is already counted in user/nice)."""
+    fields = [int(v) for v in stat_text.split("\n", 1)[0].split()[1:9]]
     return sum(fields) - sum(fields[3:5])
 
 

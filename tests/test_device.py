@@ -16,8 +16,8 @@ linux = pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc
 
 
 def test_tick_parsing_leaves_out_idle_and_iowait_and_names_with_spaces():
-    stat = "cpu  100 5 50 9000 40 1 2 3 0 0\ncpu0 50 2 25 4500 20 0 1 1 0 0\n"
-    assert _cpu_ticks(stat) == 100 + 5 + 50 + 1 + 2 + 3  # user nice system (idle iowait) irq softirq steal
+    stat = "cpu  100 5 50 9000 40 1 2 3 7 9\ncpu0 50 2 25 4500 20 0 1 1 0 0\n"
+    assert _cpu_ticks(stat) == 100 + 5 + 50 + 1 + 2 + 3  # user nice system (idle iowait) irq softirq steal; guest (7, 9) is in user/nice already
     own = "4242 (python3 my (odd) name) R 1 2 3 4 5 6 7 8 9 10 123 45 0 0 20 0 3 0 99\n"
     assert _own_ticks(own) == 123 + 45  # utime + stime, counted after the last ')'
 
