@@ -87,6 +87,7 @@ def small_plan(models: Path, names=("tiny-a", "tiny-b")):
     smaller = {"misclassified": {"max_images": 12},
                "saliency": {"n": 1, "methods": "vanilla,gradcam", "wrong_too": 1},
                "fool-noise": {"n": 1, "target": "1", "steps": 30},
+               "fool-noise-natural": {"n": 1, "target": "1", "steps": 30},
                "fool-dataset": {"n": 1, "target": "1", "steps": 30},
                "robustness": {"limit": 20, "steps": 3, "examples": 2}}
     for step in plan.steps:
@@ -107,7 +108,7 @@ def test_html_has_every_section_and_figure_and_no_external_reference(report):
     page = Page()
     page.feed(html)
     for anchor in ("comparison", "comparison-curves", "comparison-robustness", "tiny-a", "tiny-a-card", "tiny-a-failures", "tiny-b-failures",
-                   "tiny-a-saliency", "tiny-a-fool-noise", "tiny-a-fool-dataset", "tiny-b-robustness",
+                   "tiny-a-saliency", "tiny-a-fool-noise", "tiny-a-fool-noise-natural", "tiny-a-fool-dataset", "tiny-b-robustness",
                    "tiny-a-curves"):
         assert anchor in page.ids, anchor
     assert len(page.ids) == len(set(page.ids)), sorted(i for i in page.ids if page.ids.count(i) > 1)
@@ -128,7 +129,8 @@ def expected_figures(models=("tiny-a", "tiny-b"), out: Path | None = None) -> se
     names = {"comparison-curves-curves", "comparison-robustness-robustness",
              "comparison-saliency-saliency-side-by-side"} if len(models) > 1 else set()
     for m in models:
-        names |= {f"{m}-curves-curves", f"{m}-fool-noise-fooling", f"{m}-fool-dataset-fooling",
+        names |= {f"{m}-curves-curves", f"{m}-fool-noise-fooling", f"{m}-fool-noise-natural-fooling",
+                  f"{m}-fool-dataset-fooling",
                   *([f"{m}-robustness-examples-{m}"] if len(models) > 1 else
                     [f"{m}-robustness-examples", f"{m}-robustness-robustness"])}
         pages = (json.loads((out / "analyses" / m / "misclassified" / "results.json").read_text())
@@ -275,7 +277,7 @@ def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_pat
     pair = [models / "tiny-a", models / "tiny-b"]
     again = run_report(pair, data_dir=data, out=out, plan=small_plan(models), formats=("html",))
     steps = again.result["reused"]
-    assert steps == 2 * 5 + 2  # every per-model analysis of both; the robustness and curves of both
+    assert steps == 2 * 6 + 2  # every per-model step of both (fool-noise twice: raw, natural); the joint two
     assert f"({steps} reused from the cache)" in again.lines[0]
     state = load_file(models / "tiny-b" / "weights.safetensors")
     key = next(k for k in state if k.endswith("fc.bias"))

@@ -470,9 +470,13 @@ def write_images(result: FoolingResult, out: Path) -> list[Path]:
 
 def section(result: FoolingResult) -> Section:
     noise = result.source == "noise"
+    natural = noise and result.style == "natural"
     title = NOISE_ANALYSIS.title if noise else DATASET_ANALYSIS.title
-    s = Section(title, f"fool-{result.source}")
-    how = (f"Gradient ascent from random noise ({result.style}) until the model gives the target class "
+    # the natural style is a section of its own beside the raw one in a report
+    s = Section(f"{title}, natural style" if natural else title,
+                f"fool-{result.source}" + ("-natural" if natural else ""))
+    how = (NATURAL_HOW.format(confidence=result.confidence) if natural else
+           f"Gradient ascent from random noise ({result.style}) until the model gives the target class "
            f"p ≥ {result.confidence:g}" if noise else
            f"The smallest L∞ change to a correctly classified {result.split or ''} image of another class "
            f"that makes the model say the target with p ≥ {result.confidence:g}")
@@ -492,6 +496,13 @@ def section(result: FoolingResult) -> Section:
         s.add(FigureRef(stem, f"{result.model}: {title.lower()}: {layout}; red: below the goal "
                         f"p ≥ {result.confidence:g}{suffix}.", data={"images": result.images}))
     return s
+
+
+NATURAL_HOW = ("Gradient ascent from faint noise around the dataset's mean colour, regularized for its first steps "
+               "(a pull towards the mean, a blur every fourth step and a random one-pixel shift every step, after "
+               "Yosinski et al. 2015), until the model gives the target p ≥ {confidence:g}: only what survives "
+               "smoothing and shifting raises the target. Adversarially trained networks tend to be fooled this way "
+               "only by images that show the class, standard ones also by textures of its parts")
 
 
 def _made(result: FoolingResult) -> str:

@@ -41,10 +41,11 @@ class Step:
     settings: object
     joint: bool = False
     skip: Callable[[ModelFolder], str | None] = lambda folder: None  # why this model has none
+    name: str | None = None  # the report's name for a second step of one analysis (its folder)
 
     @property
     def analysis(self) -> str:
-        return self.entry.name
+        return self.name or self.entry.name
 
 
 @dataclass
@@ -98,6 +99,10 @@ REPORT_SETTINGS = {
     # the fine ε grid on 1,000 test images, each image's smallest breaking ε by bisection
     "robustness": lambda folders: {"method": "pgd", "norm": "linf", "steps": 20, "limit": 1000, "split": "test"},
 }
+# A second step of an analysis with other settings, after the first: fooling images from noise in
+# the natural style too (on a robust model they look like the class, on a standard one they stay
+# textures: the contrast the raw style alone does not show).
+EXTRA_STEPS = {"fool-noise": [("fool-noise-natural", lambda folders: {"n": 2, "style": "natural"})]}
 SKIP = {"curves": _no_history}
 ONCE_FOR_ALL = {"robustness"}  # every model on one plot: the comparison shows it, each model its part
 
@@ -108,9 +113,12 @@ def default_plan(folders: list[ModelFolder]) -> ReportPlan:
     there are several. No models (a report of an experiment alone): no steps."""
     if not folders:
         return ReportPlan()
-    steps = [Step(entry, entry.settings(**REPORT_SETTINGS.get(name, lambda f: {})(folders)),
-                  joint=name in ONCE_FOR_ALL, skip=skip_for(name, entry))
-             for name, entry in ANALYSES.items()]
+    steps = []
+    for name, entry in ANALYSES.items():
+        steps.append(Step(entry, entry.settings(**REPORT_SETTINGS.get(name, lambda f: {})(folders)),
+                          joint=name in ONCE_FOR_ALL, skip=skip_for(name, entry)))
+        steps += [Step(entry, entry.settings(**settings(folders)), skip=skip_for(name, entry), name=extra)
+                  for extra, settings in EXTRA_STEPS.get(name, [])]
     if len(folders) > 1 and all(f.history() for f in folders):
         curves = ANALYSES["curves"]
         steps.append(Step(curves, curves.settings(), joint=True))  # all on one plot
