@@ -264,6 +264,40 @@ def tiny_cnn(dtype):
                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).to(dtype)
 
 
+@pytest.mark.parametrize("which", ["resnet", "sequential"])
+def test_gradcam_and_guided_equal_captums_and_leave_the_relus_as_they_were(which):
+    """probe computes Grad-CAM and Guided Backprop itself (no captum hooks per call): the maps must
+    be captum's LayerGradCam (+ interpolate) and GuidedBackprop's, in float64 to 1e-12, and every
+    ReLU module's forward is its own again afterwards, also when the model raises inside."""
+    from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
+    from probe.methods.saliency import _gradcam, _guided
+    model = tiny_classifier(MNIST).double() if which == "resnet" else tiny_cnn(torch.float64).eval()
+    layer = model.cam_layer if which == "resnet" else model[2]
+    torch.manual_seed(3)
+    x = torch.rand(5, 1, 12, 12, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        guided_captum = GuidedBackprop(model).attribute(x.clone().requires_grad_(), target=t).abs().amax(1)
+        cam = LayerGradCam(model, layer).attribute(x.clone().requires_grad_(), target=t, relu_attributions=True)
+    cam_captum = LayerAttribution.interpolate(cam, (12, 12), interpolate_mode="bilinear")[:, 0]
+    guided = _guided(model, x.clone(), t, SaliencyConfig(), None)
+    gradcam = _gradcam(model, x.clone(), t, SaliencyConfig(), layer)
+    assert guided.abs().max() > 0 and gradcam.abs().max() > 0
+    torch.testing.assert_close(guided, guided_captum, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gradcam, cam_captum, rtol=0, atol=1e-12)
+    # Guided differs from the plain gradient (negative gradients are cut at every ReLU).
+    plain = x.clone().requires_grad_()
+    grad, = torch.autograd.grad(model(plain).gather(1, t[:, None]).sum(), plain)
+    assert not torch.allclose(grad.abs().amax(1), guided)
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    assert relus and all("forward" not in m.__dict__ for m in relus)
+    with pytest.raises(RuntimeError):
+        _guided(model, torch.rand(2, 3, 12, 12, dtype=torch.float64), t[:2], SaliencyConfig(), None)  # 3 channels
+    assert all("forward" not in m.__dict__ for m in relus)
+    torch.testing.assert_close(model(x), model(x.clone()))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_public_api_on_a_plain_sequential_cnn(dtype, tmp_path):
     model = tiny_cnn(dtype).train()

@@ -3,6 +3,7 @@ and batched, gradient-free class probabilities for any nn.Module mapping [0, 1] 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import Iterator
 
@@ -22,14 +23,14 @@ MAX_BATCH = 100_000  # images in one forward pass
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (the CPU for a stateless module)."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):  # lazily: the first one is enough
         return t.device
     return torch.device("cpu")
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating parameter or buffer (float32 for a stateless module)."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
             return t.dtype
     return torch.float32

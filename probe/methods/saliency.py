@@ -1,13 +1,15 @@
-"""What a model looks at: six attribution methods through captum, configured for batches.
+"""What a model looks at: six attribution methods as captum defines them, configured for batches
+(SmoothGrad, IG and Occlusion through captum; Grad-CAM and Guided Backprop computed here, the
+same numbers as captum's without its hooks per call; tests compare both).
 
     vanilla     |∂score/∂x|, the largest over channels (Simonyan et al. 2014; the seed's maps)
     smoothgrad  NoiseTunnel(Saliency): the mean |gradient| over noisy copies (Smilkov et al. 2017)
     ig          IntegratedGradients from a black image, summed over channels (signed; Sundararajan
                 et al. 2017), with its completeness gap per image
-    gradcam     LayerGradCam on the last feature map (a small input's 7×7 is a blob: choose_cam_layer
+    gradcam     Grad-CAM on the last feature map (a small input's 7×7 is a blob: choose_cam_layer
                 then takes the last one with at least 8×8), ReLU'd, upsampled bilinearly to the
                 input (Selvaraju et al. 2017)
-    guided      GuidedBackprop, |value| the largest over channels (Springenberg et al. 2015)
+    guided      Guided Backprop, |value| the largest over channels (Springenberg et al. 2015)
     occlusion   Occlusion: the drop of the score when a window (sized to the image) is blacked
                 out, averaged over the windows covering each pixel (Zeiler & Fergus 2014; signed)
 
@@ -117,18 +119,60 @@ def _black(x: torch.Tensor, config: SaliencyConfig) -> torch.Tensor:
 
 
 def _gradcam(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
-    from captum.attr import LayerAttribution, LayerGradCam
-    cam = LayerGradCam(model, resolve_layer(model, layer)).attribute(
-        x.requires_grad_(), target=t, relu_attributions=True)  # (m, 1, h', w')
-    return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]),
-                                        interpolate_mode=config.gradcam_interpolation)[:, 0]
+    """captum's LayerGradCam (relu_attributions) and LayerAttribution.interpolate, computed here:
+    the same numbers without captum's per-call hook machinery (benchmarks/saliency_speed.py)."""
+    module = resolve_layer(model, layer)
+    outputs = []
+    hook = module.register_forward_hook(lambda _m, _inp, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+    try:
+        score = model(x.requires_grad_()).gather(1, t[:, None]).sum()
+    finally:
+        hook.remove()
+    acts = outputs[-1]  # (m, c, h', w'): the layer's output (its last call, as captum's hook keeps)
+    grads, = torch.autograd.grad(score, acts)
+    weights = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True)  # (m, c, 1, 1)
+    cam = (weights * acts).sum(1, keepdim=True).relu()  # (m, 1, h', w')
+    return nn.functional.interpolate(cam, size=tuple(x.shape[-2:]), mode=config.gradcam_interpolation)[:, 0]
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes only positive gradients where the input was positive: captum's
+    GuidedBackprop rule (relu of the ReLU's own input gradient), without a hook per module."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.clamp_min(0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, = ctx.saved_tensors
+        return grad.clamp_min(0).masked_fill_(out <= 0, 0)
+
+
+@contextlib.contextmanager
+def _guided_relus(model: nn.Module) -> Iterator[None]:
+    """Every nn.ReLU module of the model computing _GuidedReLU while inside; restored after."""
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    own = [m.__dict__.get("forward") for m in relus]  # a forward set on the instance, kept
+    for m in relus:
+        m.forward = _GuidedReLU.apply
+    try:
+        yield
+    finally:
+        for m, before in zip(relus, own):
+            del m.forward
+            if before is not None:
+                m.forward = before
 
 
 def _guided(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
-    from captum.attr import GuidedBackprop
-    with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        return GuidedBackprop(model).attribute(x.requires_grad_(), target=t).abs().amax(1)
+    x = x.requires_grad_()
+    with _guided_relus(model):
+        score = model(x).gather(1, t[:, None]).sum()
+        grad, = torch.autograd.grad(score, x)
+    return grad.abs().amax(1)
 
 
 def _occlusion(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
