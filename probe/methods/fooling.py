@@ -21,6 +21,7 @@ from torch import nn
 from probe.errors import ConfigError
 from probe.methods.attacks import attack_gradient, project
 from probe.methods.common import as_input, class_probabilities, evaluating, gaussian_blur, model_device
+from probe.models.inference import inference_copy
 
 STYLES = ("raw", "natural")
 RAW_STEPS, NATURAL_STEPS, DATASET_STEPS = 200, 150, 40  # continuous ascent budgets (per image)
@@ -274,6 +275,7 @@ def from_noise(model: nn.Module, targets: list[int], n: int, *, shape: tuple[int
     al. 2015), which looks more like the class. shape: the network's (C, H, W).
     Returns a Fooling whose images are uint8 on the 8-bit grid, judged there."""
     steps = steps if steps is not None else (RAW_STEPS if style == "raw" else NATURAL_STEPS)
+    model = inference_copy(model)  # probe's ResNets: BatchNorm folded, the caller's model untouched
     device = model_device(model)
     g = torch.Generator().manual_seed(seed)
     target = torch.tensor(targets, dtype=torch.long).repeat_interleave(n)  # (M,) n per target, in order
@@ -306,13 +308,14 @@ def choose_sources(predicted: torch.Tensor, labels: torch.Tensor, targets: list[
     given), in a seeded random order that takes the source classes in turn, so a row shows
     several classes. Returns [(image index, target)] and {target: missing count}."""
     g = torch.Generator().manual_seed(seed)
-    right = (predicted == labels) & (labels >= 0)
-    order = torch.randperm(len(labels), generator=g)
+    right = ((predicted == labels) & (labels >= 0)).tolist()
+    order = torch.randperm(len(labels), generator=g).tolist()
+    label_of = labels.tolist()  # Python values: 10,000 images × 10 targets of tensor indexing took seconds
     pairs, shortfall = [], {}
     for t in targets:
         pools = {}
-        for i in order.tolist():
-            y = int(labels[i])
+        for i in order:
+            y = label_of[i]
             if right[i] and y != t and (source is None or y == source):
                 pools.setdefault(y, []).append(i)
         chosen = []
@@ -338,6 +341,7 @@ def from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, t
     uint8 as the network sees them; labels (N,); probs (N, K): the model's probabilities of
     `images`. The arguments are checked by the caller (probe.analysis.fooling.fool_from_dataset).
     progress: an optional callable(round, rounds_at_most). See _smallest_change for the search."""
+    model = inference_copy(model)  # probe's ResNets: BatchNorm folded, the caller's model untouched
     pairs, shortfall = choose_sources(probs.argmax(1), labels, targets, n, source=source, seed=seed)
     if not pairs:
         raise ConfigError("no correctly classified image of another class to start from")
