@@ -57,8 +57,8 @@ def figures() -> dict:
         fig.suptitle("48 of 1,000 test images misclassified")
         return fig
 
-    return {"confusion": lambda: confusion_figure(confusion, MNIST),
-            "confusion-normalized": lambda: confusion_figure(confusion, MNIST, normalized=True),
+    return {"confusion": lambda: confusion_figure(confusion.matrix.tolist(), MNIST),
+            "confusion-normalized": lambda: confusion_figure(confusion.matrix.tolist(), MNIST, normalized=True),
             "per-class": lambda: per_class_figure(confusion.per_class(), MNIST),
             "image grid": grid}
 
