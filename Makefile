@@ -29,9 +29,10 @@ setup: $(VENV)/.installed
 TEST_TMPDIR = $(or $(TMPDIR),$(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 && $$4 > 2097152 {print "/dev/shm"}'))
 TEST_ENV = PYTHONDONTWRITEBYTECODE= $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR))
 
-# One pytest worker per core (at most 4), each a module at a time so a module's fixtures are made once.
+# One pytest worker per core (at most 4), each a module at a time so a module's fixtures are made once,
+# the modules in the order tests/conftest.py gives them (the longest first: the workers end together).
 test: setup
-	$(TEST_ENV) $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadscope
+	$(TEST_ENV) $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 
 test-env:
 	@echo $(TEST_ENV)
