@@ -303,13 +303,19 @@ print((grown // 1024, tuple(images.shape), images[0, 0, 16, :4].tolist(), images
 """
 
 
+@pytest.fixture(scope="module")
+def big_png(tmp_path_factory) -> Path:
+    """One 10,000 × 10,000 PNG for both datasets' tests (compressing it takes seconds)."""
+    return half_black_half_white(tmp_path_factory.mktemp("big") / "big.png")
+
+
 @pytest.mark.parametrize("dataset", ["cifar10", "mnist"])
-def test_a_10000_square_png_is_decoded_reduced_in_bounded_memory(dataset, tmp_path):
+def test_a_10000_square_png_is_decoded_reduced_in_bounded_memory(dataset, big_png):
     """It used to take 2.6 GB (full-size copies through every step); now its one decoded copy
     (300 MB) and small ones after it. The result is still the picture: black left, white right."""
     import subprocess
     import sys
-    png = half_black_half_white(tmp_path / "big.png")
+    png = big_png
     out = subprocess.run([sys.executable, "-c", PEAK, str(png), dataset], capture_output=True, text=True,
                          timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"},
                          cwd=Path(__file__).resolve().parents[1])
