@@ -2,6 +2,7 @@
 and the adversarial examples of one image per class at a few ε."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -142,6 +143,12 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
 
 def text_width(text: str, size: float = SMALL_FONT, bold: bool = False) -> float:
     """The width in inches of `text` drawn at `size` points in the project's font."""
+    from matplotlib import rcParams
+    return _text_width(text, size, bold, str(rcParams["font.family"]), str(rcParams["font.sans-serif"]))
+
+
+@functools.lru_cache(maxsize=4096)  # names are measured again and again as they are cut to fit
+def _text_width(text: str, size: float, bold: bool, family: str, sans: str) -> float:
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextPath
     font = FontProperties(size=size, weight="bold" if bold else "normal")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -21,10 +22,29 @@ def _data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+# Palette PNGs made, by figure file (path, inode, size, mtime: figures are replaced whole, never
+# rewritten in place): a report rerun with its analyses from the cache shows the same figures.
+_PALETTE_PNGS: OrderedDict = OrderedDict()
+_MAX_PALETTE_PNGS = 256  # ~30 kB each
+
+
 def _palette_png(path: Path) -> tuple[bytes, tuple[int, int], float]:
     """The figure as a palette PNG (a figure has few colours: lossless where ≤ 256, else the 256
     by octree, no dithering, so edges stay sharp): the page weighs a third of the
     RGBA figures'. Returns (bytes, size, dpi)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    made = _PALETTE_PNGS.get(key)
+    if made is None:
+        made = _PALETTE_PNGS[key] = _make_palette_png(path)
+        while len(_PALETTE_PNGS) > _MAX_PALETTE_PNGS:
+            _PALETTE_PNGS.popitem(last=False)
+    else:
+        _PALETTE_PNGS.move_to_end(key)
+    return made
+
+
+def _make_palette_png(path: Path) -> tuple[bytes, tuple[int, int], float]:
     with Image.open(path) as im:
         dpi = im.info.get("dpi", (200, 200))[0] or 200
         rgba = im.convert("RGBA")
