@@ -3,6 +3,7 @@ request to any other host), rendered by a Jinja2 template with autoescape on."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from collections import OrderedDict
@@ -22,8 +23,8 @@ def _data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-# Palette PNGs made, by figure file (path, inode, size, mtime: figures are replaced whole, never
-# rewritten in place): a report rerun with its analyses from the cache shows the same figures.
+# Palette PNGs made, by the figure file's bytes: a report rerun with its analyses from the cache
+# (or a copy of one) shows the same figures.
 _PALETTE_PNGS: OrderedDict = OrderedDict()
 _MAX_PALETTE_PNGS = 256  # ~30 kB each
 
@@ -32,11 +33,11 @@ def _palette_png(path: Path) -> tuple[bytes, tuple[int, int], float]:
     """The figure as a palette PNG (a figure has few colours: lossless where ≤ 256, else the 256
     by octree, no dithering, so edges stay sharp): the page weighs a third of the
     RGBA figures'. Returns (bytes, size, dpi)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    data = Path(path).read_bytes()
+    key = hashlib.sha256(data).digest()
     made = _PALETTE_PNGS.get(key)
     if made is None:
-        made = _PALETTE_PNGS[key] = _make_palette_png(path)
+        made = _PALETTE_PNGS[key] = _make_palette_png(data)
         while len(_PALETTE_PNGS) > _MAX_PALETTE_PNGS:
             _PALETTE_PNGS.popitem(last=False)
     else:
@@ -44,8 +45,8 @@ def _palette_png(path: Path) -> tuple[bytes, tuple[int, int], float]:
     return made
 
 
-def _make_palette_png(path: Path) -> tuple[bytes, tuple[int, int], float]:
-    with Image.open(path) as im:
+def _make_palette_png(data: bytes) -> tuple[bytes, tuple[int, int], float]:
+    with Image.open(io.BytesIO(data)) as im:
         dpi = im.info.get("dpi", (200, 200))[0] or 200
         rgba = im.convert("RGBA")
     flat = Image.new("RGB", rgba.size, "white")
