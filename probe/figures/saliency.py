@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from probe.figures.style import (DIVERGING, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, apply_style,
-                                 new_figure, plain_text, show_image)
+                                 bare, new_figure, plain_text, show_image)
 from probe.methods.saliency import METHODS, method_title
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
@@ -144,11 +144,7 @@ def draw_map(ax, values: torch.Tensor, vmin: float, vmax: float, signed: bool, *
         rgba = cmap(norm(v))
         rgba[..., 3] = 0.95 * np.clip(np.abs(v) / max(abs(vmin), abs(vmax)), 0, 1) ** 0.7
         ax.imshow(rgba, interpolation="none")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-    for side in ax.spines.values():
-        side.set_visible(False)
+    bare(ax)
     return ScalarMappable(norm=norm, cmap=cmap)
 
 

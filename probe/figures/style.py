@@ -216,8 +216,18 @@ def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:
         ax.imshow(arr[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="none")
     else:
         ax.imshow(np.ascontiguousarray(arr), vmin=0, vmax=1, interpolation="none")
+    bare(ax)
+
+
+def bare(ax) -> None:
+    """An axes of a picture: no ticks, grid or frame; its x and y axis not drawn at all (nor
+    measured for the tight box): with no ticks they draw nothing, yet laying them out took a
+    third of the time of saving a grid of images. A title and texts of the axes stay; an axis
+    label would not show."""
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
     for side in ax.spines.values():
         side.set_visible(False)
+    ax.xaxis.set_visible(False)
+    ax.yaxis.set_visible(False)
