@@ -57,3 +57,22 @@ def test_a_failed_save_leaves_the_subsetter_as_it_was(tmp_path):
         save_figure(fig, tmp_path, "figure")
     assert subset.Options is options_before
     assert not list(tmp_path.iterdir())  # no half-written file
+
+
+def test_a_reused_font_subset_embeds_the_same_font(tmp_path):
+    """A subset of glyphs made before (the same text saved again) is reused: the second PDF's
+    fonts are the first's, embedded, and its text is still text."""
+    from probe.figures import style
+    style._SUBSETS.clear()
+    pdfs = []
+    for k in range(2):
+        fig, ax = new_figure()
+        ax.set_title(TITLE)
+        pdfs.append(save_figure(fig, tmp_path, f"figure-{k}")[1])
+        assert style._SUBSETS  # made once, then found
+    first, second = (embedded_fonts(pdf) for pdf in pdfs)
+    assert [name for name, _ in first] == [name for name, _ in second]
+    for (_, a), (_, b) in zip(first, second):
+        assert a.getGlyphOrder() == b.getGlyphOrder()
+        assert {"glyf", "loca", "hmtx"} <= set(b.keys()) and not {"GSUB", "GPOS", "kern"} & set(b.keys())
+    assert TITLE in PdfReader(pdfs[1]).pages[0].extract_text()
