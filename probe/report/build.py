@@ -102,7 +102,7 @@ REPORT_SETTINGS = {
 # A second step of an analysis with other settings, after the first: fooling images from noise in
 # the natural style too (on a robust model they look like the class, on a standard one they stay
 # textures: the contrast the raw style alone does not show).
-EXTRA_STEPS = {"fool-noise": [("fool-noise-natural", lambda folders: {"n": 2, "style": "natural"})]}
+EXTRA_STEPS = {"fool-noise": [("fool-noise-natural", lambda folders: {"n": 1, "style": "natural"})]}
 SKIP = {"curves": _no_history}
 ONCE_FOR_ALL = {"robustness"}  # every model on one plot: the comparison shows it, each model its part
 
