@@ -1,7 +1,6 @@
 """probe saliency: the maps against finite differences and IG's completeness, batch-size
 independence, the caller's model left as found, grayscale / RGB / SFDDD's crop, user images,
-the method registry (one place per method), the warning before Guided Backprop on in-place or
-reused ReLUs, the public API on a foreign model in float32 and float64, and the command (its
+the method registry (one place per method), Guided Backprop on in-place or reused ReLUs, the public API on a foreign model in float32 and float64, and the command (its
 files and its error cases)."""
 import io
 import json
@@ -28,7 +27,7 @@ from probe.errors import ConfigError, DataError
 from probe.figures.saliency import scale_of
 from probe.figures.style import save_figure
 from probe.methods.saliency import (METHODS, CamLayer, Method, SaliencyConfig, attribute, choose_cam_layer, explain,
-                                    parse_methods, relu_problems)
+                                    parse_methods)
 from probe.models.classifier import Classifier
 from probe.models.resnet import ResNet, get_config
 
@@ -436,34 +435,37 @@ class ReusedReLU(nn.Module):
         return self.fc(self.act(self.conv2(self.act(self.conv1(x)))).mean((2, 3)))
 
 
-def test_guided_backprop_warns_of_an_in_place_relu():
-    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(48, 2))
-    x = torch.rand(2, 1, 4, 4)
-    assert relu_problems(model, x) == (["1"], [])
-    with pytest.warns(UserWarning, match=r"Guided Backprop.*in-place nn.ReLU module\(s\) '1'"):
-        attribute(model, x, 0, methods="guided")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the other methods need no warning
-        attribute(model, x, 0, methods="vanilla,ig")
+class SeparateReLUs(ReusedReLU):
+    """ReusedReLU with its own ReLU for each use: the same function."""
+
+    def __init__(self):
+        super().__init__()
+        self.act2 = nn.ReLU()
+
+    def forward(self, x):
+        return self.fc(self.act2(self.conv2(self.act(self.conv1(x)))).mean((2, 3)))
 
 
-def test_guided_backprop_warns_of_a_relu_called_twice():
-    model = ReusedReLU()
-    x = torch.rand(2, 1, 5, 5)
-    assert relu_problems(model, x) == ([], ["act"])
-    with pytest.warns(UserWarning, match=r"called more than once in one forward pass: 'act'"):
-        saliency(model, x, 1, methods="guided")
-    with pytest.warns(UserWarning, match="'act'"):  # and before the randomization check recomputes it
-        faithfulness(model, x, 1, {"guided": torch.rand(2, 5, 5)})
-
-
-def test_probes_own_network_gets_no_relu_warning():
-    model = tiny_classifier(MNIST)
-    x = torch.rand(1, 1, 12, 12)
-    assert relu_problems(model, x) == ([], [])
+def test_guided_backprop_is_right_on_in_place_and_reused_relus():
+    """Guided Backprop's rule goes with each ReLU call: a ReLU module used twice, or built
+    in-place, gives the map of the same network with a fresh ReLU per use, and no warning."""
+    torch.manual_seed(1)
+    reused, separate = ReusedReLU().double(), SeparateReLUs().double()
+    separate.load_state_dict(reused.state_dict(), strict=False)
+    x = torch.rand(3, 1, 5, 5, dtype=torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        attribute(model, x, 0, methods="guided")
+        a = attribute(reused, x, 1, methods="guided").maps["guided"]
+        b = attribute(separate, x, 1, methods="guided").maps["guided"]
+        faithfulness(reused, x, 1, {"guided": torch.rand(3, 5, 5)})  # the randomization check recomputes it
+    assert a.abs().max() > 0
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    in_place = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(48, 2)).double()
+    fresh = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)).double()
+    fresh.load_state_dict(in_place.state_dict())
+    y = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(attribute(in_place, y, 0, methods="guided").maps["guided"],
+                               attribute(fresh, y, 0, methods="guided").maps["guided"], rtol=0, atol=1e-12)
 
 
 def test_settings_are_checked_in_the_users_option_names():

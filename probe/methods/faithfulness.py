@@ -31,7 +31,7 @@ from torch import nn
 from probe.errors import ConfigError
 from probe.methods.common import class_probabilities, evaluating, gaussian_blur
 from probe.methods.saliency import (METHODS, Explainer, Layer, SaliencyConfig, explainer, layer_name, parse_methods,
-                                     prepare_inputs, seeded, warn_relus, working_copy)
+                                     prepare_inputs, seeded, working_copy)
 from probe.models.inference import inference_copy
 
 RANDOM = "random"  # the key of the random-order baseline
@@ -426,7 +426,6 @@ def randomization_check(model: nn.Module, images: torch.Tensor, target, *,
     trained_maps: the trained model's maps if already computed (saves their time)."""
     x, t = prepare_inputs(model, images, target)
     fns = _explainers(model, methods, config, layer)
-    warn_relus(model, x, list(fns))
     groups = cascade_groups(model)
     if not cascade:
         groups = [("all", [name for _, g in groups for name in g])]

@@ -28,7 +28,6 @@ import copy
 import difflib
 import time
 import warnings
-import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -153,7 +152,9 @@ class _GuidedReLU(torch.autograd.Function):
 
 @contextlib.contextmanager
 def _guided_relus(model: nn.Module) -> Iterator[None]:
-    """Every nn.ReLU module of the model computing _GuidedReLU while inside; restored after."""
+    """Every nn.ReLU module of the model computing _GuidedReLU while inside; restored after. The
+    rule goes with each call: a ReLU module used twice in one forward pass, or built in-place,
+    gets the map of the same network with a fresh ReLU per use (tested)."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     own = [m.__dict__.get("forward") for m in relus]  # a forward set on the instance, kept
     for m in relus:
@@ -200,7 +201,6 @@ class Method:
     compute: Callable[[nn.Module, torch.Tensor, torch.Tensor, SaliencyConfig, Layer], torch.Tensor]
     # The input its attributions add up against (Σ map = f(x) − f(baseline)): checked per image.
     baseline: Callable[[torch.Tensor, SaliencyConfig], torch.Tensor] | None = None
-    module_relus: bool = False  # replaces nn.ReLU modules' gradients: in-place or reused ones go wrong
     needs_layer: bool = False  # explains a layer (Grad-CAM's feature map)
     unit: str = ""  # what a value is, under its colour bar ("" : "attribution", signed or not)
     overlay: bool = False  # smooth enough to see the image through: drawn on it by default (overlay "auto")
@@ -217,7 +217,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("gradcam", "Grad-CAM", "Grad-CAM", False, False, "one channel (layer map, upsampled)", 3, _gradcam,
            needs_layer=True, unit="class activation", overlay=True),
     Method("guided", "Guided Backprop", "Guided\nBackprop", False, False, "max over channels of |value|", 4,
-           _guided, module_relus=True, unit="guided |gradient|"),
+           _guided, unit="guided |gradient|"),
     Method("occlusion", "Occlusion", "Occlusion", True, True,
            "mean over channels (equal: the window spans them)", 5, _occlusion, unit="score drop (signed)",
            overlay=True),
@@ -370,53 +370,6 @@ def working_copy(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Mo
         p.grad = None
         p.requires_grad_(False)
     yield work
-
-
-def relu_problems(model: nn.Module, x: torch.Tensor) -> tuple[list[str], list[str]]:
-    """(in-place, reused): the names of the model's nn.ReLU modules built with inplace=True, and
-    of those called more than once in one forward pass of x[:1] (counted by forward hooks).
-    Captum's Guided Backprop (and DeepLift) replace each ReLU module's gradient: on these the
-    maps come out wrong without an error."""
-    relus = {name or "(the model)": m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
-    calls = dict.fromkeys(relus, 0)
-
-    def counter(name):
-        def hook(*_):
-            calls[name] += 1
-        return hook
-
-    hooks = [m.register_forward_hook(counter(name)) for name, m in relus.items()]
-    try:
-        with evaluating(model), torch.inference_mode():
-            model(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    return [n for n, m in relus.items() if m.inplace], [n for n, c in calls.items() if c > 1]
-
-
-_RELUS_CHECKED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def warn_relus(model: nn.Module, x: torch.Tensor, methods: Sequence[str]) -> None:
-    """A warning (naming the modules) before a method that replaces ReLU gradients runs on a model
-    with in-place or reused nn.ReLU modules."""
-    risky = [METHODS[m].title for m in methods if m in METHODS and METHODS[m].module_relus]
-    if not risky:
-        return
-    # one hooked forward pass per model (and input shape and ReLU modules): not one per call
-    key = (tuple(x.shape[1:]), tuple((n, id(m), m.inplace) for n, m in model.named_modules() if isinstance(m, nn.ReLU)))
-    checked = _RELUS_CHECKED.setdefault(model, {})
-    if key not in checked:
-        checked[key] = relu_problems(model, x)
-    inplace, reused = checked[key]
-    found = ([f"in-place nn.ReLU module(s) {', '.join(map(repr, inplace))}"] if inplace else []) \
-        + ([f"nn.ReLU module(s) called more than once in one forward pass: {', '.join(map(repr, reused))}"]
-           if reused else [])
-    if found:
-        warnings.warn(f"{', '.join(risky)}: the model has {'; and '.join(found)}. Captum replaces each ReLU "
-                      "module's gradient, and on these the maps are silently wrong (captum issues #156, "
-                      "#378): give every use its own nn.ReLU() with inplace=False.", UserWarning)
 
 
 @contextlib.contextmanager
@@ -577,7 +530,6 @@ def attribute(model: nn.Module, images: torch.Tensor, target, *, methods: str | 
     x, t = prepare_inputs(model, images, target)
     # Grad-CAM's layer by name (the same layer in the working copy); a bad one fails before the slow methods.
     cam = layer_name(model, layer) if any(METHODS[m].needs_layer for m in names) else None
-    warn_relus(model, x, names)
     # The copy costs about one forward pass of a small batch: worth it for the many passes of
     # SmoothGrad, IG and Occlusion, not for one gradient.
     many_passes = any(METHODS[m].many_passes for m in names)
