@@ -155,6 +155,10 @@ def test_every_figure_is_there_once_by_name(report):
     # no two figures are the same picture (the comparison once repeated the models' own)
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "figures").glob("*.png")]
     assert len(set(digests)) == len(digests)
+    # nor two captions the same: the raw and the natural fooling figures say which they are
+    captions = re.findall(r"\\caption\{(.*?)\}\n  \\label", tex, flags=re.S)
+    assert len(captions) == len(expected) and len(set(captions)) == len(captions)
+    assert any("natural style" in c for c in captions)
 
 
 def test_one_model_loads_its_test_split_once(tmp_path, mnist_dir, monkeypatch):

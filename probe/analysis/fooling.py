@@ -493,7 +493,7 @@ def section(result: FoolingResult) -> Section:
               "original | change (magnified) | fooled for each image, labelled source → target")
     for i, stem in enumerate(stems, 1):
         suffix = f" (page {i} of {len(stems)})" if len(stems) > 1 else ""
-        s.add(FigureRef(stem, f"{result.model}: {title.lower()}: {layout}; red: below the goal "
+        s.add(FigureRef(stem, f"{result.model}: {s.title.lower()}: {layout}; red: below the goal "
                         f"p ≥ {result.confidence:g}{suffix}.", data={"images": result.images}))
     return s
 
