@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import threading
-from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import seaborn as sns  # noqa: E402
 from probe.data.spec import ClassNames  # noqa: E402
 from probe.text import CONTROL_AS_SPACE  # noqa: E402
 from probe.io import atomic_writer  # noqa: E402
+from probe.memo import RecentCache  # noqa: E402
 
 FULL_WIDTH = 6.3  # inches
 HALF_WIDTH = 3.1
@@ -133,8 +133,7 @@ _subset_lock = threading.Lock()
 # fontTools parses the whole font again for each subset (~40 ms for DejaVu Sans, whatever the
 # glyphs), and the figures of a run repeat their glyphs: the axes of one model's figures, the
 # same figure of two models.
-_SUBSETS: OrderedDict = OrderedDict()
-_MAX_SUBSETS = 256  # ~15 kB each
+_SUBSETS = RecentCache(256)  # ~15 kB each
 
 
 @contextmanager
@@ -164,16 +163,10 @@ def _glyph_only_font_subsets():
             from fontTools.ttLib import TTFont
             glyphs = list(glyphs)
             key = (str(fontfile), getattr(fontfile, "face_index", None), frozenset(glyphs))
-            made = _SUBSETS.get(key)
-            if made is None:
+            def make():
                 with make_subset(fontfile, glyphs) as fresh:
-                    made = (pdf_ps.font_as_file(fresh.font).getvalue(), dict(fresh.glyph_index_map))
-                _SUBSETS[key] = made
-                while len(_SUBSETS) > _MAX_SUBSETS:
-                    _SUBSETS.popitem(last=False)
-            else:
-                _SUBSETS.move_to_end(key)
-            data, index_map = made
+                    return pdf_ps.font_as_file(fresh.font).getvalue(), dict(fresh.glyph_index_map)
+            data, index_map = _SUBSETS.get_or_make(key, make)
             return results(TTFont(io.BytesIO(data)), dict(index_map))._as_cm()
 
         # matplotlib's own helpers, as this version has them; else fontTools' subsets only

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import io
 import json
-from collections import OrderedDict
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -14,6 +13,7 @@ from PIL import Image
 
 import probe
 
+from probe.memo import RecentCache
 from probe.presentation import Figure, Report, Section, Table, Text
 
 CSS_PX_PER_INCH = 96
@@ -23,10 +23,9 @@ def _data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-# Palette PNGs made, by the figure file's bytes: a report rerun with its analyses from the cache
-# (or a copy of one) shows the same figures.
-_PALETTE_PNGS: OrderedDict = OrderedDict()
-_MAX_PALETTE_PNGS = 256  # ~30 kB each
+# Palette PNGs made, by the figure file's bytes (~30 kB each): a report rerun with its analyses
+# from the cache (or a copy of one) shows the same figures.
+_PALETTE_PNGS = RecentCache(256)
 
 
 def _palette_png(path: Path) -> tuple[bytes, tuple[int, int], float]:
@@ -34,15 +33,7 @@ def _palette_png(path: Path) -> tuple[bytes, tuple[int, int], float]:
     by octree, no dithering, so edges stay sharp): the page weighs a third of the
     RGBA figures'. Returns (bytes, size, dpi)."""
     data = Path(path).read_bytes()
-    key = hashlib.sha256(data).digest()
-    made = _PALETTE_PNGS.get(key)
-    if made is None:
-        made = _PALETTE_PNGS[key] = _make_palette_png(data)
-        while len(_PALETTE_PNGS) > _MAX_PALETTE_PNGS:
-            _PALETTE_PNGS.popitem(last=False)
-    else:
-        _PALETTE_PNGS.move_to_end(key)
-    return made
+    return _PALETTE_PNGS.get_or_make(hashlib.sha256(data).digest(), lambda: _make_palette_png(data))
 
 
 def _make_palette_png(data: bytes) -> tuple[bytes, tuple[int, int], float]:
