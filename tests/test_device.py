@@ -53,14 +53,33 @@ def test_this_process_own_work_is_left_out(monkeypatch):
     assert busy_elsewhere() == pytest.approx((300 - 100) / 100 / 2.0)
 
 
+def test_a_reading_is_reused_until_it_is_max_age_old(monkeypatch):
+    """A report's analyses follow each other: one 0.2 s sample serves those that start within
+    READING_MAX_AGE of it, and the next one after that samples again."""
+    import probe.device as device
+
+    readings = iter([1.5, 0.0, 0.7])
+    samples = []
+    monkeypatch.setattr(device, "busy_elsewhere", lambda: samples.append(1) or next(readings))
+    monkeypatch.setattr(device, "_last_reading", None)
+    clock = [100.0]
+    monkeypatch.setattr(device.time, "monotonic", lambda: clock[0])
+    assert device.recent_busy_elsewhere() == 1.5
+    clock[0] += device.READING_MAX_AGE - 0.5
+    assert device.recent_busy_elsewhere() == 1.5 and len(samples) == 1
+    clock[0] += 1.0  # the reading is now older than READING_MAX_AGE
+    assert device.recent_busy_elsewhere() == 0.0 and len(samples) == 2
+    assert device.recent_busy_elsewhere(max_age=0) == 0.7 and len(samples) == 3  # no reuse asked
+
+
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread: nothing to choose")
 def test_threads_follow_the_cores_left_free(monkeypatch):
     cores = os.cpu_count()
-    monkeypatch.setattr("probe.device.busy_elsewhere", lambda: float(cores))
+    monkeypatch.setattr("probe.device.recent_busy_elsewhere", lambda: float(cores))
     with analysis_threads(None, "cpu") as info:
         assert info["threads"] == torch.get_num_threads() == 1
         assert info["why"] == f"other processes keep {float(cores):.1f} of {cores} cores busy"
-    monkeypatch.setattr("probe.device.busy_elsewhere", lambda: 0.1)
+    monkeypatch.setattr("probe.device.recent_busy_elsewhere", lambda: 0.1)
     default = torch.get_num_threads()
     with analysis_threads(None, "cpu") as info:
         assert info["threads"] == default and "why" not in info
@@ -78,7 +97,7 @@ def test_an_analysis_runs_on_the_free_cores_and_inner_blocks_keep_the_choice(mon
     from probe.analysis.misclassified import ANALYSIS
 
     cores = os.cpu_count()
-    monkeypatch.setattr("probe.device.busy_elsewhere", lambda: float(cores))
+    monkeypatch.setattr("probe.device.recent_busy_elsewhere", lambda: float(cores))
     seen = {}
 
     def run(ctx, settings):

@@ -367,7 +367,7 @@ def test_training_beside_busy_processes_takes_one_thread_and_says_so(tmp_path, m
     before = torch.get_num_threads()
     if before < 2:
         pytest.skip("one core: nothing to choose")
-    monkeypatch.setattr("probe.device.busy_elsewhere", lambda: float(os.cpu_count()))  # every core busy elsewhere
+    monkeypatch.setattr("probe.device.recent_busy_elsewhere", lambda: float(os.cpu_count()))  # every core busy elsewhere
     seen, stream = ThreadsSeen(), io.StringIO()
     train(tiny_config(epochs=1), tmp_path / "m", splits=tiny_splits(), callbacks=[seen, ProgressPrinter(stream, bar=False)])
     assert seen.threads == 1 and torch.get_num_threads() == before
