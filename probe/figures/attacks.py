@@ -2,13 +2,12 @@
 and the adversarial examples of one image per class at a few ε."""
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
 from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SMALL_FONT, WRONG, apply_style,
-                                 class_labels, new_figure, show_image)
+                                 class_labels, new_figure, show_image, text_width)
 
 LINE = 1.45 * SMALL_FONT / 72
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
@@ -139,20 +138,6 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
     if title:
         fig.text(0.5, 1 - 0.04 / height, title, ha="center", va="top")
     return fig
-
-
-def text_width(text: str, size: float = SMALL_FONT, bold: bool = False) -> float:
-    """The width in inches of `text` drawn at `size` points in the project's font."""
-    from matplotlib import rcParams
-    return _text_width(text, size, bold, str(rcParams["font.family"]), str(rcParams["font.sans-serif"]))
-
-
-@functools.lru_cache(maxsize=4096)  # names are measured again and again as they are cut to fit
-def _text_width(text: str, size: float, bold: bool, family: str, sans: str) -> float:
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextPath
-    font = FontProperties(size=size, weight="bold" if bold else "normal")
-    return TextPath((0, 0), text, size=size, prop=font).get_extents().width / 72
 
 
 def _fit(name: str, width: float) -> str:

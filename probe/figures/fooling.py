@@ -12,14 +12,13 @@ PNG and read back) and `confidence`; from data also `original`, `source_label` a
 `p_source_original`."""
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from probe.figures.style import (CORRECT, DIVERGING, FONT_SIZE, FULL_WIDTH, SMALL_FONT, WRONG, apply_style,
-                                 class_labels)
+                                 class_labels, text_width)
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
 TITLE_LINE = 1.45 * FONT_SIZE / 72
@@ -42,25 +41,10 @@ def _p(p: float) -> str:
     return f"{math.floor(p * 1e4) / 1e4:.4f}".removeprefix("0")
 
 
-@functools.lru_cache(maxsize=8)
-def _font(size: float):
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextToPath
-    apply_style()  # the figures' font family
-    return TextToPath(), FontProperties(size=size)
-
-
-@functools.lru_cache(maxsize=4096)
-def _width(text: str, size: float = SMALL_FONT) -> float:
-    """The width of `text` drawn in the figures' font at `size` pt, inches."""
-    measure, font = _font(size)
-    return measure.get_text_width_height_descent(text, font, ismath=False)[0] / 72
-
-
 def _fit(text: str, inches: float, size: float = SMALL_FONT) -> str:
     """text cut (with "…") to at most `inches` at `size` pt: a long class name must not run into
     its neighbours."""
-    if _width(text, size) <= inches:
+    if text_width(text, size) <= inches:
         return text
     return text[:_prefix(text, inches, size, "…")] + "…"
 
@@ -71,7 +55,7 @@ def _prefix(text: str, inches: float, size: float, suffix: str = "") -> int:
     lo, hi = 1, len(text)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if _width(text[:mid] + suffix, size) <= inches else (lo, mid - 1)
+        lo, hi = (mid, hi) if text_width(text[:mid] + suffix, size) <= inches else (lo, mid - 1)
     return lo
 
 
@@ -80,10 +64,10 @@ def _wrap(text: str, inches: float, size: float = SMALL_FONT) -> str:
     and inside a word wider than a line."""
     lines: list[str] = []
     for word in text.split(" "):
-        if lines and _width(f"{lines[-1]} {word}", size) <= inches:
+        if lines and text_width(f"{lines[-1]} {word}", size) <= inches:
             lines[-1] += f" {word}"
             continue
-        while len(word) > 1 and _width(word, size) > inches:
+        while len(word) > 1 and text_width(word, size) > inches:
             cut = _prefix(word, inches, size)
             lines.append(word[:cut])
             word = word[cut:]
@@ -174,7 +158,7 @@ def _grid_at(flow: float, groups: list, cells: _Cells, shape: tuple[int, int], t
                  <= PAGE_HEIGHT + 1e-9), lo)
     img_w, img_h = _image_size(size, h, w)
     grid_w = widest(size)
-    width = max(grid_w, _text_width(title, legend))
+    width = max(grid_w, _caption_width(title, legend))
     pages = [rows[i:i + per_page] for i in range(0, len(rows), per_page)]
     return _Layout(width, head, cells.row_h(img_h), img_w, img_h, cells.cell_w(img_w), cells.gap,
                    (width - grid_w) / 2, title, legend, pages)
@@ -190,8 +174,8 @@ def _head(title: str, legend: str, grid_w: float) -> tuple[str, str, float]:
     return title, legend, 0.06 + lines * TITLE_LINE + (legend.count("\n") + 1) * LINE + 0.1
 
 
-def _text_width(title: str, legend: str) -> float:
-    return max([_width(x, FONT_SIZE) for x in title.split("\n")] + [_width(x) for x in legend.split("\n")])
+def _caption_width(title: str, legend: str) -> float:
+    return max([text_width(x, FONT_SIZE) for x in title.split("\n")] + [text_width(x) for x in legend.split("\n")])
 
 
 def _placed(lay: _Layout, row: list):
@@ -311,7 +295,7 @@ GAP, TRIPLET_GAP = 0.03, 0.12  # between the images of a triplet, between triple
 
 def _dataset_layout(result, names: list[str], title: str) -> _Layout:
     c, h, w = result.pixels.shape[1:]
-    longest = max(_width(f"{names[int(s)]} → {names[int(t)]}") for s, t in zip(result.source_label, result.target))
+    longest = max(text_width(f"{names[int(s)]} → {names[int(t)]}") for s, t in zip(result.source_label, result.target))
     label_w = min(longest + 0.04, 3 * DATA_SIZES[2] + 2 * GAP)
     cells = _Cells(cell_w=lambda img_w: max(3 * img_w + 2 * GAP, label_w) + TRIPLET_GAP,
                    row_h=lambda img_h: LINE + img_h + LINE + 0.06, sizes=DATA_SIZES, gap=0.0)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from probe.figures.style import (DIVERGING, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, apply_style,
-                                 bare, new_figure, plain_text, show_image)
+                                 bare, new_figure, plain_text, show_image, text_width)
 from probe.methods.saliency import METHODS, method_title
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
@@ -92,12 +92,6 @@ def _fmt(v: float) -> str:
     if "e" not in s:
         s = s.replace("0.", ".", 1) if s.startswith(("0.", "-0.")) else s  # ".64": narrow bars
     return s.replace("-", "−")
-
-
-def _text_width(text: str, size: float = SMALL_FONT) -> float:
-    """Inches of `text` in DejaVu Sans at `size` pt, roughly (digits 0.64 em, the minus 0.84)."""
-    em = {".": 0.32, "−": 0.84, "-": 0.36, "×": 0.84, "e": 0.62}
-    return sum(em.get(ch, 0.64) for ch in text) * size / 72
 
 
 def scale_of(values: torch.Tensor, signed: bool, clip: float = CLIP) -> tuple[float, float, bool]:
@@ -282,7 +276,7 @@ def _colour_bar(fig, grid: _Grid, j: int, method: str, mappable, scale: tuple[fl
     cb = fig.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend, extendfrac=0.06)
     ticks = [vmin, 0.0, vmax] if signed else [0.0, vmax]
     labels = [_fmt(v / 10 ** _power(vmax, signed)) for v in ticks]  # "6.6" and "×10⁻³" below: short labels
-    if signed and _text_width(labels[0]) + _text_width("0") / 2 + 0.07 > 0.92 * grid.map_w / 2:
+    if signed and text_width(labels[0]) + text_width("0") / 2 + 0.07 > 0.92 * grid.map_w / 2:
         labels[1] = ""  # no room for the centre label: the white middle is 0
     cb.set_ticks(ticks, labels=labels)
     cb.ax.text(0.5, -0.2 / 0.07, "\n".join(_unit_lines(method, signed, vmax, 0.92 * grid.map_w)),

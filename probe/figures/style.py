@@ -7,6 +7,7 @@ diverging maps centred on zero.
 """
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from contextlib import contextmanager, nullcontext
@@ -52,8 +53,10 @@ RC = {
 
 
 def apply_style() -> None:
+    global _styled
     sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, rc=RC)
     plt.rcParams.update(RC)
+    _styled = True
 
 
 def new_figure(width: float = FULL_WIDTH, height: float | None = None, **subplots):
@@ -181,6 +184,25 @@ def _glyph_only_font_subsets():
             subset.Options = plain
             if reuse:
                 pdf_ps.get_glyphs_subset = make_subset
+
+
+def text_width(text: str, size: float = SMALL_FONT, bold: bool = False) -> float:
+    """The width in inches that `text` takes drawn at `size` points in the figures' font (its
+    advance: what a line of it needs), for laying out names before they are drawn."""
+    if not _styled:
+        apply_style()  # the figures' font family, before the first measurement
+    return _text_width(text, size, bold, str(plt.rcParams["font.family"]), str(plt.rcParams["font.sans-serif"]))
+
+
+_styled = False
+
+
+@functools.lru_cache(maxsize=4096)  # names are measured again and again as they are cut to fit
+def _text_width(text: str, size: float, bold: bool, family: str, sans: str) -> float:
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+    font = FontProperties(size=size, weight="bold" if bold else "normal")
+    return TextToPath().get_text_width_height_descent(text, font, ismath=False)[0] / 72
 
 
 def class_labels(classes, short: bool = False) -> list[str]:
