@@ -126,6 +126,25 @@ def test_figures_of_very_long_names_stay_page_sized(tmp_path):
     assert width < 4000 and width * height < 10_000_000, (width, height)  # before: 233 million pixels
 
 
+def test_a_wrapped_legend_is_kept_whole_and_a_runaway_text_is_cut(tmp_path):
+    """The cut is per line: the fooling figure's legend, wrapped to the figure's width, is 250
+    characters in three lines and lost its last words ("goal ≥ 0.99, re…") when the cut was on
+    the whole text. A text of thousands of lines is still cut to MAX_FIGURE_LINES."""
+    from PIL import Image
+
+    from probe.figures.style import MAX_FIGURE_LINES, MAX_FIGURE_TEXT, new_figure, save_figure
+    legend = "\n".join(f"line {i}: " + "words of a legend " * 5 for i in range(3))
+    assert len(legend) > MAX_FIGURE_TEXT and max(map(len, legend.split("\n"))) < MAX_FIGURE_TEXT
+    fig, ax = new_figure()
+    kept = fig.text(0.5, 0.5, legend)
+    runaway = fig.text(0.1, 0.1, "\n".join(["tall"] * 5000 + ["x" * 1000]))
+    png, _ = save_figure(fig, tmp_path, "legend")
+    assert kept.get_text() == legend
+    lines = runaway.get_text().split("\n")
+    assert len(lines) == MAX_FIGURE_LINES and lines[-1].endswith("…")
+    assert Image.open(png).size[1] < 4000
+
+
 def test_figure_texts_that_no_plain_text_passed(tmp_path):
     """Found by the fuzz suite: a title made of a model's name (a lone surrogate: a folder name
     that is not UTF-8) stopped matplotlib (TypeError in FT2Font.set_text), and U+FEFF the PDF

@@ -68,10 +68,12 @@ def new_figure(width: float = FULL_WIDTH, height: float | None = None, **subplot
 # User text in a figure is cut: a class name may be 1,000 characters (a dataset spec allows it),
 # and the tight bounding box grows with the text: ten such names on a confusion matrix's axes made
 # a 11,834 × 8,536 pixel PNG (2.9 GB while drawing). Axis labels (class names) are cut to
-# MAX_LABEL characters where they are made (class_labels); any text at all to MAX_FIGURE_TEXT
-# when the figure is saved.
+# MAX_LABEL characters where they are made (class_labels); any line of text at all to
+# MAX_FIGURE_TEXT characters, and a text to MAX_FIGURE_LINES lines, when the figure is saved (a
+# legend wrapped to the figure's width is several lines of well over 200 characters in all).
 MAX_LABEL = 40
 MAX_FIGURE_TEXT = 200
+MAX_FIGURE_LINES = 12
 
 
 def _drawable(text: str) -> str:
@@ -81,14 +83,16 @@ def _drawable(text: str) -> str:
 
 
 def _safe_texts(fig) -> None:
-    """Every text of the figure drawable and at most MAX_FIGURE_TEXT characters, whichever way
-    it was made (a title of a model's name that did not pass plain_text)."""
+    """Every text of the figure drawable, its lines at most MAX_FIGURE_TEXT characters and at
+    most MAX_FIGURE_LINES of them, whichever way it was made (a title of a model's name that did
+    not pass plain_text)."""
     from matplotlib.text import Text
     for t in fig.findobj(Text):
         text = t.get_text()
-        safe = _drawable(text)
-        if len(safe) > MAX_FIGURE_TEXT:
-            safe = safe[:MAX_FIGURE_TEXT - 1] + "…"
+        lines = _drawable(text).split("\n")
+        if len(lines) > MAX_FIGURE_LINES:
+            lines = [*lines[:MAX_FIGURE_LINES - 1], lines[MAX_FIGURE_LINES - 1][:MAX_FIGURE_TEXT - 1] + "…"]
+        safe = "\n".join(line if len(line) <= MAX_FIGURE_TEXT else line[:MAX_FIGURE_TEXT - 1] + "…" for line in lines)
         if safe != text:
             t.set_text(safe)
 
