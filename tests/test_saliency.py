@@ -8,6 +8,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import matplotlib.text
 import numpy as np
 import pytest
 import torch
@@ -17,14 +18,15 @@ from torch import nn
 from typer.testing import CliRunner
 
 from probe.analysis.saliency import (ANALYSIS, COMPARISON_STEM, SaliencyResult, Settings, class_index,
-                                     comparison_figure, comparison_section, faithfulness, row_labels, run, saliency,
+                                     comparison_figure, comparison_figures, comparison_pages, comparison_section,
+                                     comparison_stems, faithfulness, row_labels, run, saliency,
                                      section, write_files)
 from probe.analysis.runner import read_outputs
 from probe.cli import app, main
 from probe.data.spec import CIFAR10, MNIST
 from probe.data.user_images import load_user_images
 from probe.errors import ConfigError, DataError
-from probe.figures.saliency import scale_of
+from probe.figures.saliency import overlaid, scale_of
 from probe.figures.style import save_figure
 from probe.methods.saliency import (METHODS, CamLayer, Method, SaliencyConfig, attribute, choose_cam_layer, explain,
                                     parse_methods)
@@ -392,6 +394,53 @@ def test_comparison_shares_one_colour_scale_per_method_across_the_models():
     other = saliency(model, torch.rand(2, 1, 8, 8), 1, methods="vanilla", config=FAST)
     with pytest.raises(ConfigError, match="different images"):
         comparison_figure([a, other])
+
+
+def _overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of non-empty texts of the drawn figure whose boxes overlap by more than a point
+    (column titles, colour-bar numbers, the words under the bars, row labels)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    boxes = [(t.get_text(), t.get_window_extent(renderer).shrunk(1, 1)) for t in texts]
+    slack = fig.dpi / 72  # one point
+    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:]
+            if min(ba.x1, bb.x1) - max(ba.x0, bb.x0) > slack and min(ba.y1, bb.y1) - max(ba.y0, bb.y0) > slack]
+
+
+def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into_another():
+    """Found in the demo report: three models × four images in one figure made maps of 0.45 in
+    under column titles and colour-bar numbers that ran into each other. Now a page holds
+    COMPARISON_ROWS rows, every page on the same colour scale per method."""
+    x = torch.rand(4, 1, 12, 12)
+    models = [tiny_classifier(MNIST, seed=s) for s in range(3)]
+    results = [saliency(m, x, 1, methods=list(METHODS), name=f"model-{s}", config=FAST, overlay="auto")
+               for s, m in enumerate(models)]
+    assert comparison_pages(results) == [[0, 1], [2, 3]]
+    assert comparison_stems(results) == [COMPARISON_STEM, COMPARISON_STEM + "-2"]
+    pages = comparison_figures(results)
+    assert len(pages) == 2
+    # one scale per method on both pages: the maps drawn with a colour map (an overlay is RGBA), and
+    # every colour bar's ends
+    drawn = [m for m in METHODS if m not in overlaid(list(METHODS), "auto")]
+    clims = [{m: {im.get_clim() for im in col} for m, col in _columns(fig).items() if m in drawn} for fig in pages]
+    assert clims[0] == clims[1] and all(len(c) == 1 for c in clims[0].values()) and len(clims[0]) == len(drawn) >= 3
+    bars = [[tuple(ax.get_xticks()) for ax in fig.axes if not ax.get_label().startswith("map ") and ax.get_xticks().size]
+            for fig in pages]
+    assert bars[0] == bars[1] and len(bars[0]) == len(METHODS)
+    for p, fig in enumerate(pages):
+        cells = [ax.get_label() for ax in fig.axes if ax.get_label().startswith("map ")]
+        assert all(cells.count(f"map {m}") == 2 * 3 for m in METHODS)  # 2 images × 3 models
+        assert fig.get_size_inches()[0] > 6.0  # the full text width: maps of a readable size
+        assert not _overlapping_texts(fig)
+        assert any(f"(page {p + 1} of 2)" in t.get_text().replace("\n", " ") for t in fig.texts)
+    part = comparison_section(results)
+    refs = [c for c in part.children if hasattr(c, "stem")]
+    assert [r.stem for r in refs] == comparison_stems(results)
+    assert "(images 1–2 of 4)" in refs[0].caption and "(images 3–4 of 4)" in refs[1].caption
+    two = comparison_pages(results[:2])
+    assert two == [[0, 1, 2, 3]]  # two models: all four images on one page, as before
+    assert not _overlapping_texts(comparison_figure(results[:2])) and not _overlapping_texts(results[0].figures()["saliency"])
 
 
 def test_colour_bars_say_what_the_values_are_and_auto_overlays_the_coarse_maps():

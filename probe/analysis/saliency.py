@@ -32,7 +32,8 @@ from probe.data.user_images import load_user_images
 from probe.device import cpu_threads
 from probe.errors import ConfigError
 from probe.figures.saliency import (area_text, faithfulness_figure, is_signed, legend_of, overlaid,
-                                    randomization_figure, randomization_maps_figure, rho_text, saliency_figure)
+                                    randomization_figure, randomization_maps_figure, rho_text, saliency_figure,
+                                    scale_of)
 from probe.figures.style import class_labels, plain_text
 from probe.io import atomic_write_bytes, atomic_write_text
 from probe.methods.common import class_probabilities
@@ -852,45 +853,84 @@ def _check_comparable(results: Sequence[SaliencyResult]) -> list[str]:
     return [m for m in first.methods if all(m in r.methods for r in results)]
 
 
-def comparison_figure(results: Sequence[SaliencyResult]):
-    """The same images' maps of every model side by side: a row per image and model (an image's
-    models in adjacent rows, the image drawn once), a column per method, ONE colour scale per
-    method across every model (a darker pixel means a larger value in every model's map)."""
-    methods = _check_comparable(results)
-    first, k = results[0], len(results)
-    order = [(i, j) for i in range(len(first.images)) for j in range(k)]  # image-major: models adjacent
-    maps = {m: torch.stack([results[j].maps[m][i] for i, j in order]) for m in methods}
-    names = [plain_text(r.model) if len(r.model) <= 18 else plain_text(r.model[:17]) + "…" for r in results]
-    per_model = [row_labels(r, names[j]).copy() for j, r in enumerate(results)]
-    labels = [per_model[j][i] if j == 0 else per_model[j][i].split("\n", 1)[1] for i, j in order]
-    frames = None if first.frames is None else first.frames.repeat_interleave(k, 0)
-    title = (f"{', '.join(plain_text(r.model) for r in results)}: {plain_text(first.description)}; "
-             "each model's maps in adjacent rows, one colour scale per method for all models")
-    return saliency_figure(maps, first.images.repeat_interleave(k, 0), row_labels=labels, frames=frames,
-                           crop_box=tuple(first.crop_box) if first.crop_box else None, scale="method",
-                           overlay=first.overlay, title=title, group=k, across="the rows of every model")
-
-
+# Rows of one page of the side-by-side figure: what a model's own grid holds at the full text
+# width (maps ~0.7 in). Three models × four images in one figure made maps of 0.45 in, under
+# column titles and colour-bar labels that ran into each other.
+COMPARISON_ROWS = 8
 COMPARISON_STEM = "saliency-side-by-side"
 
 
+def comparison_pages(results: Sequence[SaliencyResult]) -> list[list[int]]:
+    """The images of each page of the side-by-side figure: as many as fit COMPARISON_ROWS rows
+    with a row per model (at least one), in order."""
+    per_page = max(1, COMPARISON_ROWS // max(1, len(results)))
+    n = len(results[0].images) if results else 0
+    return [list(range(s, min(s + per_page, n))) for s in range(0, n, per_page)]
+
+
+def comparison_stems(results: Sequence[SaliencyResult], stem: str = COMPARISON_STEM) -> list[str]:
+    """The figure stem of each page: `stem`, then `stem`-2, -3, ..."""
+    return [stem if i == 0 else f"{stem}-{i + 1}" for i in range(len(comparison_pages(results)))]
+
+
+def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] | None = None, page: str = ""):
+    """The same images' maps of every model side by side: a row per image and model (an image's
+    models in adjacent rows, the image drawn once), a column per method, ONE colour scale per
+    method across every model and every image of the results (a darker pixel means a larger
+    value in every model's map, on every page). images: which of them to draw (default all;
+    comparison_figures pages them); page: said in the title ("page 1 of 2")."""
+    methods = _check_comparable(results)
+    first, k = results[0], len(results)
+    chosen = list(range(len(first.images))) if images is None else list(images)
+    order = [(i, j) for i in chosen for j in range(k)]  # image-major: models adjacent
+    maps = {m: torch.stack([results[j].maps[m][i] for i, j in order]) for m in methods}
+    everything = {m: torch.cat([r.maps[m] for r in results]) for m in methods}
+    scales = {m: scale_of(everything[m], is_signed(m, everything[m])) for m in methods}
+    names = [plain_text(r.model) if len(r.model) <= 18 else plain_text(r.model[:17]) + "…" for r in results]
+    per_model = [row_labels(r, names[j]).copy() for j, r in enumerate(results)]
+    labels = [per_model[j][i] if j == 0 else per_model[j][i].split("\n", 1)[1] for i, j in order]
+    frames = None if first.frames is None else first.frames[chosen].repeat_interleave(k, 0)
+    title = (f"{', '.join(plain_text(r.model) for r in results)}: {plain_text(first.description)}; "
+             "each model's maps in adjacent rows, one colour scale per method for all models"
+             + (f" ({page})" if page else ""))
+    return saliency_figure(maps, first.images[chosen].repeat_interleave(k, 0), row_labels=labels, frames=frames,
+                           crop_box=tuple(first.crop_box) if first.crop_box else None, scale="method",
+                           overlay=first.overlay, title=title, group=k, across="the rows of every model and page",
+                           scales=scales)
+
+
+def comparison_figures(results: Sequence[SaliencyResult]) -> list:
+    """comparison_figure, a page at a time (comparison_pages), on one colour scale per method."""
+    pages = comparison_pages(results)
+    return [comparison_figure(results, images, f"page {p + 1} of {len(pages)}" if len(pages) > 1 else "")
+            for p, images in enumerate(pages)]
+
+
 def comparison_section(results: Sequence[SaliencyResult], stem: str = COMPARISON_STEM) -> Section:
-    """The comparison's part: the models' maps of the same images side by side (comparison_figure,
-    to be saved under `stem`), with what the reader should know to compare them."""
+    """The comparison's part: the models' maps of the same images side by side (comparison_figures,
+    to be saved under comparison_stems(results, stem)), with what the reader should know to
+    compare them."""
     methods = _check_comparable(results)
     first = results[0]
     layers = {r.model: (r.gradcam or {}).get("layer") for r in results if r.gradcam}
     same = len(set(layers.values())) <= 1
+    pages = comparison_pages(results)
     text = (f"The same {first.description} for every model ({', '.join(r.model for r in results)}): each image's "
             "maps of the models in adjacent rows, with one colour scale per method shared by all models, so a "
             "darker pixel means a larger value whichever model it comes from (the models' own sections scale "
             "each model alone)." + ("" if same else " Grad-CAM layers: " + ", ".join(
-                f"{m}: {layer}" for m, layer in layers.items()) + "."))
-    return Section("Side by side: what each model looks at", "saliency-side-by-side", [
-        Text(text), FigureRef(stem, f"Saliency maps of {', '.join(r.model for r in results)} side by side, one "
-                              "colour scale per method across the models.",
-                              data={"models": [r.model for r in results], "methods": methods,
-                                    "rows": [r.rows for r in results]})])
+                f"{m}: {layer}" for m, layer in layers.items()) + ".")
+            + (f" {len(first.images)} images × {len(results)} models do not fit one page: {len(pages)} figures, "
+               "on the same colour scales." if len(pages) > 1 else ""))
+    names = ", ".join(r.model for r in results)
+    figures = []
+    for (page, images), page_stem in zip(enumerate(pages), comparison_stems(results, stem)):
+        part = (f" (images {images[0] + 1}–{images[-1] + 1} of {len(first.images)})" if len(pages) > 1 else "")
+        figures.append(FigureRef(page_stem, f"Saliency maps of {names} side by side, one colour scale per method "
+                                 f"across the models{part}.",
+                                 data={"models": [r.model for r in results], "methods": methods,
+                                       "rows": [[r.rows[i] for i in images] for r in results]}))
+    return Section("Side by side: what each model looks at", "saliency-side-by-side", [Text(text), *figures])
 
 
 def _format_table(table: list[dict], faithful: bool) -> list[str]:

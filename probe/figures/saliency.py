@@ -303,7 +303,7 @@ def scale_note(scale: str, overlays, across: str = "the rows") -> str:
 def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_labels: list[str] | None = None,
                     frames: torch.Tensor | None = None, crop_box: tuple[int, int, int, int] | None = None,
                     scale: str = "method", overlay=False, title: str = "", group: int = 1,
-                    across: str = "the rows"):
+                    across: str = "the rows", scales: dict | None = None):
     """A row per image: the image, then one map per method (maps[method]: (N, H, W) at the
     network's input; images (N, C, H, W) that input). frames: the stored images to show in
     the first column instead (SFDDD's 64×48 frame, at its aspect ratio), with crop_box (top,
@@ -312,15 +312,19 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_
     the values are) or "image" (each map its own scale, its top printed below it). overlay:
     True, False, "auto" or method names: those drawn over their image (see `overlaid`).
     group: rows per image (a comparison of models: the image once, a row per model; across
-    names what a colour bar spans)."""
+    names what a colour bar spans). scales: scale "method"'s (vmin, vmax, clipped) per method
+    when they span more than these rows (a comparison's pages); default scale_of the maps."""
     import matplotlib.pyplot as plt
     if scale not in ("method", "image"):
         raise ValueError(f"scale must be 'method' or 'image', not {scale!r}")
     apply_style()
     methods, first = list(maps), (frames if frames is not None else images)
-    signed = {m: is_signed(m, maps[m]) for m in methods}
     on_image = [m for m in methods if m in overlaid(methods, overlay)]
-    scales = {m: scale_of(maps[m], signed[m]) for m in methods} if scale == "method" else {}
+    if scale != "method":
+        scales = {}
+    elif scales is None:
+        scales = {m: scale_of(maps[m], is_signed(m, maps[m])) for m in methods}
+    signed = {m: is_signed(m, maps[m]) or (m in scales and scales[m][0] < 0) for m in methods}
     unit_lines = 3
     for _ in range(2):  # the lines under the colour bars depend on the columns' width
         grid = _Grid.of(len(images), len(methods), tuple(first.shape[-2:]), tuple(images.shape[-2:]), row_labels,

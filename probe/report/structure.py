@@ -130,7 +130,8 @@ def comparison_section(folders: list[ModelFolder], joint=(), per_model: list[dic
         folder = out / "saliency-side-by-side"
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            save_figure(saliency.comparison_figure(maps), folder, saliency.COMPARISON_STEM)
+            for fig, stem in zip(saliency.comparison_figures(maps), saliency.comparison_stems(maps)):
+                save_figure(fig, folder, stem)
             s.add(place_figures(saliency.comparison_section(maps), folder, "comparison", "saliency"))
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
             # a cached result whose arrays are gone or damaged (found by the fuzz suite: its own
