@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from figure_checks import overlaps_in_saved_figures  # noqa: E402
 from test_model_folder import write_tiny_model  # noqa: E402
 
 from probe.models.folder import read_model_folder  # noqa: E402
@@ -73,8 +74,9 @@ def report(tmp_path_factory, mnist_dir):
     for name in ("tiny-a", "tiny-b"):
         write_history(models / name)
     out = root / "out"
-    result = run_report([models / "tiny-a", models / "tiny-b"], data_dir=mnist_dir, out=out, plan=small_plan(models))
-    return result, out, models, mnist_dir
+    with overlaps_in_saved_figures() as overlaps:  # checked as the figures are drawn: no extra drawing
+        result = run_report([models / "tiny-a", models / "tiny-b"], data_dir=mnist_dir, out=out, plan=small_plan(models))
+    return result, out, models, mnist_dir, overlaps
 
 
 def small_plan(models: Path, names=("tiny-a", "tiny-b")):
@@ -100,6 +102,14 @@ def test_the_report_files_are_there(report):
     for name in ("report.html", "report.pdf", "figures.tex"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     assert any(line.startswith("open ") and line.endswith("report.html") for line in result.lines)
+
+
+def test_no_text_of_any_figure_runs_into_another(report):
+    """Every figure of the report (hostile long class names, two models side by side) as drawn
+    into its PNG: no title, tick label, legend entry or colour-bar number overlaps another (the
+    demo's side-by-side saliency figure had a dozen such pairs before it took pages)."""
+    *_, overlaps = report
+    assert overlaps == []
 
 
 def test_html_has_every_section_and_figure_and_no_external_reference(report):
@@ -274,7 +284,7 @@ def test_every_figure_pdf_is_vector_and_tex_includes_it(report):
 
 
 def test_second_run_uses_the_cache_and_new_weights_invalidate_it(report, tmp_path):
-    _, out, models, data = report
+    _, out, models, data, _ = report
     # Copies: the other tests read the fixture's models. The cache key holds the weights' sha256,
     # the settings and the data folder, not the model's path, so the copied results still count.
     models, out = Path(shutil.copytree(models, tmp_path / "trained_models")), Path(shutil.copytree(out, tmp_path / "out"))
@@ -365,7 +375,7 @@ def test_models_whose_names_share_an_anchor_are_refused(tmp_path, mnist_dir):
 
 def test_bad_formats_and_outputs_are_clear_errors(report, tmp_path):
     from probe.errors import ConfigError
-    _, _, models, data = report
+    _, _, models, data, _ = report
     with pytest.raises(ConfigError, match="--format"):
         run_report([models / "tiny-b"], data_dir=data, out=tmp_path / "r", formats=("docx",))
     (tmp_path / "file").write_text("x")

@@ -8,7 +8,6 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.text
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
+from figure_checks import overlapping_texts
 from probe.analysis.saliency import (ANALYSIS, COMPARISON_STEM, SaliencyResult, Settings, class_index,
                                      comparison_figure, comparison_figures, comparison_pages, comparison_section,
                                      comparison_stems, faithfulness, row_labels, run, saliency,
@@ -396,18 +396,6 @@ def test_comparison_shares_one_colour_scale_per_method_across_the_models():
         comparison_figure([a, other])
 
 
-def _overlapping_texts(fig) -> list[tuple[str, str]]:
-    """Pairs of non-empty texts of the drawn figure whose boxes overlap by more than a point
-    (column titles, colour-bar numbers, the words under the bars, row labels)."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
-    boxes = [(t.get_text(), t.get_window_extent(renderer).shrunk(1, 1)) for t in texts]
-    slack = fig.dpi / 72  # one point
-    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:]
-            if min(ba.x1, bb.x1) - max(ba.x0, bb.x0) > slack and min(ba.y1, bb.y1) - max(ba.y0, bb.y0) > slack]
-
-
 def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into_another():
     """Found in the demo report: three models × four images in one figure made maps of 0.45 in
     under column titles and colour-bar numbers that ran into each other. Now a page holds
@@ -432,7 +420,7 @@ def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into
         cells = [ax.get_label() for ax in fig.axes if ax.get_label().startswith("map ")]
         assert all(cells.count(f"map {m}") == 2 * 3 for m in METHODS)  # 2 images × 3 models
         assert fig.get_size_inches()[0] > 6.0  # the full text width: maps of a readable size
-        assert not _overlapping_texts(fig)
+        assert not overlapping_texts(fig)
         assert any(f"(page {p + 1} of 2)" in t.get_text().replace("\n", " ") for t in fig.texts)
     part = comparison_section(results)
     refs = [c for c in part.children if hasattr(c, "stem")]
@@ -440,7 +428,7 @@ def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into
     assert "(images 1–2 of 4)" in refs[0].caption and "(images 3–4 of 4)" in refs[1].caption
     two = comparison_pages(results[:2])
     assert two == [[0, 1, 2, 3]]  # two models: all four images on one page, as before
-    assert not _overlapping_texts(comparison_figure(results[:2])) and not _overlapping_texts(results[0].figures()["saliency"])
+    assert not overlapping_texts(comparison_figure(results[:2])) and not overlapping_texts(results[0].figures()["saliency"])
 
 
 def test_colour_bars_say_what_the_values_are_and_auto_overlays_the_coarse_maps():
