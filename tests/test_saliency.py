@@ -421,7 +421,7 @@ def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into
         assert all(cells.count(f"map {m}") == 2 * 3 for m in METHODS)  # 2 images × 3 models
         assert fig.get_size_inches()[0] > 6.0  # the full text width: maps of a readable size
         assert not overlapping_texts(fig)
-        assert any(f"(page {p + 1} of 2)" in t.get_text().replace("\n", " ") for t in fig.texts)
+        assert any(f"(page\u00a0{p + 1}\u00a0of\u00a02)" in t.get_text() for t in fig.texts)  # one line
     part = comparison_section(results)
     refs = [c for c in part.children if hasattr(c, "stem")]
     assert [r.stem for r in refs] == comparison_stems(results)

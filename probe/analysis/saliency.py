@@ -902,8 +902,8 @@ def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] |
 def comparison_figures(results: Sequence[SaliencyResult]) -> list:
     """comparison_figure, a page at a time (comparison_pages), on one colour scale per method."""
     pages = comparison_pages(results)
-    return [comparison_figure(results, images, f"page {p + 1} of {len(pages)}" if len(pages) > 1 else "")
-            for p, images in enumerate(pages)]
+    return [comparison_figure(results, images, f"page\u00a0{p + 1}\u00a0of\u00a0{len(pages)}" if len(pages) > 1 else "")
+            for p, images in enumerate(pages)]  # no-break spaces: the mark stays on one line
 
 
 def comparison_section(results: Sequence[SaliencyResult], stem: str = COMPARISON_STEM) -> Section:
