@@ -3,33 +3,72 @@ tick labels, legends, colour-bar numbers, notes) that run into each other."""
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import matplotlib.text
 import pytest
 
 
+def _outline(text, renderer) -> list[tuple[float, float]]:
+    """The four corners (pixels) of the text's box as drawn: its window extent, or for a rotated
+    text the box turned about its centre (the extent of a text at 45° is a far larger square)."""
+    box = text.get_window_extent(renderer)
+    angle = text.get_rotation()
+    if angle % 90 == 0:
+        return [(box.x0, box.y0), (box.x1, box.y0), (box.x1, box.y1), (box.x0, box.y1)]
+    text.set_rotation(0)
+    try:
+        flat = text.get_window_extent(renderer)
+    finally:
+        text.set_rotation(angle)
+    (cx, cy), c, s = box.get_points().mean(0), math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    half = [(-flat.width / 2, -flat.height / 2), (flat.width / 2, -flat.height / 2),
+            (flat.width / 2, flat.height / 2), (-flat.width / 2, flat.height / 2)]
+    return [(cx + dx * c - dy * s, cy + dx * s + dy * c) for dx, dy in half]
+
+
+def _overlap(p: list, q: list, slack: float) -> bool:
+    """Two convex outlines overlap by more than `slack` pixels along every axis that could
+    separate them (the separating axis theorem, the edges' normals)."""
+    for poly in (p, q):
+        for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]):
+            nx, ny = y2 - y1, x1 - x2
+            norm = math.hypot(nx, ny) or 1.0
+            a = [(x * nx + y * ny) / norm for x, y in p]
+            b = [(x * nx + y * ny) / norm for x, y in q]
+            if min(max(a), max(b)) - max(min(a), min(b)) <= slack:
+                return False
+    return True
+
+
 def _overlaps(drawn: list, slack: float) -> list[tuple[str, str]]:
-    """Pairs of (text, box) whose boxes overlap by more than `slack` pixels both ways."""
-    return [(a, b) for i, (a, ba) in enumerate(drawn) for b, bb in drawn[i + 1:]
-            if min(ba.x1, bb.x1) - max(ba.x0, bb.x0) > slack and min(ba.y1, bb.y1) - max(ba.y0, bb.y0) > slack]
+    """Pairs of (text, outline) that overlap by more than `slack` pixels."""
+    return [(a, b) for i, (a, pa) in enumerate(drawn) for b, pb in drawn[i + 1:] if _overlap(pa, pb, slack)]
 
 
 @contextlib.contextmanager
 def _recording() -> Iterator[dict]:
-    """Every non-empty text drawn while inside, as {(figure, renderer): (a point in pixels, the
-    figure's id, [(text, box in pixels)])}: only what is drawn counts (an axis keeps tick labels
+    """Every non-empty text drawn while inside, as {(figure, renderer, pass): (a point in pixels, the
+    figure's id, [(text, outline in pixels)])}: only what is drawn counts (an axis keeps tick labels
     outside its view that it never draws). Neither figures nor renderers are kept: a renderer
     holds the whole image."""
     drawn: dict = {}
     real_draw = matplotlib.text.Text.draw
 
+    passes: dict = {}  # (figure, renderer) → (pass number, ids of the texts drawn in it)
+
     def draw(text, renderer):
         real_draw(text, renderer)
         if text.get_visible() and text.get_text().strip():
-            key = (id(text.figure), id(renderer))
-            entry = drawn.setdefault(key, (renderer.points_to_pixels(1), id(text.figure), []))
-            entry[2].append((text.get_text(), text.get_window_extent(renderer)))
+            number, seen = passes.setdefault((id(text.figure), id(renderer)), (0, set()))
+            if id(text) in seen:  # drawn again by the same renderer: a new pass (savefig's "tight" box)
+                number, seen = number + 1, set()
+                passes[(id(text.figure), id(renderer))] = (number, seen)
+            seen.add(id(text))
+            entry = drawn.setdefault((id(text.figure), id(renderer), number),
+                                     (renderer.points_to_pixels(1), id(text.figure), []))
+            entry[2].append((text.get_text(), _outline(text, renderer)))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(matplotlib.text.Text, "draw", draw)
         yield drawn

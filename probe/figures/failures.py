@@ -8,7 +8,7 @@ import numpy as np
 
 from probe.data.spec import ClassNames
 from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
-                                 apply_style, class_labels, new_figure, show_image)
+                                 apply_style, class_labels, new_figure, show_image, text_width)
 
 CHAR_WIDTH = 0.6 * SMALL_FONT / 72  # inches per character of 8 pt text, roughly
 LINE = 1.5 * SMALL_FONT / 72  # inches per line of 8 pt text
@@ -98,11 +98,19 @@ def _cell_text(value: float, normalized: bool) -> str:
     return "100" if value == 100 else f"{value:.1f}"
 
 
+LINE_HEIGHT = 1.25 * SMALL_FONT / 72  # inches a label of 8 pt text needs across its baseline
+
+
 def confusion_figure(matrix, classes, *, normalized: bool = False):
     """A heatmap of the confusion matrix (row = true class), counts or, normalized, each row as a
     percentage of its true class. The diagonal (correct) is shown as numbers on grey; the
     mistakes off it are coloured on their own scale, from 0 to the largest mistake, so their
-    structure shows however accurate the model is; cells with no image are white."""
+    structure shows however accurate the model is; cells with no image are white.
+
+    Many classes (a folder dataset's 40): the numbers are printed only where they fit their
+    cells, and the axes name every n-th class where a name a cell is too tight (said in the
+    axis labels): 40 classes drew numbers and names over each other."""
+    import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
@@ -115,34 +123,58 @@ def confusion_figure(matrix, classes, *, normalized: bool = False):
     # The colour map without its near-white end: one mistake is never mistaken for none.
     cmap = ListedColormap(sns.color_palette(SEQUENTIAL, 256)[40:])
     size = min(FULL_WIDTH, 2.2 + 0.42 * k)
-    fig, ax = new_figure(size, size * 0.92)
     annot = np.vectorize(lambda v: _cell_text(v, normalized))(data)
     annot[counts.sum(1) == 0, :] = "—"  # a class with no image: no row to speak of
     label = "mistakes, % of the true class" if normalized else "mistakes (images)"
-    sns.heatmap(data, ax=ax, cmap=cmap, vmin=0, vmax=top or 1, annot=annot, fmt="", square=True,
-                linewidths=0.5, linecolor="0.9", mask=~off | (counts == 0), cbar=bool(top),
-                cbar_kws={"label": label, "shrink": 0.8}, annot_kws={"fontsize": SMALL_FONT})
+
+    def draw(numbers: bool):
+        fig, ax = new_figure(size, size * 0.92)
+        sns.heatmap(data, ax=ax, cmap=cmap, vmin=0, vmax=top or 1, annot=annot if numbers else False, fmt="",
+                    square=True, linewidths=0.5 if k <= 30 else 0.0, linecolor="0.9", mask=~off | (counts == 0),
+                    cbar=bool(top), cbar_kws={"label": label, "shrink": 0.8}, annot_kws={"fontsize": SMALL_FONT})
+        ax.apply_aspect()  # square cells: the axes' final size, to measure a cell by
+        return fig, ax, ax.get_position().width * fig.get_figwidth() / k
+    fig, ax, cell = draw(numbers=False)
+    widest = max(text_width(t) for t in annot.flatten())
+    numbers = widest <= 0.92 * cell and SMALL_FONT / 72 <= 0.8 * cell
+    if numbers:  # seaborn colours each number against its cell
+        plt.close(fig)
+        fig, ax, cell = draw(numbers=True)
     for i in range(k):  # the diagonal: numbers on grey, outside the colour scale
-        ax.add_patch(Rectangle((i, i), 1, 1, facecolor="0.88", edgecolor="0.9", linewidth=0.5))
-        ax.text(i + 0.5, i + 0.5, annot[i, i], ha="center", va="center", fontsize=SMALL_FONT, color="0.15")
+        ax.add_patch(Rectangle((i, i), 1, 1, facecolor="0.88", edgecolor="0.9", linewidth=0.5 if k <= 30 else 0.0))
+        if numbers:
+            ax.text(i + 0.5, i + 0.5, annot[i, i], ha="center", va="center", fontsize=SMALL_FONT, color="0.15")
     if top and not normalized:
         ax.collections[0].colorbar.locator = MaxNLocator(integer=True)
         ax.collections[0].colorbar.update_ticks()
     ax.set_title(("Confusion matrix (row-normalized, %)" if normalized else "Confusion matrix (counts)")
-                 + ("" if top else ": no mistakes"))
-    _confusion_axes(ax, class_labels(classes), k)
+                 + ("" if top else ": no mistakes") + ("" if numbers else "; cells too small for numbers"))
+    _confusion_axes(ax, class_labels(classes), k, cell)
     return fig
 
 
-def _confusion_axes(ax, names: list[str], k: int) -> None:
+def _confusion_axes(ax, names: list[str], k: int, cell: float) -> None:
+    """Class names on both axes: at 45° where long names have the room, else upright (90°), and
+    every n-th class only where cells are narrower than a line of text."""
     long = max(map(len, names)) > 2
-    ax.set_xticks(np.arange(k) + 0.5, names, rotation=45 if long else 0, ha="right" if long else "center",
-                  rotation_mode="anchor")
-    ax.set_yticks(np.arange(k) + 0.5, names, rotation=0)
-    ax.set_xlabel("predicted class (diagonal, grey: correct)")
-    ax.set_ylabel("true class")
+    slanted = long and cell >= 1.45 * LINE_HEIGHT
+    every = max(1, math.ceil(LINE_HEIGHT / cell))
+    ticks = np.arange(0, k, every)
+    ax.set_xticks(ticks + 0.5, [names[i] for i in ticks], rotation=(45 if slanted else 90) if long else 0,
+                  ha="right" if slanted else "center", va="top", rotation_mode="anchor" if slanted else "default")
+    ax.set_yticks(ticks + 0.5, [names[i] for i in ticks], rotation=0)
+    named = "" if every == 1 else f"; every {_ordinal(every)} class named"
+    ax.set_xlabel(f"predicted class (diagonal, grey: correct{named})")
+    ax.set_ylabel("true class" + ("" if every == 1 else f" (every {_ordinal(every)} named)"))
     ax.set_facecolor("white")  # cells with no image
     ax.grid(False)
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+LEGEND_BELOW = 0.42  # inches from the axes' bottom to a legend under them: tick labels and x label
 
 
 def per_class_figure(per_class: list[dict], classes):
@@ -171,7 +203,8 @@ def per_class_figure(per_class: list[dict], classes):
     ax.set_xlim(max(0, left - 0.06 * span), 100 + 0.04 * span)  # a point at 100% stays whole
     ax.set_xlabel("accuracy (%)")
     ax.set_ylabel("class")
-    # Below the axes: inside, the legend would cover the points of some class.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16 - 1.2 / (0.9 + 0.22 * k) * 0.1), ncol=2,
-              frameon=False)
+    # Below the axes and their x label, at a distance in inches (a fraction of the axes' height put
+    # it on the label of a 3-class figure); inside, the legend would cover the points of some class.
+    axes_height = ax.get_position().height * fig.get_figheight()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -LEGEND_BELOW / axes_height), ncol=2, frameon=False)
     return fig
