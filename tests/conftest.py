@@ -114,3 +114,23 @@ def stamp_project(stamp_trained, tmp_path, monkeypatch) -> tuple[Path, Path]:
     shutil.copytree(model_dir, tmp_path / "trained_models" / "tiny")
     monkeypatch.chdir(tmp_path)
     return tmp_path, data_dir
+
+
+# Every figure a test draws is looked at for text run into text (titles, tick labels, legends,
+# colour-bar numbers): found this way, a side-by-side saliency figure, a 40-class confusion matrix
+# and a 3-class per-class figure. What a test draws in its own body is checked after it; a test
+# that overlaps texts on purpose says so with @pytest.mark.overlapping_text.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "overlapping_text: the test draws texts over each other on purpose")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    from figure_checks import overlaps_in_saved_figures
+    if item.get_closest_marker("overlapping_text"):
+        return (yield)
+    with overlaps_in_saved_figures() as found:
+        result = yield
+    if found:
+        raise AssertionError("texts drawn over each other: " + "; ".join(f"{title!r}: {pairs}" for title, pairs in found))
+    return result

@@ -126,6 +126,7 @@ def test_figures_of_very_long_names_stay_page_sized(tmp_path):
     assert width < 4000 and width * height < 10_000_000, (width, height)  # before: 233 million pixels
 
 
+@pytest.mark.overlapping_text  # a text of 5,000 lines over the axes, to be cut
 def test_a_wrapped_legend_is_kept_whole_and_a_runaway_text_is_cut(tmp_path):
     """The cut is per line: the fooling figure's legend, wrapped to the figure's width, is 250
     characters in three lines and lost its last words ("goal ≥ 0.99, re…") when the cut was on
