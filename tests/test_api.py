@@ -2,11 +2,13 @@
 float32 and float64. Every function runs, returns a result that draws itself with class names
 only, and leaves the model as it found it."""
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import probe
+from probe.errors import ConfigError
 
 CLASSES = ["zero", "one", "two"]
 
@@ -82,6 +84,22 @@ def test_fooling_from_noise_and_from_data(model, batch):
     d = probe.fool_from_dataset(model, images, labels, "one", classes=CLASSES, n=1, steps=20, confidence=0.5)
     assert d.count <= 1
     assert unchanged(model, before)
+
+
+@pytest.mark.parametrize("targets, expected", [
+    ("all", None), ("two", ["two"]), (2, ["two"]), (torch.tensor(1), ["one"]), (np.int64(0), ["zero"]),
+    (torch.tensor([0, 2]), ["zero", "two"]), ([np.int64(1), "two"], ["one", "two"]),
+    (None, "targets None"), (1.5, "targets 1.5"), ("seven", "unknown class 'seven'")])
+def test_the_targets_of_fooling_in_every_form_a_caller_has_them(targets, expected):
+    """None (found by hand: a TypeError from deep inside) and a float are a clear ConfigError;
+    tensors and NumPy integers are classes, as Python ints are."""
+    net = tiny_cnn(torch.float32)
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            probe.fool_from_noise(net, targets, shape=(1, 8, 8), classes=CLASSES, n=1, steps=2, confidence=0.5)
+        return
+    r = probe.fool_from_noise(net, targets, shape=(1, 8, 8), classes=CLASSES, n=1, steps=2, confidence=0.5)
+    assert r.targets == (expected or list(CLASSES))
 
 
 def test_saliency_and_faithfulness(model, batch):

@@ -295,7 +295,13 @@ def _asked(names: ClassNames, targets, source=None) -> tuple[list[int], int | No
     if isinstance(targets, str) and targets.strip().lower() == "all":
         wanted = list(range(len(names)))
     else:
-        wanted = [names.index(t) for t in ([targets] if isinstance(targets, (str, int)) else targets)]
+        single = isinstance(targets, str) or (hasattr(targets, "__index__") and getattr(targets, "ndim", 0) == 0)
+        try:
+            items = [targets] if single else list(targets)
+        except TypeError:
+            raise ConfigError(f"targets {targets!r}: give \"all\", a class (name, code or index) or a list "
+                              "of them") from None
+        wanted = [names.index(int(t) if hasattr(t, "__index__") and not isinstance(t, str) else t) for t in items]
     if not wanted:
         raise ConfigError("no target class given")
     src = names.index(source) if source is not None else None
