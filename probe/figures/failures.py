@@ -3,6 +3,7 @@ matrix, per-class accuracy with its interval."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,9 +11,10 @@ from probe.data.spec import ClassNames
 from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
                                  apply_style, class_labels, new_figure, show_image, text_width)
 
-CHAR_WIDTH = 0.6 * SMALL_FONT / 72  # inches per character of 8 pt text, roughly
 LINE = 1.5 * SMALL_FONT / 72  # inches per line of 8 pt text
 PAGE_HEIGHT = 9.0  # inches of grid per page (a thesis page's text height)
+NAME_LIMIT = 12  # characters of a class name in a grid cell (the full names are in results.json)
+MAX_COLUMNS = 10
 
 
 def _clip(text: str, limit: int) -> str:
@@ -24,51 +26,75 @@ def _p(p: float) -> str:
     return f"{p:.2f}".removeprefix("0")  # ".98": narrow cells need every character
 
 
-def _grid_layout(names: list[str], h: int, w: int, per_page: int) -> tuple[int, float, float, float, int]:
-    """(columns, cell width, image width, image height, images per page) of the grid: columns
-    as wide as the longest "name .98" needs, pages no taller than a thesis page."""
-    longest = max(len(x) for x in names) + 4  # "name .98"
-    cell_w = max(0.6, 2 * longest * CHAR_WIDTH + 0.08)
-    cols = max(3, min(10, int(FULL_WIDTH // cell_w)))
-    cell_w = FULL_WIDTH / cols
-    img_w = cell_w * 0.92
-    img_h = img_w * h / w
-    rows_fit = max(1, int(PAGE_HEIGHT // (img_h + 2 * LINE + 0.06)))
-    return cols, cell_w, img_w, img_h, max(1, min(per_page, cols * rows_fit))
+@dataclass(frozen=True)
+class _GridLayout:
+    names: list[str]  # the class names as the cells write them
+    cols: int
+    cell_w: float
+    img_w: float
+    img_h: float
+    lines: int  # lines of text a cell holds: the true class above; below, the prediction and the
+    #             second choice side by side (2) or, where long names do not fit, one under the other (3)
+    per_page: int
+
+    @property
+    def cell_h(self) -> float:
+        return self.img_h + self.lines * LINE + 0.06
+
+
+def _grid_layout(classes, h: int, w: int, per_page: int) -> _GridLayout:
+    """The grid's columns, cells and images per page: a cell as wide as its labels need, measured
+    in the figures' font (the prediction in bold, "name 1.00", beside the second choice, "name .50":
+    a second choice never has more than half), or the two one under the other where names are so
+    long that fewer than 5 columns would fit and stacking puts more images on a page (CIFAR-10's
+    "automobile": 5 columns instead of 3); pages no taller than a thesis page."""
+    names = [_clip(x, NAME_LIMIT) for x in class_labels(classes, short=True)]
+    bold = max(text_width(f"{x} 1.00", bold=True) for x in names)
+    plain = max(text_width(f"{x} .50") for x in names)
+
+    def layout(lines: int, need: float) -> _GridLayout:
+        cols = max(1, min(MAX_COLUMNS, int(FULL_WIDTH // max(0.6, need / 0.92))))
+        cell_w = FULL_WIDTH / cols
+        img_w = cell_w * 0.92
+        img_h = img_w * h / w
+        rows_fit = max(1, int(PAGE_HEIGHT // (img_h + lines * LINE + 0.06)))
+        return _GridLayout(names, cols, cell_w, img_w, img_h, lines, max(1, min(per_page, cols * rows_fit)))
+    side_by_side, stacked = layout(2, bold + plain + 0.03), layout(3, max(bold, plain))  # 0.03 in: 2 pt apart
+    if side_by_side.cols >= 5 or side_by_side.per_page >= stacked.per_page:
+        return side_by_side  # the seed's layout, where short names leave room for it
+    return stacked
 
 
 def grid_pages(n_wrong: int, image_size: tuple[int, int], classes, per_page: int = 100) -> int:
     """How many pages misclassified_pages draws for n_wrong images of (H, W)."""
-    names = [_clip(x, 12) for x in class_labels(classes, short=True)]
-    return math.ceil(n_wrong / _grid_layout(names, *image_size, per_page)[4])
+    return math.ceil(n_wrong / _grid_layout(classes, *image_size, per_page).per_page)
 
 
 def misclassified_pages(records: list[dict], images, classes, *, per_page: int = 100, title: str = ""):
     """The wrong images in pages of at most `per_page` (fewer when a page would be taller than a
     thesis page): the true class upper left, the prediction lower left (red), the second choice
-    lower right, each with its probability. records: one per wrong image (class slugs under
-    true/predicted/second, probabilities p_true/p_predicted/p_second); images: (M, C, H, W),
-    one per record. Returns a list of Figures (none if no image is wrong)."""
+    lower right (or under the prediction, for long names), each with its probability. records:
+    one per wrong image (class slugs under true/predicted/second, probabilities p_true/p_predicted/
+    p_second); images: (M, C, H, W), one per record. Returns a list of Figures (none if no image is wrong)."""
     import matplotlib.pyplot as plt
     apply_style()
     names_of = ClassNames.of(classes)
-    names = [_clip(x, 12) for x in names_of.labels(short=True)]
     n = len(records)
     if n == 0:
         return []
-    cols, cell_w, img_w, img_h, per_page = _grid_layout(names, *images.shape[-2:], per_page)
-    cell_h = img_h + 2 * LINE + 0.06
+    lay = _grid_layout(classes, *images.shape[-2:], per_page)
+    names, cols, per_page = lay.names, lay.cols, lay.per_page
     pages = []
     for page, start in enumerate(range(0, n, per_page)):
         chunk = range(start, min(n, start + per_page))
         head = 0.3 if title else 0.0
-        H = math.ceil(len(chunk) / cols) * cell_h + head
+        H = math.ceil(len(chunk) / cols) * lay.cell_h + head
         fig = plt.figure(figsize=(FULL_WIDTH, H))
         for slot, j in enumerate(chunk):
             r, c = divmod(slot, cols)
-            left = (c * cell_w + (cell_w - img_w) / 2) / FULL_WIDTH
-            bottom = (H - head - r * cell_h - LINE - img_h) / H
-            ax = fig.add_axes((left, bottom, img_w / FULL_WIDTH, img_h / H))
+            left = (c * lay.cell_w + (lay.cell_w - lay.img_w) / 2) / FULL_WIDTH
+            bottom = (H - head - r * lay.cell_h - LINE - lay.img_h) / H
+            ax = fig.add_axes((left, bottom, lay.img_w / FULL_WIDTH, lay.img_h / H))
             show_image(ax, images[j])
             rec = records[j]
 
@@ -78,7 +104,11 @@ def misclassified_pages(records: list[dict], images, classes, *, per_page: int =
             ax.text(0, 1.02, label("true", "p_true"), ha="left", va="bottom", color="black", **kw)
             ax.text(0, -0.03, label("predicted", "p_predicted"), ha="left", va="top", color=WRONG,
                     fontweight="bold", **kw)
-            ax.text(1, -0.03, label("second", "p_second"), ha="right", va="top", color="0.35", **kw)
+            if lay.lines == 2:
+                ax.text(1, -0.03, label("second", "p_second"), ha="right", va="top", color="0.35", **kw)
+            else:
+                ax.text(0, -0.03 - LINE / lay.img_h, label("second", "p_second"), ha="left", va="top",
+                        color="0.35", **kw)
         if title:
             pages_total = math.ceil(n / per_page)
             suffix = f" (page {page + 1} of {pages_total})" if pages_total > 1 else ""
