@@ -76,3 +76,28 @@ def test_a_reused_font_subset_embeds_the_same_font(tmp_path):
         assert a.getGlyphOrder() == b.getGlyphOrder()
         assert {"glyf", "loca", "hmtx"} <= set(b.keys()) and not {"GSUB", "GPOS", "kern"} & set(b.keys())
     assert TITLE in PdfReader(pdfs[1]).pages[0].extract_text()
+
+
+def test_names_cut_to_fit_stay_apart():
+    """Found by looking at a 40-class folder dataset: "species 00 longname" … "species 39
+    longname" cut to a heading's width all read "species 0…". The shared first words give way
+    first; names that fit are left alone; every label fits its width."""
+    from probe.figures.style import cut_to_fit, fit_names, text_width
+    names = [f"species {i:02d} longname" for i in range(40)]
+    for inches, bold, mark in ((0.55, False, "…"), (0.45, True, ".")):
+        fitted = fit_names(names, inches, bold=bold, mark=mark)
+        assert len(set(fitted)) == 40 and all(text_width(f, bold=bold) <= inches for f in fitted)
+        assert fitted[7].startswith(mark + "07")
+    assert fit_names(["cat", "dog"], 1.0) == ["cat", "dog"]
+    assert fit_names(["airplane", "automobile"], 0.5) == [cut_to_fit("airplane", 0.5), cut_to_fit("automobile", 0.5)]
+    assert cut_to_fit("automobile", 0.5).endswith("…") and cut_to_fit("x" * 5000, 0.3) == "x" * len(
+        cut_to_fit("x" * 5000, 0.3)[:-1]) + "…"
+
+
+@pytest.mark.parametrize("eps, in_255, written", [(0.3, False, "0.3"), (0.01, False, "0.01"), (1 / 255, False, "1/255"),
+                                                  (4 / 255, False, "4/255"), (0.0123456, False, "0.0123"),
+                                                  (8 / 255, True, "8/255"), (0, True, "0")])
+def test_eps_is_written_as_it_was_given(eps, in_255, written):
+    """An ε of 1/255 given to the Python API was written 0.00392157 on the examples' rows."""
+    from probe.figures.attacks import eps_label
+    assert eps_label(eps, in_255) == written

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SMALL_FONT, WRONG, apply_style,
-                                 class_labels, new_figure, show_image, text_width)
+                                 class_labels, fit_names, new_figure, show_image, text_width)
 
 LINE = 1.45 * SMALL_FONT / 72
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
@@ -16,12 +16,18 @@ CURVE_WIDTH = 0.9  # of the text width: room for 13+ ε labels
 
 
 def eps_label(eps: float, in_255: bool) -> str:
-    """0.0313… → "8/255" when the dataset's ε are conventionally eighths of 255ths; else 0.3."""
+    """0.0313… → "8/255" when the dataset's ε are conventionally in 255ths; else 0.3 as it is, a
+    whole number of 255ths that no short decimal writes as k/255 (1/255 given to the Python
+    API), any other ε to 3 digits."""
     if eps == 0:
         return "0"
-    if in_255 and abs(eps * 255 - round(eps * 255)) < 1e-6:
+    whole_255 = abs(eps * 255 - round(eps * 255)) < 1e-6
+    if in_255 and whole_255:
         return f"{round(eps * 255)}/255"
-    return f"{eps:g}"
+    short = f"{eps:.4g}"
+    if float(short) == eps:  # 0.3, 0.01
+        return short
+    return f"{round(eps * 255)}/255" if whole_255 else f"{eps:.3g}"  # not 0.00392157
 
 
 def robustness_figure(curves, *, norm: str = "linf", targeted: bool = False, in_255: bool = False,
@@ -111,7 +117,7 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
     label_w = max(text_width(r) for r in [*rows, "ε"]) + 0.12
     full = class_labels(classes, short=True)
     cols, cell_w, two_lines = _grid(k, max(text_width(n, bold=True) for n in full), FULL_WIDTH - 0.05 - label_w)
-    names = [_fit(n, cell_w - 0.04) for n in full]
+    names = fit_names(full, cell_w - 0.04, bold=True, mark=".")
     blocks = math.ceil(k / cols)
     img_w = cell_w - 0.06
     img_h = img_w * images.shape[-2] / images.shape[-1]
@@ -138,17 +144,6 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
     if title:
         fig.text(0.5, 1 - 0.04 / height, title, ha="center", va="top")
     return fig
-
-
-def _fit(name: str, width: float) -> str:
-    """The name, cut to fit `width` inches (in bold, as a wrong class is written) with a "."
-    where it is longer."""
-    if text_width(name, bold=True) <= width:
-        return name
-    cut = len(name) - 1
-    while cut > 1 and text_width(name[:cut] + ".", bold=True) > width:
-        cut -= 1
-    return name[:cut] + "."
 
 
 def _grid(k: int, longest: float, room: float) -> tuple[int, float, bool]:

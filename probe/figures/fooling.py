@@ -12,13 +12,14 @@ PNG and read back) and `confidence`; from data also `original`, `source_label` a
 `p_source_original`."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from probe.figures.style import (CORRECT, DIVERGING, FONT_SIZE, FULL_WIDTH, SMALL_FONT, WRONG, apply_style,
-                                 class_labels, text_width)
+                                 class_labels, cut_to_fit, fit_names, text_width)
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
 TITLE_LINE = 1.45 * FONT_SIZE / 72
@@ -41,22 +42,10 @@ def _p(p: float) -> str:
     return f"{math.floor(p * 1e4) / 1e4:.4f}".removeprefix("0")
 
 
-def _fit(text: str, inches: float, size: float = SMALL_FONT) -> str:
-    """text cut (with "…") to at most `inches` at `size` pt: a long class name must not run into
-    its neighbours."""
-    if text_width(text, size) <= inches:
-        return text
-    return text[:_prefix(text, inches, size, "…")] + "…"
-
-
-def _prefix(text: str, inches: float, size: float, suffix: str = "") -> int:
-    """The most characters of text that, followed by suffix, fit `inches` (at least 1), by
-    bisection: a long string takes milliseconds to measure."""
-    lo, hi = 1, len(text)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if text_width(text[:mid] + suffix, size) <= inches else (lo, mid - 1)
-    return lo
+@functools.lru_cache(maxsize=64)
+def _fitted(names: tuple[str, ...], inches: float, size: float) -> list[str]:
+    """The class names cut to `inches` and told apart (fit_names), for headings of one width."""
+    return fit_names(list(names), inches, size=size)
 
 
 def _wrap(text: str, inches: float, size: float = SMALL_FONT) -> str:
@@ -68,7 +57,7 @@ def _wrap(text: str, inches: float, size: float = SMALL_FONT) -> str:
             lines[-1] += f" {word}"
             continue
         while len(word) > 1 and text_width(word, size) > inches:
-            cut = _prefix(word, inches, size)
+            cut = max(1, len(cut_to_fit(word, inches, size=size, mark="")))
             lines.append(word[:cut])
             word = word[cut:]
         lines.append(word)
@@ -263,7 +252,7 @@ def noise_figures(result, names, *, title: str = ""):
     def row(ax, lay: _Layout, names, groups, top: float) -> None:
         for t, positions, x in _placed(lay, groups):
             span, inset = len(positions) * lay.cell_w, (lay.cell_w - lay.img_w) / 2
-            ax.text(x + span / 2, top - 0.01, _fit(names[t], span + 0.5 * lay.gap, SMALL_FONT + 1), ha="center",
+            ax.text(x + span / 2, top - 0.01, _fitted(tuple(names), span + 0.5 * lay.gap, SMALL_FONT + 1)[t], ha="center",
                     va="top", fontsize=SMALL_FONT + 1)
             if len(positions) > 1:  # the images under one heading
                 ax.plot([x + inset, x + span - inset], [top - LINE - 0.02] * 2, color="0.6", linewidth=0.6)
@@ -322,7 +311,7 @@ def dataset_figures(result, names, *, title: str = ""):
             for col, i in enumerate(positions):
                 x0, inner = x + col * lay.cell_w + TRIPLET_GAP / 2, lay.cell_w - TRIPLET_GAP
                 label = f"{names[int(result.source_label[i])]} → {names[t]}"
-                ax.text(x0 + inner / 2, top - 0.02, _fit(label, inner + 0.02), ha="center", va="top",
+                ax.text(x0 + inner / 2, top - 0.02, cut_to_fit(label, inner + 0.02), ha="center", va="top",
                         fontsize=SMALL_FONT)
                 pad = (inner - 3 * lay.img_w - 2 * GAP) / 2  # a label wider than the images: centred
                 _triplet(ax, lay, result, i, [x0 + pad + k * (lay.img_w + GAP) for k in range(3)],
