@@ -9,17 +9,12 @@ import numpy as np
 
 from probe.data.spec import ClassNames
 from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
-                                 apply_style, class_labels, new_figure, show_image, text_width)
+                                 apply_style, class_labels, fit_names, new_figure, show_image, text_width)
 
 LINE = 1.5 * SMALL_FONT / 72  # inches per line of 8 pt text
 PAGE_HEIGHT = 9.0  # inches of grid per page (a thesis page's text height)
-NAME_LIMIT = 12  # characters of a class name in a grid cell (the full names are in results.json)
+NAME_WIDTH = 0.75  # inches of a class name in a grid cell, ~12 characters (the full names are in results.json)
 MAX_COLUMNS = 10
-
-
-def _clip(text: str, limit: int) -> str:
-    """A class name short enough for a grid cell (the full names are in results.json)."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _p(p: float) -> str:
@@ -48,7 +43,7 @@ def _grid_layout(classes, h: int, w: int, per_page: int) -> _GridLayout:
     a second choice never has more than half), or the two one under the other where names are so
     long that fewer than 5 columns would fit and stacking puts more images on a page (CIFAR-10's
     "automobile": 5 columns instead of 3); pages no taller than a thesis page."""
-    names = [_clip(x, NAME_LIMIT) for x in class_labels(classes, short=True)]
+    names = fit_names(class_labels(classes, short=True), NAME_WIDTH)
     bold = max(text_width(f"{x} 1.00", bold=True) for x in names)
     plain = max(text_width(f"{x} .50") for x in names)
 
