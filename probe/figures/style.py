@@ -30,6 +30,9 @@ HALF_WIDTH = 3.1
 FONT_SIZE = 9
 SMALL_FONT = 8  # the smallest text in any figure
 PNG_DPI = 200
+# zlib level of the PNGs: 3 instead of PIL's 6 saved a grid of 64 MNIST images in 0.64 s instead of
+# 0.99 s, 11% larger (330 against 298 kB); 1 was no faster.
+PNG_COMPRESSION = 3
 PALETTE = sns.color_palette("colorblind")
 SEQUENTIAL = "rocket_r"  # counts, probabilities: light = few
 DIVERGING = "RdBu_r"  # signed values around 0 (attributions, perturbations)
@@ -105,7 +108,8 @@ def save_figure(fig, folder: str | Path, stem: str) -> list[Path]:
     _safe_texts(fig)
     bbox = _tight_bbox(fig)
     paths = []
-    for ext, kwargs in (("png", {"dpi": PNG_DPI}), ("pdf", {"metadata": {"Creator": "probe"}})):
+    for ext, kwargs in (("png", {"dpi": PNG_DPI, "pil_kwargs": {"compress_level": PNG_COMPRESSION}}),
+                        ("pdf", {"metadata": {"Creator": "probe"}})):
         path = folder / f"{stem}.{ext}"
         with atomic_writer(path) as f, (_glyph_only_font_subsets() if ext == "pdf" else nullcontext()):
             fig.savefig(f, format=ext, bbox_inches=bbox, **kwargs)
