@@ -191,7 +191,7 @@ class _BatchUnpickler(pickle._Unpickler):
                 raise pickle.UnpicklingError(f"array data is {got}, its shape {shape} and type "
                                              f"{dt} need {nbytes:,} bytes")
             if nbytes > self.budget:
-                raise pickle.UnpicklingError(f"arrays of more bytes than the pickle holds")
+                raise pickle.UnpicklingError("arrays of more bytes than the pickle holds")
             self.budget -= nbytes
             inst.__setstate__((state[0], shape, dt, bool(state[3]), raw))
         else:

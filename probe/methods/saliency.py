@@ -27,7 +27,6 @@ import contextlib
 import copy
 import difflib
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
 

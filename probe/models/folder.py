@@ -13,23 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from probe.data.spec import DatasetSpec
-from probe.data.splits import load_splits
-from probe.device import resolve_device
 from probe.errors import ModelFileError, ProbeError
 from probe.io import atomic_write_bytes, atomic_write_json, open_regular, parse_json
 from probe.io import read_json as pio_read_json
-from probe.models.classifier import Classifier
-from probe.models.resnet import ResNet, ResNetConfig
+from probe.models.config import ResNetConfig
 from probe.text import shown
 
+# PyTorch is imported where tensors are made, not here: reading and checking meta.json (every
+# `probe models list`) needs none of it, and importing torch takes ~2 s.
 if TYPE_CHECKING:
+    import torch
+
     from probe.data.imageset import ImageSet
+    from probe.models.classifier import Classifier
 
 WEIGHTS, META, HISTORY = "weights.safetensors", "meta.json", "history.json"
 FORMAT_VERSION = 1
@@ -41,6 +40,7 @@ def plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_weights(folder: Path, state: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save as st_save
     atomic_write_bytes(Path(folder) / WEIGHTS, st_save(plain_tensors(state), metadata={"format": "probe"}))
 
 
@@ -114,6 +114,7 @@ def read_safetensors(path: Path, max_data_bytes: int | None = None) -> tuple[dic
                                  f"meta.json can hold ({max_data_bytes:,}); retrain or restore the model folder")
         f.seek(0)
         data = f.read(size + 1)
+    from safetensors.torch import load as st_load
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError) as e:
@@ -177,6 +178,7 @@ class ModelFolder:
         """A split of the model's dataset, drawn with the model's own seed and split rule, so
         that 'val' is the validation set the model was chosen on. By the spec, not its name: your
         own data (folder, idx) are read with the model's classes, size and channels."""
+        from probe.data.splits import load_splits
         return load_splits(self.spec, data_dir, seed=self.split_seed, split_by=self.split_by,
                            splits=(split,))[split]
 
@@ -277,6 +279,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
 def load_model_folder(path: str | Path, device: str | torch.device = "cpu"):
     """(Classifier, ModelFolder): the checked weights and the checked description."""
+    import torch
+
+    from probe.device import resolve_device
+    from probe.models.classifier import Classifier
+    from probe.models.resnet import ResNet
     folder = read_model_folder(path)
     dev = resolve_device(device)
     # What meta.json's network can hold, before building it: its parameters and as many buffers

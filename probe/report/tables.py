@@ -5,11 +5,11 @@ from pathlib import Path
 
 from probe.errors import ProbeError
 from probe.models.folder import META, read_model_folder
-from probe.models.zoo import zoo_table
 from probe.text import text_table
 
 
 def zoo_text(input_shape: tuple[int, int, int], num_classes: int, width: float) -> str:
+    from probe.models.zoo import zoo_table  # torch: not for `probe models list`
     rows = zoo_table(input_shape, num_classes, width=width)
     body = [[r["name"], str(r["depth"]), r["block"], "pre" if r["preact"] else "post", r["shortcut"],
              f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f}M"] for r in rows]
