@@ -103,11 +103,12 @@ def analysis_threads(threads: int | None, device) -> Iterator[dict]:
     """CPU threads for an analysis of many small kernels (an attack, fooling images, training
     a small net), as cpu_threads, with a stricter default: as many threads as cores left free
     by other processes (recent_busy_elsewhere: a reading up to READING_MAX_AGE old; the load
-    average where /proc cannot be read), one when at most one is free. The steps are many small kernels; two OpenMP threads that share a core
-    with another process wait on each other at every one (measured here: PGD on 1,000 MNIST
-    images, 80 s on 2 threads beside one busy process, 11 s on 1). Yields {"threads": n} and,
-    where other processes chose fewer threads, "why". Inside another analysis_threads block
-    (every analysis runs in one: Analysis.execute), threads=None keeps that block's choice."""
+    average where /proc cannot be read), one when at most one is free. The steps are many
+    small kernels; two OpenMP threads that share a core with another process wait on each other
+    at every one (measured here: PGD on 1,000 MNIST images, 80 s on 2 threads beside one busy
+    process, 11 s on 1). Yields {"threads": n} and, where other processes chose fewer threads,
+    "why". Inside another analysis_threads block (every analysis runs in one:
+    Analysis.execute), threads=None keeps that block's choice."""
     device = torch.device(device)
     outer = _CHOSEN.get()
     if threads is None and outer is not None:

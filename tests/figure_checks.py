@@ -30,7 +30,11 @@ def _outline(text, renderer) -> list[tuple[float, float]]:
 
 def _overlap(p: list, q: list, slack: float) -> bool:
     """Two convex outlines overlap by more than `slack` pixels along every axis that could
-    separate them (the separating axis theorem, the edges' normals)."""
+    separate them (the separating axis theorem, the edges' normals; their boxes first, cheaply)."""
+    for axis in (0, 1):
+        if min(max(v[axis] for v in p), max(v[axis] for v in q)) - max(min(v[axis] for v in p),
+                                                                        min(v[axis] for v in q)) <= slack:
+            return False
     for poly in (p, q):
         for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]):
             nx, ny = y2 - y1, x1 - x2
@@ -57,17 +61,22 @@ def _recording() -> Iterator[dict]:
     real_draw = matplotlib.text.Text.draw
 
     passes: dict = {}  # (figure, renderer) → (pass number, ids of the texts drawn in it)
+    tokens = iter(range(1 << 62))
 
     def draw(text, renderer):
         real_draw(text, renderer)
         if text.get_visible() and text.get_text().strip():
-            number, seen = passes.setdefault((id(text.figure), id(renderer)), (0, set()))
+            # a token of the figure's own, not id(): a closed figure's id comes back for the next
+            fig = text.figure
+            if not hasattr(fig, "_overlap_check_token"):
+                fig._overlap_check_token = next(tokens)
+            key = (fig._overlap_check_token, id(renderer))
+            number, seen = passes.setdefault(key, (0, set()))
             if id(text) in seen:  # drawn again by the same renderer: a new pass (savefig's "tight" box)
                 number, seen = number + 1, set()
-                passes[(id(text.figure), id(renderer))] = (number, seen)
+                passes[key] = (number, seen)
             seen.add(id(text))
-            entry = drawn.setdefault((id(text.figure), id(renderer), number),
-                                     (renderer.points_to_pixels(1), id(text.figure), []))
+            entry = drawn.setdefault(key + (number,), (renderer.points_to_pixels(1), key[0], []))
             entry[2].append((text.get_text(), _outline(text, renderer)))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(matplotlib.text.Text, "draw", draw)

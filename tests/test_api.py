@@ -89,10 +89,13 @@ def test_fooling_from_noise_and_from_data(model, batch):
 @pytest.mark.parametrize("targets, expected", [
     ("all", None), ("two", ["two"]), (2, ["two"]), (torch.tensor(1), ["one"]), (np.int64(0), ["zero"]),
     (torch.tensor([0, 2]), ["zero", "two"]), ([np.int64(1), "two"], ["one", "two"]),
-    (None, "targets None"), (1.5, "targets 1.5"), ("seven", "unknown class 'seven'")])
+    (None, "targets None"), (1.5, "targets 1.5"), ("seven", "unknown class 'seven'"),
+    (torch.tensor(1.7), "targets tensor"), ([1.5], r"targets \[1.5\]"), ([None], "targets"), (True, "targets True"),
+    (torch.tensor([[0, 1]]), "targets tensor")])
 def test_the_targets_of_fooling_in_every_form_a_caller_has_them(targets, expected):
-    """None (found by hand: a TypeError from deep inside) and a float are a clear ConfigError;
-    tensors and NumPy integers are classes, as Python ints are."""
+    """None (found by hand: a TypeError from deep inside), floats (never cut to an index), bools
+    and lists of them are a clear ConfigError; integer tensors and NumPy integers are classes, as
+    Python ints are."""
     net = tiny_cnn(torch.float32)
     if isinstance(expected, str):
         with pytest.raises(ConfigError, match=expected):

@@ -89,6 +89,8 @@ def test_names_cut_to_fit_stay_apart():
         assert len(set(fitted)) == 40 and all(text_width(f, bold=bold) <= inches for f in fitted)
         assert fitted[7].startswith(mark + "07")
     assert fit_names(["cat", "dog"], 1.0) == ["cat", "dog"]
+    assert fit_names(["species 1", "species 22 longname", "species 23 longname"], 0.6)[0] == "species 1"  # fits
+    assert len(set(fit_names([f"plant_disease_{i:02d}" for i in range(5)], 0.5))) == 5  # folder names: _ breaks words
     assert fit_names(["airplane", "automobile"], 0.5) == [cut_to_fit("airplane", 0.5), cut_to_fit("automobile", 0.5)]
     assert cut_to_fit("automobile", 0.5).endswith("…") and cut_to_fit("x" * 5000, 0.3) == "x" * len(
         cut_to_fit("x" * 5000, 0.3)[:-1]) + "…"

@@ -512,7 +512,7 @@ def test_the_per_class_and_confusion_figures_have_no_text_on_text(k):
         assert overlapping_texts(confusion_figure(matrix, names, normalized=normalized)) == [], (k, normalized)
 
 
-@pytest.mark.parametrize("case", ["mnist", "cifar10", "40 long names"])
+@pytest.mark.parametrize("case", ["mnist", "cifar10", "sfddd", "40 long names"])
 def test_grid_labels_fit_their_cells_side_by_side_or_stacked(case, tmp_path):
     """Found by looking: 40 classes named "species 28 longname" made 3 columns whose prediction
     ran into the second choice (a width guessed from the characters, and at least 3 columns
@@ -522,11 +522,11 @@ def test_grid_labels_fit_their_cells_side_by_side_or_stacked(case, tmp_path):
     from probe.figures.failures import _grid_layout
     from probe.data.spec import DatasetSpec
     names = tuple(f"species {i:02d} longname" for i in range(40))
-    spec = {"mnist": MNIST, "cifar10": CIFAR10}.get(case) or DatasetSpec(
+    spec = {"mnist": MNIST, "cifar10": CIFAR10, "sfddd": SFDDD}.get(case) or DatasetSpec(
         "folder", tuple(n.replace(" ", "_") for n in names), names, 3, 16, 16, (0.5,) * 3, (0.25,) * 3)
     h, w = spec.input_shape[1:]
     lay = _grid_layout(spec, h, w, 100)
-    assert (lay.lines, lay.cols) == {"mnist": (2, 8), "cifar10": (3, 5), "40 long names": (3, 5)}[case]
+    assert (lay.lines, lay.cols) == {"mnist": (2, 8), "cifar10": (3, 5), "sfddd": (2, 7), "40 long names": (3, 5)}[case]
     n = 3 * lay.cols + 1
     images = torch.randint(0, 256, (n, spec.channels, h, w), dtype=torch.uint8)
     records = [r | {"p_predicted": 1.0, "p_second": 0.5} for r in fake_records(n, spec)]  # the widest numbers

@@ -406,7 +406,7 @@ def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into
                for s, m in enumerate(models)]
     assert comparison_pages(results) == [[0, 1], [2, 3]]
     assert comparison_stems(results) == [COMPARISON_STEM, COMPARISON_STEM + "-2"]
-    pages = comparison_figures(results)
+    pages = list(comparison_figures(results))
     assert len(pages) == 2
     # one scale per method on both pages: the maps drawn with a colour map (an overlay is RGBA), and
     # every colour bar's ends

@@ -295,13 +295,15 @@ def _asked(names: ClassNames, targets, source=None) -> tuple[list[int], int | No
     if isinstance(targets, str) and targets.strip().lower() == "all":
         wanted = list(range(len(names)))
     else:
-        single = isinstance(targets, str) or (hasattr(targets, "__index__") and getattr(targets, "ndim", 0) == 0)
+        single = isinstance(targets, str) or _whole_number(targets)
         try:
             items = [targets] if single else list(targets)
         except TypeError:
+            items = [None]
+        if any(not (isinstance(t, str) or _whole_number(t)) for t in items):
             raise ConfigError(f"targets {targets!r}: give \"all\", a class (name, code or index) or a list "
                               "of them") from None
-        wanted = [names.index(int(t) if hasattr(t, "__index__") and not isinstance(t, str) else t) for t in items]
+        wanted = [names.index(t if isinstance(t, str) else int(t)) for t in items]
     if not wanted:
         raise ConfigError("no target class given")
     src = names.index(source) if source is not None else None
@@ -309,6 +311,13 @@ def _asked(names: ClassNames, targets, source=None) -> tuple[list[int], int | No
         raise ConfigError(f"the source class {source} and the target {names.slugs[src]} are the same class: "
                           "nothing to change")
     return wanted, src
+
+
+def _whole_number(value) -> bool:
+    """An int, a NumPy integer or a 0-d integer tensor (not a bool, not a float that would be cut)."""
+    if isinstance(value, bool) or getattr(value, "ndim", 0) != 0 or not hasattr(value, "__index__"):
+        return False
+    return not (isinstance(value, torch.Tensor) and (value.is_floating_point() or value.dtype == torch.bool))
 
 
 def _on_the_grid(images: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import difflib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from safetensors.torch import save as st_save
@@ -873,19 +873,27 @@ def comparison_stems(results: Sequence[SaliencyResult], stem: str = COMPARISON_S
     return [stem if i == 0 else f"{stem}-{i + 1}" for i in range(len(comparison_pages(results)))]
 
 
-def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] | None = None, page: str = ""):
+def comparison_scales(results: Sequence[SaliencyResult]) -> dict:
+    """One colour scale per method over every image of every model: (vmin, vmax, clipped)."""
+    methods = _check_comparable(results)
+    everything = {m: torch.cat([r.maps[m] for r in results]) for m in methods}
+    return {m: scale_of(everything[m], is_signed(m, everything[m])) for m in methods}
+
+
+def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] | None = None, page: str = "",
+                      scales: dict | None = None):
     """The same images' maps of every model side by side: a row per image and model (an image's
     models in adjacent rows, the image drawn once), a column per method, ONE colour scale per
     method across every model and every image of the results (a darker pixel means a larger
     value in every model's map, on every page). images: which of them to draw (default all;
-    comparison_figures pages them); page: said in the title ("page 1 of 2")."""
+    comparison_figures pages them); page: said in the title ("page 1 of 2"); scales:
+    comparison_scales(results), when the caller has them."""
     methods = _check_comparable(results)
     first, k = results[0], len(results)
     chosen = list(range(len(first.images))) if images is None else list(images)
     order = [(i, j) for i in chosen for j in range(k)]  # image-major: models adjacent
     maps = {m: torch.stack([results[j].maps[m][i] for i, j in order]) for m in methods}
-    everything = {m: torch.cat([r.maps[m] for r in results]) for m in methods}
-    scales = {m: scale_of(everything[m], is_signed(m, everything[m])) for m in methods}
+    scales = scales or comparison_scales(results)
     names = [plain_text(r.model) if len(r.model) <= 18 else plain_text(r.model[:17]) + "…" for r in results]
     per_model = [row_labels(r, names[j]).copy() for j, r in enumerate(results)]
     labels = [per_model[j][i] if j == 0 else per_model[j][i].split("\n", 1)[1] for i, j in order]
@@ -895,15 +903,17 @@ def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] |
              + (f" ({page})" if page else ""))
     return saliency_figure(maps, first.images[chosen].repeat_interleave(k, 0), row_labels=labels, frames=frames,
                            crop_box=tuple(first.crop_box) if first.crop_box else None, scale="method",
-                           overlay=first.overlay, title=title, group=k, across="the rows of every model and page",
-                           scales=scales)
+                           overlay=first.overlay, title=title, group=k,
+                           across="the rows of every model" + (" and page" if page else ""), scales=scales)
 
 
-def comparison_figures(results: Sequence[SaliencyResult]) -> list:
-    """comparison_figure, a page at a time (comparison_pages), on one colour scale per method."""
-    pages = comparison_pages(results)
-    return [comparison_figure(results, images, f"page\u00a0{p + 1}\u00a0of\u00a0{len(pages)}" if len(pages) > 1 else "")
-            for p, images in enumerate(pages)]  # no-break spaces: the mark stays on one line
+def comparison_figures(results: Sequence[SaliencyResult]) -> Iterator:
+    """comparison_figure, a page at a time (comparison_pages), on one colour scale per method:
+    drawn as they are asked for, so that a caller saving each page holds one open at a time."""
+    pages, scales = comparison_pages(results), comparison_scales(results)
+    for p, images in enumerate(pages):  # no-break spaces: the page mark stays on one line
+        yield comparison_figure(results, images, f"page\u00a0{p + 1}\u00a0of\u00a0{len(pages)}"
+                                if len(pages) > 1 else "", scales)
 
 
 def comparison_section(results: Sequence[SaliencyResult], stem: str = COMPARISON_STEM) -> Section:
@@ -924,8 +934,9 @@ def comparison_section(results: Sequence[SaliencyResult], stem: str = COMPARISON
                "on the same colour scales." if len(pages) > 1 else ""))
     names = ", ".join(r.model for r in results)
     figures = []
-    for (page, images), page_stem in zip(enumerate(pages), comparison_stems(results, stem)):
-        part = (f" (images {images[0] + 1}–{images[-1] + 1} of {len(first.images)})" if len(pages) > 1 else "")
+    for images, page_stem in zip(pages, comparison_stems(results, stem)):
+        which = f"image {images[0] + 1}" if len(images) == 1 else f"images {images[0] + 1}–{images[-1] + 1}"
+        part = f" ({which} of {len(first.images)})" if len(pages) > 1 else ""
         figures.append(FigureRef(page_stem, f"Saliency maps of {names} side by side, one colour scale per method "
                                  f"across the models{part}.",
                                  data={"models": [r.model for r in results], "methods": methods,

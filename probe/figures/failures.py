@@ -54,7 +54,7 @@ def _grid_layout(classes, h: int, w: int, per_page: int) -> _GridLayout:
         img_h = img_w * h / w
         rows_fit = max(1, int(PAGE_HEIGHT // (img_h + lines * LINE + 0.06)))
         return _GridLayout(names, cols, cell_w, img_w, img_h, lines, max(1, min(per_page, cols * rows_fit)))
-    side_by_side, stacked = layout(2, bold + plain + 0.03), layout(3, max(bold, plain))  # 0.03 in: 2 pt apart
+    side_by_side, stacked = layout(2, bold + plain + 0.02), layout(3, max(bold, plain))  # 0.02 in: 1.5 pt apart
     if side_by_side.cols >= 5 or side_by_side.per_page >= stacked.per_page:
         return side_by_side  # the seed's layout, where short names leave room for it
     return stacked
@@ -134,7 +134,7 @@ def confusion_figure(matrix, classes, *, normalized: bool = False):
     structure shows however accurate the model is; cells with no image are white.
 
     Many classes (a folder dataset's 40): the numbers are printed only where they fit their
-    cells, and the axes name every n-th class where a name a cell is too tight (said in the
+    cells, and the axes name every n-th class where a cell is too tight for a name (said in the
     axis labels): 40 classes drew numbers and names over each other."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -160,12 +160,16 @@ def confusion_figure(matrix, classes, *, normalized: bool = False):
                     cbar=bool(top), cbar_kws={"label": label, "shrink": 0.8}, annot_kws={"fontsize": SMALL_FONT})
         ax.apply_aspect()  # square cells: the axes' final size, to measure a cell by
         return fig, ax, ax.get_position().width * fig.get_figwidth() / k
-    fig, ax, cell = draw(numbers=False)
     widest = max(text_width(t) for t in annot.flatten())
-    numbers = widest <= 0.92 * cell and SMALL_FONT / 72 <= 0.8 * cell
-    if numbers:  # seaborn colours each number against its cell
+
+    def fits(cell: float) -> bool:
+        return widest <= 0.92 * cell and SMALL_FONT / 72 <= 0.8 * cell
+    numbers = fits(0.6 * size / k)  # a guess at the cell (the axes take ~60% of the width); checked below
+    fig, ax, cell = draw(numbers)
+    if fits(cell) != numbers:  # the guess was wrong: drawn again (seaborn colours each number against its cell)
         plt.close(fig)
-        fig, ax, cell = draw(numbers=True)
+        numbers = not numbers
+        fig, ax, cell = draw(numbers)
     for i in range(k):  # the diagonal: numbers on grey, outside the colour scale
         ax.add_patch(Rectangle((i, i), 1, 1, facecolor="0.88", edgecolor="0.9", linewidth=0.5 if k <= 30 else 0.0))
         if numbers:

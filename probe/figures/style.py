@@ -228,18 +228,20 @@ def cut_to_fit(text: str, inches: float, *, size: float = SMALL_FONT, bold: bool
 
 def fit_names(names: list[str], inches: float, *, size: float = SMALL_FONT, bold: bool = False,
               mark: str = "…") -> list[str]:
-    """Class names cut to fit `inches` each (cut_to_fit) and still told apart: where the cut names
+    """Class names cut to fit `inches` each (cut_to_fit) and still told apart: where cut names
     would read alike (names that share their first words: "species 00 longname", "species 01
-    longname" both "species 0…"), the words every name starts with give way to the mark first
-    ("…00 longna…", "…01 longna…"). The plain cut where that does not tell them apart either."""
+    longname" both "species 0…"; "plant_disease_00" …), the words every name starts with (up to
+    a space, _ or -) give way to the mark first in the names that are cut ("…00 longna…"); a
+    name that fits stays whole. The plain cut where that does not tell them apart either."""
     cut = [cut_to_fit(n, inches, size=size, bold=bold, mark=mark) for n in names]
     if len(set(cut)) == len(set(names)) or len(names) < 2:
         return cut
     shared = os.path.commonprefix(list(names))
-    shared = shared[:shared.rfind(" ") + 1] if " " in shared else ""  # whole words only
+    shared = shared[:max(shared.rfind(c) for c in " _-") + 1]  # whole words only
     if not shared:
         return cut
-    tails = [cut_to_fit(mark + n[len(shared):], inches, size=size, bold=bold, mark=mark) for n in names]
+    tails = [c if c == n else cut_to_fit(mark + n[len(shared):], inches, size=size, bold=bold, mark=mark)
+             for n, c in zip(names, cut)]
     return tails if len(set(tails)) > len(set(cut)) else cut
 
 
