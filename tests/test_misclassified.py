@@ -506,10 +506,15 @@ def test_the_per_class_and_confusion_figures_have_no_text_on_text(k):
         n = int(rng.integers(20, 200))
         correct = int(rng.integers(n // 2, n + 1))
         per_class.append({"accuracy": correct / n, "ci95": list(wilson_interval(correct, n)), "correct": correct, "n": n})
-    assert overlapping_texts(per_class_figure(per_class, names)) == []
+    import matplotlib.pyplot as plt
+    fig = per_class_figure(per_class, names)
+    assert overlapping_texts(fig) == []
+    plt.close(fig)
     matrix = rng.integers(0, 30, size=(k, k)).tolist()
     for normalized in (False, True):
-        assert overlapping_texts(confusion_figure(matrix, names, normalized=normalized)) == [], (k, normalized)
+        fig = confusion_figure(matrix, names, normalized=normalized)
+        assert overlapping_texts(fig) == [], (k, normalized)
+        plt.close(fig)
 
 
 @pytest.mark.parametrize("case", ["mnist", "cifar10", "sfddd", "40 long names"])

@@ -428,7 +428,10 @@ def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into
     assert "(images 1–2 of 4)" in refs[0].caption and "(images 3–4 of 4)" in refs[1].caption
     two = comparison_pages(results[:2])
     assert two == [[0, 1, 2, 3]]  # two models: all four images on one page, as before
-    assert not overlapping_texts(comparison_figure(results[:2])) and not overlapping_texts(results[0].figures()["saliency"])
+    import matplotlib.pyplot as plt
+    for fig in (*pages, comparison_figure(results[:2]), results[0].figures()["saliency"]):
+        assert not overlapping_texts(fig)
+        plt.close(fig)
 
 
 def test_colour_bars_say_what_the_values_are_and_auto_overlays_the_coarse_maps():
