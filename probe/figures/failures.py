@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probe.data.spec import ClassNames
-from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
+from probe.figures.style import (CORRECT, FULL_WIDTH, MAX_FIGURE_HEIGHT, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
                                  apply_style, class_labels, fit_names, new_figure, show_image, text_width)
 
 LINE = 1.5 * SMALL_FONT / 72  # inches per line of 8 pt text
@@ -124,7 +124,6 @@ def _cell_text(value: float, normalized: bool) -> str:
 
 
 LINE_HEIGHT = 1.25 * SMALL_FONT / 72  # inches a label of 8 pt text needs across its baseline
-PAGE_FIGURE_HEIGHT = 8.2  # inches: a figure with its caption on a page of text
 
 
 def confusion_figure(matrix, classes, *, normalized: bool = False):
@@ -213,7 +212,7 @@ def per_class_figure(per_class: list[dict], classes):
     names = class_labels(classes)
     k = len(per_class)
     # 0.22 in a class, closer (down to a line of text) where that would pass a page's 8.2 in
-    row = max(1.1 * LINE_HEIGHT, min(0.22, (PAGE_FIGURE_HEIGHT - 0.9) / max(k, 1)))
+    row = max(1.1 * LINE_HEIGHT, min(0.22, (MAX_FIGURE_HEIGHT - 0.9) / max(k, 1)))
     fig, ax = new_figure(FULL_WIDTH * 0.75, 0.9 + row * k)
     acc = [np.nan if r["accuracy"] is None else 100 * r["accuracy"] for r in per_class]
     lo = [np.nan if r["ci95"] is None else 100 * r["ci95"][0] for r in per_class]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probe.figures.style import (DIVERGING, FULL_WIDTH, PALETTE, SEQUENTIAL, SMALL_FONT, apply_style,
-                                 bare, new_figure, plain_text, show_image, text_width)
+from probe.figures.style import (DIVERGING, FULL_WIDTH, MAX_FIGURE_HEIGHT, PALETTE, SEQUENTIAL, SMALL_FONT,
+                                 apply_style, bare, new_figure, plain_text, show_image, text_width)
 from probe.methods.saliency import METHODS, method_title
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
@@ -144,7 +144,6 @@ def draw_map(ax, values: torch.Tensor, vmin: float, vmax: float, signed: bool, *
 
 # ---- the saliency grid -------------------------------------------------------------------------
 
-MAX_HEIGHT = 8.2  # inches: a figure with its caption fits an A4 or letter page of text
 
 
 @dataclass
@@ -184,7 +183,7 @@ class _Grid:
             notes = textwrap.wrap(note, int(max(width, 3.0) / (0.56 * SMALL_FONT / 72)))
             head = len(lines) * 1.2 * (SMALL_FONT + 1) / 72 + 2 * LINE + 0.06  # title, two-line column titles
             foot = len(notes) * LINE + 0.06 + ((0.27 + unit_lines * LINE) if scale == "method" else 0.0)
-            spare = MAX_HEIGHT - head - foot - n * (gap + below) - (math.ceil(n / group) - 1) * cls.group_gap * (group > 1)
+            spare = MAX_FIGURE_HEIGHT - head - foot - n * (gap + below) - (math.ceil(n / group) - 1) * cls.group_gap * (group > 1)
             cell_h = max(0.3, min(cell_h, spare / n))
         return cls(n, m, label_w, cell_h * fw / fh, cell_h * w / h, cell_h, below, head, foot, lines, notes, group)
 

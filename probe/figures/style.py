@@ -27,6 +27,7 @@ from probe.memo import RecentCache  # noqa: E402
 
 FULL_WIDTH = 6.3  # inches
 HALF_WIDTH = 3.1
+MAX_FIGURE_HEIGHT = 8.2  # inches: a figure with its caption fits an A4 or letter page of text
 FONT_SIZE = 9
 SMALL_FONT = 8  # the smallest text in any figure
 PNG_DPI = 200
