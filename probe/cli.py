@@ -89,6 +89,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 DataDir = typer.Option(None, "--data-dir", help="Dataset folder (default $PROBE_DATA_DIR/<name>, then ./data/<name>).")
 ModelDir = typer.Option(..., "--model", help="A trained model folder, e.g. trained_models/mnist-resnet20, or a model file of yours (see --model-info).")
 Device = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+Workers = typer.Option(None, "--workers", help="Processes for several models' analyses side by side, one CPU thread each (default: one per core other processes leave free; 1: one model after another). CPU on Linux only; on a GPU the models take turns.")
 ModelInfo = typer.Option(None, "--model-info", help="A model file of yours (--model mynet.pt: TorchScript, torch.export .pt2, or a state dict with --model-factory): its model info as a JSON file (default: mynet.json beside it), or KEY=VALUE, repeated: classes=cat,dog input=3x32x32 mean=0.49,0.48,0.45 std=0.25,0.24,0.26 cam_layer=layer4 dataset=cifar10 'factory_kwargs={\"num_classes\": 2}'.")
 ModelFactory = typer.Option(None, "--model-factory", help="module:function that builds the network of a state-dict file (--model weights.pt), e.g. torchvision.models:resnet18.")
 
@@ -340,13 +341,14 @@ def report(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            format: str = typer.Option("html,pdf", "--format", help="html, pdf or html,pdf."),
            device: str = Device,
            experiment: Optional[list[Path]] = typer.Option(None, "--experiment", help="An experiment folder (probe experiment degradation), repeatable: its section follows the models' (alone: a report of the experiment). An experiment folder given as --model counts too."),
+           workers: Optional[int] = Workers,
            model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """One report of everything: model card, learning curves, failures, saliency, fooling and
     robustness, as a self-contained HTML page, a PDF, and figures.tex with vector figures."""
     from probe.report.build import run_report
     formats = tuple(f.strip() for f in format.split(",") if f.strip())
     typer.echo(run_report(_model(model, model_info, model_factory) or None, data_dir=data_dir, out=out, formats=formats,
-                              device=device, experiments=experiment or ()).summary())
+                              device=device, experiments=experiment or (), workers=workers).summary())
 
 
 Runs = typer.Argument(..., help="Model folders, or names of folders in trained_models/.", show_default=False)

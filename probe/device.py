@@ -95,6 +95,20 @@ def recent_busy_elsewhere(max_age: float = READING_MAX_AGE) -> float | None:
     return others
 
 
+def free_cores() -> tuple[int, str | None]:
+    """Cores other processes leave free (recent_busy_elsewhere; the load average where /proc
+    cannot be read), at least one, and why fewer than all when others keep half a core or more
+    busy (None otherwise)."""
+    cores = os.cpu_count() or 1
+    others = recent_busy_elsewhere()
+    what = "other processes keep {:.1f} of {} cores busy"
+    if others is None and hasattr(os, "getloadavg"):
+        others, what = os.getloadavg()[0], "load average {:.1f} on {} cores"
+    if others is None or others < 0.5:
+        return cores, None
+    return max(1, round(cores - others)), what.format(others, cores)
+
+
 _CHOSEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("probe_analysis_threads", default=None)
 
 
@@ -117,14 +131,9 @@ def analysis_threads(threads: int | None, device) -> Iterator[dict]:
     why = None
     default = torch.get_num_threads()
     if threads is None and device.type == "cpu" and default > 1:
-        cores = os.cpu_count() or 1
-        others = recent_busy_elsewhere()
-        what = "other processes keep {:.1f} of {} cores busy"
-        if others is None and hasattr(os, "getloadavg"):
-            others, what = os.getloadavg()[0], "load average {:.1f} on {} cores"
-        free = max(1, round(cores - (others or 0.0)))
-        if others is not None and others >= 0.5 and free < default:
-            threads, why = free, what.format(others, cores)
+        free, what = free_cores()
+        if what is not None and free < default:
+            threads, why = free, what
     with cpu_threads(threads, device) as info:
         if why:
             info["why"] = why
@@ -133,6 +142,13 @@ def analysis_threads(threads: int | None, device) -> Iterator[dict]:
             yield info
         finally:
             _CHOSEN.reset(token)
+
+
+def one_thread_here(why: str) -> None:
+    """This process computes on one CPU thread from now on, and every analysis_threads block in it
+    keeps that (a worker process beside others: probe.parallel)."""
+    torch.set_num_threads(1)
+    _CHOSEN.set({"threads": 1, "why": why})
 
 
 def native_precision(device: str | torch.device) -> str:

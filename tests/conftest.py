@@ -9,7 +9,15 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py
 
 from fixtures import write_cifar_archive, write_cifar_folder, write_mnist, write_sfddd  # noqa: E402
 
+import probe.parallel  # noqa: E402
+
 REAL_DATA = os.environ.get("PROBE_DATA_DIR")  # read before any test changes the environment
+
+# Where cores are free a report runs its per-model analyses in worker processes (probe.parallel),
+# and what they draw or count (the figure checks, a monkeypatched counter) stays in those
+# processes. Tests run them here, one after another, unless a test asks for workers
+# (tests/test_parallel.py).
+probe.parallel.DEFAULT_WORKERS = 1
 
 
 @pytest.fixture(autouse=True)

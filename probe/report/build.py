@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,7 @@ from probe.experiments.degradation import experiment_section, is_experiment
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
 from probe.models.folder import ModelFolder
 from probe.models.foreign import ForeignModel, sidecar
+from probe.parallel import run_tasks, worker_count, workers_limit
 from probe.progress import progress
 from probe.presentation import Report, Section, Text, slug
 from probe.report.html import render_html
@@ -146,6 +148,14 @@ class Contexts:
     def __init__(self, data_dir, device: str, hook):
         self.data_dir, self.device, self.hook, self._made = data_dir, device, hook, {}
         self.seconds: dict[str, float] = {}  # per analysis, summed over models: what the time went to
+        self.wall = 0.0  # wall seconds in analyses (models side by side counted once)
+        self.side_by_side: tuple[int, float] | None = None  # (processes, wall seconds) of the models' analyses
+
+    def report_to(self, hook) -> None:
+        """Progress to `hook` from now on, of the models loaded and those to come (a worker's)."""
+        self.hook = hook
+        for ctx in self._made.values():
+            ctx.progress = hook
 
     def __call__(self, folder: ModelFolder, needs_model: bool = True) -> Context:
         if not needs_model:
@@ -197,8 +207,71 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
     write_outputs(step.entry, result, out, settings=step.settings, folders=folders, started=started,
                   device=str(ctxs[0].device) if step.entry.needs_model else None)
     atomic_write_json(key_path, key)
-    contexts.seconds[step.analysis] = contexts.seconds.get(step.analysis, 0.0) + time.perf_counter() - started
+    spent = time.perf_counter() - started
+    contexts.seconds[step.analysis] = contexts.seconds.get(step.analysis, 0.0) + spent
+    contexts.wall += spent
     return result, False
+
+
+def _cache_holds(step: Step, folders: list[ModelFolder], out: Path, contexts: Contexts) -> bool:
+    """Whether `out` holds this step's result under its present key (the result itself unread)."""
+    try:
+        return read_json(out / CACHE_KEY, "a report cache key", MAX_KEY_BYTES,
+                         ModelFileError) == cache_key(step, folders, contexts.data_dir)
+    except (OSError, ProbeError):
+        return False
+
+
+def run_side_by_side(folders: list[ModelFolder], steps: list[Step], out: Path, contexts: Contexts) -> int:
+    """The models' analyses (`steps` of each model not in the cache) in worker processes side by
+    side, where probe.parallel gives more than one (on a CPU), into the report's cache, from which
+    the report then reads them: these analyses run many small kernels and draw figures, which
+    scale badly over threads. Returns how many results were made. A step that fails in a worker
+    is left to the report, which runs it again and says why."""
+    pending = [(folder, step) for step in steps for folder in folders
+               if not step.skip(folder) and not _cache_holds(step, [folder], _step_out(out, folder, step), contexts)]
+    workers = worker_count(len(pending), contexts.device)
+    if workers < 2:
+        return 0
+    _load_before_fork(pending, contexts)
+    started = time.perf_counter()
+    outcomes = run_tasks([partial(_one_step, folder, step, out, contexts) for folder, step in pending], workers,
+                         contexts.hook)
+    contexts.side_by_side = (workers, time.perf_counter() - started)
+    contexts.wall += contexts.side_by_side[1]
+    for (_, step), (made, seconds) in zip(pending, outcomes):
+        if made:
+            contexts.seconds[step.analysis] = contexts.seconds.get(step.analysis, 0.0) + seconds
+    return sum(made for made, _ in outcomes)
+
+
+def _step_out(out: Path, folder: ModelFolder, step: Step) -> Path:
+    return out / "analyses" / folder.name / step.analysis
+
+
+def _load_before_fork(pending: list[tuple[ModelFolder, Step]], contexts: Contexts) -> None:
+    """Each model, and its class probabilities on the splits its steps read, made here once (on
+    every thread) for the workers to inherit, rather than once in each worker."""
+    for folder, step in pending:
+        if step.entry.needs_model:
+            ctx = contexts(folder)
+            split = getattr(step.settings, "split", None)
+            if step.entry.needs_data and split is not None and not getattr(step.settings, "images", None):
+                try:
+                    ctx.split_probabilities(split)
+                except ProbeError:
+                    pass  # the step says it when it runs
+
+
+def _one_step(folder: ModelFolder, step: Step, out: Path, contexts: Contexts, report) -> tuple[bool, float]:
+    """In a worker: one model's step into the cache; whether it was made here, and its seconds."""
+    contexts.report_to(report)
+    started = time.perf_counter()
+    try:
+        _, was_cached = cached_run(step, [folder], _step_out(out, folder, step), contexts)
+    except ProbeError:
+        return False, 0.0  # the report meets it again in its own run, and says it
+    return not was_cached, time.perf_counter() - started
 
 
 def default_folder(names: list[str]) -> str:
@@ -246,7 +319,7 @@ def model_sections(folder: ModelFolder, steps: list[Step], out: Path, contexts: 
         if why_not:
             top.add(Section(step.entry.title, f"{prefix}-{step.analysis}", [Text(f"Not shown: {why_not}.")]))
             continue
-        step_out = out / "analyses" / folder.name / step.analysis
+        step_out = _step_out(out, folder, step)
         result, was_cached = cached_run(step, [folder], step_out, contexts)
         reused += was_cached
         results[step.analysis] = result
@@ -295,9 +368,11 @@ def _render(report: Report, out: Path, formats) -> list[Path]:
 
 
 def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
-               device: str = "auto", plan: ReportPlan | None = None, experiments=()) -> Outcome:
+               device: str = "auto", plan: ReportPlan | None = None, experiments=(),
+               workers: int | None = None) -> Outcome:
     """experiments: experiment folders (probe experiment degradation) whose sections follow the
-    models' (an experiment folder among `models` counts as one)."""
+    models' (an experiment folder among `models` counts as one). workers: processes for several
+    models' analyses side by side (--workers; default one per free core: probe.parallel)."""
     started = time.perf_counter()
     formats = tuple(formats)
     device = resolve_device(device)  # a bad --device fails before any work
@@ -307,7 +382,7 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
     per_model = [st for st in plan.steps if not st.joint]
     joint_steps = [st for st in plan.steps if st.joint]
     sections, reused, joint, per_model_results = [], 0, [], []
-    with progress("report") as bar:
+    with workers_limit(workers), progress("report") as bar:
         task = bar.add_task("", total=len(folders) * len(per_model) + len(joint_steps))
 
         def hook(description, done, total=None):
@@ -324,6 +399,8 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
             result, was_cached = cached_run(step, folders, step_out, contexts)
             reused += was_cached
             joint.append((step, result, step_out))
+        made_side_by_side = run_side_by_side(folders, per_model, out, contexts)
+        reused -= made_side_by_side  # read from the cache below, but made in this run
         for folder in folders:
             top, n, results = model_sections(folder, per_model, out, contexts, joint, tick, left_out)
             sections.append(top)
@@ -342,10 +419,13 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
     files = _render(report, out, formats)
     seconds = time.perf_counter() - started
     spent = sorted(contexts.seconds.items(), key=lambda kv: -kv[1])
+    side = contexts.side_by_side
     lines = [f"{len(report.figures())} figures from {len(per_model) * len(folders) + len(joint_steps)} analyses "
              f"({reused} reused from the cache) in {seconds:.0f} s",
              *([("time: " + ", ".join(f"{name} {t:.0f} s" for name, t in spent)
-                 + f", the rest (loading, HTML, PDF, LaTeX) {seconds - sum(contexts.seconds.values()):.0f} s")]
+                 + (f" (each summed over the models; {side[0]} processes ran the models' analyses side by "
+                    f"side in {side[1]:.0f} s)" if side else "")
+                 + f", the rest (loading, HTML, PDF, LaTeX) {seconds - contexts.wall:.0f} s")]
                if spent else []),
              *(f"open {p}" for p in files if p.suffix in (".html", ".pdf"))]
     return Outcome(out, {"seconds": seconds, "reused": reused, "figures": len(report.figures()),

@@ -1,0 +1,156 @@
+"""Tasks side by side in worker processes of one CPU thread each: a report's per-model analyses.
+
+The report's analyses of a model (saliency, fooling, the misclassified grids and their figures)
+run many small kernels on a few images and draw figures in Python, which scale badly over
+OpenMP threads; on 2 AVX2 cores the two-model demo's took 42 s one after another on 2 threads
+and 24 s as tasks in 2 processes of one thread. The robustness curve is not run this way: its
+batches of 500 images run 1.7× faster on 2 threads than on 1, and two models' curves side by
+side (one thread each) took as long as one after another, or longer when one finished first.
+
+Workers are forked (Linux), so they start at once and inherit what is loaded (the models, the
+splits and the class probabilities on them) without copying it in; only each task's result
+comes back, pickled. Tasks run here, one after another, where forking does not serve: on a GPU
+(CUDA does not survive a fork), with one task or one free core, inside a worker, or where fork
+is not the platform's way (macOS, Windows).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import multiprocessing
+import multiprocessing.connection
+import pickle
+import sys
+import traceback
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import torch
+
+from probe.device import free_cores, one_thread_here
+from probe.errors import ConfigError, ProbeError
+
+T = TypeVar("T")
+Report = Callable[[str, float, "float | None"], None]  # progress: (what, done, total)
+
+DEFAULT_WORKERS: int | None = None  # without --workers: None, one process per free core
+_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("probe_workers", default=None)
+
+
+def can_fork() -> bool:
+    return sys.platform.startswith("linux") and not multiprocessing.current_process().daemon
+
+
+@contextlib.contextmanager
+def workers_limit(workers: int | None) -> Iterator[None]:
+    """At most `workers` processes for the tasks run inside (--workers); None: one per free core."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"--workers {workers!r}: give 1 or more (1: the models one after another)")
+    token = _LIMIT.set(workers)
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
+
+
+def worker_count(tasks: int, device: torch.device | str = "cpu") -> int:
+    """How many processes `tasks` tasks get on `device`: the --workers limit or, without one, the
+    cores other processes leave free; 1 where the tasks run here (see the module's words)."""
+    if tasks < 2 or torch.device(device).type != "cpu" or not can_fork():
+        return 1
+    limit = _LIMIT.get()
+    limit = limit if limit is not None else DEFAULT_WORKERS
+    return min(tasks, limit if limit is not None else free_cores()[0])
+
+
+def run_tasks(tasks: Sequence[Callable[[Report], T]], workers: int,
+              report: Report | None = None) -> list[T]:
+    """Each task's result, in order: task(report), where report(what, done, total) shows its
+    progress (forwarded from the workers). workers > 1: the tasks are shared out among that many
+    forked processes, the next task to the first free one. An exception in a task is raised here;
+    a task whose worker died without a word (killed, out of memory) runs here afterwards."""
+    if workers <= 1 or len(tasks) <= 1 or not can_fork():
+        return [task(report or _quiet) for task in tasks]
+    fork = multiprocessing.get_context("fork")
+    for stream in (sys.stdout, sys.stderr):  # else a worker's exit writes what is buffered a second time
+        with contextlib.suppress(Exception):
+            stream.flush()
+    next_task = fork.Value("i", 0)
+    pipes, processes = [], []
+    try:
+        for _ in range(min(workers, len(tasks))):
+            receive, send = fork.Pipe(duplex=False)
+            process = fork.Process(target=_work, args=(tasks, next_task, send, workers), daemon=True)
+            process.start()
+            send.close()
+            pipes.append(receive)
+            processes.append(process)
+        results = _collect(pipes, report)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    for i in range(len(tasks)):
+        if i not in results:
+            results[i] = tasks[i](report or _quiet)
+    return [results[i] for i in range(len(tasks))]
+
+
+def _quiet(what: str, done: float, total: float | None = None) -> None:
+    pass
+
+
+def _collect(pipes, report: Report | None) -> dict[int, object]:
+    results = {}
+    while pipes:
+        for conn in multiprocessing.connection.wait(pipes):
+            try:
+                kind, payload = pickle.loads(conn.recv_bytes())
+            except EOFError:  # the worker is done (or died)
+                pipes.remove(conn)
+                continue
+            if kind == "progress":
+                if report is not None:
+                    report(*payload)
+            elif kind == "done":
+                index, value = payload
+                results[index] = value
+            else:
+                raise payload
+    return results
+
+
+def _work(tasks, next_task, conn, workers: int) -> None:
+    """A worker: the next task not taken, until none is left; each result (or the exception) sent back."""
+    one_thread_here(f"one of {workers} worker processes, one thread each")
+
+    def send(message) -> None:
+        conn.send_bytes(pickle.dumps(message))
+
+    def report(what: str, done: float, total: float | None = None) -> None:
+        send(("progress", (what, done, total)))
+    while True:
+        with next_task.get_lock():
+            index = next_task.value
+            next_task.value += 1
+        if index >= len(tasks):
+            break
+        try:
+            send(("done", (index, tasks[index](report))))
+        except BaseException as e:  # noqa: BLE001 - raised in the parent, which decides
+            send(("error", _picklable(e)))
+            break
+    conn.close()
+
+
+def _picklable(e: BaseException) -> BaseException:
+    """The exception as it can cross to the parent: itself where it pickles (a ProbeError's one
+    line), else a RuntimeError with its type, words and the worker's traceback."""
+    if not isinstance(e, ProbeError):  # a fault of probe's: where it happened, for the traceback
+        e.add_note("in a worker process:\n" + "".join(traceback.format_exception(e)).rstrip())
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 - any exception may fail to pickle, in any way
+        where = "".join(traceback.format_exception(e))
+        return RuntimeError(f"{type(e).__name__} in a worker process: {e}\n{where}")

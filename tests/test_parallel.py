@@ -1,0 +1,111 @@
+"""Tasks in worker processes side by side (probe.parallel), and the report's per-model analyses
+run that way: the same results as one after another, in the same cache."""
+import json
+import os
+
+import pytest
+import torch
+
+from test_model_folder import write_tiny_model
+from test_report import small_plan, write_history
+
+from probe.errors import ConfigError, DataError
+from probe.parallel import run_tasks, worker_count, workers_limit
+from probe.report.build import run_report
+
+PARENT = os.getpid()
+
+
+def where(i):
+    def task(report):
+        report(f"task {i}", i, 5)
+        return i, os.getpid(), torch.get_num_threads(), torch.full((2,), float(i))
+    return task
+
+
+def test_results_come_back_in_order_from_workers_of_one_thread():
+    heard = []
+    results = run_tasks([where(i) for i in range(5)], 2, lambda *said: heard.append(said))
+    assert [r[0] for r in results] == list(range(5))
+    assert all(pid != PARENT for _, pid, _, _ in results)
+    assert {threads for _, _, threads, _ in results} == {1}
+    assert [r[3].tolist() for r in results] == [[i, i] for i in range(5)]
+    assert sorted(heard) == [(f"task {i}", i, 5) for i in range(5)]  # progress forwarded, from either worker
+
+
+def test_one_worker_runs_the_tasks_here():
+    results = run_tasks([where(i) for i in range(3)], 1)
+    assert [pid for _, pid, _, _ in results] == [PARENT] * 3
+
+
+def failing(error):
+    def task(report):
+        raise error
+    return task
+
+
+def test_a_task_s_error_is_raised_here_a_user_error_as_itself():
+    with pytest.raises(DataError, match="^no such folder: x$"):
+        run_tasks([where(0), failing(DataError("no such folder: x"))], 2)
+    with pytest.raises(ZeroDivisionError) as raised:
+        run_tasks([failing(ZeroDivisionError("a fault")), where(1)], 2)
+    assert "in a worker process" in raised.value.__notes__[0]  # with the worker's traceback
+
+
+def dies_in_a_worker(report):
+    if os.getpid() != PARENT:
+        os._exit(3)  # killed without a word (out of memory, say)
+    return "made here"
+
+
+def test_a_task_whose_worker_died_runs_here():
+    assert run_tasks([dies_in_a_worker, where(1)], 2)[0] == "made here"
+
+
+def test_how_many_workers():
+    with workers_limit(3):
+        assert worker_count(5, "cpu") == 3
+        assert worker_count(2, "cpu") == 2
+        assert worker_count(1, "cpu") == 1  # one task runs here
+        assert worker_count(5, "cuda") == 1  # CUDA does not survive a fork: the GPU's models take turns
+    with workers_limit(1):
+        assert worker_count(5, "cpu") == 1
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="--workers"):
+            with workers_limit(bad):
+                pass
+
+
+def analyses_results(out):
+    """Each per-model analysis's results.json, less what depends on the run's timing and threads."""
+    found = {}
+    for path in sorted((out / "analyses").glob("*/*/results.json")):
+        doc = json.loads(path.read_text())
+
+        def strip(x):
+            if isinstance(x, dict):
+                return {k: strip(v) for k, v in x.items()
+                        if k not in ("seconds", "created", "threads", "images_per_second")}
+            return [strip(v) for v in x] if isinstance(x, list) else x
+        found[str(path.relative_to(out))] = strip(doc)
+    return found
+
+
+def test_the_report_side_by_side_equals_one_after_another(tmp_path, mnist_dir):
+    models = tmp_path / "trained_models"
+    for seed, name in enumerate(("tiny-a", "tiny-b")):
+        write_tiny_model(models / name, seed=seed)
+        write_history(models / name)
+    plan = small_plan(models)
+    plan.steps = [s for s in plan.steps if s.analysis in ("misclassified", "fool-noise")]
+    pair = [models / "tiny-a", models / "tiny-b"]
+    serial = run_report(pair, data_dir=mnist_dir, out=tmp_path / "serial", plan=plan, formats=("html",), workers=1)
+    side = run_report(pair, data_dir=mnist_dir, out=tmp_path / "side", plan=plan, formats=("html",), workers=2)
+    assert serial.result["reused"] == side.result["reused"] == 0  # made in the workers, not reused
+    assert "processes ran the models' analyses side by side" in side.lines[1]
+    assert "side by side" not in serial.lines[1]
+    assert side.result["figures"] == serial.result["figures"]
+    assert len(analyses_results(side.folder)) == 4  # 2 analyses × 2 models
+    assert analyses_results(side.folder) == analyses_results(serial.folder)
+    again = run_report(pair, data_dir=mnist_dir, out=tmp_path / "side", plan=plan, formats=("html",), workers=2)
+    assert again.result["reused"] == 4
