@@ -55,11 +55,23 @@ def workers_limit(workers: int | None) -> Iterator[None]:
 def worker_count(tasks: int, device: torch.device | str = "cpu") -> int:
     """How many processes `tasks` tasks get on `device`: the --workers limit or, without one, the
     cores other processes leave free; 1 where the tasks run here (see the module's words)."""
-    if tasks < 2 or torch.device(device).type != "cpu" or not can_fork():
-        return 1
+    return workers_and_why(tasks, device)[0]
+
+
+def workers_and_why(tasks: int, device: torch.device | str = "cpu") -> tuple[int, str | None]:
+    """worker_count, and why the tasks run here one after another where several could not."""
+    if tasks < 2:
+        return 1, None
+    if torch.device(device).type != "cpu":
+        return 1, f"on {device}, one process"
+    if not can_fork():
+        return 1, "worker processes are forked, on Linux only"
     limit = _LIMIT.get()
     limit = limit if limit is not None else DEFAULT_WORKERS
-    return min(tasks, limit if limit is not None else free_cores()[0])
+    if limit is not None:
+        return min(tasks, limit), "--workers 1" if limit == 1 else None
+    free, why = free_cores()
+    return min(tasks, free), why if free < 2 else None
 
 
 def run_tasks(tasks: Sequence[Callable[[Report], T]], workers: int,

@@ -467,7 +467,7 @@ def test_figures_fit_the_page_with_readable_eps_ticks():
                               [0.0, 0.03, 0.05, 0.07, 0.1], names, title="t")
         width, height = fig.get_size_inches()
         # LaTeX caps a figure's height at 0.72 of the text height (~5.5 in)
-        assert width <= FULL_WIDTH + 1e-9 and height < 5.5 and len(fig.axes) == 50
+        assert width <= FULL_WIDTH + 1e-9 and height < 5.5 and len(fig.axes[0].images) == 50
         plt.close(fig)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from probe.data.spec import ClassNames
 from probe.figures.style import (CORRECT, FULL_WIDTH, MAX_FIGURE_HEIGHT, PALETTE, SEQUENTIAL, SMALL_FONT, WRONG,
-                                 apply_style, class_labels, fit_names, new_figure, show_image, text_width)
+                                 apply_style, bare, class_labels, fit_names, new_figure, place_image, text_width)
 
 LINE = 1.5 * SMALL_FONT / 72  # inches per line of 8 pt text
 PAGE_HEIGHT = 9.0  # inches of grid per page (a thesis page's text height)
@@ -84,26 +84,31 @@ def misclassified_pages(records: list[dict], images, classes, *, per_page: int =
         chunk = range(start, min(n, start + per_page))
         head = 0.3 if title else 0.0
         H = math.ceil(len(chunk) / cols) * lay.cell_h + head
+        # One axes spanning the page, in inches from its lower left corner, each image placed by its
+        # extent: an axes per image cost 19 ms to make, 2 s for a page of 100.
         fig = plt.figure(figsize=(FULL_WIDTH, H))
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_autoscale_on(False)
+        ax.set(xlim=(0, FULL_WIDTH), ylim=(0, H))
+        bare(ax)
+        kw = dict(fontsize=SMALL_FONT)
         for slot, j in enumerate(chunk):
             r, c = divmod(slot, cols)
-            left = (c * lay.cell_w + (lay.cell_w - lay.img_w) / 2) / FULL_WIDTH
-            bottom = (H - head - r * lay.cell_h - LINE - lay.img_h) / H
-            ax = fig.add_axes((left, bottom, lay.img_w / FULL_WIDTH, lay.img_h / H))
-            show_image(ax, images[j])
+            left = c * lay.cell_w + (lay.cell_w - lay.img_w) / 2
+            bottom = H - head - r * lay.cell_h - LINE - lay.img_h
+            place_image(ax, images[j], (left, left + lay.img_w, bottom, bottom + lay.img_h))
             rec = records[j]
 
             def label(key: str, p: str) -> str:
                 return f"{names[names_of.index(rec[key])]} {_p(rec[p])}"
-            kw = dict(transform=ax.transAxes, fontsize=SMALL_FONT)
-            ax.text(0, 1.02, label("true", "p_true"), ha="left", va="bottom", color="black", **kw)
-            ax.text(0, -0.03, label("predicted", "p_predicted"), ha="left", va="top", color=WRONG,
+            top, below = bottom + lay.img_h * 1.02, bottom - lay.img_h * 0.03
+            ax.text(left, top, label("true", "p_true"), ha="left", va="bottom", color="black", **kw)
+            ax.text(left, below, label("predicted", "p_predicted"), ha="left", va="top", color=WRONG,
                     fontweight="bold", **kw)
             if lay.lines == 2:
-                ax.text(1, -0.03, label("second", "p_second"), ha="right", va="top", color="0.35", **kw)
+                ax.text(left + lay.img_w, below, label("second", "p_second"), ha="right", va="top", color="0.35", **kw)
             else:
-                ax.text(0, -0.03 - LINE / lay.img_h, label("second", "p_second"), ha="left", va="top",
-                        color="0.35", **kw)
+                ax.text(left, below - LINE, label("second", "p_second"), ha="left", va="top", color="0.35", **kw)
         if title:
             pages_total = math.ceil(n / per_page)
             suffix = f" (page {page + 1} of {pages_total})" if pages_total > 1 else ""

@@ -263,16 +263,23 @@ def plain_text(text, limit: int | None = None) -> str:
 def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:
     """An (C, H, W) uint8 or [0, 1] image, at its own aspect ratio, in true pixel values: never
     rescaled to its own min and max (a dark image must look dark)."""
+    place_image(ax, image)
+    bare(ax)
+
+
+def place_image(ax, image, extent: tuple[float, float, float, float] | None = None) -> None:
+    """show_image's pixels drawn on `ax`, filling `extent` (left, right, bottom, top in data
+    units: one of many images on one axes) or, without one, the axes at the image's aspect."""
     import numpy as np
     import torch
     x = image.detach().cpu() if torch.is_tensor(image) else torch.as_tensor(image)
     x = x.float() / 255 if not x.is_floating_point() else x.float()
     arr = x.clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
+    where = {} if extent is None else {"extent": extent, "aspect": "auto"}
     if arr.shape[2] == 1:
-        ax.imshow(arr[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="none")
+        ax.imshow(arr[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="none", **where)
     else:
-        ax.imshow(np.ascontiguousarray(arr), vmin=0, vmax=1, interpolation="none")
-    bare(ax)
+        ax.imshow(np.ascontiguousarray(arr), vmin=0, vmax=1, interpolation="none", **where)
 
 
 def bare(ax) -> None:

@@ -22,7 +22,7 @@ from probe.experiments.degradation import experiment_section, is_experiment
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
 from probe.models.folder import ModelFolder
 from probe.models.foreign import ForeignModel, sidecar
-from probe.parallel import run_tasks, worker_count, workers_limit
+from probe.parallel import run_tasks, workers_and_why, workers_limit
 from probe.progress import progress
 from probe.presentation import Report, Section, Text, slug
 from probe.report.html import render_html
@@ -150,6 +150,7 @@ class Contexts:
         self.seconds: dict[str, float] = {}  # per analysis, summed over models: what the time went to
         self.wall = 0.0  # wall seconds in analyses (models side by side counted once)
         self.side_by_side: tuple[int, float] | None = None  # (processes, wall seconds) of the models' analyses
+        self.one_process: str | None = None  # why they ran one after another, where they could have not
 
     def report_to(self, hook) -> None:
         """Progress to `hook` from now on, of the models loaded and those to come (a worker's)."""
@@ -230,8 +231,9 @@ def run_side_by_side(folders: list[ModelFolder], steps: list[Step], out: Path, c
     is left to the report, which runs it again and says why."""
     pending = [(folder, step) for step in steps for folder in folders
                if not step.skip(folder) and not _cache_holds(step, [folder], _step_out(out, folder, step), contexts)]
-    workers = worker_count(len(pending), contexts.device)
+    workers, why = workers_and_why(len(pending), contexts.device)
     if workers < 2:
+        contexts.one_process = why
         return 0
     _load_before_fork(pending, contexts)
     started = time.perf_counter()
@@ -367,6 +369,17 @@ def _render(report: Report, out: Path, formats) -> list[Path]:
     return files
 
 
+def _time_line(spent: list[tuple[str, float]], contexts: Contexts, seconds: float) -> str:
+    """What the report's time went to: each analysis (summed over the models), how the models'
+    analyses ran, and the rest."""
+    side = contexts.side_by_side
+    return ("time: " + ", ".join(f"{name} {t:.0f} s" for name, t in spent)
+            + (f" (each summed over the models; {side[0]} processes ran the models' analyses side by "
+               f"side in {side[1]:.0f} s)" if side else "")
+            + (f" (the models' analyses in one process: {contexts.one_process})" if contexts.one_process else "")
+            + f", the rest (loading, HTML, PDF, LaTeX) {seconds - contexts.wall:.0f} s")
+
+
 def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
                device: str = "auto", plan: ReportPlan | None = None, experiments=(),
                workers: int | None = None) -> Outcome:
@@ -419,14 +432,9 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
     files = _render(report, out, formats)
     seconds = time.perf_counter() - started
     spent = sorted(contexts.seconds.items(), key=lambda kv: -kv[1])
-    side = contexts.side_by_side
     lines = [f"{len(report.figures())} figures from {len(per_model) * len(folders) + len(joint_steps)} analyses "
              f"({reused} reused from the cache) in {seconds:.0f} s",
-             *([("time: " + ", ".join(f"{name} {t:.0f} s" for name, t in spent)
-                 + (f" (each summed over the models; {side[0]} processes ran the models' analyses side by "
-                    f"side in {side[1]:.0f} s)" if side else "")
-                 + f", the rest (loading, HTML, PDF, LaTeX) {seconds - contexts.wall:.0f} s")]
-               if spent else []),
+             *([_time_line(spent, contexts, seconds)] if spent else []),
              *(f"open {p}" for p in files if p.suffix in (".html", ".pdf"))]
     return Outcome(out, {"seconds": seconds, "reused": reused, "figures": len(report.figures()),
                          "analysis_seconds": dict(spent)}, files, lines)
