@@ -102,8 +102,8 @@ def test_the_report_side_by_side_equals_one_after_another(tmp_path, mnist_dir):
     serial = run_report(pair, data_dir=mnist_dir, out=tmp_path / "serial", plan=plan, formats=("html",), workers=1)
     side = run_report(pair, data_dir=mnist_dir, out=tmp_path / "side", plan=plan, formats=("html",), workers=2)
     assert serial.result["reused"] == side.result["reused"] == 0  # made in the workers, not reused
-    assert "processes ran the models' analyses side by side" in side.lines[1]
-    assert "side by side" not in serial.lines[1]
+    assert "the per-model analyses ran side by side in 2 processes" in side.lines[1]
+    assert "(the per-model analyses in one process: --workers 1)" in serial.lines[1]
     assert side.result["figures"] == serial.result["figures"]
     assert len(analyses_results(side.folder)) == 4  # 2 analyses × 2 models
     assert analyses_results(side.folder) == analyses_results(serial.folder)
