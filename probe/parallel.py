@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
+import signal
 import sys
 import traceback
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -63,7 +66,7 @@ def workers_and_why(tasks: int, device: torch.device | str = "cpu") -> tuple[int
     if tasks < 2:
         return 1, None
     if torch.device(device).type != "cpu":
-        return 1, f"on {device}, one process"
+        return 1, f"on {device}"
     if not can_fork():
         return 1, "worker processes are forked, on Linux only"
     limit = _LIMIT.get()
@@ -91,17 +94,21 @@ def run_tasks(tasks: Sequence[Callable[[Report], T]], workers: int,
     try:
         for _ in range(min(workers, len(tasks))):
             receive, send = fork.Pipe(duplex=False)
-            process = fork.Process(target=_work, args=(tasks, next_task, send, workers), daemon=True)
+            process = fork.Process(target=_work, args=(tasks, next_task, send, workers, os.getpid()), daemon=True)
             process.start()
             send.close()
             pipes.append(receive)
             processes.append(process)
         results = _collect(pipes, report)
-    finally:
+    finally:  # done, or an error or Ctrl-C here: a worker still at work stops (its files left whole)
         for process in processes:
             if process.is_alive():
                 process.terminate()
-            process.join()
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
     for i in range(len(tasks)):
         if i not in results:
             results[i] = tasks[i](report or _quiet)
@@ -118,7 +125,7 @@ def _collect(pipes, report: Report | None) -> dict[int, object]:
         for conn in multiprocessing.connection.wait(pipes):
             try:
                 kind, payload = pickle.loads(conn.recv_bytes())
-            except EOFError:  # the worker is done (or died)
+            except (EOFError, OSError):  # the worker is done, or died (mid-message: OSError)
                 pipes.remove(conn)
                 continue
             if kind == "progress":
@@ -132,8 +139,34 @@ def _collect(pipes, report: Report | None) -> dict[int, object]:
     return results
 
 
-def _work(tasks, next_task, conn, workers: int) -> None:
+class _Stopped(BaseException):
+    """SIGTERM in a worker (the parent stops it): raised where the task is, so that files being
+    written are removed (probe.io's atomic writers) and nothing more is sent."""
+
+
+def _stop(signum, frame) -> None:
+    raise _Stopped
+
+
+def _as_worker(parent: int) -> None:
+    """A forked worker's set-up: SIGTERM stops it cleanly, and so does its parent's death (Linux's
+    parent-death signal), which would otherwise leave it working for no one; its output goes to the
+    terminal itself, not through the parent's progress bar (a copy whose lock may have been
+    held at the fork); one CPU thread."""
+    signal.signal(signal.SIGTERM, _stop)
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        raise _Stopped
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+
+
+def _work(tasks, next_task, conn, workers: int, parent: int) -> None:
     """A worker: the next task not taken, until none is left; each result (or the exception) sent back."""
+    try:
+        _as_worker(parent)
+    except _Stopped:
+        return
     one_thread_here(f"one of {workers} worker processes, one thread each")
 
     def send(message) -> None:
@@ -149,6 +182,8 @@ def _work(tasks, next_task, conn, workers: int) -> None:
             break
         try:
             send(("done", (index, tasks[index](report))))
+        except (_Stopped, KeyboardInterrupt):  # stopped, or Ctrl-C, which the parent has too: nothing to say
+            break
         except BaseException as e:  # noqa: BLE001 - raised in the parent, which decides
             send(("error", _picklable(e)))
             break
@@ -158,7 +193,7 @@ def _work(tasks, next_task, conn, workers: int) -> None:
 def _picklable(e: BaseException) -> BaseException:
     """The exception as it can cross to the parent: itself where it pickles (a ProbeError's one
     line), else a RuntimeError with its type, words and the worker's traceback."""
-    if not isinstance(e, ProbeError):  # a fault of probe's: where it happened, for the traceback
+    if not isinstance(e, ProbeError) and hasattr(e, "add_note"):  # a fault of probe's: where, for the traceback
         e.add_note("in a worker process:\n" + "".join(traceback.format_exception(e)).rstrip())
     try:
         pickle.loads(pickle.dumps(e))

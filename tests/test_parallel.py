@@ -62,6 +62,27 @@ def test_a_task_whose_worker_died_runs_here():
     assert run_tasks([dies_in_a_worker, where(1)], 2)[0] == "made here"
 
 
+def test_a_worker_stopped_mid_write_leaves_no_file_behind(tmp_path):
+    """One task fails; the parent stops the other worker while it writes: its file is removed,
+    as on any interruption (probe.io.atomic_writer), not left half-written."""
+    import time
+    from probe.io import atomic_writer
+
+    def fails_soon(report):
+        time.sleep(0.5)
+        raise DataError("a missing folder")
+
+    def writes_slowly(report):
+        with atomic_writer(tmp_path / "figure.png") as f:
+            f.write(b"half")
+            time.sleep(60)
+    started = time.perf_counter()
+    with pytest.raises(DataError):
+        run_tasks([fails_soon, writes_slowly], 2)
+    assert time.perf_counter() - started < 30  # stopped, not waited for
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_how_many_workers():
     with workers_limit(3):
         assert worker_count(5, "cpu") == 3
@@ -101,7 +122,8 @@ def test_the_report_side_by_side_equals_one_after_another(tmp_path, mnist_dir):
     pair = [models / "tiny-a", models / "tiny-b"]
     serial = run_report(pair, data_dir=mnist_dir, out=tmp_path / "serial", plan=plan, formats=("html",), workers=1)
     side = run_report(pair, data_dir=mnist_dir, out=tmp_path / "side", plan=plan, formats=("html",), workers=2)
-    assert serial.result["reused"] == side.result["reused"] == 0  # made in the workers, not reused
+    assert serial.result["reused"] == side.result["reused"] == 0
+    assert side.result["side_by_side"]["made"] == 4 and serial.result["side_by_side"] is None  # by the workers
     assert "the per-model analyses ran side by side in 2 processes" in side.lines[1]
     assert "(the per-model analyses in one process: --workers 1)" in serial.lines[1]
     assert side.result["figures"] == serial.result["figures"]

@@ -84,12 +84,13 @@ def misclassified_pages(records: list[dict], images, classes, *, per_page: int =
         chunk = range(start, min(n, start + per_page))
         head = 0.3 if title else 0.0
         H = math.ceil(len(chunk) / cols) * lay.cell_h + head
+        W = min(cols, len(chunk)) * lay.cell_w  # a page of fewer images than columns: as wide as they are
         # One axes spanning the page, in inches from its lower left corner, each image placed by its
         # extent: an axes per image cost 19 ms to make, 2 s for a page of 100.
-        fig = plt.figure(figsize=(FULL_WIDTH, H))
+        fig = plt.figure(figsize=(W, H))
         ax = fig.add_axes((0, 0, 1, 1))
         ax.set_autoscale_on(False)
-        ax.set(xlim=(0, FULL_WIDTH), ylim=(0, H))
+        ax.set(xlim=(0, W), ylim=(0, H))
         bare(ax)
         kw = dict(fontsize=SMALL_FONT)
         for slot, j in enumerate(chunk):

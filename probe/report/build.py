@@ -276,13 +276,17 @@ def _load_before_fork(pending: list[tuple[ModelFolder, Step]], contexts: Context
 
 
 def _one_step(folder: ModelFolder, step: Step, out: Path, contexts: Contexts, report) -> tuple[bool, float]:
-    """In a worker: one model's step into the cache; whether it was made here, and its seconds."""
+    """In a worker: one model's step into the cache; whether it was made here, and its seconds
+    (returned, not counted: run here instead, for a worker that died, it would count twice)."""
     contexts.report_to(report)
+    counted = dict(contexts.seconds), contexts.wall
     started = time.perf_counter()
     try:
         _, was_cached = cached_run(step, [folder], _step_out(out, folder, step), contexts)
     except ProbeError:
         return False, 0.0  # the report meets it again in its own run, and says it
+    finally:
+        contexts.seconds, contexts.wall = counted
     return not was_cached, time.perf_counter() - started
 
 
@@ -446,5 +450,8 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
              f"({reused} reused from the cache) in {seconds:.0f} s",
              *([_time_line(spent, contexts, seconds)] if spent else []),
              *(f"open {p}" for p in files if p.suffix in (".html", ".pdf"))]
+    side = contexts.side_by_side
     return Outcome(out, {"seconds": seconds, "reused": reused, "figures": len(report.figures()),
-                         "analysis_seconds": dict(spent)}, files, lines)
+                         "analysis_seconds": dict(spent),
+                         "side_by_side": {"processes": side[0], "seconds": side[1], "made": made_side_by_side}
+                         if side else None}, files, lines)
