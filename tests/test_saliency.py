@@ -353,18 +353,25 @@ def test_one_name_per_method_in_tables_legends_and_columns(monkeypatch):
     fig = r.figures()["faithfulness"]
     legend = [t.get_text().split(":")[0] for t in fig.legends[0].get_texts()]
     assert legend == ["Gradient", "Half the image", "random order"]
-    columns = [ax.get_title() for ax in r.figures()["saliency"].axes if ax.get_title()]
+    columns = column_titles(r.figures()["saliency"])
     assert columns == ["image", "Gradient", "Half"]
     assert "Half the image" in r.summary()[0]
 
 
 def _columns(fig) -> dict[str, list]:
-    """The images of a figure's map axes by method (their column)."""
+    """A figure's maps by method (their column): the images labelled "map <method>"."""
     cols: dict[str, list] = {}
     for ax in fig.axes:
-        if ax.get_label().startswith("map "):
-            cols.setdefault(ax.get_label().removeprefix("map "), []).extend(ax.images)
+        for im in ax.images:
+            if im.get_label().startswith("map "):
+                cols.setdefault(im.get_label().removeprefix("map "), []).append(im)
     return cols
+
+
+def column_titles(fig) -> list[str]:
+    """The headings of a grid's columns, left to right."""
+    texts = [t for ax in fig.axes for t in ax.texts if t.get_gid() == "column title"]
+    return [t.get_text() for t in sorted(texts, key=lambda t: t.get_position()[0])]
 
 
 def test_comparison_shares_one_colour_scale_per_method_across_the_models():
@@ -387,7 +394,7 @@ def test_comparison_shares_one_colour_scale_per_method_across_the_models():
         assert len(clims) == 1, (m, clims)  # the same vmin/vmax for both models
         vmin, vmax, _ = scale_of(torch.cat([a.maps[m], b.maps[m]]), m == "ig")
         assert next(iter(clims)) == (pytest.approx(vmin), pytest.approx(vmax))
-    labels = [t.get_text() for t in fig.texts]
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]  # the rows' labels
     assert any(t.startswith("#0\nquiet\n") for t in labels) and any(t.startswith("loud\n") for t in labels)
     part = comparison_section([a, b])
     assert part.title == "Side by side: what each model looks at" and part.children[1].stem == COMPARISON_STEM
@@ -417,8 +424,7 @@ def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into
             for fig in pages]
     assert bars[0] == bars[1] and len(bars[0]) == len(METHODS)
     for p, fig in enumerate(pages):
-        cells = [ax.get_label() for ax in fig.axes if ax.get_label().startswith("map ")]
-        assert all(cells.count(f"map {m}") == 2 * 3 for m in METHODS)  # 2 images × 3 models
+        assert all(len(_columns(fig)[m]) == 2 * 3 for m in METHODS)  # 2 images × 3 models
         assert fig.get_size_inches()[0] > 6.0  # the full text width: maps of a readable size
         assert not overlapping_texts(fig)
         assert any(f"(page\u00a0{p + 1}\u00a0of\u00a02)" in t.get_text() for t in fig.texts)  # one line
@@ -444,8 +450,9 @@ def test_colour_bars_say_what_the_values_are_and_auto_overlays_the_coarse_maps()
     for unit in ("|gradient|", "attribution (signed)", "class activation"):  # then "×10⁻³" where long
         assert any(t == unit or t.startswith(unit + "\n×10") for t in texts), unit
     assert "99.5th percentile" in words and "Grad-CAM: drawn over the image" in words
-    layers = {ax.get_title(): len(ax.images) for ax in fig.axes if ax.get_title()}
-    assert layers == {"image": 1, "Gradient": 1, "Integrated\nGradients": 1, "Grad-CAM on\nthe image": 2}
+    assert column_titles(fig) == ["image", "Gradient", "Integrated\nGradients", "Grad-CAM on\nthe image"]
+    under = [im.get_label() for im in fig.axes[0].images if im.get_label().startswith("under ")]
+    assert under == ["under map gradcam"] * 2  # Grad-CAM alone drawn over its image, in both rows
     assert "Grad-CAM drawn over the image" in section(r).children[0].text
 
 

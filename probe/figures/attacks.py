@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SMALL_FONT, WRONG, apply_style, bare,
+from probe.figures.style import (CORRECT, FULL_WIDTH, PALETTE, SMALL_FONT, WRONG, apply_style, canvas,
                                  class_labels, fit_names, new_figure, place_image, text_width)
 
 LINE = 1.45 * SMALL_FONT / 72
@@ -108,7 +108,6 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
     where the names need the room; more than ~12 images wrap into blocks below each other.
     images: (k, X, C, H, W) float [0, 1] or uint8; labels (k,) class indices; predicted and p:
     (k, X); eps: the X values; classes: ClassNames, names or a count. None when there is no image."""
-    import matplotlib.pyplot as plt
     apply_style()
     k, e = images.shape[:2]
     if k == 0:
@@ -125,11 +124,7 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
     block_h = LINE + 0.04 + e * row_h
     head = 0.3 if title else 0.0
     width, height = label_w + cols * cell_w, head + blocks * block_h + 0.12 * (blocks - 1)
-    fig = plt.figure(figsize=(width, height))
-    ax = fig.add_axes((0, 0, 1, 1))  # one axes in inches from the lower left, not one per image (19 ms each)
-    ax.set_autoscale_on(False)
-    ax.set(xlim=(0, width), ylim=(0, height))
-    bare(ax)
+    fig, ax = canvas(width, height)
     for i in range(k):
         top = height - head - (i // cols) * (block_h + 0.12)
         left = label_w + (i % cols) * cell_w + 0.03

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probe.figures.style import (CORRECT, DIVERGING, FONT_SIZE, FULL_WIDTH, SMALL_FONT, WRONG, apply_style,
+from probe.figures.style import (CORRECT, DIVERGING, FONT_SIZE, FULL_WIDTH, SMALL_FONT, WRONG, apply_style, canvas,
                                  class_labels, cut_to_fit, fit_names, text_width)
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
@@ -205,18 +205,13 @@ def _pages(result, names, title: str, layout, draw_row) -> list:
     drawn on one axes spanning the figure, in inches from its lower left corner (one axes, not
     one per image: a page of 120 images is drawn in a second, not ten); each row drawn by
     draw_row(ax, lay, names, row, top)."""
-    import matplotlib.pyplot as plt
     apply_style()
     names = class_labels(names)
     lay = layout(result, names, title)
     figs = []
     for page_no, page in enumerate(lay.pages):
         height = lay.head + len(page) * lay.row_h
-        fig = plt.figure(figsize=(lay.width, height))
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.set_autoscale_on(False)
-        ax.set(xlim=(0, lay.width), ylim=(0, height))
-        ax.axis("off")
+        fig, ax = canvas(lay.width, height)
         for r, row in enumerate(page):
             draw_row(ax, lay, names, row, height - lay.head - r * lay.row_h)
         top = height - 0.06

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from probe.figures.style import (DIVERGING, FULL_WIDTH, MAX_FIGURE_HEIGHT, PALETTE, SEQUENTIAL, SMALL_FONT,
-                                 apply_style, bare, new_figure, plain_text, show_image, text_width)
+                                 apply_style, bare, canvas, new_figure, place_image, plain_text, text_width)
 from probe.methods.saliency import METHODS, method_title
 
 LINE = 1.45 * SMALL_FONT / 72  # inches per line of 8 pt text
@@ -121,24 +121,33 @@ def _gray(image: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).numpy()
 
 
-def draw_map(ax, values: torch.Tensor, vmin: float, vmax: float, signed: bool, *, image=None):
-    """One (H, W) map on `ax`; with `image`, as a heat overlay on the image in grayscale (each
-    pixel's opacity grows with |value|). Returns the ScalarMappable for a colour bar."""
+def draw_map(ax, values: torch.Tensor, vmin: float, vmax: float, signed: bool, *, image=None,
+             extent: tuple[float, float, float, float] | None = None, label: str | None = None):
+    """One (H, W) map filling `ax` or, with `extent` (left, right, bottom, top), that part of a
+    canvas (probe.figures.style.canvas); with `image`, as a heat overlay on the image in
+    grayscale (each pixel's opacity grows with |value|). label: the map's artist label (the
+    image under an overlay gets "under " + label). Returns the ScalarMappable for a colour bar."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     v = values.detach().cpu().float().numpy()
     norm = Normalize(vmin, vmax, clip=True)
     cmap = _cmap(signed)
+    where = {} if extent is None else {"extent": extent, "aspect": "auto"}
     if image is None:
-        ax.imshow(v, cmap=cmap, norm=norm, interpolation="none")
+        drawn = ax.imshow(v, cmap=cmap, norm=norm, interpolation="none", **where)
     else:
         # The image lightened (grey levels 0.55..1): the map's strong colours stay visible on a
         # dark image and a light one alike; opacity grows with |value|.
-        ax.imshow(0.55 + 0.45 * _gray(image), cmap="gray", vmin=0, vmax=1, interpolation="none")
+        under = ax.imshow(0.55 + 0.45 * _gray(image), cmap="gray", vmin=0, vmax=1, interpolation="none", **where)
         rgba = cmap(norm(v))
         rgba[..., 3] = 0.95 * np.clip(np.abs(v) / max(abs(vmin), abs(vmax)), 0, 1) ** 0.7
-        ax.imshow(rgba, interpolation="none")
-    bare(ax)
+        drawn = ax.imshow(rgba, interpolation="none", **where)
+        if label:
+            under.set_label("under " + label)
+    if label:
+        drawn.set_label(label)
+    if extent is None:
+        bare(ax)
     return ScalarMappable(norm=norm, cmap=cmap)
 
 
@@ -213,40 +222,53 @@ class _Grid:
         W, H = max(self.width, 1.0), self.height
         return fig.add_axes((x_in / W, 1 - (top_in + h_in) / H, w_in / W, h_in / H))
 
+    def extent(self, x_in: float, top_in: float, w_in: float, h_in: float) -> tuple[float, float, float, float]:
+        """A cell at x_in from the left, top_in from the top, on the figure's canvas (inches from
+        its lower left corner)."""
+        return x_in, x_in + w_in, self.height - top_in - h_in, self.height - top_in
 
-def _first_column(fig, grid: _Grid, i: int, image, row_label: str | None, crop_box) -> None:
+
+def column_title(ax, extent, text: str) -> None:
+    """A column's heading above its first cell (gid "column title": tests find them by it)."""
+    ax.text((extent[0] + extent[1]) / 2, extent[3] + 3 / 72, text, ha="center", va="bottom", fontsize=SMALL_FONT,
+            linespacing=1.1, gid="column title")
+
+
+def _first_column(ax, grid: _Grid, i: int, image, row_label: str | None, crop_box) -> None:
     """Row i's label and, in a group's first row, its image (with the network's crop outlined on
     a stored frame)."""
     from matplotlib.patches import Rectangle
     top = grid.row_top(i)
     if row_label:
-        fig.text((grid.label_w - 0.06) / max(grid.width, 1.0), 1 - (top + grid.cell_h / 2) / grid.height,
-                 row_label, ha="right", va="center", fontsize=SMALL_FONT, linespacing=1.15)
+        ax.text(grid.label_w - 0.06, grid.height - top - grid.cell_h / 2, row_label, ha="right", va="center",
+                fontsize=SMALL_FONT, linespacing=1.15)
     if i % grid.group:
         return
-    ax = grid.axes(fig, grid.label_w, top, grid.first_w, grid.cell_h)
-    show_image(ax, image)
+    where = grid.extent(grid.label_w, top, grid.first_w, grid.cell_h)
+    place_image(ax, image, where)
     if crop_box is not None:
         t, l, ch, cw = crop_box
-        ax.add_patch(Rectangle((l - 0.5, t - 0.5), cw, ch, fill=False, edgecolor=PALETTE[8], linewidth=0.9))
+        sx, sy = grid.first_w / image.shape[-1], grid.cell_h / image.shape[-2]  # inches a pixel
+        ax.add_patch(Rectangle((where[0] + l * sx, where[3] - (t + ch) * sy), cw * sx, ch * sy, fill=False,
+                               edgecolor=PALETTE[8], linewidth=0.9))
     if i == 0:
-        ax.set_title("image\n(crop outlined)" if crop_box is not None else "image", fontsize=SMALL_FONT,
-                     pad=3, linespacing=1.1)
+        column_title(ax, where, "image\n(crop outlined)" if crop_box is not None else "image")
 
 
-def _map_cell(fig, grid: _Grid, i: int, j: int, method: str, values, signed: bool, scale, image):
+def _map_cell(ax, grid: _Grid, i: int, j: int, method: str, values, signed: bool, scale, image):
     """Row i's map of method j on its scale (vmin, vmax, clipped) or, scale None, its own;
     returns (mappable, clipped)."""
     vmin, vmax, clipped = scale if scale is not None else scale_of(values, signed)
-    ax = grid.axes(fig, grid.map_x(j), grid.row_top(i), grid.map_w, grid.cell_h)
-    ax.set_label(f"map {method}")  # finds a method's cells (tests: one scale per column)
-    mappable = draw_map(ax, values, vmin, vmax, signed, image=image)
+    where = grid.extent(grid.map_x(j), grid.row_top(i), grid.map_w, grid.cell_h)
+    # the label finds a method's maps (tests: one scale per column)
+    mappable = draw_map(ax, values, vmin, vmax, signed, image=image, extent=where, label=f"map {method}")
     if i == 0:
-        ax.set_title(title_of(method) + (" on\nthe image" if image is not None and "\n" not in title_of(method)
-                                         else ""), fontsize=SMALL_FONT, pad=3, linespacing=1.1)
+        column_title(ax, where, title_of(method) + (" on\nthe image" if image is not None
+                                                     and "\n" not in title_of(method) else ""))
     if scale is None:  # its own scale: the top printed below it
-        ax.text(0.5, -0.02, ("±" if signed else "0–") + _fmt(vmax).replace("−", ""), transform=ax.transAxes,
-                ha="center", va="top", fontsize=SMALL_FONT, color="0.3")
+        ax.text((where[0] + where[1]) / 2, where[2] - 0.02 * grid.cell_h,
+                ("±" if signed else "0–") + _fmt(vmax).replace("−", ""), ha="center", va="top",
+                fontsize=SMALL_FONT, color="0.3")
     return mappable, clipped
 
 
@@ -313,7 +335,6 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_
     group: rows per image (a comparison of models: the image once, a row per model; across
     names what a colour bar spans). scales: scale "method"'s (vmin, vmax, clipped) per method
     when they span more than these rows (a comparison's pages); default scale_of the maps."""
-    import matplotlib.pyplot as plt
     if scale not in ("method", "image"):
         raise ValueError(f"scale must be 'method' or 'image', not {scale!r}")
     apply_style()
@@ -329,13 +350,13 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_
         grid = _Grid.of(len(images), len(methods), tuple(first.shape[-2:]), tuple(images.shape[-2:]), row_labels,
                         scale, title, scale_note(scale, on_image, across), unit_lines, group)
         unit_lines = max([len(_unit_lines(m, signed[m], scales[m][1], 0.92 * grid.map_w)) for m in scales] or [0])
-    fig = plt.figure(figsize=(max(grid.width, 1.0), grid.height))
+    fig, ax = canvas(max(grid.width, 1.0), grid.height)
     mappables = {}
     for i in range(len(images)):
-        _first_column(fig, grid, i, first[i], row_labels[i] if row_labels else None,
+        _first_column(ax, grid, i, first[i], row_labels[i] if row_labels else None,
                       crop_box if frames is not None else None)
         for j, m in enumerate(methods):
-            mappables[m] = _map_cell(fig, grid, i, j, m, maps[m][i], signed[m], scales.get(m),
+            mappables[m] = _map_cell(ax, grid, i, j, m, maps[m][i], signed[m], scales.get(m),
                                      images[i] if m in on_image else None)
     for j, m in enumerate(methods if scale == "method" else []):
         _colour_bar(fig, grid, j, m, mappables[m][0], scales[m], signed[m])
@@ -455,7 +476,6 @@ def randomization_maps_figure(image: torch.Tensor, trained: dict[str, torch.Tens
     (trained[method]: (H, W)) then one per cascade step (randomized[method]: (S, H, W)). Each
     map has its own scale (randomized models' maps differ in magnitude by orders; the question
     is whether their pattern survives)."""
-    import matplotlib.pyplot as plt
     apply_style()
     methods = list(randomized)
     steps = ["trained"] + list(steps)
@@ -467,25 +487,24 @@ def randomization_maps_figure(image: torch.Tensor, trained: dict[str, torch.Tens
     head = (LINE if title else 0) + LINE + 0.05
     width = label_w + (cols + 1) * (cell_w + gap)
     height = head + len(methods) * (cell_h + gap) + 0.05
-    fig = plt.figure(figsize=(width, height))
+    fig, ax = canvas(width, height)
 
-    def axes(x_in, top_in):
-        return fig.add_axes((x_in / width, 1 - (top_in + cell_h) / height, cell_w / width, cell_h / height))
+    def cell(x_in, top_in):
+        return x_in, x_in + cell_w, height - top_in - cell_h, height - top_in
 
-    ax = axes(label_w, head)
-    show_image(ax, image)
-    ax.set_title("image", fontsize=SMALL_FONT, pad=3)
+    place_image(ax, image, cell(label_w, head))
+    column_title(ax, cell(label_w, head), "image")
     for r, method in enumerate(methods):
         top = head + r * (cell_h + gap)
         s = is_signed(method, trained[method])
         for c, v in enumerate([trained[method], *randomized[method]]):
-            ax = axes(label_w + (c + 1) * (cell_w + gap), top)
-            draw_map(ax, v, *scale_of(v, s)[:2], s)
+            where = cell(label_w + (c + 1) * (cell_w + gap), top)
+            draw_map(ax, v, *scale_of(v, s)[:2], s, extent=where, label=f"map {method}")
             if r == 0:
                 name = steps[c] if len(steps[c]) <= 10 else steps[c][:9] + "…"
-                ax.set_title(name if c == 0 else f"→ {name}", fontsize=SMALL_FONT, pad=3)
-        fig.text((label_w - 0.06) / width, 1 - (top + cell_h / 2) / height, title_of(method), ha="right",
-                 va="center", fontsize=SMALL_FONT, linespacing=1.1)
+                column_title(ax, where, name if c == 0 else f"→ {name}")
+        ax.text(label_w - 0.06, height - top - cell_h / 2, title_of(method), ha="right", va="center",
+                fontsize=SMALL_FONT, linespacing=1.1)
     if title:
         fig.text(0.5, 1 - 0.02 / height, title, ha="center", va="top", fontsize=SMALL_FONT + 1)
     return fig

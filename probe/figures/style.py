@@ -267,6 +267,20 @@ def show_image(ax, image, *, cmap_gray: bool | None = None) -> None:
     bare(ax)
 
 
+def canvas(width: float, height: float):
+    """A figure of width × height inches and one axes spanning it, in inches from its lower left
+    corner, on which a page of images is placed by extent (place_image) with its texts: an axes
+    per image cost 19 ms to make, 2 s for a page of 100. Returns (fig, ax)."""
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_autoscale_on(False)
+    ax.set(xlim=(0, width), ylim=(0, height))
+    bare(ax)
+    ax.axis("off")  # nor its background drawn
+    return fig, ax
+
+
 def place_image(ax, image, extent: tuple[float, float, float, float] | None = None) -> None:
     """show_image's pixels drawn on `ax`, filling `extent` (left, right, bottom, top in data
     units: one of many images on one axes) or, without one, the axes at the image's aspect."""
