@@ -9,7 +9,12 @@
    subsets keep only what a PDF reads. The figures are the report's own kinds: a confusion matrix
    (counts, log scale), its row-normalized twin, per-class accuracy with intervals, and an image
    grid like the misclassified page (48 images with titles).
-2. Putting figure PDFs into the report's pages. Reference: pypdf's `merge_transformed_page` of
+2. Drawing a page of 100 wrong images (the misclassified grid, MNIST's layout: true class above each
+   image, prediction and second choice below), both saved with save_figure. Reference: one axes per
+   image, matplotlib's usual way and probe's before (`fig.add_axes` each, texts in axes fractions).
+   probe: `probe.figures.failures.misclassified_pages`, every image placed by its extent on one
+   axes spanning the page (`probe.figures.style.canvas`).
+3. Putting figure PDFs into the report's pages. Reference: pypdf's `merge_transformed_page` of
    each figure page (what probe did before: it parses and rewrites every content stream).
    probe: `probe.report.pdf._stamp_figures` (each figure page whole as a Form XObject).
 
@@ -61,6 +66,40 @@ def figures() -> dict:
             "confusion-normalized": lambda: confusion_figure(confusion.matrix.tolist(), MNIST, normalized=True),
             "per-class": lambda: per_class_figure(confusion.per_class(), MNIST),
             "image grid": grid}
+
+
+def grid_pages() -> dict:
+    """The 100-image page both ways: name -> (reference maker, probe maker)."""
+    import math
+    from probe.figures.failures import LINE, _grid_layout, _p, misclassified_pages
+    from probe.figures.style import FULL_WIDTH, SMALL_FONT, WRONG, apply_style
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8, generator=g)
+    s = MNIST.classes
+    records = [{"true": s[k % 10], "predicted": s[(k + 1) % 10], "second": s[(k + 2) % 10],
+                "p_true": 0.1, "p_predicted": 0.6, "p_second": 0.3} for k in range(100)]
+
+    def one_axes_per_image():
+        import matplotlib.pyplot as plt
+        apply_style()
+        lay = _grid_layout(MNIST, 28, 28, 100)
+        height = math.ceil(100 / lay.cols) * lay.cell_h + 0.3
+        fig = plt.figure(figsize=(FULL_WIDTH, height))
+        for j, rec in enumerate(records):
+            r, c = divmod(j, lay.cols)
+            left = (c * lay.cell_w + (lay.cell_w - lay.img_w) / 2) / FULL_WIDTH
+            bottom = (height - 0.3 - r * lay.cell_h - LINE - lay.img_h) / height
+            ax = fig.add_axes((left, bottom, lay.img_w / FULL_WIDTH, lay.img_h / height))
+            show_image(ax, images[j])
+            kw = dict(transform=ax.transAxes, fontsize=SMALL_FONT)
+            ax.text(0, 1.02, f"{rec['true']} {_p(rec['p_true'])}", ha="left", va="bottom", **kw)
+            ax.text(0, -0.03, f"{rec['predicted']} {_p(rec['p_predicted'])}", ha="left", va="top", color=WRONG,
+                    fontweight="bold", **kw)
+            ax.text(1, -0.03, f"{rec['second']} {_p(rec['p_second'])}", ha="right", va="top", color="0.35", **kw)
+        fig.text(0.5, 1 - 0.05 / height, "100 wrong images", ha="center", va="top")
+        return fig
+    return {"100-image page": (one_axes_per_image,
+                               lambda: misclassified_pages(records, images, MNIST, title="100 wrong images")[0])}
 
 
 def plain_save(fig, folder: Path, stem: str) -> None:
@@ -121,8 +160,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "figure-speed.json")
     args = p.parse_args(argv)
     from probe.report.pdf import _stamp_figures
-    makers = figures()
-    timings = {name: {"reference": [], "probe": []} for name in [*makers, "report PDF"]}
+    makers, pages = figures(), grid_pages()
+    timings = {name: {"reference": [], "probe": []} for name in [*makers, *pages, "report PDF"]}
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -136,6 +175,14 @@ def main(argv=None) -> dict:
                     fig = make()
                     start = time.perf_counter()
                     save(fig, tmp / side, name.replace(" ", "-"))
+                    if round_:
+                        timings[name][side].append(time.perf_counter() - start)
+            for name, both in pages.items():  # drawn and saved, both with save_figure
+                for side, make in (zip(("reference", "probe"), both) if round_ % 2 == 0
+                                   else zip(("probe", "reference"), both[::-1])):
+                    (tmp / "pages").mkdir(exist_ok=True)
+                    start = time.perf_counter()
+                    save_figure(make(), tmp / "pages", side)
                     if round_:
                         timings[name][side].append(time.perf_counter() - start)
             pdfs = sorted((tmp / "probe").glob("*.pdf")) * 3  # 12 figures: a report's worth

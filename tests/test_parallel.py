@@ -100,7 +100,7 @@ def test_how_many_workers():
 def analyses_results(out):
     """Each per-model analysis's results.json, less what depends on the run's timing and threads."""
     found = {}
-    for path in sorted((out / "analyses").glob("*/*/results.json")):
+    for path in sorted([*(out / "analyses").glob("*/*/results.json"), *(out / "joint-analyses").glob("*/results.json")]):
         doc = json.loads(path.read_text())
 
         def strip(x):
@@ -118,16 +118,19 @@ def test_the_report_side_by_side_equals_one_after_another(tmp_path, mnist_dir):
         write_tiny_model(models / name, seed=seed)
         write_history(models / name)
     plan = small_plan(models)
-    plan.steps = [s for s in plan.steps if s.analysis in ("misclassified", "fool-noise")]
+    plan.steps = [s for s in plan.steps if s.analysis in ("misclassified", "fool-noise", "robustness")]
     pair = [models / "tiny-a", models / "tiny-b"]
     serial = run_report(pair, data_dir=mnist_dir, out=tmp_path / "serial", plan=plan, formats=("html",), workers=1)
     side = run_report(pair, data_dir=mnist_dir, out=tmp_path / "side", plan=plan, formats=("html",), workers=2)
     assert serial.result["reused"] == side.result["reused"] == 0
-    assert side.result["side_by_side"]["made"] == 4 and serial.result["side_by_side"] is None  # by the workers
+    # by the workers: 2 analyses of each model, and the joint robustness curve of both attacks
+    assert side.result["side_by_side"]["made"] == 5 and serial.result["side_by_side"] is None
     assert "the per-model analyses ran side by side in 2 processes" in side.lines[1]
     assert "(the per-model analyses in one process: --workers 1)" in serial.lines[1]
     assert side.result["figures"] == serial.result["figures"]
-    assert len(analyses_results(side.folder)) == 4  # 2 analyses × 2 models
+    assert len(analyses_results(side.folder)) == 5  # 2 analyses × 2 models, and the joint one
+    robustness = json.loads((side.folder / "joint-analyses" / "robustness" / "results.json").read_text())
+    assert "worker processes" in robustness["results"]["threads"]["why"]
     assert analyses_results(side.folder) == analyses_results(serial.folder)
     again = run_report(pair, data_dir=mnist_dir, out=tmp_path / "side", plan=plan, formats=("html",), workers=2)
-    assert again.result["reused"] == 4
+    assert again.result["reused"] == 5

@@ -237,6 +237,10 @@ class Context:
                 progress=lambda done: self.report(f"predicting {len(data):,} {name} images", done, len(data)))
         return self._split_probs[name]
 
+    def keep_split_probabilities(self, name: str, probs: torch.Tensor) -> None:
+        """split_probabilities(name) computed elsewhere (in a worker process), kept for the analyses after."""
+        self._split_probs.setdefault(name, probs)
+
     def known_split_probabilities(self, name: str) -> torch.Tensor | None:
         """split_probabilities(name) when an analysis before has computed them, else None."""
         return self._split_probs.get(name)
@@ -291,6 +295,9 @@ class Analysis:
     joint: bool = False
     # A joint analysis's part in each model's section: (result, model name) -> Section | None.
     model_section: Callable[[Any, str], Section | None] | None = None
+    # A joint analysis as a task per model and what makes the result of their outcomes:
+    # split(contexts, settings) -> (tasks, finish(outcomes, threads)); run() does both here.
+    split: Callable[[Any, Any], tuple[list, Callable[[list, dict], Any]]] | None = None
     write_files: Callable[[Any, Path], list[Path]] | None = None  # files beyond figures and results.json
 
     def execute(self, contexts, settings):

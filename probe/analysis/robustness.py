@@ -6,6 +6,7 @@ images of each model and draws every curve on one plot."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -292,29 +293,49 @@ def run(contexts: list[Context], settings: Settings) -> RobustnessResult:
     """Each model attacked on the same images of its split (a seeded subset of --limit); the
     examples of every model shown at the same ε, chosen where the curves fall."""
     contexts = [contexts] if isinstance(contexts, Context) else list(contexts)
+    tasks, finish = split(contexts, settings)
+    with analysis_threads(settings.threads, contexts[0].device) as threads:
+        return finish([task(None) for task in tasks], threads)
+
+
+def split(contexts: list[Context], settings: Settings):
+    """The analysis in two parts: a task per model, its attack (the slow part, which a report runs
+    in a worker process beside its other analyses: probe.report.build.run_side_by_side), and
+    finish(outcomes, threads), which makes the result of their outcomes (the example images
+    attacked here, on `threads`: analysis_threads' record). The images are loaded here."""
+    contexts = [contexts] if isinstance(contexts, Context) else list(contexts)
     first = contexts[0]
     data, labels_from = _shared_data(contexts, settings)
     index = subset(len(data), settings.limit) if not settings.images else torch.arange(len(data))
     target = first.classes.index(settings.targeted) if settings.targeted is not None else None
     dataset = first.spec.name if first.spec is not None else None
     eps = sorted({0.0, *(settings.eps if settings.eps is not None else default_eps(dataset, settings.norm))})
-    with analysis_threads(settings.threads, first.device) as threads:
-        precision = resolve_precision(settings.precision, first.device)
-        runs = [_attack_model(ctx, data if settings.images else ctx.split(settings.split), index, eps, target,
-                              precision, settings) for ctx in contexts]
+    precision = resolve_precision(settings.precision, first.device)
+    tasks = [partial(_attack_model, ctx, data if settings.images else ctx.split(settings.split), index, eps, target,
+                     precision, settings) for ctx in contexts]
+
+    def finish(outcomes: list, threads: dict) -> RobustnessResult:
+        runs = [outcome[:3] for outcome in outcomes]
+        for ctx, outcome in zip(contexts, outcomes):
+            if outcome[3] is not None:  # computed in a worker: kept for the analyses after
+                ctx.keep_split_probabilities(settings.split, outcome[3])
         # The same images of every model, at the same ε: the first of each class all of them get right.
         shown = example_eps_of(eps, [curve.accuracy for curve, _, _ in runs])
         right = torch.stack([curve.predicted[0] == curve.labels for curve, _, _ in runs]).all(0)
         pick = pick_examples(right, runs[0][0].labels, settings.examples)
         for ctx, (curve, images, _) in zip(contexts, runs):
             attack_examples(ctx.fast_model, images, curve, settings.examples, shown, pick)
-    # One list of class names for the joint result: the first model's (the others share its dataset).
-    parts = [_model_part(ctx.name, curve, first.classes, index, whole) for ctx, (curve, _, whole) in zip(contexts, runs)]
-    return _assemble(parts, runs[0][0], first.classes,
-                     eps_in_255=dataset in IN_255 and settings.norm == "linf", dataset=dataset,
-                     split=None if settings.images else settings.split, n_split=None if settings.images else len(data),
-                     indices=index.tolist() if len(index) < len(data) else None, threads=threads,
-                     device=str(first.device), files=data.names if settings.images else None, labels_from=labels_from)
+        # One list of class names for the joint result: the first model's (the others share its dataset).
+        parts = [_model_part(ctx.name, curve, first.classes, index, whole)
+                 for ctx, (curve, _, whole) in zip(contexts, runs)]
+        return _assemble(parts, runs[0][0], first.classes,
+                         eps_in_255=dataset in IN_255 and settings.norm == "linf", dataset=dataset,
+                         split=None if settings.images else settings.split,
+                         n_split=None if settings.images else len(data),
+                         indices=index.tolist() if len(index) < len(data) else None, threads=threads,
+                         device=str(first.device), files=data.names if settings.images else None,
+                         labels_from=labels_from)
+    return tasks, finish
 
 
 def _shared_data(contexts: list[Context], settings: Settings):
@@ -351,9 +372,11 @@ def _shared_split(contexts: list[Context], split: str):
 
 
 def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], target: int | None,
-                  precision: str, settings: Settings):
-    """One model: its curve on the attacked subset, those images, and its clean accuracy on the
-    whole split as (correct, n), as `probe evaluate` counts it."""
+                  precision: str, settings: Settings, report=None):
+    """One model: its curve on the attacked subset, those images, its clean accuracy on the
+    whole split as (correct, n), as `probe evaluate` counts it, and the split's class
+    probabilities (None for --image files). report: progress (default the context's)."""
+    report = report or ctx.report
     view = ctx.view(data.images)  # (N, C, H, W) uint8, the network's input
     probs = (class_probabilities(ctx.fast_model, view, batch_size=settings.batch_size) if settings.images
              else ctx.split_probabilities(settings.split, settings.batch_size))  # the split's: shared
@@ -365,12 +388,12 @@ def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], tar
 
     def progress(j, done, m):  # the sweep's rounds end when every image is settled: no known total
         if search == "sweep":
-            ctx.report(f"{what}, round {j}: {m:,} images", done, m)
+            report(f"{what}, round {j}: {m:,} images", done, m)
         else:
-            ctx.report(what, j - 1 + done / max(1, m), rounds)
+            report(what, j - 1 + done / max(1, m), rounds)
     curve = attack_curve(ctx.fast_model, view[index], data.labels[index], eps, target=target, precision=precision,
                          examples=0, progress=progress, **settings.attack_options())
-    return curve, view[index], (correct, len(data))
+    return curve, view[index], (correct, len(data)), None if settings.images else probs
 
 
 # ---- drawing, the report, the terminal ---------------------------------------------------------
@@ -560,4 +583,4 @@ def _time_line(result: RobustnessResult) -> str:
 
 
 ANALYSIS = Analysis("robustness", "Robustness", "attack", Settings, RobustnessResult, run, figures, section, summary,
-                    joint=True, model_section=model_section)
+                    joint=True, model_section=model_section, split=split)

@@ -16,7 +16,7 @@ from probe.analysis import curves
 from probe.analysis.base import Analysis, Context
 from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
-from probe.device import resolve_device
+from probe.device import analysis_threads, resolve_device
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.experiments.degradation import experiment_section, is_experiment
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
@@ -201,17 +201,24 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
         except (OSError, ProbeError):
             pass  # unreadable, or a result that cannot be shown: run again
     key_path.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     ctxs = [contexts(f, step.entry.needs_model) for f in folders]
     result = step.entry.execute(ctxs if step.joint or step.entry.joint else ctxs[0], step.settings)
+    _store(step, folders, out, result, started, contexts, key)
+    return result, False
+
+
+def _store(step: Step, folders: list[ModelFolder], out: Path, result, started: float, contexts: Contexts,
+           key: dict | None = None) -> None:
+    """A step's result written into its cache folder, the key last (a half-written result never
+    looks cached), and its time counted."""
+    out.mkdir(parents=True, exist_ok=True)
     write_outputs(step.entry, result, out, settings=step.settings, folders=folders, started=started,
-                  device=str(ctxs[0].device) if step.entry.needs_model else None)
-    atomic_write_json(key_path, key)
+                  device=str(contexts(folders[0]).device) if step.entry.needs_model else None)
+    atomic_write_json(out / CACHE_KEY, key or cache_key(step, folders, contexts.data_dir))
     spent = time.perf_counter() - started
     contexts.seconds[step.analysis] = contexts.seconds.get(step.analysis, 0.0) + spent
     contexts.wall += spent
-    return result, False
 
 
 def _cache_holds(step: Step, folders: list[ModelFolder], out: Path, contexts: Contexts) -> bool:
@@ -223,28 +230,65 @@ def _cache_holds(step: Step, folders: list[ModelFolder], out: Path, contexts: Co
         return False
 
 
-def run_side_by_side(folders: list[ModelFolder], steps: list[Step], out: Path, contexts: Contexts) -> int:
-    """The models' analyses (`steps` of each model not in the cache) in worker processes side by
-    side, where probe.parallel gives more than one (on a CPU), into the report's cache, from which
-    the report then reads them: these analyses run many small kernels and draw figures, which
-    scale badly over threads. Returns how many results were made. A step that fails in a worker
-    is left to the report, which runs it again and says why."""
+def run_side_by_side(folders: list[ModelFolder], steps: list[Step], joint: list[Step], out: Path,
+                     contexts: Contexts) -> int:
+    """The models' analyses not in the cache in worker processes side by side, where
+    probe.parallel gives more than one (on a CPU): each model's `steps`, and of a joint step
+    that splits (robustness), each model's part (its attack), finished here. They go into the
+    report's cache, from which the report then reads them. The per-model analyses run many small
+    kernels and draw figures, which scale badly over threads; a model's attack scales well, but
+    beside them the cores stay busy. Returns how many results were made. A per-model step that
+    fails in a worker is left to the report, which runs it again and says why."""
     pending = [(folder, step) for step in sorted(steps, key=_longest_first) for folder in folders
                if not step.skip(folder) and not _cache_holds(step, [folder], _step_out(out, folder, step), contexts)]
-    workers, why = workers_and_why(len(pending), contexts.device)
+    splits = [step for step in joint if step.entry.split is not None and step.entry.needs_model
+              and getattr(step.settings, "threads", None) is None
+              and not _cache_holds(step, folders, _joint_out(out, step), contexts)]
+    workers, why = workers_and_why(len(pending) + len(splits) * len(folders), contexts.device)
     if workers < 2:
         contexts.one_process = why
         return 0
-    _load_before_fork(pending, contexts)
+    _load_before_fork(pending, splits, folders, contexts)
     started = time.perf_counter()
-    outcomes = run_tasks([partial(_one_step, folder, step, out, contexts) for folder, step in pending], workers,
-                         contexts.hook)
+    parts, tasks = [], []
+    for step in splits:  # the attacks first: the longest tasks
+        part_tasks, finish = step.entry.split([contexts(f) for f in folders], step.settings)
+        parts.append((step, finish, len(part_tasks)))
+        tasks += [partial(_timed, task) for task in part_tasks]
+    outcomes = run_tasks([*tasks, *(partial(_one_step, folder, step, out, contexts) for folder, step in pending)],
+                         workers, contexts.hook)
     contexts.side_by_side = (workers, time.perf_counter() - started)
     contexts.wall += contexts.side_by_side[1]
+    for step, finish, n in parts:
+        done, outcomes = outcomes[:n], outcomes[n:]
+        _finish_joint(step, finish, done, folders, out, contexts, workers)
     for (_, step), (made, seconds) in zip(pending, outcomes):
         if made:
             contexts.seconds[step.analysis] = contexts.seconds.get(step.analysis, 0.0) + seconds
-    return sum(made for made, _ in outcomes)
+    return len(parts) + sum(made for made, _ in outcomes)
+
+
+def _timed(task, report) -> tuple[object, float]:
+    started = time.perf_counter()
+    return task(report), time.perf_counter() - started
+
+
+def _finish_joint(step: Step, finish, done: list, folders: list[ModelFolder], out: Path, contexts: Contexts,
+                  workers: int) -> None:
+    """A split joint step made of its parts' outcomes (finish runs here, on this process's
+    threads) and stored; its time counts the parts' too."""
+    started = time.perf_counter()
+    with analysis_threads(None, contexts(folders[0]).device):
+        result = finish([outcome for outcome, _ in done],
+                        {"threads": 1, "why": f"each model's attack in one of {workers} worker processes, "
+                                              "beside the report's other analyses"})
+    _store(step, folders, _joint_out(out, step), result, started, contexts)
+    contexts.seconds[step.analysis] += sum(seconds for _, seconds in done)
+
+
+def _joint_out(out: Path, step: Step) -> Path:
+    # beside analyses/, not in it: no model's name can land on a joint analysis's folder
+    return out / "joint-analyses" / step.analysis
 
 
 # The report's per-model analyses that take longest, in that order: handed out first, so that the
@@ -261,10 +305,11 @@ def _step_out(out: Path, folder: ModelFolder, step: Step) -> Path:
     return out / "analyses" / folder.name / step.analysis
 
 
-def _load_before_fork(pending: list[tuple[ModelFolder, Step]], contexts: Contexts) -> None:
+def _load_before_fork(pending: list[tuple[ModelFolder, Step]], joint: list[Step], folders: list[ModelFolder],
+                      contexts: Contexts) -> None:
     """Each model, and its class probabilities on the splits its steps read, made here once (on
     every thread) for the workers to inherit, rather than once in each worker."""
-    for folder, step in pending:
+    for folder, step in [*pending, *((folder, step) for step in joint for folder in folders)]:
         if step.entry.needs_model:
             ctx = contexts(folder)
             split = getattr(step.settings, "split", None)
@@ -419,15 +464,15 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
             bar.update(task, description=description, advance=1)
         contexts = Contexts(data_dir, device, hook)
         left_out = [(st, why) for st in joint_steps for why in [_joint_skip(st, folders)] if why]
-        for step in [st for st in joint_steps if not _joint_skip(st, folders)]:
+        joint_run = [st for st in joint_steps if not _joint_skip(st, folders)]
+        made_side_by_side = run_side_by_side(folders, per_model, joint_run, out, contexts)
+        reused -= made_side_by_side  # read from the cache below, but made in this run
+        for step in joint_run:
             tick(f"{step.analysis} (all models)")
-            # beside analyses/, not in it: no model's name can land on a joint analysis's folder
-            step_out = out / "joint-analyses" / step.analysis
+            step_out = _joint_out(out, step)
             result, was_cached = cached_run(step, folders, step_out, contexts)
             reused += was_cached
             joint.append((step, result, step_out))
-        made_side_by_side = run_side_by_side(folders, per_model, out, contexts)
-        reused -= made_side_by_side  # read from the cache below, but made in this run
         for folder in folders:
             top, n, results = model_sections(folder, per_model, out, contexts, joint, tick, left_out)
             sections.append(top)
