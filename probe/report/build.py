@@ -212,6 +212,7 @@ def _store(step: Step, folders: list[ModelFolder], out: Path, result, started: f
            key: dict | None = None) -> None:
     """A step's result written into its cache folder, the key last (a half-written result never
     looks cached), and its time counted."""
+    (out / CACHE_KEY).unlink(missing_ok=True)  # an older result's key must not vouch for this one's files
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(step.entry, result, out, settings=step.settings, folders=folders, started=started,
                   device=str(contexts(folders[0]).device) if step.entry.needs_model else None)
