@@ -56,14 +56,10 @@ def workers_limit(workers: int | None) -> Iterator[None]:
         _LIMIT.reset(token)
 
 
-def worker_count(tasks: int, device: torch.device | str = "cpu") -> int:
-    """How many processes `tasks` tasks get on `device`: the --workers limit or, without one, the
-    cores other processes leave free; 1 where the tasks run here (see the module's words)."""
-    return workers_and_why(tasks, device)[0]
-
-
 def workers_and_why(tasks: int, device: torch.device | str = "cpu") -> tuple[int, str | None]:
-    """worker_count, and why the tasks run here one after another where several could not."""
+    """How many processes `tasks` tasks get on `device`: the --workers limit or, without one, the
+    cores other processes leave free; 1 where the tasks run here (see the module's words). And
+    why they run here one after another where several could not."""
     if tasks < 2:
         return 1, None
     if torch.device(device).type != "cpu":

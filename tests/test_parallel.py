@@ -10,7 +10,7 @@ from test_model_folder import write_tiny_model
 from test_report import small_plan, write_history
 
 from probe.errors import ConfigError, DataError
-from probe.parallel import run_tasks, worker_count, workers_limit
+from probe.parallel import run_tasks, workers_and_why, workers_limit
 from probe.report.build import run_report
 
 PARENT = os.getpid()
@@ -85,12 +85,12 @@ def test_a_worker_stopped_mid_write_leaves_no_file_behind(tmp_path):
 
 def test_how_many_workers():
     with workers_limit(3):
-        assert worker_count(5, "cpu") == 3
-        assert worker_count(2, "cpu") == 2
-        assert worker_count(1, "cpu") == 1  # one task runs here
-        assert worker_count(5, "cuda") == 1  # CUDA does not survive a fork: the GPU's models take turns
+        assert workers_and_why(5, "cpu") == (3, None)
+        assert workers_and_why(2, "cpu") == (2, None)
+        assert workers_and_why(1, "cpu") == (1, None)  # one task runs here
+        assert workers_and_why(5, "cuda") == (1, "on cuda")  # CUDA does not survive a fork: the models take turns
     with workers_limit(1):
-        assert worker_count(5, "cpu") == 1
+        assert workers_and_why(5, "cpu") == (1, "--workers 1")
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ConfigError, match="--workers"):
             with workers_limit(bad):
