@@ -296,8 +296,8 @@ class Analysis:
     # A joint analysis's part in each model's section: (result, model name) -> Section | None.
     model_section: Callable[[Any, str], Section | None] | None = None
     # A joint analysis as a task per model and what makes the result of their outcomes:
-    # split(contexts, settings) -> (tasks, finish(outcomes, threads)); run() does both here.
-    split: Callable[[Any, Any], tuple[list, Callable[[list, dict], Any]]] | None = None
+    # model_parts(contexts, settings) -> (tasks, finish(outcomes, threads)); run() does both here.
+    model_parts: Callable[[Any, Any], tuple[list, Callable[[list, dict], Any]]] | None = None
     write_files: Callable[[Any, Path], list[Path]] | None = None  # files beyond figures and results.json
 
     def execute(self, contexts, settings):

@@ -293,12 +293,12 @@ def run(contexts: list[Context], settings: Settings) -> RobustnessResult:
     """Each model attacked on the same images of its split (a seeded subset of --limit); the
     examples of every model shown at the same ε, chosen where the curves fall."""
     contexts = [contexts] if isinstance(contexts, Context) else list(contexts)
-    tasks, finish = split(contexts, settings)
+    tasks, finish = model_parts(contexts, settings)
     with analysis_threads(settings.threads, contexts[0].device) as threads:
         return finish([task(None) for task in tasks], threads)
 
 
-def split(contexts: list[Context], settings: Settings):
+def model_parts(contexts: list[Context], settings: Settings):
     """The analysis in two parts: a task per model, its attack (the slow part, which a report runs
     in a worker process beside its other analyses: probe.report.build.run_side_by_side), and
     finish(outcomes, threads), which makes the result of their outcomes (the example images
@@ -583,4 +583,4 @@ def _time_line(result: RobustnessResult) -> str:
 
 
 ANALYSIS = Analysis("robustness", "Robustness", "attack", Settings, RobustnessResult, run, figures, section, summary,
-                    joint=True, model_section=model_section, split=split)
+                    joint=True, model_section=model_section, model_parts=model_parts)

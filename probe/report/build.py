@@ -235,25 +235,25 @@ def run_side_by_side(folders: list[ModelFolder], steps: list[Step], joint: list[
                      contexts: Contexts) -> int:
     """The models' analyses not in the cache in worker processes side by side, where
     probe.parallel gives more than one (on a CPU): each model's `steps`, and of a joint step
-    that splits (robustness), each model's part (its attack), finished here. They go into the
+    that has model_parts (robustness), each model's part (its attack), finished here. They go into the
     report's cache, from which the report then reads them. The per-model analyses run many small
     kernels and draw figures, which scale badly over threads; a model's attack scales well, but
     beside them the cores stay busy. Returns how many results were made. A per-model step that
     fails in a worker is left to the report, which runs it again and says why."""
     pending = [(folder, step) for step in sorted(steps, key=_longest_first) for folder in folders
                if not step.skip(folder) and not _cache_holds(step, [folder], _step_out(out, folder, step), contexts)]
-    splits = [step for step in joint if step.entry.split is not None and step.entry.needs_model
+    parted = [step for step in joint if step.entry.model_parts is not None and step.entry.needs_model
               and getattr(step.settings, "threads", None) is None
               and not _cache_holds(step, folders, _joint_out(out, step), contexts)]
-    workers, why = workers_and_why(len(pending) + len(splits) * len(folders), contexts.device)
+    workers, why = workers_and_why(len(pending) + len(parted) * len(folders), contexts.device)
     if workers < 2:
         contexts.one_process = why
         return 0
-    _load_before_fork(pending, splits, folders, contexts)
+    _load_before_fork(pending, parted, folders, contexts)
     started = time.perf_counter()
     parts, tasks = [], []
-    for step in splits:  # the attacks first: the longest tasks
-        part_tasks, finish = step.entry.split([contexts(f) for f in folders], step.settings)
+    for step in parted:  # the attacks first: the longest tasks
+        part_tasks, finish = step.entry.model_parts([contexts(f) for f in folders], step.settings)
         parts.append((step, finish, len(part_tasks)))
         tasks += [partial(_timed, task) for task in part_tasks]
     outcomes = run_tasks([*tasks, *(partial(_one_step, folder, step, out, contexts) for folder, step in pending)],
@@ -276,7 +276,7 @@ def _timed(task, report) -> tuple[object, float]:
 
 def _finish_joint(step: Step, finish, done: list, folders: list[ModelFolder], out: Path, contexts: Contexts,
                   workers: int) -> None:
-    """A split joint step made of its parts' outcomes (finish runs here, on this process's
+    """A joint step made of its model parts' outcomes (finish runs here, on this process's
     threads) and stored; its time counts the parts' too."""
     started = time.perf_counter()
     with analysis_threads(None, contexts(folders[0]).device):
