@@ -27,6 +27,41 @@ def embedded_fonts(pdf_path):
     return fonts
 
 
+def font_programs(pdf_path) -> list[bytes]:
+    out = []
+    for font in PdfReader(pdf_path).pages[0]["/Resources"]["/Font"].values():
+        descendant = font.get_object()["/DescendantFonts"][0].get_object()
+        out.append(descendant["/FontDescriptor"]["/FontFile2"].get_object().get_data())
+    return out
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=float)
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_the_png_is_the_one_savefig_makes_tight(tmp_path, outside):
+    """save_figure measures the tight box once for both files: its PNG is the size
+    savefig(bbox_inches="tight") gives, the same pixels up to a sub-pixel shift, a text placed
+    past the figure's edge in it too."""
+    def figure():
+        fig, ax = new_figure(width=3.1)
+        ax.imshow(np.arange(64).reshape(8, 8), cmap="viridis")
+        ax.set_title("ε = 8/255")
+        if outside:
+            ax.text(1.3, 0.5, "a note past the edge", transform=ax.transAxes)
+        return fig
+    png, _ = save_figure(figure(), tmp_path, "ours")
+    fig = figure()
+    fig.savefig(tmp_path / "theirs.png", dpi=PNG_DPI, bbox_inches="tight")
+    ours, theirs = pixels(png), pixels(tmp_path / "theirs.png")
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).mean() < 4  # of 255: edges moved by under a pixel, nothing else
+    if outside:
+        assert ours.shape[1] / PNG_DPI > 3.1  # wider than the figure: the note is in it
+
+
 def test_pdf_text_is_text_in_lean_embedded_truetype_fonts(tmp_path):
     options_before = subset.Options
     fig, ax = new_figure()
@@ -72,6 +107,8 @@ def test_a_reused_font_subset_embeds_the_same_font(tmp_path):
         assert style._SUBSETS  # made once, then found
     first, second = (embedded_fonts(pdf) for pdf in pdfs)
     assert [name for name, _ in first] == [name for name, _ in second]
+    # byte for byte (no new timestamp), so the report's PDF keeps one copy
+    assert font_programs(pdfs[0]) == font_programs(pdfs[1])
     for (_, a), (_, b) in zip(first, second):
         assert a.getGlyphOrder() == b.getGlyphOrder()
         assert {"glyf", "loca", "hmtx"} <= set(b.keys()) and not {"GSUB", "GPOS", "kern"} & set(b.keys())

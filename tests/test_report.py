@@ -249,6 +249,15 @@ def test_pdf_has_the_sections_as_text_and_embedded_fonts(report):
         assert desc is not None, font.get("/BaseFont")  # no font is left to the viewer
         desc = desc.get_object()
         assert any(k in desc for k in ("/FontFile", "/FontFile2", "/FontFile3")), font.get("/BaseFont")
+    # a font program the figures share (the same subset) is in the file once
+    programs = {}
+    for font in fonts:
+        descendant = font.get("/DescendantFonts")
+        desc = (descendant[0].get_object() if descendant else font)["/FontDescriptor"].get_object()
+        ref = next(desc.raw_get(k) for k in ("/FontFile", "/FontFile2", "/FontFile3") if k in desc)
+        programs.setdefault(ref.get_object().get_data(), set()).add(ref.idnum)
+    assert len(programs) < len(fonts)  # shared: two models' figures of the same kind use one subset
+    assert all(len(refs) == 1 for refs in programs.values()), "a font program is in the file twice"
 
 
 def _fonts(resources) -> list:

@@ -180,7 +180,8 @@ def _glyph_only_font_subsets():
                 with make_subset(fontfile, glyphs) as fresh:
                     return pdf_ps.font_as_file(fresh.font).getvalue(), dict(fresh.glyph_index_map)
             data, index_map = _SUBSETS.get_or_make(key, make)
-            return results(TTFont(io.BytesIO(data)), dict(index_map))._as_cm()
+            # as made: matplotlib saves it again, and a new timestamp would make each copy differ
+            return results(TTFont(io.BytesIO(data), recalcTimestamp=False), dict(index_map))._as_cm()
 
         # matplotlib's own helpers, as this version has them; else fontTools' subsets only
         reuse = (callable(make_subset) and callable(getattr(pdf_ps, "font_as_file", None))
