@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_resnet as ref  # noqa: E402
+from conv_ceiling import ConvWork  # noqa: E402
 from results_file import CPU_FLAGS, cpu_flags  # noqa: E402
 
 from probe.data.augment import default_augment  # noqa: E402
@@ -117,41 +118,20 @@ class ProbeSide:
 
 
 class ConvsOnlySide:
-    """The ceiling: only the convolutions of probe's network (each fed a random input of its
-    shape, channels_last), forward and backward (input and weight gradients; the stem's input
-    needs none, as in training), --steps times. No BatchNorm, ReLU, addition, loss, optimizer
-    or data: what a step would cost if everything but the convs were free."""
+    """The ceiling: only the convolutions of probe's network (conv_ceiling.ConvWork: each fed a
+    random input of its shape, channels_last), forward and backward (input and weight gradients;
+    the stem's input needs none, as in training), --steps times. No BatchNorm, ReLU, addition,
+    loss, optimizer or data: what a step would cost if everything but the convs were free."""
     name = "convs only (CL)"
 
     def __init__(self, model: torch.nn.Module, input_shape, batch_size: int, steps: int):
-        shapes = []
-        hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape[1:])))
-                 for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-        try:
-            with torch.no_grad():
-                model.eval()(torch.zeros(1, *input_shape))
-        finally:
-            model.train()
-            for h in hooks:
-                h.remove()
-        gen = torch.Generator().manual_seed(0)
-        self.work, macs = [], 0
-        for i, (conv, shape) in enumerate(shapes):
-            x = torch.randn(batch_size, *shape, generator=gen)
-            x = x.contiguous(memory_format=torch.channels_last).requires_grad_(i > 0)
-            conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                   conv.stride, conv.padding, groups=conv.groups, bias=False)
-            self.work.append((conv.to(memory_format=torch.channels_last), x))
-            macs += forward_macs(conv, tuple(shape))
-        self.flops_per_image = 3 * 2 * macs
+        self.convs = ConvWork(model, input_shape, batch_size, weight_grads=True, first_input_grad=False)
+        self.flops_per_image = 3 * 2 * sum(forward_macs(conv, tuple(shape)) for conv, shape in self.convs.convs)
         self.steps, self.batch_size = steps, batch_size
 
     def run(self) -> int:
         for _ in range(self.steps):
-            for conv, x in self.work:
-                y = conv(x)
-                y.backward(torch.ones_like(y))
-                conv.weight.grad = x.grad = None
+            self.convs.run()
         return self.steps * self.batch_size
 
 

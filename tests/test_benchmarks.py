@@ -92,5 +92,8 @@ def test_forward_macs_counts_convs_and_linear():
 
 def test_convs_only_side_runs_the_convs_of_the_network():
     side = train_throughput.ConvsOnlySide(build_model("resnet20"), (3, 32, 32), 2, 1)
-    assert len(side.work) == 19 and side.flops_per_image == 6 * (RESNET20_CIFAR_MACS - 640)
+    assert len(side.convs.work) == 19 and side.flops_per_image == 6 * (RESNET20_CIFAR_MACS - 640)
+    # training: weight gradients everywhere, input gradients for all but the images
+    assert [x.requires_grad for _, x in side.convs.work] == [False] + [True] * 18
+    assert all(conv.weight.requires_grad for conv, _ in side.convs.work)
     assert side.run() == 2
