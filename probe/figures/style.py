@@ -149,6 +149,42 @@ _subset_lock = threading.Lock()
 _SUBSETS = RecentCache(256)  # ~15 kB each
 
 
+# A subset is cut from a smaller font made once per font file: its glyphs for the scripts and
+# symbols figures use (Latin, Greek, punctuation, super- and subscripts, arrows, mathematical
+# operators, shapes), 1,376 of DejaVu Sans' 6,241. fontTools reads every glyph of the font it cuts
+# from: a subset of a title's glyphs took 35-63 ms from DejaVu Sans and 10-18 ms from this one,
+# the same bytes. Text beyond it (another script) is cut from the whole font.
+_BASE_RANGES = ((0x20, 0x250), (0x370, 0x400), (0x2000, 0x20D0), (0x2100, 0x2150), (0x2190, 0x2300),
+                (0x25A0, 0x2600), (0xFFFD, 0xFFFE))
+_BASES: dict = {}  # (font file, face) -> (the smaller font's bytes, the font's glyph index -> its)
+
+
+class _FontBytes(io.BytesIO):
+    """A font in memory where matplotlib's subsetter takes a font file (it reads its face)."""
+    face_index = 0
+
+
+def _cut_subset(make_subset, fontfile, glyphs: list) -> tuple[bytes, dict]:
+    """The subset of `glyphs` (the font's glyph indices) as (font bytes, glyph index map from the
+    font's indices to the subset's), cut by matplotlib's `make_subset` from the smaller font."""
+    from matplotlib.backends._backend_pdf_ps import font_as_file
+    key = (str(fontfile), getattr(fontfile, "face_index", None))
+    if key not in _BASES:
+        from matplotlib.font_manager import get_font
+        charmap = get_font(fontfile).get_charmap()
+        wanted = sorted({charmap[c] for low, high in _BASE_RANGES for c in range(low, high) if c in charmap})
+        with make_subset(fontfile, wanted) as base:
+            _BASES[key] = font_as_file(base.font).getvalue(), dict(base.glyph_index_map)
+    data, to_base = _BASES[key]
+    if not all(g in to_base for g in glyphs):
+        to_base = None
+    with make_subset(fontfile if to_base is None else _FontBytes(data),
+                     glyphs if to_base is None else [to_base[g] for g in glyphs]) as fresh:
+        index = fresh.glyph_index_map
+        index = dict(index) if to_base is None else {g: index[to_base[g]] for g in glyphs}
+        return font_as_file(fresh.font).getvalue(), index
+
+
 @contextmanager
 def _glyph_only_font_subsets():
     """While a figure is saved, fontTools' subsetter (which matplotlib calls to embed the Type 42
@@ -176,10 +212,7 @@ def _glyph_only_font_subsets():
             from fontTools.ttLib import TTFont
             glyphs = list(glyphs)
             key = (str(fontfile), getattr(fontfile, "face_index", None), frozenset(glyphs))
-            def make():
-                with make_subset(fontfile, glyphs) as fresh:
-                    return pdf_ps.font_as_file(fresh.font).getvalue(), dict(fresh.glyph_index_map)
-            data, index_map = _SUBSETS.get_or_make(key, make)
+            data, index_map = _SUBSETS.get_or_make(key, lambda: _cut_subset(make_subset, fontfile, glyphs))
             # as made: matplotlib saves it again, and a new timestamp would make each copy differ
             return results(TTFont(io.BytesIO(data), recalcTimestamp=False), dict(index_map))._as_cm()
 
