@@ -374,6 +374,20 @@ def test_num_parameters_is_the_closed_form_of_the_built_net(arch, shortcut, widt
     assert cfg.num_parameters() == count_parameters(ResNet(cfg))
 
 
+@pytest.mark.parametrize("arch", ["resnet20", "preact_resnet56", "plain8", "resnet11_bottleneck",
+                                  "preact_resnet11_bottleneck"])
+@pytest.mark.parametrize("shortcut, width, stem, shape", [("A", 1.0, "cifar", (1, 28, 28)),
+                                                          ("B", 0.5, "imagenet", (3, 67, 45)),
+                                                          ("none", 0.25, "cifar", (2, 9, 17))])
+def test_num_macs_is_the_closed_form_of_the_built_net(arch, shortcut, width, stem, shape):
+    """What the zoo shows without building anything: the forward hooks' count on the built net,
+    odd sides included (each strided step rounds up)."""
+    cfg = get_config(arch, shortcut=shortcut, width=width, stem=stem, in_channels=shape[0], num_classes=7)
+    assert cfg.num_macs(shape) == count_macs(ResNet(cfg), shape)
+    if (arch, shortcut, stem) == ("resnet20", "A", "cifar"):
+        assert get_config(arch).num_macs((3, 32, 32)) == 40_551_040  # the paper: ~41M
+
+
 ABSURD = [  # (how, message): refused before anything is allocated
     (lambda: ResNetConfig(stages=(1_000_000_000,)  * 3), r"'stages\[0\]': .*at most 10,000"),
     (lambda: ResNetConfig(stages=(4000,) * 3), "depth 24,002 is beyond any sensible network"),

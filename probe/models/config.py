@@ -149,6 +149,40 @@ class ResNetConfig:
         total += 2 * cin if self.preact else 0  # the final BN
         return total + cin * self.num_classes + self.num_classes
 
+    def num_macs(self, input_shape: tuple[int, int, int]) -> int:
+        """Multiply-adds of one image's forward pass through the convs and the fc layer, in closed
+        form (nothing is built): what probe.models.zoo.count_macs counts on ResNet(self) with an
+        input of `input_shape` (C, H, W). Every strided step (conv, the stem's pool) maps a side
+        of n to (n - 1) // stride + 1, as a k×k conv padded by k // 2 does."""
+        layout = _layout(self)
+        h, w = input_shape[1:]
+
+        def conv(kernel: int, cin: int, cout: int, stride: int) -> int:
+            nonlocal h, w
+            h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
+            return kernel * kernel * cin * cout * h * w
+
+        def block(cin: int, cout: int, stride: int) -> int:
+            total, ci = 0, cin
+            for kernel, co, s in layout(cout, stride):
+                total += conv(kernel, ci, co, s)
+                ci = co
+            if self.shortcut == "B" and (cin != cout or stride != 1):
+                total += cin * cout * h * w  # its 1×1 conv, at the block's output size
+            return total
+
+        cin = self.channels(self.stem_filters)
+        if self.stem == "imagenet":
+            total = conv(7, self.in_channels, cin, 2)
+            h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # its 3×3 max pool, stride 2: no MACs
+        else:
+            total = conv(3, self.in_channels, cin, 1)
+        for s, (n_blocks, filters) in enumerate(zip(self.stages, self.filters), 1):
+            cout = self.channels(filters)
+            total += block(cin, cout, 2 if s > 1 else 1) + sum(block(cout, cout, 1) for _ in range(n_blocks - 1))
+            cin = cout
+        return total + cin * self.num_classes
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

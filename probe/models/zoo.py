@@ -7,9 +7,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from probe.data.spec import MAX_SIDE  # the zoo runs every preset on one zero image of this size at most
+from probe.data.spec import MAX_SIDE  # the largest input side a config is counted for
 from probe.errors import ConfigError
-from probe.models.resnet import get_config, list_presets, ResNet
+from probe.models.resnet import get_config, list_presets
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -74,14 +74,15 @@ def check_input_shape(shape) -> tuple[int, int, int]:
 def zoo_table(input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
               presets: Iterable[str] | None = None, width: float = 1.0) -> list[dict]:
     """One row per preset (default: all of list_presets()): name, depth, block, preact,
-    shortcut, params, macs. resnet1202 takes about a second of the whole."""
+    shortcut, params, macs. Counted in closed form from each config (nothing is built: building
+    the 20 presets and running each once took 7 s); the tests hold the closed forms to the
+    counts of built nets."""
     input_shape = check_input_shape(input_shape)
     rows = []
     for name in presets if presets is not None else list_presets():
         cfg = get_config(name, in_channels=input_shape[0], num_classes=num_classes,
                          width=width)
-        model = ResNet(cfg)
         rows.append(dict(name=name, depth=cfg.depth, block=cfg.block, preact=cfg.preact,
-                         shortcut=cfg.shortcut, params=count_parameters(model),
-                         macs=count_macs(model, input_shape)))
+                         shortcut=cfg.shortcut, params=cfg.num_parameters(),
+                         macs=cfg.num_macs(input_shape)))
     return rows
