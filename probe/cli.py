@@ -3,6 +3,7 @@ stderr and exit code 2; nothing here holds logic the library lacks."""
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from enum import Enum
@@ -71,8 +72,16 @@ def command(typer_app: typer.Typer, name: str | None = None):
                 typer.echo("interrupted: every file written so far is whole "
                            "(a training run continues with --resume)", err=True)
                 raise typer.Exit(130)
-        return typer_app.command(name)(run)
+        return typer_app.command(name, help=_flowed(fn.__doc__))(run)
     return wrap
+
+
+def _flowed(doc: str | None) -> str | None:
+    """A docstring as help text: each paragraph's lines joined, for the terminal to wrap (rich
+    keeps a docstring's line breaks, which left ragged lines in `probe --help`)."""
+    if not doc:
+        return doc
+    return "\n\n".join(" ".join(part.split()) for part in inspect.cleandoc(doc).split("\n\n"))
 
 
 _python_showwarning = warnings.showwarning

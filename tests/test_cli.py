@@ -38,6 +38,10 @@ def test_every_command_has_help_and_is_in_the_readme(command):
     assert result.exit_code == 0, result.output
     _, info = next((p, i) for p, i in commands(app) if " ".join(p) == command)
     assert (info.callback.__doc__ or "").strip(), f"{command} has no help text"
+    # the docstring's words, flowed: no line break of the source left in the terminal's text
+    assert info.help == " ".join(info.callback.__doc__.split()), command
+    summary = " ".join(info.help.split()[:6])
+    assert summary in " ".join(result.output.replace("│", " ").split()), f"{command}: {summary!r} is not shown whole"
     assert f"probe {command}" in (ROOT / "README.md").read_text(), f"README does not show `probe {command}`"
 
 
