@@ -16,7 +16,11 @@
    axes spanning the page (`probe.figures.style.canvas`).
 3. Putting figure PDFs into the report's pages. Reference: pypdf's `merge_transformed_page` of
    each figure page (what probe did before: it parses and rewrites every content stream).
-   probe: `probe.report.pdf._stamp_figures` (each figure page whole as a Form XObject).
+   probe: `probe.report.pdf._stamp_figures` (each figure page whole as a Form XObject, and
+   repeated objects, such as the same font subset in two figures, kept once).
+4. Cutting the font subsets of 20 figures whose titles differ (every number of a run differs, so
+   each figure's PDF needs a subset of its own). Reference: matplotlib's subsetter on the whole
+   font; probe: `probe.figures.style._cut_subset`, from a smaller font made once per font file.
 
 A round times both sides on every input, alternating which goes first; round 0 is a warm-up left
 out of the medians. Reported: median seconds of each side, the ratio of medians and the median of
@@ -148,6 +152,34 @@ def median_ratio(reference: list[float], probe: list[float]) -> dict:
             "paired": statistics.median(r / p for r, p in zip(reference, probe))}
 
 
+def font_subsets(count: int = 20):
+    """Cutting the font subsets of `count` titles that differ in their digits (a run's figures:
+    every number differs), each cut once as a figure's PDF would (no reuse): (reference, probe).
+    Reference: matplotlib's subsetter on the whole font; probe: `style._cut_subset`, from the
+    smaller font it makes once per font file (made in the warm-up round). Both drop the layout
+    tables (probe's subsetter options), so the difference is the font they cut from."""
+    from matplotlib.backends import _backend_pdf_ps as pdf_ps
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+    from probe.figures import style
+    whole = pdf_ps.get_glyphs_subset
+    font_file = findfont(FontProperties(family="DejaVu Sans"))
+    charmap = get_font(font_file).get_charmap()
+    sets = [sorted({charmap[ord(c)] for c in f"Accuracy against ε, run {k}: n = {1000 + 37 * k} ({k / 7:.4f})"})
+            for k in range(count)]
+
+    def reference():
+        with style._glyph_only_font_subsets():
+            for glyphs in sets:
+                with whole(font_file, glyphs) as cut:
+                    pdf_ps.font_as_file(cut.font)
+
+    def probe():
+        with style._glyph_only_font_subsets():
+            for glyphs in sets:
+                style._cut_subset(whole, font_file, glyphs)
+    return reference, probe
+
+
 def _library_versions() -> dict:
     from importlib.metadata import version
     return {name: version(name) for name in ("matplotlib", "fonttools", "pypdf", "reportlab")}
@@ -161,7 +193,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     from probe.report.pdf import _stamp_figures
     makers, pages = figures(), grid_pages()
-    timings = {name: {"reference": [], "probe": []} for name in [*makers, *pages, "report PDF"]}
+    subsets = font_subsets()
+    timings = {name: {"reference": [], "probe": []} for name in [*makers, *pages, "report PDF", "20 font subsets"]}
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -185,6 +218,12 @@ def main(argv=None) -> dict:
                     save_figure(make(), tmp / "pages", side)
                     if round_:
                         timings[name][side].append(time.perf_counter() - start)
+            for side, cut in (zip(("reference", "probe"), subsets) if round_ % 2 == 0
+                              else zip(("probe", "reference"), subsets[::-1])):
+                start = time.perf_counter()
+                cut()
+                if round_:
+                    timings["20 font subsets"][side].append(time.perf_counter() - start)
             pdfs = sorted((tmp / "probe").glob("*.pdf")) * 3  # 12 figures: a report's worth
             layout_pdf, placed = layout(tmp, pdfs)
             stamps = [("reference", merge_pages), ("probe", _stamp_figures)]
