@@ -20,7 +20,8 @@
    repeated objects, such as the same font subset in two figures, kept once).
 4. Cutting the font subsets of 20 figures whose titles differ (every number of a run differs, so
    each figure's PDF needs a subset of its own). Reference: matplotlib's subsetter on the whole
-   font; probe: `probe.figures.style._cut_subset`, from a smaller font made once per font file.
+   font; probe: `probe.figures.style._cut_subset`, from a smaller font made once per font file
+   (at its second subset; its cost, about two cuts, falls in the warm-up round).
 
 A round times both sides on every input, alternating which goes first; round 0 is a warm-up left
 out of the medians. Reported: median seconds of each side, the ratio of medians and the median of
@@ -156,8 +157,10 @@ def font_subsets(count: int = 20):
     """Cutting the font subsets of `count` titles that differ in their digits (a run's figures:
     every number differs), each cut once as a figure's PDF would (no reuse): (reference, probe).
     Reference: matplotlib's subsetter on the whole font; probe: `style._cut_subset`, from the
-    smaller font it makes once per font file (made in the warm-up round). Both drop the layout
-    tables (probe's subsetter options), so the difference is the font they cut from."""
+    smaller font it makes once per font file, at the font's second subset: made in the warm-up
+    round, so the medians leave out its cost (64-182 ms once per font and process, about two
+    cuts from the whole font). Both drop the layout tables (probe's subsetter options), so the
+    difference is the font they cut from."""
     from matplotlib.backends import _backend_pdf_ps as pdf_ps
     from matplotlib.font_manager import FontProperties, findfont, get_font
     from probe.figures import style

@@ -144,27 +144,55 @@ def test_eps_is_written_as_it_was_given(eps, in_255, written):
 
 @pytest.mark.parametrize("text", [TITLE, "Ա ց ѣ"])  # Armenian and Cyrillic: beyond the smaller font
 def test_a_subset_cut_from_the_smaller_font_is_the_one_cut_from_the_font(text, tmp_path):
-    """Subsets are cut from a smaller font of the glyphs figures use, made once: table for table
-    the bytes matplotlib's subsetter cuts from the whole font; text beyond it is cut from the
-    whole font, and reads as text in the PDF."""
+    """From a font's second subset on, subsets are cut from a smaller font of the glyphs figures
+    use: table for table the bytes matplotlib's subsetter cuts from the whole font (as the first
+    is); text beyond it is cut from the whole font, and reads as text in the PDF."""
     from matplotlib.backends import _backend_pdf_ps as pdf_ps
     from matplotlib.font_manager import FontProperties, findfont, get_font
     from probe.figures import style
     font_file = findfont(FontProperties(family="DejaVu Sans"))
+    key = (str(font_file), getattr(font_file, "face_index", None))
+    style._BASES.pop(key, None), style._CUTS.pop(key, None)
     charmap = get_font(font_file).get_charmap()
     glyphs = sorted({charmap[ord(c)] for c in text})
     whole = pdf_ps.get_glyphs_subset  # outside the context: matplotlib's own
     with style._glyph_only_font_subsets():
-        data, index = style._cut_subset(whole, font_file, glyphs)
+        cuts = [style._cut_subset(whole, font_file, glyphs) for _ in range(2)]
+        assert key in style._BASES  # made at the second
         with whole(font_file, glyphs) as theirs:
             expected, expected_index = TTFont(io.BytesIO(pdf_ps.font_as_file(theirs.font).getvalue())), theirs.glyph_index_map
-    ours = TTFont(io.BytesIO(data))
-    assert ours.getGlyphOrder() == expected.getGlyphOrder()
-    assert {g: index[g] for g in glyphs} == {g: expected_index[g] for g in glyphs}
-    assert sorted(ours.reader.keys()) == sorted(expected.reader.keys())
-    assert all(ours.reader[t] == expected.reader[t] for t in ours.reader.keys() if t != "head")
-    assert any(g not in style._BASES[(str(font_file), getattr(font_file, "face_index", None))][1]
-               for g in glyphs) == (text != TITLE)
+    for data, index in cuts:
+        ours = TTFont(io.BytesIO(data))
+        assert ours.getGlyphOrder() == expected.getGlyphOrder()
+        assert {g: index[g] for g in glyphs} == {g: expected_index[g] for g in glyphs}
+        assert sorted(ours.reader.keys()) == sorted(expected.reader.keys())
+        assert all(ours.reader[t] == expected.reader[t] for t in ours.reader.keys() if t != "head")
+    assert any(g not in style._BASES[key][1] for g in glyphs) == (text != TITLE)
     fig, ax = new_figure()
     ax.set_title(text)
     assert text in PdfReader(save_figure(fig, tmp_path, "figure")[1]).pages[0].extract_text()
+
+
+def test_another_threads_pdf_gets_matplotlibs_own_subsets():
+    """While save_figure holds the subsetter, a plain savefig in another thread goes to
+    matplotlib's own: none of probe's caches or options."""
+    import threading
+    from matplotlib.backends import _backend_pdf_ps as pdf_ps
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+    from probe.figures import style
+    font_file = findfont(FontProperties(family="DejaVu Sans"))
+    glyphs = [get_font(font_file).get_charmap()[ord("Q")]]
+    seen = {}
+
+    def other():
+        with pdf_ps.get_glyphs_subset(font_file, glyphs) as cut:
+            seen["tables"] = set(cut.font.keys())
+        seen["options"] = subset.Options().layout_features
+    with style._glyph_only_font_subsets():
+        before = (dict(style._CUTS), len(style._SUBSETS))
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert (dict(style._CUTS), len(style._SUBSETS)) == before
+        assert subset.Options().layout_features == []  # this thread: probe's options
+    assert "GPOS" in seen["tables"] and seen["options"] != []  # the other: fontTools' own

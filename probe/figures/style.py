@@ -153,10 +153,13 @@ _SUBSETS = RecentCache(256)  # ~15 kB each
 # symbols figures use (Latin, Greek, punctuation, super- and subscripts, arrows, mathematical
 # operators, shapes), 1,376 of DejaVu Sans' 6,241. fontTools reads every glyph of the font it cuts
 # from: a subset of a title's glyphs took 35-63 ms from DejaVu Sans and 10-18 ms from this one,
-# the same bytes. Text beyond it (another script) is cut from the whole font.
+# the same bytes. Making it costs about two cuts from the whole font (64-182 ms), so it is made at
+# a font's second subset: a font used once (a bold title) is cut as before. Text beyond it
+# (another script) is cut from the whole font.
 _BASE_RANGES = ((0x20, 0x250), (0x370, 0x400), (0x2000, 0x20D0), (0x2100, 0x2150), (0x2190, 0x2300),
                 (0x25A0, 0x2600), (0xFFFD, 0xFFFE))
 _BASES: dict = {}  # (font file, face) -> (the smaller font's bytes, the font's glyph index -> its)
+_CUTS: dict = {}  # (font file, face) -> subsets cut so far
 
 
 class _FontBytes(io.BytesIO):
@@ -169,14 +172,15 @@ def _cut_subset(make_subset, fontfile, glyphs: list) -> tuple[bytes, dict]:
     font's indices to the subset's), cut by matplotlib's `make_subset` from the smaller font."""
     from matplotlib.backends._backend_pdf_ps import font_as_file
     key = (str(fontfile), getattr(fontfile, "face_index", None))
-    if key not in _BASES:
+    _CUTS[key] = _CUTS.get(key, 0) + 1
+    if key not in _BASES and _CUTS[key] >= 2:
         from matplotlib.font_manager import get_font
         charmap = get_font(fontfile).get_charmap()
         wanted = sorted({charmap[c] for low, high in _BASE_RANGES for c in range(low, high) if c in charmap})
         with make_subset(fontfile, wanted) as base:
             _BASES[key] = font_as_file(base.font).getvalue(), dict(base.glyph_index_map)
-    data, to_base = _BASES[key]
-    if not all(g in to_base for g in glyphs):
+    data, to_base = _BASES.get(key, (None, None))
+    if to_base is not None and not all(g in to_base for g in glyphs):
         to_base = None
     with make_subset(fontfile if to_base is None else _FontBytes(data),
                      glyphs if to_base is None else [to_base[g] for g in glyphs]) as fresh:
@@ -189,7 +193,8 @@ def _cut_subset(make_subset, fontfile, glyphs: list) -> tuple[bytes, dict]:
 def _glyph_only_font_subsets():
     """While a figure is saved, fontTools' subsetter (which matplotlib calls to embed the Type 42
     fonts) drops the layout tables, and a subset of glyphs made before is reused. Undone on exit;
-    a lock keeps concurrent saves consistent."""
+    a lock keeps concurrent saves consistent, and a PDF another thread saves meanwhile without
+    this (a plain savefig) gets matplotlib's own subsets."""
     try:
         from fontTools import subset
         from matplotlib.backends import _backend_pdf_ps as pdf_ps
@@ -200,16 +205,21 @@ def _glyph_only_font_subsets():
         plain = subset.Options
         make_subset = getattr(pdf_ps, "get_glyphs_subset", None)
         results = getattr(pdf_ps, "SubsetResults", None)
+        owner = threading.get_ident()
 
         class GlyphOnly(plain):
             def __init__(self, **kwargs):
                 super().__init__(**kwargs)
+                if threading.get_ident() != owner:
+                    return
                 if isinstance(getattr(self, "drop_tables", None), list):  # else: fontTools changed; subset as it does
                     self.drop_tables = [*self.drop_tables, *_LAYOUT_TABLES]
                     self.layout_features = []
 
         def reused_subset(fontfile, glyphs):
             from fontTools.ttLib import TTFont
+            if threading.get_ident() != owner:
+                return make_subset(fontfile, glyphs)
             glyphs = list(glyphs)
             key = (str(fontfile), getattr(fontfile, "face_index", None), frozenset(glyphs))
             data, index_map = _SUBSETS.get_or_make(key, lambda: _cut_subset(make_subset, fontfile, glyphs))
