@@ -180,12 +180,12 @@ def _cut_subset(make_subset, fontfile, glyphs: list) -> tuple[bytes, dict]:
         with make_subset(fontfile, wanted) as base:
             _BASES[key] = font_as_file(base.font).getvalue(), dict(base.glyph_index_map)
     data, to_base = _BASES.get(key, (None, None))
-    if to_base is not None and not all(g in to_base for g in glyphs):
-        to_base = None
-    with make_subset(fontfile if to_base is None else _FontBytes(data),
-                     glyphs if to_base is None else [to_base[g] for g in glyphs]) as fresh:
-        index = fresh.glyph_index_map
-        index = dict(index) if to_base is None else {g: index[to_base[g]] for g in glyphs}
+    if to_base is not None and all(g in to_base for g in glyphs):
+        source, wanted = _FontBytes(data), [to_base[g] for g in glyphs]
+    else:  # the font's first subset, or glyphs beyond the smaller font
+        source, wanted = fontfile, glyphs
+    with make_subset(source, wanted) as fresh:
+        index = {g: fresh.glyph_index_map[w] for g, w in zip(glyphs, wanted)}
         return font_as_file(fresh.font).getvalue(), index
 
 
