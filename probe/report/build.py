@@ -200,7 +200,6 @@ def cached_run(step: Step, folders: list[ModelFolder], out: Path, contexts: Cont
                 return read_cached(step.entry, out, [f.name for f in folders]), True
         except (OSError, ProbeError):
             pass  # unreadable, or a result that cannot be shown: run again
-    key_path.unlink(missing_ok=True)
     started = time.perf_counter()
     ctxs = [contexts(f, step.entry.needs_model) for f in folders]
     result = step.entry.execute(ctxs if step.joint or step.entry.joint else ctxs[0], step.settings)
