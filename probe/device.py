@@ -151,6 +151,21 @@ def one_thread_here(why: str) -> None:
     _CHOSEN.set({"threads": 1, "why": why})
 
 
+@contextlib.contextmanager
+def one_thread_for_now(why: str) -> Iterator[dict]:
+    """one_thread_here until the block ends, then the threads and the choice from before. Yields
+    the choice that analysis_threads blocks inside take: a caller that gives the process more
+    threads says so in it."""
+    before, choice = torch.get_num_threads(), {"threads": 1, "why": why}
+    torch.set_num_threads(1)
+    token = _CHOSEN.set(choice)
+    try:
+        yield choice
+    finally:
+        _CHOSEN.reset(token)
+        torch.set_num_threads(before)
+
+
 def native_precision(device: str | torch.device) -> str:
     """The precision a device computes fastest natively: on a CPU bf16 only with native bf16
     (AVX512-BF16/AMX; without it autocast emulates bf16 some 10× slower than fp32), else fp32;

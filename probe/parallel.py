@@ -8,6 +8,11 @@ and 24 s as tasks in 2 processes of one thread. A model's robustness attack scal
 gained nothing: one ends first and its core waits. In one pool with the analyses, the attacks
 first, no core waits (the demo: 102.0 s before, 89.5 s, measured back to back).
 
+This process is one of them: it takes the first task (the report's first attack) on one thread,
+and on the cores the forked workers leave as they end (a forked worker cannot use more than one
+thread: GNU OpenMP hangs in a child of a process that used its thread pool). So a one-model
+report's attack, which outlasts the model's other analyses, has both cores once they are done.
+
 Workers are forked (Linux), so they start at once and inherit what is loaded (the models, the
 splits and the class probabilities on them) without copying it in; only each task's result
 comes back, pickled. Tasks run here, one after another, where forking does not serve: on a GPU
@@ -25,12 +30,13 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-from probe.device import free_cores, one_thread_here
+from probe.device import free_cores, one_thread_for_now, one_thread_here
 from probe.errors import ConfigError, ProbeError
 
 T = TypeVar("T")
@@ -78,25 +84,31 @@ def run_tasks(tasks: Sequence[Callable[[Report], T]], workers: int,
               report: Report | None = None) -> list[T]:
     """Each task's result, in order: task(report), where report(what, done, total) shows its
     progress (forwarded from the workers). workers > 1: the tasks are shared out among that many
-    forked processes, the next task to the first free one. An exception in a task is raised here;
-    a task whose worker died without a word (killed, out of memory) runs here afterwards."""
+    processes, the next task to the first free one: this one, which takes the first (the
+    longest: put the one that gains most from threads there), and workers − 1 forked ones. This
+    process computes on one thread while the others work and on the cores they leave as they end
+    (a forked worker cannot: GNU OpenMP hangs in a child of a process that used its threads). An
+    exception in a task is raised here; a task whose worker died without a word (killed, out of
+    memory) runs here afterwards."""
     if workers <= 1 or len(tasks) <= 1 or not can_fork():
         return [task(report or _quiet) for task in tasks]
     fork = multiprocessing.get_context("fork")
     for stream in (sys.stdout, sys.stderr):  # else a worker's exit writes what is buffered a second time
         with contextlib.suppress(Exception):
             stream.flush()
-    next_task = fork.Value("i", 0)
-    pipes, processes = [], []
+    workers = min(workers, len(tasks))
+    next_task = fork.Value("i", 1)  # the first is this process's
+    processes, collector = [], _Collector(report)
     try:
-        for _ in range(min(workers, len(tasks))):
+        for _ in range(workers - 1):
             receive, send = fork.Pipe(duplex=False)
             process = fork.Process(target=_work, args=(tasks, next_task, send, workers, os.getpid()), daemon=True)
             process.start()
             send.close()
-            pipes.append(receive)
+            collector.pipes.append(receive)
             processes.append(process)
-        results = _collect(pipes, report)
+        collector.start()
+        results = _work_here(tasks, next_task, collector, workers, report or _quiet)
     finally:  # done, or an error or Ctrl-C here: a worker still at work stops (its files left whole)
         for process in processes:
             if process.is_alive():
@@ -106,6 +118,8 @@ def run_tasks(tasks: Sequence[Callable[[Report], T]], workers: int,
             if process.is_alive():
                 process.kill()
                 process.join()
+        if collector.ident is not None:
+            collector.join()
     for i in range(len(tasks)):
         if i not in results:
             results[i] = tasks[i](report or _quiet)
@@ -116,24 +130,64 @@ def _quiet(what: str, done: float, total: float | None = None) -> None:
     pass
 
 
-def _collect(pipes, report: Report | None) -> dict[int, object]:
-    results = {}
-    while pipes:
-        for conn in multiprocessing.connection.wait(pipes):
-            try:
-                kind, payload = pickle.loads(conn.recv_bytes())
-            except (EOFError, OSError):  # the worker is done, or died (mid-message: OSError)
-                pipes.remove(conn)
-                continue
-            if kind == "progress":
-                if report is not None:
-                    report(*payload)
-            elif kind == "done":
-                index, value = payload
-                results[index] = value
-            else:
-                raise payload
-    return results
+class _Collector(threading.Thread):
+    """A thread of the parent's that reads what the workers send while the parent works: progress
+    (passed on to `report`), results, and the first error. `ended` counts the workers gone."""
+
+    def __init__(self, report: Report | None):
+        super().__init__(daemon=True, name="probe-workers")
+        self.report, self.pipes, self.results, self.error, self.ended = report, [], {}, None, 0
+        self.finished = threading.Event()  # every worker gone, or one sent an error
+
+    def run(self) -> None:
+        pipes = list(self.pipes)
+        while pipes:
+            for conn in multiprocessing.connection.wait(pipes):
+                try:
+                    kind, payload = pickle.loads(conn.recv_bytes())
+                except (EOFError, OSError):  # the worker is done, or died (mid-message: OSError)
+                    pipes.remove(conn)
+                    conn.close()
+                    self.ended += 1
+                    continue
+                if kind == "progress":
+                    if self.report is not None:
+                        self.report(*payload)
+                elif kind == "done":
+                    self.results[payload[0]] = payload[1]
+                elif self.error is None:
+                    self.error = payload
+                    self.finished.set()
+        self.finished.set()
+
+
+def _work_here(tasks, next_task, collector: _Collector, workers: int, report: Report) -> dict[int, object]:
+    """This process's share of the tasks, the first among them, then what the workers made. On one
+    thread while they work (two OpenMP threads beside another busy process wait on each other at
+    every kernel); one more for each worker that has ended, up to the threads it had."""
+    had = torch.get_num_threads()
+    with one_thread_for_now(f"one of {workers} processes, one thread each while the others work") as choice:
+
+        def more_threads_as_workers_end() -> None:
+            threads = min(had, 1 + collector.ended)
+            if threads > torch.get_num_threads():
+                torch.set_num_threads(threads)
+                choice.update(threads=threads, why=f"{collector.ended} of {workers - 1} worker processes done")
+
+        def report_here(what: str, done: float, total: float | None = None) -> None:
+            more_threads_as_workers_end()
+            report(what, done, total)
+        results, index = {}, 0
+        while index < len(tasks) and collector.error is None:
+            results[index] = tasks[index](report_here)
+            more_threads_as_workers_end()
+            with next_task.get_lock():
+                index = next_task.value
+                next_task.value += 1
+        collector.finished.wait()
+    if collector.error is not None:
+        raise collector.error
+    return results | collector.results
 
 
 class _Stopped(BaseException):

@@ -23,14 +23,49 @@ def where(i):
     return task
 
 
-def test_results_come_back_in_order_from_workers_of_one_thread():
+def slowly(task, seconds=1.0):
+    def later(report):
+        import time
+        time.sleep(seconds)
+        return task(report)
+    return later
+
+
+def test_results_come_back_in_order_from_this_process_and_workers_of_one_thread():
     heard = []
-    results = run_tasks([where(i) for i in range(5)], 2, lambda *said: heard.append(said))
+    results = run_tasks([slowly(where(0)), *(where(i) for i in range(1, 5))], 2, lambda *said: heard.append(said))
     assert [r[0] for r in results] == list(range(5))
-    assert all(pid != PARENT for _, pid, _, _ in results)
-    assert {threads for _, _, threads, _ in results} == {1}
+    assert results[0][1] == PARENT  # the first task is this process's; meanwhile the worker takes the others
+    assert any(pid != PARENT for _, pid, _, _ in results[1:])
+    assert {threads for _, pid, threads, _ in results if pid != PARENT} == {1}
     assert [r[3].tolist() for r in results] == [[i, i] for i in range(5)]
-    assert sorted(heard) == [(f"task {i}", i, 5) for i in range(5)]  # progress forwarded, from either worker
+    assert sorted(heard) == [(f"task {i}", i, 5) for i in range(5)]  # progress forwarded, from either process
+
+
+def test_this_process_works_on_one_thread_then_on_the_cores_the_workers_leave():
+    """Beside a busy worker this process computes on one thread; once the worker has ended, on
+    the threads it had (here two), and it has them again afterwards."""
+    import time
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def first(report):
+            seen = [torch.get_num_threads()]
+            deadline = time.monotonic() + 20
+            while seen[-1] == 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+                report("waiting", 0, None)
+                seen.append(torch.get_num_threads())
+            return seen
+
+        def second(report):
+            time.sleep(0.3)  # the first task sees one thread meanwhile
+            return torch.get_num_threads()
+        seen, worker_threads = run_tasks([first, second], 2)
+        assert seen[0] == 1 and seen[-1] == 2 and worker_threads == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_one_worker_runs_the_tasks_here():
@@ -44,12 +79,24 @@ def failing(error):
     return task
 
 
+def waits(seconds):
+    """A first task (this process's) that takes a while, so that the workers take the others."""
+    def task(report):
+        import time
+        time.sleep(seconds)
+        return os.getpid()
+    return task
+
+
 def test_a_task_s_error_is_raised_here_a_user_error_as_itself():
     with pytest.raises(DataError, match="^no such folder: x$"):
-        run_tasks([where(0), failing(DataError("no such folder: x"))], 2)
+        run_tasks([waits(1), failing(DataError("no such folder: x"))], 2)
     with pytest.raises(ZeroDivisionError) as raised:
-        run_tasks([failing(ZeroDivisionError("a fault")), where(1)], 2)
+        run_tasks([waits(1), failing(ZeroDivisionError("a fault"))], 2)
     assert "in a worker process" in raised.value.__notes__[0]  # with the worker's traceback
+    with pytest.raises(ZeroDivisionError) as raised:  # this process's own
+        run_tasks([failing(ZeroDivisionError("here")), where(1)], 2)
+    assert not getattr(raised.value, "__notes__", None)
 
 
 def dies_in_a_worker(report):
@@ -59,7 +106,8 @@ def dies_in_a_worker(report):
 
 
 def test_a_task_whose_worker_died_runs_here():
-    assert run_tasks([dies_in_a_worker, where(1)], 2)[0] == "made here"
+    here, made = run_tasks([waits(1), dies_in_a_worker], 2)
+    assert here == PARENT and made == "made here"
 
 
 def test_a_worker_stopped_mid_write_leaves_no_file_behind(tmp_path):
@@ -130,7 +178,7 @@ def test_the_report_side_by_side_equals_one_after_another(tmp_path, mnist_dir):
     assert side.result["figures"] == serial.result["figures"]
     assert len(analyses_results(side.folder)) == 5  # 2 analyses × 2 models, and the joint one
     robustness = json.loads((side.folder / "joint-analyses" / "robustness" / "results.json").read_text())
-    assert "worker processes" in robustness["results"]["threads"]["why"]
+    assert "processes beside the report's other analyses" in robustness["results"]["threads"]["why"]
     assert analyses_results(side.folder) == analyses_results(serial.folder)
     again = run_report(pair, data_dir=mnist_dir, out=tmp_path / "side", plan=plan, formats=("html",), workers=2)
     assert again.result["reused"] == 5

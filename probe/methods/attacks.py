@@ -25,6 +25,7 @@ measures all three on the same images):
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Sequence
 
 import torch
@@ -204,7 +205,8 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
 
     images: (N, C, H, W) uint8 or float [0, 1]; labels (N,). Returns the adversarial images,
     (N, C, H, W) in the model's dtype on the CPU. The model's mode, .grad and requires_grad are
-    restored. progress: an optional callable(n_done) after each batch."""
+    restored. progress: an optional callable(n_done) after each step (the images of the batch
+    broken so far counted done) and each batch."""
     goal, targeted = _setup(model, images, labels, target, batch_size, norm, precision)
     if not 1 <= steps <= MAX_STEPS:
         raise ConfigError(f"steps must be from 1 to {MAX_STEPS:,}, not {steps}")
@@ -232,7 +234,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
             out.append(_pgd_batch(model, x, goal[start:start + n].to(device), e, a, norm=norm,
                                   steps=steps, random=random_start, restarts=restarts,
                                   targeted=targeted, early_stop=early_stop, generator=generator,
-                                  precision=precision).cpu())
+                                  precision=precision, tick=None if progress is None else partial(_tick, progress, start)).cpu())
             if progress is not None:
                 progress(start + n)
     return torch.cat(out) if out else torch.empty(0, *images.shape[1:], dtype=model_dtype(model))
@@ -244,9 +246,15 @@ def _confirm(model, x, goal, targeted) -> torch.Tensor:
     return succeeded(model(x).float(), goal, targeted)
 
 
+def _tick(progress, start: int, done: torch.Tensor) -> None:
+    progress(start + int(done.sum()))
+
+
 def _pgd_batch(model, x, goal, eps, alpha, *, norm, steps, random, restarts, targeted, early_stop,
-               generator, precision) -> torch.Tensor:
-    """One batch: x (N, C, H, W) float [0, 1] on the model's device; eps, alpha (N,)."""
+               generator, precision, tick=None) -> torch.Tensor:
+    """One batch: x (N, C, H, W) float [0, 1] on the model's device; eps, alpha (N,). tick: an
+    optional callable(done), done (N,) bool, after each step: a long batch shows it moves (and
+    a report's process takes the cores other processes leave: probe.parallel)."""
     result = x.clone()
     done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     done |= eps <= 0  # nothing to search: the clean image is the answer
@@ -270,6 +278,8 @@ def _pgd_batch(model, x, goal, eps, alpha, *, norm, steps, random, restarts, tar
                     if len(idx) == 0:
                         break
             adv = project(adv + step_direction(grad, norm) * a.view(-1, 1, 1, 1), x0, e, norm)
+            if tick is not None:
+                tick(done)
         if len(idx):
             result[idx] = adv  # the last iterate: judged below, and by the caller
             done[idx] = _confirm(model, adv, g0, targeted)

@@ -255,8 +255,10 @@ def run_side_by_side(folders: list[ModelFolder], steps: list[Step], joint: list[
         part_tasks, finish = step.entry.model_parts([contexts(f) for f in folders], step.settings)
         parts.append((step, finish, len(part_tasks)))
         tasks += [partial(_timed, task) for task in part_tasks]
+    hook = contexts.hook
     outcomes = run_tasks([*tasks, *(partial(_one_step, folder, step, out, contexts) for folder, step in pending)],
-                         workers, contexts.hook)
+                         workers, hook)
+    contexts.report_to(hook)  # a step run here (_one_step) had it report through run_tasks
     contexts.side_by_side = (workers, time.perf_counter() - started)
     contexts.wall += contexts.side_by_side[1]
     for step, finish, n in parts:
@@ -280,8 +282,8 @@ def _finish_joint(step: Step, finish, done: list, folders: list[ModelFolder], ou
     started = time.perf_counter()
     with analysis_threads(None, contexts(folders[0]).device):
         result = finish([outcome for outcome, _ in done],
-                        {"threads": 1, "why": f"each model's attack in one of {workers} worker processes, "
-                                              "beside the report's other analyses"})
+                        {"threads": 1, "why": f"each model's attack in one of {workers} processes beside the report's "
+                                              "other analyses, one thread each; the first on more once the others were done"})
     _store(step, folders, _joint_out(out, step), result, started, contexts)
     contexts.seconds[step.analysis] += sum(seconds for _, seconds in done)
 
