@@ -476,7 +476,7 @@ def attack(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            split: str = typer.Option("test", help="test, val or train (the model's own split)."),
            limit: int = typer.Option(1000, "--limit", help="Attack a seeded random subset of this many images (0: the whole split)."),
            precision: str = typer.Option("auto", "--precision", help="auto (bf16 on a CPU with native bf16, else fp32), fp32 or bf16 (autocast) for the gradient steps; images are always judged in fp32."),
-           batch_size: int = typer.Option(500, "--batch-size", help="Images per batch."),
+           batch_size: int = typer.Option(500, "--batch-size", help="Images per batch; the search runs on chunks of this many images, each with random starts of its own (a report spreads the chunks over its processes)."),
            seed: int = typer.Option(0, help="Seed of the random starts."),
            data_dir: Optional[Path] = DataDir, out: Optional[Path] = Out, device: str = Device,
            threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the cores other processes leave free, measured at the start; PyTorch's when they are all free)."),

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from probe.methods.attacks import (attack_gradient, fgsm, parse_eps_list, pgd, project,  # noqa: E402
                                     random_in_ball, resolve_precision)
 from probe.methods.common import class_probabilities  # noqa: E402
-from probe.methods.robustness import attack_curve  # noqa: E402
+from probe.methods.robustness import attack_chunk, attack_curve, chunk_slices, merge_chunks  # noqa: E402
 from probe.analysis import robustness  # noqa: E402
 from probe.analysis.robustness import RobustnessResult, Settings, robustness_curve  # noqa: E402
 from probe.cli import app, main  # noqa: E402
@@ -237,6 +237,27 @@ def test_bisection_on_a_trained_model_is_monotone_and_close_to_nested(stamp_net_
     assert bisect.attacks <= 5 * len(labels) and bisect.attacks < nested.attacks  # 11 ε: 1 + ⌈log₂ 10⌉
     # FGSM has no bisection: one step per ε costs as little as a probe.
     assert attack_curve(net, images[:10], labels[:10], eps, method="fgsm", examples=0).search == "nested"
+
+
+def test_the_curve_of_chunks_run_anywhere_in_any_order_is_attack_curves(stamp_net_and_data):
+    """attack_curve searches chunks of batch_size images, each with random starts of its own: the
+    chunks run apart (as a report's processes run them), in another order, and merged give the
+    same curve, image for image; each chunk's starts are its own, not the first chunk's."""
+    net, images, labels = stamp_net_and_data
+    images, labels, eps = images[:23], labels[:23], [0.0, 0.05, 0.1, 0.2]
+    options = dict(steps=5, seed=3, batch_size=8)
+    whole = attack_curve(net, images, labels, eps, examples=0, **options)
+    parts = chunk_slices(len(labels), 8)
+    assert [(s.start, s.stop) for s in parts] == [(0, 8), (8, 16), (16, 23)]
+    chunks = {k: attack_chunk(net, images[s], labels[s], eps, k, **options) for k, s in reversed(list(enumerate(parts)))}
+    merged = merge_chunks([chunks[k] for k in range(len(parts))])
+    for key in ("predicted", "p_predicted", "p_true", "linf", "l2", "labels"):
+        assert torch.equal(getattr(merged, key), getattr(whole, key)), key
+    assert merged.attacks == whole.attacks == sum(c.attacks for c in chunks.values())
+    assert merged.settings["seed"] == whole.settings["seed"] == 3  # the seed given, not a chunk's
+    # PGD from the first chunk's random starts on the second chunk's images: another search
+    again = attack_chunk(net, images[8:16], labels[8:16], eps, 0, **options)
+    assert not torch.equal(again.p_true, chunks[1].p_true)
 
 
 def test_the_examples_are_one_image_per_class_at_eps_where_the_curve_falls():

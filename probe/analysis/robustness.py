@@ -21,8 +21,9 @@ from probe.figures.attacks import CURVE_WIDTH, NORM_NAMES, eps_label, examples_f
 from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, check_eps, parse_eps_list, perturbation_size,
                                    resolve_precision)
 from probe.methods.common import class_probabilities, model_device
-from probe.methods.robustness import (SEARCHES, SUBSET_SEED, RobustnessCurve, attack_curve, attack_examples,
-                                     example_eps_of, pick_examples, search_steps, subset)
+from probe.methods.robustness import (SEARCHES, SUBSET_SEED, RobustnessCurve, attack_chunk, attack_curve,
+                                     attack_examples, chunk_slices, example_eps_of, merge_chunks, pick_examples,
+                                     search_steps, subset)
 from probe.methods.confusion import wilson_interval
 from probe.presentation import FigureRef, Section, Table, Text, pct, slug
 
@@ -299,8 +300,10 @@ def run(contexts: list[Context], settings: Settings) -> RobustnessResult:
 
 
 def model_parts(contexts: list[Context], settings: Settings):
-    """The analysis in two parts: a task per model, its attack (the slow part, which a report runs
-    in a worker process beside its other analyses: probe.report.build.run_side_by_side), and
+    """The analysis in two parts: a task per model and chunk of images, its attack (the slow part,
+    which a report runs in worker processes beside its other analyses:
+    probe.report.build.run_side_by_side; the chunks as attack_curve makes them, so the curve is
+    the same), and
     finish(outcomes, threads), which makes the result of their outcomes (the example images
     attacked here, on `threads`: analysis_threads' record). The images are loaded here."""
     contexts = [contexts] if isinstance(contexts, Context) else list(contexts)
@@ -311,14 +314,17 @@ def model_parts(contexts: list[Context], settings: Settings):
     dataset = first.spec.name if first.spec is not None else None
     eps = sorted({0.0, *(settings.eps if settings.eps is not None else default_eps(dataset, settings.norm))})
     precision = resolve_precision(settings.precision, first.device)
+    chunks = chunk_slices(len(index), settings.batch_size)
     tasks = [partial(_attack_model, ctx, data if settings.images else ctx.split(settings.split), index, eps, target,
-                     precision, settings) for ctx in contexts]
+                     precision, settings, (k, len(chunks), part)) for ctx in contexts for k, part in enumerate(chunks)]
 
     def finish(outcomes: list, threads: dict) -> RobustnessResult:
-        runs = [outcome[:3] for outcome in outcomes]
-        for ctx, outcome in zip(contexts, outcomes):
-            if outcome[3] is not None:  # computed in a worker: kept for the analyses after
-                ctx.keep_split_probabilities(settings.split, outcome[3])
+        runs = []
+        for m, ctx in enumerate(contexts):
+            mine = outcomes[m * len(chunks):(m + 1) * len(chunks)]
+            runs.append((merge_chunks([o[0] for o in mine]), torch.cat([o[1] for o in mine]), mine[0][2]))
+            if mine[0][3] is not None:  # computed in a worker: kept for the analyses after
+                ctx.keep_split_probabilities(settings.split, mine[0][3])
         # The same images of every model, at the same ε: the first of each class all of them get right.
         shown = example_eps_of(eps, [curve.accuracy for curve, _, _ in runs])
         right = torch.stack([curve.predicted[0] == curve.labels for curve, _, _ in runs]).all(0)
@@ -372,10 +378,11 @@ def _shared_split(contexts: list[Context], split: str):
 
 
 def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], target: int | None,
-                  precision: str, settings: Settings, report=None):
-    """One model: its curve on the attacked subset, those images, its clean accuracy on the
-    whole split as (correct, n), as `probe evaluate` counts it, and the split's class
-    probabilities (None for --image files). report: progress (default the context's)."""
+                  precision: str, settings: Settings, chunk: tuple[int, int, slice], report=None):
+    """One model and chunk (k, of how many, its slice of `index`): the chunk's curve, its images,
+    the model's clean accuracy on the whole split as (correct, n), as `probe evaluate` counts
+    it, and (the first chunk) the split's class probabilities (None for --image files).
+    report: progress (default the context's)."""
     report = report or ctx.report
     view = ctx.view(data.images)  # (N, C, H, W) uint8, the network's input
     probs = (class_probabilities(ctx.fast_model, view, batch_size=settings.batch_size) if settings.images
@@ -383,7 +390,9 @@ def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], tar
     correct = int((probs.argmax(1) == data.labels).sum())
     search = settings.search if settings.method == "pgd" else "nested"
     rounds = search_steps(len(eps), search)
+    k, of, part = chunk
     what = (f"{settings.method.upper()} on {ctx.name}: {len(index):,} images × {len(eps)} ε"
+            + (f", part {k + 1} of {of}" if of > 1 else "")
             + (f" by bisection, {rounds} rounds" if search == "bisect" else ""))
 
     def progress(j, done, m):  # the sweep's rounds end when every image is settled: no known total
@@ -391,9 +400,10 @@ def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], tar
             report(f"{what}, round {j}: {m:,} images", done, m)
         else:
             report(what, j - 1 + done / max(1, m), rounds)
-    curve = attack_curve(ctx.fast_model, view[index], data.labels[index], eps, target=target, precision=precision,
-                         examples=0, progress=progress, **settings.attack_options())
-    return curve, view[index], (correct, len(data)), None if settings.images else probs
+    mine = index[part]
+    curve = attack_chunk(ctx.fast_model, view[mine], data.labels[mine], eps, k, target=target, precision=precision,
+                         progress=progress, **settings.attack_options())
+    return curve, view[mine], (correct, len(data)), None if settings.images or k else probs
 
 
 # ---- drawing, the report, the terminal ---------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -139,13 +139,46 @@ def attack_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     class index): the attack drives the images towards the target and stops on each image once
     it is there; accuracy is still the share classified as their true class.
 
+    The images are searched in chunks of batch_size (chunk_slices), one after another, each
+    with random starts of its own (attack_chunk): the curve is the same where the chunks run
+    elsewhere, side by side, and are put together with merge_chunks (as a report does).
+
     examples: how many images to show attacked afresh (one per class first, see
     pick_examples); example_eps: the ε to show them at (default: 0 and up to 4 ε where the
     curve falls, see example_eps_of).
 
     images: (N, C, H, W) uint8 or float [0, 1]; labels (N,) ≥ 0. progress: an optional
-    callable(step, n_done, n_to_attack), step counting from 1 to search_steps(len(eps), search).
+    callable(step, n_done, n_to_attack) for each chunk in turn, step counting from 1 to
+    search_steps(len(eps), search).
     """
+    labels, eps_list = _checked(images, labels, eps, method, norm, precision)
+    options = {"method": method, "norm": norm, "steps": steps, "step_size": step_size,
+               "random_start": random_start, "restarts": restarts, "batch_size": batch_size,
+               "precision": precision, "target": target, "seed": seed, "search": search}
+    curve = merge_chunks([attack_chunk(model, images[part], labels[part], eps_list, k, progress=progress, **options)
+                          for k, part in enumerate(chunk_slices(len(labels), batch_size))])
+    if examples:
+        chosen = example_eps if example_eps is not None else example_eps_of(eps_list, [curve.accuracy])
+        attack_examples(model, as_input(images, torch.device("cpu"), model_dtype(model)), curve, examples, chosen)
+    return curve
+
+
+CHUNK_SEEDS = 1_000_003  # chunk k's random starts: seed + k · CHUNK_SEEDS + the search's step
+
+
+def chunk_slices(n: int, batch_size: int) -> list[slice]:
+    """The chunks of N images that attack_curve searches one by one: batch_size each, the last fewer."""
+    return [slice(start, min(n, start + batch_size)) for start in range(0, n, max(1, batch_size))]
+
+
+def attack_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, chunk: int = 0, *,
+                 method: str = "pgd", norm: str = "linf", steps: int = 40, step_size=None,
+                 random_start: bool = True, restarts: int = 1, target: int | None = None,
+                 seed: int = 0, batch_size: int = 500, precision: str = "fp32", search: str = "sweep",
+                 progress=None) -> RobustnessCurve:
+    """The curve of one chunk (the `chunk`-th of chunk_slices) of attack_curve's images, with
+    its arguments, without example images: its random starts depend on the seed and the
+    chunk's number only, so a chunk gives the same part of the curve wherever it runs."""
     labels, eps_list = _checked(images, labels, eps, method, norm, precision)
     if search not in SEARCHES:
         raise ConfigError(f"search {search!r}: use one of {', '.join(SEARCHES)}")
@@ -159,17 +192,26 @@ def attack_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
                "precision": precision, "target": target, "seed": seed}
     run = {"sweep": partial(_grid_search, sweep=True), "bisect": partial(_grid_search, sweep=False),
            "nested": _nested}[search]
-    rows, seconds, attacks = run(model, clean, labels, probs, eps_list, options, progress)
-    curve = RobustnessCurve(eps=eps_list, labels=labels, seconds=seconds, attacks=attacks,
-                            example_index=torch.zeros(0, dtype=torch.long), examples=clean[:0].unsqueeze(0),
-                            example_predicted=torch.zeros(1, 0, dtype=torch.long), example_p=torch.zeros(1, 0),
-                            num_classes=probs.shape[1], method=method, norm=norm,
-                            target=None if target is None else int(target), search=search,
-                            settings=_settings(options, search), options=options, **rows)
-    if examples:
-        chosen = example_eps if example_eps is not None else example_eps_of(eps_list, [curve.accuracy])
-        attack_examples(model, clean, curve, examples, chosen)
-    return curve
+    rows, seconds, attacks = run(model, clean, labels, probs, eps_list, options | {"seed": seed + chunk * CHUNK_SEEDS},
+                                 progress)
+    return RobustnessCurve(eps=eps_list, labels=labels, seconds=seconds, attacks=attacks,
+                           example_index=torch.zeros(0, dtype=torch.long), examples=clean[:0].unsqueeze(0),
+                           example_predicted=torch.zeros(1, 0, dtype=torch.long), example_p=torch.zeros(1, 0),
+                           num_classes=probs.shape[1], method=method, norm=norm,
+                           target=None if target is None else int(target), search=search,
+                           settings=_settings(options, search), options=options, **rows)
+
+
+def merge_chunks(chunks: list[RobustnessCurve]) -> RobustnessCurve:
+    """One curve of the chunks' images, in order (attack_chunk's, without examples); each step
+    of the search's time summed over the chunks."""
+    first = chunks[0]
+    rows = {k: torch.cat([getattr(c, k) for c in chunks], 1)
+            for k in ("predicted", "p_predicted", "p_true", "linf", "l2")}
+    steps = max(len(c.seconds) for c in chunks)
+    seconds = [sum(c.seconds[j] for c in chunks if j < len(c.seconds)) for j in range(steps)]
+    return replace(first, labels=torch.cat([c.labels for c in chunks]), seconds=seconds,
+                   attacks=sum(c.attacks for c in chunks), **rows)
 
 
 def _nested(model, clean, labels, probs, eps_list, options, progress):

@@ -234,10 +234,10 @@ def run_side_by_side(folders: list[ModelFolder], steps: list[Step], joint: list[
                      contexts: Contexts) -> int:
     """The models' analyses not in the cache in worker processes side by side, where
     probe.parallel gives more than one (on a CPU): each model's `steps`, and of a joint step
-    that has model_parts (robustness), each model's part (its attack), finished here. They go into the
-    report's cache, from which the report then reads them. The per-model analyses run many small
-    kernels and draw figures, which scale badly over threads; a model's attack scales well, but
-    beside them the cores stay busy. Returns how many results were made. A per-model step that
+    that has model_parts (robustness), its parts (each model's attack, in chunks of images),
+    finished here. They go into the report's cache, from which the report then reads them. The
+    per-model analyses run many small kernels and draw figures, which scale badly over threads; an
+    attack scales well, but beside them the cores stay busy. Returns how many results were made. A per-model step that
     fails in a worker is left to the report, which runs it again and says why."""
     pending = [(folder, step) for step in sorted(steps, key=_longest_first) for folder in folders
                if not step.skip(folder) and not _cache_holds(step, [folder], _step_out(out, folder, step), contexts)]
@@ -282,8 +282,8 @@ def _finish_joint(step: Step, finish, done: list, folders: list[ModelFolder], ou
     started = time.perf_counter()
     with analysis_threads(None, contexts(folders[0]).device):
         result = finish([outcome for outcome, _ in done],
-                        {"threads": 1, "why": f"each model's attack in one of {workers} processes beside the report's "
-                                              "other analyses, one thread each; the first on more once the others were done"})
+                        {"threads": 1, "why": f"the attacks in chunks in {workers} processes beside the report's other "
+                                              "analyses, one thread each; the first on more once the others were done"})
     _store(step, folders, _joint_out(out, step), result, started, contexts)
     contexts.seconds[step.analysis] += sum(seconds for _, seconds in done)
 
