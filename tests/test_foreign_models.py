@@ -315,6 +315,14 @@ def test_attack_with_an_image_and_its_label(stamp_project, tmp_path, capsys, one
     assert "1 file(s), labelled 7 (--label)" in out
     code, out, err = cli(capsys, "attack", "--image", png, "--label", "seven", "--out", tmp_path / "c")
     one_line_error(code, err, "unknown class 'seven'")
+    # three files in chunks of two: the clean accuracy counted once, on all three
+    more = [digit_png(tmp_path / f"mine{k}.png") for k in range(2)]
+    code, out, err = cli(capsys, "attack", "--image", png, "--image", more[0], "--image", more[1],
+                         "--batch-size", "2", "--eps", "0,0.1", "--steps", "3", "--out", tmp_path / "d")
+    assert code == 0, err
+    model = json.loads((tmp_path / "d" / "results.json").read_text())["results"]["models"][0]
+    assert model["points"][0]["n"] == model["n_whole_split"] == 3
+    assert model["clean_accuracy"] == model["clean_accuracy_whole_split"] == 1.0
 
 
 def test_attack_an_image_on_a_model_without_dataset(saved, tmp_path, capsys, one_thread):

@@ -380,17 +380,19 @@ def _shared_split(contexts: list[Context], split: str):
 def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], target: int | None,
                   precision: str, settings: Settings, chunk: tuple[int, int, slice], report=None):
     """One model and chunk (k, of how many, its slice of `index`): the chunk's curve, its images,
-    the model's clean accuracy on the whole split as (correct, n), as `probe evaluate` counts
-    it, and (the first chunk) the split's class probabilities (None for --image files).
-    report: progress (default the context's)."""
+    and, from the first chunk (None from the others), the model's clean accuracy on the whole
+    split as (correct, n), as `probe evaluate` counts it, and the split's class probabilities
+    (None for --image files). report: progress (default the context's)."""
     report = report or ctx.report
     view = ctx.view(data.images)  # (N, C, H, W) uint8, the network's input
-    probs = (class_probabilities(ctx.fast_model, view, batch_size=settings.batch_size) if settings.images
-             else ctx.split_probabilities(settings.split, settings.batch_size))  # the split's: shared
-    correct = int((probs.argmax(1) == data.labels).sum())
+    k, of, part = chunk
+    whole = probs = None
+    if k == 0:  # once per model
+        probs = (class_probabilities(ctx.fast_model, view, batch_size=settings.batch_size) if settings.images
+                 else ctx.split_probabilities(settings.split, settings.batch_size))  # the split's: shared
+        whole = int((probs.argmax(1) == data.labels).sum()), len(data)
     search = settings.search if settings.method == "pgd" else "nested"
     rounds = search_steps(len(eps), search)
-    k, of, part = chunk
     what = (f"{settings.method.upper()} on {ctx.name}: {len(index):,} images × {len(eps)} ε"
             + (f", part {k + 1} of {of}" if of > 1 else "")
             + (f" by bisection, {rounds} rounds" if search == "bisect" else ""))
@@ -403,7 +405,7 @@ def _attack_model(ctx: Context, data, index: torch.Tensor, eps: list[float], tar
     mine = index[part]
     curve = attack_chunk(ctx.fast_model, view[mine], data.labels[mine], eps, k, target=target, precision=precision,
                          progress=progress, **settings.attack_options())
-    return curve, view[mine], (correct, len(data)), None if settings.images or k else probs
+    return curve, view[mine], whole, None if settings.images else probs
 
 
 # ---- drawing, the report, the terminal ---------------------------------------------------------
