@@ -154,8 +154,8 @@ def one_thread_here(why: str) -> None:
 @contextlib.contextmanager
 def one_thread_for_now(why: str) -> Iterator[dict]:
     """one_thread_here until the block ends, then the threads and the choice from before. Yields
-    the choice that analysis_threads blocks inside take: a caller that gives the process more
-    threads says so in it."""
+    the choice: a caller that gives the process more threads says so in it, for the
+    analysis_threads blocks that start after (one that started before keeps its record)."""
     before, choice = torch.get_num_threads(), {"threads": 1, "why": why}
     torch.set_num_threads(1)
     token = _CHOSEN.set(choice)

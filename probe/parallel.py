@@ -1,4 +1,4 @@
-"""Tasks side by side in worker processes of one CPU thread each: a report's work.
+"""Tasks side by side in processes: this one and forked workers of one CPU thread each (a report's work).
 
 The report's analyses of a model (saliency, fooling, the misclassified grids and their figures)
 run many small kernels on a few images and draw figures in Python, which scale badly over
@@ -140,6 +140,14 @@ class _Collector(threading.Thread):
         self.finished = threading.Event()  # every worker gone, or one sent an error
 
     def run(self) -> None:
+        try:
+            self._read()
+        except BaseException as e:  # noqa: BLE001 - a result that will not unpickle, a failing report
+            self.error = self.error or e
+        finally:
+            self.finished.set()
+
+    def _read(self) -> None:
         pipes = list(self.pipes)
         while pipes:
             for conn in multiprocessing.connection.wait(pipes):
@@ -158,18 +166,25 @@ class _Collector(threading.Thread):
                 elif self.error is None:
                     self.error = payload
                     self.finished.set()
-        self.finished.set()
+
+
+class _WorkerFailed(BaseException):
+    """Raised in this process's task at its next progress report when a worker has failed: the
+    task stops at once, and no `except ProbeError` in it can take the worker's error for its own."""
 
 
 def _work_here(tasks, next_task, collector: _Collector, workers: int, report: Report) -> dict[int, object]:
     """This process's share of the tasks, the first among them, then what the workers made. On one
     thread while they work (two OpenMP threads beside another busy process wait on each other at
-    every kernel); one more for each worker that has ended, up to the threads it had."""
+    every kernel), and on the threads of the cores that ended workers leave, up to the threads it
+    had. A worker's error stops its task at the next progress report."""
     had = torch.get_num_threads()
     with one_thread_for_now(f"one of {workers} processes, one thread each while the others work") as choice:
 
         def more_threads_as_workers_end() -> None:
-            threads = min(had, 1 + collector.ended)
+            if collector.error is not None:
+                raise _WorkerFailed
+            threads = max(1, min(had, workers) - (workers - 1 - collector.ended))  # the workers at work keep theirs
             if threads > torch.get_num_threads():
                 torch.set_num_threads(threads)
                 choice.update(threads=threads, why=f"{collector.ended} of {workers - 1} worker processes done")
@@ -178,13 +193,16 @@ def _work_here(tasks, next_task, collector: _Collector, workers: int, report: Re
             more_threads_as_workers_end()
             report(what, done, total)
         results, index = {}, 0
-        while index < len(tasks) and collector.error is None:
-            results[index] = tasks[index](report_here)
-            more_threads_as_workers_end()
-            with next_task.get_lock():
-                index = next_task.value
-                next_task.value += 1
-        collector.finished.wait()
+        try:
+            while index < len(tasks):
+                results[index] = tasks[index](report_here)
+                more_threads_as_workers_end()
+                with next_task.get_lock():
+                    index = next_task.value
+                    next_task.value += 1
+            collector.finished.wait()
+        except _WorkerFailed:
+            pass
     if collector.error is not None:
         raise collector.error
     return results | collector.results

@@ -99,6 +99,66 @@ def test_a_task_s_error_is_raised_here_a_user_error_as_itself():
     assert not getattr(raised.value, "__notes__", None)
 
 
+def _not_here():
+    if os.getpid() == PARENT:
+        raise ValueError("cannot be rebuilt in this process")
+    return "rebuilt"
+
+
+class RebuiltOnlyInAWorker:
+    def __reduce__(self):
+        return _not_here, ()
+
+
+def test_a_result_that_cannot_come_back_is_an_error_not_a_hang():
+    """A worker's result whose unpickling fails here (so the thread reading the workers fails):
+    raised here, where waiting for the thread would wait forever."""
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        run_tasks([waits(0.5), lambda report: RebuiltOnlyInAWorker()], 2)
+
+
+def test_a_worker_s_error_stops_this_process_s_task_at_its_next_report():
+    import time
+
+    def long_first(report):
+        for _ in range(300):  # 30 s unless stopped
+            time.sleep(0.1)
+            report("long", 0, None)
+        return "finished"
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="a worker's mistake"):
+        run_tasks([long_first, failing(DataError("a worker's mistake"))], 2)
+    assert time.perf_counter() - started < 10
+
+
+def test_with_more_workers_than_threads_this_process_stays_on_one_while_others_work():
+    """--workers 3 with 2 threads: when one worker ends the other still works, so this process
+    keeps one thread; two once both have ended."""
+    import time
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def first(report):
+            seen = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (not seen or seen[-1] < 2):
+                time.sleep(0.02)
+                report("waiting", 0, None)
+                seen.append((torch.get_num_threads()))
+            return seen
+
+        def quick(report):
+            return os.getpid()
+
+        def slow(report):
+            time.sleep(1.5)
+            return os.getpid()
+        seen, *_ = run_tasks([first, quick, slow], 3)
+        assert seen[-1] == 2 and seen.count(1) * 0.02 > 1.0  # one thread until the slow worker was done
+    finally:
+        torch.set_num_threads(before)
+
+
 def dies_in_a_worker(report):
     if os.getpid() != PARENT:
         os._exit(3)  # killed without a word (out of memory, say)
