@@ -12,7 +12,7 @@ needs the class names only), `.summary()` and `.to_json()`:
 The names resolve on first use, so `import probe` (and the CLI's start-up) stays light.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 # public name → the module that defines it
 _API = {
