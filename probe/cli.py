@@ -98,7 +98,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 DataDir = typer.Option(None, "--data-dir", help="Dataset folder (default $PROBE_DATA_DIR/<name>, then ./data/<name>).")
 ModelDir = typer.Option(..., "--model", help="A trained model folder, e.g. trained_models/mnist-resnet20, or a model file of yours (see --model-info).")
 Device = typer.Option("auto", "--device", help="auto, cpu or cuda.")
-Workers = typer.Option(None, "--workers", help="Processes for several models' analyses side by side, one CPU thread each (default: one per core other processes leave free; 1: one model after another). CPU on Linux only; on a GPU the models take turns.")
+Workers = typer.Option(None, "--workers", help="Processes for the analyses side by side (each model's, and its attack in chunks of images), this one among them, one CPU thread each while the others work (default: one per core other processes leave free; 1: everything one after another here). CPU on Linux only; on a GPU the models take turns.")
 ModelInfo = typer.Option(None, "--model-info", help="A model file of yours (--model mynet.pt: TorchScript, torch.export .pt2, or a state dict with --model-factory): its model info as a JSON file (default: mynet.json beside it), or KEY=VALUE, repeated: classes=cat,dog input=3x32x32 mean=0.49,0.48,0.45 std=0.25,0.24,0.26 cam_layer=layer4 dataset=cifar10 'factory_kwargs={\"num_classes\": 2}'.")
 ModelFactory = typer.Option(None, "--model-factory", help="module:function that builds the network of a state-dict file (--model weights.pt), e.g. torchvision.models:resnet18.")
 
