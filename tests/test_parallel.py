@@ -2,6 +2,7 @@
 run that way: the same results as one after another, in the same cache."""
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -25,7 +26,6 @@ def where(i):
 
 def slowly(task, seconds=1.0):
     def later(report):
-        import time
         time.sleep(seconds)
         return task(report)
     return later
@@ -42,30 +42,34 @@ def test_results_come_back_in_order_from_this_process_and_workers_of_one_thread(
     assert sorted(heard) == [(f"task {i}", i, 5) for i in range(5)]  # progress forwarded, from either process
 
 
-def test_this_process_works_on_one_thread_then_on_the_cores_the_workers_leave():
-    """Beside a busy worker this process computes on one thread; once the worker has ended, on
-    the threads it had (here two), and it has them again afterwards."""
-    import time
+@pytest.fixture
+def two_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        def first(report):
-            seen = [torch.get_num_threads()]
-            deadline = time.monotonic() + 20
-            while seen[-1] == 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-                report("waiting", 0, None)
-                seen.append(torch.get_num_threads())
-            return seen
+    yield
+    torch.set_num_threads(before)
 
-        def second(report):
-            time.sleep(0.3)  # the first task sees one thread meanwhile
-            return torch.get_num_threads()
-        seen, worker_threads = run_tasks([first, second], 2)
-        assert seen[0] == 1 and seen[-1] == 2 and worker_threads == 1
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+
+def threads_until_two(report) -> list[int]:
+    """A first task (this process's): the threads it has, looked at every 20 ms until two (20 s at most)."""
+    seen = [torch.get_num_threads()]
+    deadline = time.monotonic() + 20
+    while seen[-1] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        report("waiting", 0, None)
+        seen.append(torch.get_num_threads())
+    return seen
+
+
+def test_this_process_works_on_one_thread_then_on_the_cores_the_workers_leave(two_threads):
+    """Beside a busy worker this process computes on one thread; once the worker has ended, on
+    the threads it had (here two), and it has them again afterwards."""
+    def second(report):
+        time.sleep(0.3)  # the first task sees one thread meanwhile
+        return torch.get_num_threads()
+    seen, worker_threads = run_tasks([threads_until_two, second], 2)
+    assert seen[0] == 1 and seen[-1] == 2 and worker_threads == 1
+    assert torch.get_num_threads() == 2
 
 
 def test_one_worker_runs_the_tasks_here():
@@ -81,11 +85,7 @@ def failing(error):
 
 def waits(seconds):
     """A first task (this process's) that takes a while, so that the workers take the others."""
-    def task(report):
-        import time
-        time.sleep(seconds)
-        return os.getpid()
-    return task
+    return slowly(lambda report: os.getpid(), seconds)
 
 
 def test_a_task_s_error_is_raised_here_a_user_error_as_itself():
@@ -118,8 +118,6 @@ def test_a_result_that_cannot_come_back_is_an_error_not_a_hang():
 
 
 def test_a_worker_s_error_stops_this_process_s_task_at_its_next_report():
-    import time
-
     def long_first(report):
         for _ in range(300):  # 30 s unless stopped
             time.sleep(0.1)
@@ -131,32 +129,11 @@ def test_a_worker_s_error_stops_this_process_s_task_at_its_next_report():
     assert time.perf_counter() - started < 10
 
 
-def test_with_more_workers_than_threads_this_process_stays_on_one_while_others_work():
+def test_with_more_workers_than_threads_this_process_stays_on_one_while_others_work(two_threads):
     """--workers 3 with 2 threads: when one worker ends the other still works, so this process
     keeps one thread; two once both have ended."""
-    import time
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        def first(report):
-            seen = []
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and (not seen or seen[-1] < 2):
-                time.sleep(0.02)
-                report("waiting", 0, None)
-                seen.append((torch.get_num_threads()))
-            return seen
-
-        def quick(report):
-            return os.getpid()
-
-        def slow(report):
-            time.sleep(1.5)
-            return os.getpid()
-        seen, *_ = run_tasks([first, quick, slow], 3)
-        assert seen[-1] == 2 and seen.count(1) * 0.02 > 1.0  # one thread until the slow worker was done
-    finally:
-        torch.set_num_threads(before)
+    seen, *_ = run_tasks([threads_until_two, where(1), slowly(where(2), 1.5)], 3)
+    assert seen[-1] == 2 and seen.count(1) * 0.02 > 1.0  # one thread until the slow worker was done
 
 
 def dies_in_a_worker(report):
@@ -173,7 +150,6 @@ def test_a_task_whose_worker_died_runs_here():
 def test_a_worker_stopped_mid_write_leaves_no_file_behind(tmp_path):
     """One task fails; the parent stops the other worker while it writes: its file is removed,
     as on any interruption (probe.io.atomic_writer), not left half-written."""
-    import time
     from probe.io import atomic_writer
 
     def fails_soon(report):

@@ -231,10 +231,11 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
             n = len(x)
             e = (eps_all if eps_all.ndim == 0 else eps_all[start:start + n]).expand(n).to(device, x.dtype)
             a = (alpha_all if alpha_all.ndim == 0 else alpha_all[start:start + n]).expand(n).to(device, x.dtype)
+            tick = None if progress is None else partial(_tick, progress, start)
             out.append(_pgd_batch(model, x, goal[start:start + n].to(device), e, a, norm=norm,
                                   steps=steps, random=random_start, restarts=restarts,
                                   targeted=targeted, early_stop=early_stop, generator=generator,
-                                  precision=precision, tick=None if progress is None else partial(_tick, progress, start)).cpu())
+                                  precision=precision, tick=tick).cpu())
             if progress is not None:
                 progress(start + n)
     return torch.cat(out) if out else torch.empty(0, *images.shape[1:], dtype=model_dtype(model))

@@ -237,8 +237,8 @@ def run_side_by_side(folders: list[ModelFolder], steps: list[Step], joint: list[
     that has model_parts (robustness), its parts (each model's attack, in chunks of images),
     finished here. They go into the report's cache, from which the report then reads them. The
     per-model analyses run many small kernels and draw figures, which scale badly over threads; an
-    attack scales well, but beside them the cores stay busy. Returns how many results were made. A per-model step that
-    fails in a worker is left to the report, which runs it again and says why."""
+    attack scales well, but beside them the cores stay busy. Returns how many results were made.
+    A per-model step that fails in a worker is left to the report, which runs it again and says why."""
     pending = [(folder, step) for step in sorted(steps, key=_longest_first) for folder in folders
                if not step.skip(folder) and not _cache_holds(step, [folder], _step_out(out, folder, step), contexts)]
     parted = [step for step in joint if step.entry.model_parts is not None and step.entry.needs_model
