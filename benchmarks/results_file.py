@@ -36,8 +36,9 @@ def flags_line() -> str:
     flags = cpu_flags()
     have = [f for f in CPU_FLAGS if flags[f]]
     lacking = [f for f in CPU_FLAGS if not flags[f]]
+    missing = f" (no {', '.join(lacking)})" if lacking else ""
     return (f"CPU: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; flags {', '.join(have) or 'none'}"
-            f" (no {', '.join(lacking)}); torch kernels {flags['torch_cpu_capability']}")
+            f"{missing}; torch kernels {flags['torch_cpu_capability']}")
 
 
 def write_json(path: Path | None, doc: dict) -> None:

@@ -14,6 +14,7 @@ from probe.models import (Classifier, Normalize, ResNet, ResNetConfig, ShortcutA
                           build_model, count_macs, count_parameters, get_config, list_presets,
                           zoo_table)
 from probe.models import classifier as classifier_module
+from probe.models import fused
 from probe.models import resnet as resnet_module
 
 COMBOS = list(itertools.product(("basic", "bottleneck"), (False, True), ("A", "B", "none")))
@@ -526,3 +527,97 @@ def test_the_inference_copy_is_made_once_and_again_when_the_weights_change():
     third = inference_copy(model)
     assert third is not second
     torch.testing.assert_close(third(x), model(x), rtol=0, atol=1e-5)
+
+
+# ---- fused kernels in inference passes -----------------------------------------------------------
+
+needs_onednn = pytest.mark.skipif(not fused.AVAILABLE, reason="torch built without oneDNN")
+
+def _unfused(fast: nn.Module) -> nn.Module:
+    """The same folded copy with the fused passes off: what each inference pass computed before."""
+    import copy
+    plain = copy.deepcopy(fast)
+    for block in plain.net.blocks():
+        block.fused_inference = False
+    plain.net.stem_fused = False
+    return plain
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """How often each fused kernel ran."""
+    calls = {"conv_relu": 0, "conv_add": 0}
+    for name in calls:
+        def spy(*args, _real=getattr(fused, name), _name=name, **kw):
+            calls[_name] += 1
+            return _real(*args, **kw)
+        monkeypatch.setattr(fused, name, spy)
+    return calls
+
+
+@needs_onednn
+@pytest.mark.parametrize("arch, changes, stem_fused", [
+    ("resnet8", {}, True), ("resnet8", {"shortcut": "B"}, True), ("plain8", {}, True),
+    ("preact_resnet8", {"shortcut": "B"}, False), ("preact_resnet8", {"shortcut": "A"}, False),
+    ("resnet11_bottleneck", {"shortcut": "B"}, True), ("resnet8", {"stem": "imagenet"}, True)])
+def test_inference_passes_fuse_with_the_same_logits_bit_for_bit(arch, changes, stem_fused, fused_calls):
+    """conv→ReLU and conv+shortcut→ReLU as one oneDNN kernel give exactly the numbers of the
+    separate ops (the post-op acts on the same float32 accumulator), in both memory layouts."""
+    from probe.models.inference import inference_copy
+    cfg = dataclasses.replace(get_config(arch, num_classes=5, in_channels=3, width=0.5), **changes)
+    model = _with_statistics(Classifier(ResNet(cfg), [0.4] * 3, [0.2] * 3))
+    fast = inference_copy(model)
+    assert all(b.fused_inference for b in fast.net.blocks()) and fast.net.stem_fused == stem_fused
+    plain = _unfused(fast)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        with torch.inference_mode():
+            expected = plain(inp)
+            before = dict(fused_calls)
+            got = fast(inp)
+        assert torch.equal(got, expected)
+        blocks = len(fast.net.blocks())
+        assert fused_calls["conv_relu"] - before["conv_relu"] >= blocks + stem_fused
+        assert fused_calls["conv_add"] - before["conv_add"] == (blocks if arch != "plain8" else 0)
+    torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)  # and the model's own logits
+
+
+@needs_onednn
+def test_a_pass_that_anything_could_tell_apart_is_not_fused(fused_calls):
+    """Gradients, a hook on an inner module (captum's layer methods, Grad-CAM), a replaced ReLU
+    (Guided Backprop), another dtype, autocast: every module runs as itself, with its numbers."""
+    from probe.models.inference import inference_copy
+    model = _with_statistics(Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1, width=0.5)),
+                                        [0.5], [0.25]))
+    fast = inference_copy(model)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = _unfused(fast)(x)
+    # gradients recorded
+    inp = x.clone().requires_grad_()
+    out = fast(inp)
+    assert out.requires_grad and fused_calls == {"conv_relu": 0, "conv_add": 0}
+    torch.testing.assert_close(out.detach(), reference, rtol=0, atol=0)
+    # a forward hook on a conv inside a block still sees its output, once per pass
+    seen = []
+    conv = fast.net.stages.stage2[0].conv1
+    handle = conv.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        assert torch.equal(fast(x), reference)
+    handle.remove()
+    assert len(seen) == 1 and fused_calls["conv_relu"] > 0  # the other blocks still fuse
+    # a ReLU whose forward is replaced on the instance (Guided Backprop's way) is called
+    relu = fast.net.stages.stage1[0].relu1
+    relu.forward = lambda t: seen.append("relu") or t.clamp_min(0)
+    with torch.no_grad():
+        assert torch.equal(fast(x), reference)
+    del relu.forward
+    assert seen[-1] == "relu"
+    # float64, and bf16 autocast, run the separate ops
+    counts = dict(fused_calls)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.double()(x.double()).float(), reference, rtol=1e-5, atol=1e-5)
+        fast.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert fast(x).dtype == torch.bfloat16
+    assert fused_calls == counts

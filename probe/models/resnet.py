@@ -44,6 +44,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from probe.errors import ConfigError
+from probe.models import fused
 from probe.models.config import ResNetConfig, _layout
 
 # ---- building blocks ------------------------------------------------------------------------
@@ -89,6 +90,8 @@ class PostActBlock(nn.Module):
     addition (after the last BN in the plain twin, which has no shortcut).
     """
 
+    fused_inference = False  # set by ResNet.fold_batchnorm_ where fusable: inference passes fuse
+
     def __init__(self, layout, in_ch: int, shortcut: nn.Module | None, norm):
         super().__init__()
         self.n = len(layout)
@@ -102,7 +105,23 @@ class PostActBlock(nn.Module):
     def last_bn(self) -> nn.BatchNorm2d:
         return getattr(self, f"bn{self.n}")
 
+    def fusable(self) -> bool:
+        """Every BN folded, every conv and ReLU plain: inference passes can fuse (fold_batchnorm_)."""
+        return all(fused.plain_conv(getattr(self, f"conv{i}")) and fused.folded_bn(getattr(self, f"bn{i}"))
+                   and fused.plain_relu(getattr(self, f"relu{i}")) for i in range(1, self.n + 1))
+
+    def _fused_forward(self, x):  # conv→ReLU as one kernel, the last conv with the addition and ReLU
+        out = x
+        for i in range(1, self.n):
+            out = fused.conv_relu(getattr(self, f"conv{i}"), out)
+        last = getattr(self, f"conv{self.n}")
+        if self.shortcut is None:
+            return fused.conv_relu(last, out)
+        return fused.conv_add(last, out, self.shortcut(x), relu=True)
+
     def forward(self, x):
+        if self.fused_inference and fused.usable(x, self.children()):
+            return self._fused_forward(x)
         out = x
         for i in range(1, self.n + 1):
             out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
@@ -120,6 +139,8 @@ class PreActBlock(nn.Module):
     authors' code, so the projection sees normalized features; an identity takes x itself.
     """
 
+    fused_inference = False  # set by ResNet.fold_batchnorm_ where fusable: inference passes fuse
+
     def __init__(self, layout, in_ch: int, shortcut: nn.Module | None, norm):
         super().__init__()
         self.n = len(layout)
@@ -134,7 +155,25 @@ class PreActBlock(nn.Module):
     def last_bn(self) -> nn.BatchNorm2d:
         return getattr(self, f"bn{self.n}")  # zeroed, the last conv sees zeros
 
+    def fusable(self) -> bool:
+        """The BN after each conv but the last folded, convs and ReLUs plain (fold_batchnorm_)."""
+        return all(fused.plain_conv(getattr(self, f"conv{i}")) for i in range(1, self.n + 1)) \
+            and all(fused.folded_bn(getattr(self, f"bn{i}")) and fused.plain_relu(getattr(self, f"relu{i}"))
+                    for i in range(2, self.n + 1))
+
+    def _fused_forward(self, x):  # conv{i} with the ReLU after the folded bn{i+1}; the last with the addition
+        out = self.relu1(self.bn1(x))
+        shortcut_in = out if self.shortcut_preact else x
+        for i in range(1, self.n):
+            out = fused.conv_relu(getattr(self, f"conv{i}"), out)
+        last = getattr(self, f"conv{self.n}")
+        if self.shortcut is None:
+            return last(out)
+        return fused.conv_add(last, out, self.shortcut(shortcut_in), relu=False)
+
     def forward(self, x):
+        if self.fused_inference and fused.usable(x, self.children()):
+            return self._fused_forward(x)
         out, shortcut_in = x, x
         for i in range(1, self.n + 1):
             out = getattr(self, f"relu{i}")(getattr(self, f"bn{i}")(out))
@@ -226,7 +265,8 @@ class ResNet(nn.Module):
         that conv's weight and bias (w·γ/σ, (b − μ)·γ/σ + β, exact up to rounding) and replaced
         by an Identity. Post-activation: conv{i}→bn{i}, the stem and shortcut B; pre-activation:
         conv{i}→bn{i+1} inside a block (bn1 and `final` see a sum, and stay). Module names and
-        ReLUs are kept, so Grad-CAM's layer and Guided Backprop's hooks find theirs."""
+        ReLUs are kept, so Grad-CAM's layer and Guided Backprop's hooks find theirs. What is left
+        is marked for the fused kernels of inference passes (probe.models.fused)."""
         self.eval()
         _fold(self.stem, "conv", "bn")
         for block in self.blocks():
@@ -236,6 +276,10 @@ class ResNet(nn.Module):
                 _fold(block, f"conv{c}", f"bn{b}")
             if isinstance(block.shortcut, nn.Sequential):
                 _fold(block.shortcut, "conv", "bn")
+            block.fused_inference = block.fusable()
+        stem = self.stem
+        self.stem_fused = all(hasattr(stem, k) for k in ("conv", "bn", "relu")) and fused.plain_conv(stem.conv) \
+            and fused.folded_bn(stem.bn) and fused.plain_relu(stem.relu)
         return self
 
     @property
@@ -245,8 +289,17 @@ class ResNet(nn.Module):
         number of stages."""
         return self.final if self.config.preact else self.stages[-1]
 
+    stem_fused = False  # fold_batchnorm_: the stem's conv→ReLU as one kernel in inference passes
+
+    def _stem(self, x):
+        stem = self.stem
+        if not (self.stem_fused and fused.usable(x, (stem, *stem.children()))):
+            return stem(x)
+        x = fused.conv_relu(stem.conv, x)
+        return stem.pool(x) if hasattr(stem, "pool") else x
+
     def forward_features(self, x):  # (N, C_in, H, W) → (N, C_last, h, w), before pooling
-        x = self.stem(x)  # (N, C0, H, W); /4 with the imagenet stem
+        x = self._stem(x)  # (N, C0, H, W); /4 with the imagenet stem
         x = self.stages(x)  # (N, C_last, H/2^(K-1), W/2^(K-1))
         return self.final(x)
 
