@@ -372,3 +372,39 @@ def test_training_beside_busy_processes_takes_one_thread_and_says_so(tmp_path, m
     train(tiny_config(epochs=1), tmp_path / "m", splits=tiny_splits(), callbacks=[seen, ProgressPrinter(stream, bar=False)])
     assert seen.threads == 1 and torch.get_num_threads() == before
     assert f"1 thread(s) (other processes keep {os.cpu_count():.1f} of {os.cpu_count()} cores busy)" in stream.getvalue()
+
+
+@pytest.mark.parametrize("arch, shortcut", [("resnet8", "A"), ("resnet8", "B"), ("plain8", "A"),
+                                            ("preact_resnet8", "A"), ("preact_resnet8", "B"),
+                                            ("resnet11_bottleneck", "B")])
+def test_steps_with_relus_in_place_train_exactly_as_without(arch, shortcut):
+    """The step's ReLUs run in place (one write of every activation less); the weights after
+    two steps are bit for bit those of the same steps with the usual ReLUs, and outside the step
+    every ReLU is as built (hooks and captum see the model's own modules)."""
+    from dataclasses import replace as dc_replace
+
+    from probe.data.augment import default_augment
+    from probe.models import Classifier, ResNet, get_config
+    from probe.train import trainer as trainer_module
+    data = tiny_splits(64)["train"]
+    cfg = tiny_config(arch=arch, epochs=1, batch_size=32)
+    weights = []
+    for in_place in (True, False):
+        torch.manual_seed(0)
+        net = ResNet(dc_replace(get_config(arch, num_classes=10, in_channels=1, width=0.5), shortcut=shortcut))
+        model = Classifier.from_spec(net, data.spec)
+        trainer = trainer_module.Trainer(model, data, None, cfg, default_augment(data.spec), device=torch.device("cpu"))
+        relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+        assert len(trainer._relus) == len(relus) > 0
+        if not in_place:
+            trainer._relus = []
+        seen = []
+        for m in relus:  # what each ReLU is set to while the step runs
+            m.register_forward_pre_hook(lambda mod, inp: seen.append(mod.inplace))
+        trainer._train_epoch(0)
+        assert seen and all(v == in_place for v in seen)
+        assert not any(m.inplace for m in relus)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert trainer_module.relus_in_place(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())) == []

@@ -15,7 +15,9 @@ from probe.data.augment import AugmentConfig, augment_batch, eval_view
 from probe.data.batches import epoch_permutation, shard_batches, step_generator
 from probe.data.imageset import ImageSet
 from probe.errors import TrainingError
+from probe.models.classifier import Classifier
 from probe.models.inference import to_input
+from probe.models.resnet import ResNet
 from probe.train.adversarial import RobustValidation, perturb
 from probe.train.callbacks import BestEpoch, Callback, Validation  # noqa: F401  (Callback re-exported)
 from probe.train.config import TrainConfig
@@ -31,6 +33,31 @@ class TrainState:
     elapsed: float = 0.0  # seconds of training and validation, summed over resumed sessions
     train_seconds: float = 0.0  # of which in training steps: the images/s denominator
     images_seen: int = 0
+
+
+def relus_in_place(model: torch.nn.Module) -> list[torch.nn.ReLU]:
+    """The ReLUs a training step may run in place: every one of a probe ResNet, where each ReLU
+    follows a BatchNorm or an addition, neither of which needs its output for its gradient
+    (autograd would raise, not go wrong, if one did). In place, the step writes each activation
+    once less: +6-7% img/s in fp32 and bf16 (2-core AVX-512 CPU, resnet20 at CIFAR's shape).
+    Other networks keep their ReLUs as they are."""
+    net = model.net if isinstance(model, Classifier) else model
+    if not isinstance(net, ResNet):
+        return []
+    return [m for m in net.modules() if type(m) is torch.nn.ReLU and not m.inplace]
+
+
+@contextlib.contextmanager
+def in_place(relus: list[torch.nn.ReLU]):
+    """Those ReLUs in place for the forward pass of a step only: hooks, captum and callbacks
+    outside it see the model's usual modules."""
+    for m in relus:
+        m.inplace = True
+    try:
+        yield
+    finally:
+        for m in relus:
+            m.inplace = False
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -84,6 +111,8 @@ class Trainer:
             self.forward = DDP(self.model, device_ids=ids, broadcast_buffers=False)
         if config.compile:
             self.forward = torch.compile(self.forward)
+        # compiled code fuses the ReLUs itself, and a flag flipped each step would recompile it
+        self._relus = [] if config.compile else relus_in_place(self.model)
         self.state = TrainState()
         self.history: list[dict] = []
 
@@ -148,7 +177,7 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimizer step → (objective, plain cross-entropy, wrong count), detached sums."""
-        with autocast_context(self.device, self.cfg.precision):
+        with autocast_context(self.device, self.cfg.precision), in_place(self._relus):
             logits = self.forward(x)
         logits = logits.float()
         objective = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
