@@ -2,6 +2,7 @@
 other host; the PDF opens with its sections' titles as text and vector figures; the cache is
 used on a second run and invalidated when the weights change; and the page in a real browser
 (headless Chromium) loads every image with no error and no request."""
+import contextlib
 import hashlib
 import json
 import os
@@ -74,9 +75,40 @@ def report(tmp_path_factory, mnist_dir):
     for name in ("tiny-a", "tiny-b"):
         write_history(models / name)
     out = root / "out"
-    with overlaps_in_saved_figures() as overlaps:  # checked as the figures are drawn: no extra drawing
+    # checked as the figures are drawn (no extra drawing), and the data read counted as it is read
+    with overlaps_in_saved_figures() as overlaps, counted_data_passes() as passes:
         result = run_report([models / "tiny-a", models / "tiny-b"], data_dir=mnist_dir, out=out, plan=small_plan(models))
+    result.passes = passes
     return result, out, models, mnist_dir, overlaps
+
+
+@contextlib.contextmanager
+def counted_data_passes():
+    """Each split load ("loads") and each pass of class_probabilities over a whole test split
+    ("whole_split": its length) while inside; everything else runs as it is."""
+    from probe.analysis.base import clear_split_cache
+    from probe.models.folder import ModelFolder
+    import probe.methods.common as common
+    passes = {"loads": [], "whole_split": [], "split_lengths": []}
+    real_load, real_probabilities = ModelFolder.load_split, common.class_probabilities
+
+    def load(self, split, data_dir=None):
+        passes["loads"].append(split)
+        data = real_load(self, split, data_dir)
+        passes["split_lengths"].append(len(data.labels))
+        return data
+
+    def probabilities(model, images, **kw):
+        passes["whole_split"].extend([len(images)] if len(images) in passes["split_lengths"] else [])
+        return real_probabilities(model, images, **kw)
+    clear_split_cache()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ModelFolder, "load_split", load)
+        for module in ("probe.analysis.base", "probe.analysis.misclassified", "probe.analysis.fooling",
+                       "probe.analysis.robustness", "probe.analysis.saliency"):
+            mp.setattr(f"{module}.class_probabilities", probabilities)
+        yield passes
+    clear_split_cache()
 
 
 def small_plan(models: Path, names=("tiny-a", "tiny-b")):
@@ -171,35 +203,12 @@ def test_every_figure_is_there_once_by_name(report):
     assert any("natural style" in c for c in captions)
 
 
-def test_one_model_loads_its_test_split_once(tmp_path, mnist_dir, monkeypatch):
-    from probe.analysis.base import clear_split_cache
-    from probe.models.folder import ModelFolder
-    models = tmp_path / "trained_models"
-    write_tiny_model(models / "tiny-c", seed=2)
-    write_history(models / "tiny-c")
-    loads, whole_split_passes = [], []
-    real = ModelFolder.load_split
-    monkeypatch.setattr(ModelFolder, "load_split", lambda self, split, data_dir=None:
-                        loads.append(split) or real(self, split, data_dir))
-    import probe.methods.common as common
-    real_probabilities = common.class_probabilities
-
-    def counted(model, images, **kw):  # the passes over the whole test split (the fixture's 60 images)
-        whole_split_passes.extend([len(images)] if len(images) == n_test else [])
-        return real_probabilities(model, images, **kw)
-    for module in ("probe.analysis.base", "probe.analysis.misclassified", "probe.analysis.fooling",
-                   "probe.analysis.robustness", "probe.analysis.saliency"):
-        monkeypatch.setattr(f"{module}.class_probabilities", counted)
-    clear_split_cache()
-    plan = small_plan(models, ["tiny-c"])
-    n_test = len(read_model_folder(models / "tiny-c").load_split("test", mnist_dir).labels)
-    loads.clear()
-    done = run_report([models / "tiny-c"], data_dir=mnist_dir, out=tmp_path / "out", plan=plan, formats=("html",))
-    assert loads == ["test"]
-    # misclassified, fooling from the data, robustness's clean accuracy and saliency's choice share one pass
-    assert whole_split_passes == [n_test]
-    assert done.result["figures"] == len(expected_figures(("tiny-c",), tmp_path / "out"))
-    clear_split_cache()
+def test_each_model_loads_its_test_split_once_and_passes_over_it_once(report):
+    """Misclassified, fooling from the data, robustness's clean accuracy and saliency's choice of
+    images share one pass over the test split per model."""
+    passes = report[0].passes
+    assert passes["loads"] == ["test", "test"]  # tiny-a's class names differ: a split of its own
+    assert sorted(passes["whole_split"]) == sorted(passes["split_lengths"])
 
 
 def test_hostile_names_are_shown_as_text(report):
