@@ -621,3 +621,23 @@ def test_a_pass_that_anything_could_tell_apart_is_not_fused(fused_calls):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert fast(x).dtype == torch.bfloat16
     assert fused_calls == counts
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_shortcut_a_takes_every_second_pixel_and_its_gradient_keeps_channels_last(size):
+    """Option A: x[:, :, ::2, ::2] with zero channels appended, for even and odd sizes; the
+    gradient comes back in the input's layout (a slice's is NCHW, and each elementwise op of the
+    backward pass that met it beside a channels_last tensor ran 5-10× slower)."""
+    short = ShortcutA(3, 5, 2)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    expected = torch.cat([x[:, :, ::2, ::2], torch.zeros(2, 2, (size + 1) // 2, (size + 1) // 2)], 1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        inp = x.contiguous(memory_format=layout).requires_grad_()
+        out = short(inp)
+        assert torch.equal(out, expected)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=layout)
+        grad, = torch.autograd.grad(out, inp, g)
+        assert grad.is_contiguous(memory_format=layout)
+        want = torch.zeros_like(x)
+        want[:, :, ::2, ::2] = g[:, :3]
+        assert torch.equal(grad, want)
