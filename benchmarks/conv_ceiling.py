@@ -27,19 +27,21 @@ def conv_inputs(model: torch.nn.Module, input_shape) -> list[tuple[torch.nn.Conv
 class ConvWork:
     """The model's convolutions on a batch: forward, then backward to the inputs' gradients (every
     conv's, or every one but the first: training needs none for the images) and, with
-    weight_grads, the weights' (training; saliency needs none)."""
+    weight_grads, the weights' (training; saliency needs none). dtype: of the inputs and weights
+    (bfloat16: what the convolutions of a bf16 autocast step compute in)."""
 
     def __init__(self, model: torch.nn.Module, input_shape, batch_size: int, *, weight_grads: bool,
-                 first_input_grad: bool, seed: int = 0):
+                 first_input_grad: bool, seed: int = 0, dtype: torch.dtype = torch.float32):
         gen = torch.Generator().manual_seed(seed)
         self.convs = conv_inputs(model, input_shape)
         self.work = []
         for i, (conv, shape) in enumerate(self.convs):
-            x = torch.randn(batch_size, *shape, generator=gen)
+            x = torch.randn(batch_size, *shape, generator=gen).to(dtype)
             x = x.contiguous(memory_format=torch.channels_last).requires_grad_(i > 0 or first_input_grad)
             fresh = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                                     conv.padding, groups=conv.groups, bias=False)
-            self.work.append((fresh.to(memory_format=torch.channels_last).requires_grad_(weight_grads), x))
+            fresh = fresh.to(dtype=dtype, memory_format=torch.channels_last)
+            self.work.append((fresh.requires_grad_(weight_grads), x))
         self.batch_size = batch_size
 
     def run(self) -> None:

@@ -121,11 +121,13 @@ class ConvsOnlySide:
     """The ceiling: only the convolutions of probe's network (conv_ceiling.ConvWork: each fed a
     random input of its shape, channels_last), forward and backward (input and weight gradients;
     the stem's input needs none, as in training), --steps times. No BatchNorm, ReLU, addition,
-    loss, optimizer or data: what a step would cost if everything but the convs were free."""
-    name = "convs only (CL)"
+    loss, optimizer or data: what a step would cost if everything but the convs were free. In
+    bf16 (inputs and weights), the ceiling of a bf16 step."""
 
-    def __init__(self, model: torch.nn.Module, input_shape, batch_size: int, steps: int):
-        self.convs = ConvWork(model, input_shape, batch_size, weight_grads=True, first_input_grad=False)
+    def __init__(self, model: torch.nn.Module, input_shape, batch_size: int, steps: int, precision: str = "fp32"):
+        self.name = "convs only (CL)" if precision == "fp32" else f"convs only {precision} (CL)"
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.convs = ConvWork(model, input_shape, batch_size, weight_grads=True, first_input_grad=False, dtype=dtype)
         self.flops_per_image = 3 * 2 * sum(forward_macs(conv, tuple(shape)) for conv, shape in self.convs.convs)
         self.steps, self.batch_size = steps, batch_size
 
@@ -327,14 +329,15 @@ def print_summary(args, results: dict, gemm: dict, loads, rss: dict) -> None:
     ref_name = ReferenceSide.name
     print(f"\n{ARCH} {args.shape} batch {args.batch_size}: median of {args.repeats} repeats "
           f"× {args.steps} steps (warm-up excluded)")
-    print(f"  {'side':<15} {'img/s':>9} {'min':>8} {'max':>8} {'× ref':>7} {'paired':>7} "
+    width = max(15, *map(len, results))
+    print(f"  {'side':<{width}} {'img/s':>9} {'min':>8} {'max':>8} {'× ref':>7} {'paired':>7} "
           f"{'w/ warm-up':>11} {'GFLOP/s':>8} {'of peak':>8} │ {'img/CPU-s':>9} {'× ref':>6} "
           f"{'of peak':>8}")
     for name, res in results.items():
         ips = res["images_per_second"]
         ratio = f"{res['ratio_of_medians']:7.2f} {res['median_paired_ratio']:7.2f}" \
             if name != ref_name else f"{'1.00':>7} {'':>7}"
-        print(f"  {name:<15} {res['median_images_per_second']:9.1f} {min(ips):8.1f} "
+        print(f"  {name:<{width}} {res['median_images_per_second']:9.1f} {min(ips):8.1f} "
               f"{max(ips):8.1f} {ratio} {res['with_warmup_images_per_second']:11.1f} "
               f"{res['median_gflops']:8.1f} {res['fraction_of_gemm_peak']:8.0%} "
               f"│ {res['median_images_per_cpu_second']:9.1f} {res.get('ratio_per_cpu_second', 1):6.2f} "
@@ -348,6 +351,7 @@ def print_summary(args, results: dict, gemm: dict, loads, rss: dict) -> None:
           f"{gemm['median_gflops_per_cpu_second']:.1f}")
     print("  right of │: per CPU second of this process and its DataLoader workers (less affected "
           "by other processes; with 1 thread, per core)")
+    print("  of peak: of the fp32 GEMM's; bf16 sides can pass 100% where bf16 is native (AMX, avx512_bf16)")
     flags = cpu_flags()
     print("  CPU: " + ", ".join(f"{f} {'yes' if flags[f] else 'no'}" for f in CPU_FLAGS)
           + f"; torch kernels: {flags['torch_cpu_capability']}")
@@ -371,7 +375,8 @@ def main(argv=None) -> dict:
     if args.convs_only:
         torch.manual_seed(0)
         arch = get_config(ARCH, num_classes=spec.num_classes, in_channels=spec.channels, width=width)
-        sides.append(ConvsOnlySide(ResNet(arch), shape, args.batch_size, args.steps))
+        sides += [ConvsOnlySide(ResNet(arch), shape, args.batch_size, args.steps, p)
+                  for p in sorted(set(args.precision), key=["fp32", "bf16"].index)]
     sides.append(ReferenceSide(data, width, args.batch_size, args.workers))
     flops = {s.name: getattr(s, "flops_per_image", None) or train_flops_per_image(s.model, shape)
              for s in sides}
