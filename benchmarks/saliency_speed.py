@@ -69,8 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default 5)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for both sides (default torch's own, %d here)" % torch.get_num_threads())
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "saliency-speed.json",
-                   help="where to write every timing (default benchmarks/results/saliency-speed.json)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="where to write every timing (default benchmarks/results/saliency-speed-<ISA>.json, "
+                        "the instruction set torch's kernels use here: avx2, avx512, ...)")
     args = p.parse_args(argv)
     if args.n < 1 or args.repeats < 1:
         p.error("--n and --repeats must be at least 1")
@@ -200,6 +201,9 @@ def main(argv=None) -> dict:
                         "speedup": total_c / total_p,
                         "speedup_paired": statistics.median(c / p for p, c in zip(all_times["probe"], all_times["captum"]))},
     }
+    if args.json is None:  # one file per instruction set: a run elsewhere does not replace this machine's
+        isa = torch.backends.cpu.get_cpu_capability().lower()
+        args.json = ROOT / "benchmarks" / "results" / f"saliency-speed-{isa}.json"
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
