@@ -4,7 +4,7 @@ oneDNN can run a convolution together with the ReLU after it, or with the residu
 that ReLU, as one kernel (post-ops): each activation is written once, where separate ops read and
 write it again for the ReLU and again for the addition. The numbers are the same (the post-op
 acts on the float32 accumulator the plain convolution would write; tests compare bitwise), and a
-forward pass of resnet20 is 1.10-1.16× faster on a 2-core AVX-512 CPU (benchmarks/inference_speed.py):
+forward pass of resnet20 is 1.05-1.22× faster on a 2-core AVX-512 CPU (benchmarks/inference_speed.py):
 occlusion, the misclassified and robustness passes of a report, predictions.
 
 Used only where nothing can tell the difference: no gradient being recorded, no autocast,

@@ -220,6 +220,8 @@ class ResNet(nn.Module):
     `net.stages.stage1[0].relu1` a ReLU.
     """
 
+    stem_fused = False  # set by fold_batchnorm_: the stem's conv→ReLU as one kernel in inference passes
+
     def __init__(self, config: ResNetConfig):
         super().__init__()
         self.config = cfg = config
@@ -292,8 +294,6 @@ class ResNet(nn.Module):
         (the last block's output post-activation; `final`'s BN→ReLU pre-activation), for any
         number of stages."""
         return self.final if self.config.preact else self.stages[-1]
-
-    stem_fused = False  # fold_batchnorm_: the stem's conv→ReLU as one kernel in inference passes
 
     def _stem(self, x):
         stem = self.stem
