@@ -593,11 +593,22 @@ def test_a_pass_that_anything_could_tell_apart_is_not_fused(fused_calls):
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         reference = _unfused(fast)(x)
-    # gradients recorded
+    # gradients recorded: for the input, or for a parameter
     inp = x.clone().requires_grad_()
     out = fast(inp)
     assert out.requires_grad and fused_calls == {"conv_relu": 0, "conv_add": 0}
     torch.testing.assert_close(out.detach(), reference, rtol=0, atol=0)
+    conv = fast.net.blocks()[-1].conv2
+    conv.weight.requires_grad_(True)
+    out = fast(x)
+    conv.weight.requires_grad_(False)
+    assert out.grad_fn is not None and fused_calls["conv_add"] == len(fast.net.blocks()) - 1  # all blocks before it
+    torch.testing.assert_close(out.detach(), reference, rtol=0, atol=0)
+    # grad mode on, but nothing needing a gradient (Grad-CAM's pass up to its layer): fused
+    before = dict(fused_calls)
+    out = fast(x)
+    assert out.grad_fn is None and torch.equal(out, reference)
+    assert fused_calls["conv_add"] - before["conv_add"] == len(fast.net.blocks())
     # a forward hook on a conv inside a block still sees its output, once per pass
     seen = []
     conv = fast.net.stages.stage2[0].conv1

@@ -2,6 +2,7 @@
 independence, the caller's model left as found, grayscale / RGB / SFDDD's crop, user images,
 the method registry (one place per method), Guided Backprop on in-place or reused ReLUs, the public API on a foreign model in float32 and float64, and the command (its
 files and its error cases)."""
+import copy
 import io
 import json
 import warnings
@@ -287,6 +288,11 @@ def test_gradcam_and_guided_equal_captums_and_leave_the_relus_as_they_were(which
     assert guided.abs().max() > 0 and gradcam.abs().max() > 0
     torch.testing.assert_close(guided, guided_captum, rtol=0, atol=1e-12)
     torch.testing.assert_close(gradcam, cam_captum, rtol=0, atol=1e-12)
+    # a frozen copy (probe's working copies): autograd records only from the layer on, same map
+    from probe.methods.saliency import layer_name
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    cam_frozen = _gradcam(frozen, x.clone(), t, SaliencyConfig(), layer_name(model, layer))
+    torch.testing.assert_close(cam_frozen, cam_captum, rtol=0, atol=1e-12)
     # Guided differs from the plain gradient (negative gradients are cut at every ReLU).
     plain = x.clone().requires_grad_()
     grad, = torch.autograd.grad(model(plain).gather(1, t[:, None]).sum(), plain)

@@ -118,12 +118,22 @@ def _black(x: torch.Tensor, config: SaliencyConfig) -> torch.Tensor:
 
 def _gradcam(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
     """captum's LayerGradCam (relu_attributions) and LayerAttribution.interpolate, computed here:
-    the same numbers without captum's per-call hook machinery (benchmarks/saliency_speed.py)."""
+    the same numbers without captum's per-call hook machinery (benchmarks/saliency_speed.py).
+    Only the layer's gradient is needed, so autograd records from the layer on: the pass up to it
+    (of a frozen working copy) runs as inference, fused where it can (probe.models.fused)."""
     module = resolve_layer(model, layer)
     outputs = []
-    hook = module.register_forward_hook(lambda _m, _inp, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+
+    def keep(_m, _inp, out):
+        first = out[0] if isinstance(out, tuple) else out
+        if not first.requires_grad:  # nothing before the layer needs a gradient: recorded from here on
+            first = first.detach().requires_grad_()
+            out = (first, *out[1:]) if isinstance(out, tuple) else first
+        outputs.append(first)
+        return out
+    hook = module.register_forward_hook(keep)
     try:
-        score = model(x.requires_grad_()).gather(1, t[:, None]).sum()
+        score = model(x.detach()).gather(1, t[:, None]).sum()
     finally:
         hook.remove()
     acts = outputs[-1]  # (m, c, h', w'): the layer's output (its last call, as captum's hook keeps)

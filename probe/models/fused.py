@@ -7,7 +7,8 @@ acts on the float32 accumulator the plain convolution would write; tests compare
 forward pass of resnet20 is 1.05-1.22× faster on a 2-core AVX-512 CPU (benchmarks/inference_speed.py):
 occlusion, the misclassified and robustness passes of a report, predictions.
 
-Used only where nothing can tell the difference: no gradient being recorded, no autocast,
+Used only where nothing can tell the difference: no gradient being recorded (grad mode off, or
+neither the input nor a parameter needing one: Grad-CAM's pass up to its layer), no autocast,
 float32 on the CPU, not under torch.compile, and no hook or replaced forward on any module the
 fused kernel stands in for. Grad-CAM's hooks, Guided Backprop's ReLUs and captum's layer hooks
 therefore see every module exactly as before.
@@ -46,13 +47,17 @@ def folded_bn(m: nn.Module) -> bool:
 
 def usable(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
     """Whether this pass may run fused: see the module's docstring."""
-    if not AVAILABLE or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 \
-            or x.dim() != 4 or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") \
-            or torch.compiler.is_compiling():
+    if not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 \
+            or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False
     if _module._global_forward_hooks or _module._global_forward_pre_hooks:
         return False
-    return not any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in modules)
+    modules = tuple(modules)
+    if any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in modules):
+        return False
+    # the fused kernels have no gradient: only where autograd would record nothing anyway
+    return not torch.is_grad_enabled() or not (
+        x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters(recurse=False)))
 
 
 def conv_relu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
