@@ -570,19 +570,42 @@ def test_inference_passes_fuse_with_the_same_logits_bit_for_bit(arch, changes, s
     assert all(b.fused_inference for b in fast.net.blocks()) and fast.net.stem_fused == stem_fused
     plain = _unfused(fast)
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
-        with torch.inference_mode():
-            expected = plain(inp)
-            before = dict(fused_calls)
-            got = fast(inp)
+    threads = torch.get_num_threads()
+    # one image, and one thread, make torch pick another kernel for some convs: those stay apart
+    for inp, n_threads in itertools.product((x, x.contiguous(memory_format=torch.channels_last), x[:1]),
+                                            sorted({1, threads})):
+        torch.set_num_threads(n_threads)
+        try:
+            with torch.inference_mode():
+                expected = plain(inp)
+                before = dict(fused_calls)
+                got = fast(inp)
+        finally:
+            torch.set_num_threads(threads)
         assert torch.equal(got, expected)
         blocks = len(fast.net.blocks())
         assert fused_calls["conv_relu"] - before["conv_relu"] >= blocks + stem_fused
         assert fused_calls["conv_add"] - before["conv_add"] == (blocks if arch != "plain8" else 0)
-    torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)  # and the model's own logits
+    torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)  # and the model's own logits
 
 
 @needs_onednn
+def test_a_parameter_inside_a_shortcut_that_needs_a_gradient_gets_it():
+    from probe.models.inference import inference_copy
+    cfg = dataclasses.replace(get_config("resnet8", num_classes=3, in_channels=1, width=0.5), shortcut="B")
+    fast = inference_copy(_with_statistics(Classifier(ResNet(cfg), [0.5], [0.25])))
+    plain = _unfused(fast)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    grads = []
+    for net in (fast, plain):
+        weight = net.net.stages.stage2[0].shortcut.conv.weight.requires_grad_(True)
+        grads.append(torch.autograd.grad(net(x).sum(), weight)[0])
+        weight.requires_grad_(False)
+    assert grads[1].abs().max() > 0 and torch.equal(grads[0], grads[1])
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func's own imports
 def test_a_pass_that_anything_could_tell_apart_is_not_fused(fused_calls):
     """Gradients, a hook on an inner module (captum's layer methods, Grad-CAM), a replaced ReLU
     (Guided Backprop), another dtype, autocast: every module runs as itself, with its numbers."""
@@ -609,6 +632,17 @@ def test_a_pass_that_anything_could_tell_apart_is_not_fused(fused_calls):
     out = fast(x)
     assert out.grad_fn is None and torch.equal(out, reference)
     assert fused_calls["conv_add"] - before["conv_add"] == len(fast.net.blocks())
+    # forward-mode AD and torch.func's transforms differentiate every op: the same tangents
+    counts = dict(fused_calls)
+    tangent = torch.rand(x.shape, generator=torch.Generator().manual_seed(3))
+    _, jvp_fast = torch.func.jvp(fast, (x,), (tangent,))
+    _, jvp_plain = torch.func.jvp(_unfused(fast), (x,), (tangent,))
+    assert jvp_plain.abs().max() > 0 and torch.equal(jvp_fast, jvp_plain)
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        dual = fwAD.unpack_dual(fast(fwAD.make_dual(x, tangent))).tangent
+    torch.testing.assert_close(dual, jvp_plain, rtol=0, atol=0)
+    assert fused_calls == counts
     # a forward hook on a conv inside a block still sees its output, once per pass
     seen = []
     conv = fast.net.stages.stage2[0].conv1

@@ -288,11 +288,17 @@ def test_gradcam_and_guided_equal_captums_and_leave_the_relus_as_they_were(which
     assert guided.abs().max() > 0 and gradcam.abs().max() > 0
     torch.testing.assert_close(guided, guided_captum, rtol=0, atol=1e-12)
     torch.testing.assert_close(gradcam, cam_captum, rtol=0, atol=1e-12)
-    # a frozen copy (probe's working copies): autograd records only from the layer on, same map
+    # a frozen copy (probe's working copies): autograd records only from the layer on, same map;
+    # and an in-place op after the layer sees a copy, as with captum (which keeps the layer's output)
     from probe.methods.saliency import layer_name
     frozen = copy.deepcopy(model).requires_grad_(False)
     cam_frozen = _gradcam(frozen, x.clone(), t, SaliencyConfig(), layer_name(model, layer))
     torch.testing.assert_close(cam_frozen, cam_captum, rtol=0, atol=1e-12)
+    if which == "sequential":
+        for net in (model, frozen):
+            net[3].inplace = True
+            torch.testing.assert_close(_gradcam(net, x.clone(), t, SaliencyConfig(), "2"), cam_captum, rtol=0, atol=1e-12)
+            net[3].inplace = False
     # Guided differs from the plain gradient (negative gradients are cut at every ReLU).
     plain = x.clone().requires_grad_()
     grad, = torch.autograd.grad(model(plain).gather(1, t[:, None]).sum(), plain)

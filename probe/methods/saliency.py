@@ -128,9 +128,11 @@ def _gradcam(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
         first = out[0] if isinstance(out, tuple) else out
         if not first.requires_grad:  # nothing before the layer needs a gradient: recorded from here on
             first = first.detach().requires_grad_()
-            out = (first, *out[1:]) if isinstance(out, tuple) else first
         outputs.append(first)
-        return out
+        # the network goes on with a copy: an in-place op after the layer (ReLU(inplace=True),
+        # `out += identity`) leaves the activations as the layer gave them, as captum keeps them
+        passed = first.clone()
+        return (passed, *out[1:]) if isinstance(out, tuple) else passed
     hook = module.register_forward_hook(keep)
     try:
         score = model(x.detach()).gather(1, t[:, None]).sum()

@@ -8,9 +8,10 @@ forward pass of resnet20 is 1.05-1.22× faster on a 2-core AVX-512 CPU (benchmar
 occlusion, the misclassified and robustness passes of a report, predictions.
 
 Used only where nothing can tell the difference: no gradient being recorded (grad mode off, or
-neither the input nor a parameter needing one: Grad-CAM's pass up to its layer), no autocast,
-float32 on the CPU, not under torch.compile, and no hook or replaced forward on any module the
-fused kernel stands in for. Grad-CAM's hooks, Guided Backprop's ReLUs and captum's layer hooks
+neither the input nor a parameter needing one: Grad-CAM's pass up to its layer), no forward-mode
+AD or torch.func transform, no autocast, float32 on the CPU, not under torch.compile, no hook or
+replaced forward on any module the fused kernel stands in for, and a convolution torch itself
+would run on oneDNN (a batch of one image goes to another kernel, whose sums round differently). Grad-CAM's hooks, Guided Backprop's ReLUs and captum's layer hooks
 therefore see every module exactly as before.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad as _forward_ad
 from torch.nn.modules import module as _module
 
 
@@ -50,24 +52,44 @@ def usable(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
     if not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 \
             or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False
+    # the fused kernels have no derivative: not under forward-mode AD or torch.func's transforms
+    if _forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return False
     if _module._global_forward_hooks or _module._global_forward_pre_hooks:
         return False
     modules = tuple(modules)
     if any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in modules):
         return False
-    # the fused kernels have no gradient: only where autograd would record nothing anyway
+    # ... nor a backward one: only where autograd would record nothing anyway
     return not torch.is_grad_enabled() or not (
-        x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters(recurse=False)))
+        x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters()))
+
+
+def _onednn(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether torch's own convolution runs this one on oneDNN too: only then are the fused
+    kernel's numbers the separate ops' (one image, or a 1×1 conv on one thread, goes to another
+    kernel: torch.nn.functional.conv2d picks by shape and threads)."""
+    try:
+        backend = torch._C._select_conv_backend(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                                                conv.dilation, False, (0, 0), conv.groups, None)
+    except (AttributeError, RuntimeError, TypeError):  # a torch without this query: play safe
+        return False
+    return backend == torch._C._ConvBackend.Mkldnn
 
 
 def conv_relu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """relu(conv(x)) as one kernel."""
+    """relu(conv(x)), as one kernel where torch would run the conv on oneDNN."""
+    if not _onednn(conv, x):
+        return torch.relu(conv(x))
     return torch.ops.mkldnn._convolution_pointwise(
         x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, "relu", [], "")
 
 
 def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, relu: bool) -> torch.Tensor:
-    """conv(x) + other, then relu if asked, as one kernel."""
+    """conv(x) + other, then relu if asked, as one kernel where torch would run the conv on oneDNN."""
+    if not _onednn(conv, x):
+        out = conv(x) + other
+        return torch.relu(out) if relu else out
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, other, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, "add", None,
         "relu" if relu else None, [], "" if relu else None)
