@@ -686,3 +686,18 @@ def test_shortcut_a_takes_every_second_pixel_and_its_gradient_keeps_channels_las
         want = torch.zeros_like(x)
         want[:, :, ::2, ::2] = g[:, :3]
         assert torch.equal(grad, want)
+
+
+@needs_onednn
+def test_a_module_swapped_after_folding_is_used():
+    """The blocks check what they hold at each pass: a ReLU replaced after folding is computed."""
+    from probe.models.inference import inference_copy
+    fast = inference_copy(_with_statistics(Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1,
+                                                                         width=0.5)), [0.5], [0.25])))
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    as_folded, swapped = _unfused(fast), _unfused(fast)
+    for net in (fast, swapped):
+        net.net.stages.stage1[0].relu1 = nn.Softplus()
+        net.net.stem.relu = nn.Softplus()
+    with torch.no_grad():
+        assert torch.equal(fast(x), swapped(x)) and not torch.equal(fast(x), as_folded(x))

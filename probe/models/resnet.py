@@ -124,7 +124,7 @@ class PostActBlock(nn.Module):
         return fused.conv_add(last, out, self.shortcut(x), relu=True)
 
     def forward(self, x):
-        if self.fused_inference and fused.usable(x, self.children()):
+        if self.fused_inference and fused.usable(x, self.children()) and self.fusable():  # modules swapped since?
             return self._fused_forward(x)
         out = x
         for i in range(1, self.n + 1):
@@ -176,7 +176,7 @@ class PreActBlock(nn.Module):
         return fused.conv_add(last, out, self.shortcut(shortcut_in), relu=False)
 
     def forward(self, x):
-        if self.fused_inference and fused.usable(x, self.children()):
+        if self.fused_inference and fused.usable(x, self.children()) and self.fusable():  # modules swapped since?
             return self._fused_forward(x)
         out, shortcut_in = x, x
         for i in range(1, self.n + 1):
@@ -283,10 +283,13 @@ class ResNet(nn.Module):
             if isinstance(block.shortcut, nn.Sequential):
                 _fold(block.shortcut, "conv", "bn")
             block.fused_inference = block.fusable()
-        stem = self.stem
-        self.stem_fused = all(hasattr(stem, k) for k in ("conv", "bn", "relu")) and fused.plain_conv(stem.conv) \
-            and fused.folded_bn(stem.bn) and fused.plain_relu(stem.relu)
+        self.stem_fused = self._stem_fusable()
         return self
+
+    def _stem_fusable(self) -> bool:
+        stem = self.stem
+        return all(hasattr(stem, k) for k in ("conv", "bn", "relu")) and fused.plain_conv(stem.conv) \
+            and fused.folded_bn(stem.bn) and fused.plain_relu(stem.relu)
 
     @property
     def cam_layer(self) -> nn.Module:
@@ -297,7 +300,7 @@ class ResNet(nn.Module):
 
     def _stem(self, x):
         stem = self.stem
-        if not (self.stem_fused and fused.usable(x, (stem, *stem.children()))):
+        if not (self.stem_fused and fused.usable(x, (stem, *stem.children())) and self._stem_fusable()):
             return stem(x)
         x = fused.conv_relu(stem.conv, x)
         return stem.pool(x) if hasattr(stem, "pool") else x
