@@ -544,7 +544,14 @@ def _unfused(fast: nn.Module) -> nn.Module:
 
 
 @pytest.fixture
-def fused_calls(monkeypatch):
+def fuse_any_batch(monkeypatch):
+    """The fused kernels for batches of any size (MIN_IMAGES is only a matter of speed), so that
+    tiny inputs exercise them."""
+    monkeypatch.setattr(fused, "MIN_IMAGES", 1)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch, fuse_any_batch):
     """How often each fused kernel ran."""
     calls = {"conv_relu": 0, "conv_add": 0}
     for name in calls:
@@ -590,7 +597,7 @@ def test_inference_passes_fuse_with_the_same_logits_bit_for_bit(arch, changes, s
 
 
 @needs_onednn
-def test_a_parameter_inside_a_shortcut_that_needs_a_gradient_gets_it():
+def test_a_parameter_inside_a_shortcut_that_needs_a_gradient_gets_it(fuse_any_batch):
     from probe.models.inference import inference_copy
     cfg = dataclasses.replace(get_config("resnet8", num_classes=3, in_channels=1, width=0.5), shortcut="B")
     fast = inference_copy(_with_statistics(Classifier(ResNet(cfg), [0.5], [0.25])))
@@ -689,7 +696,7 @@ def test_shortcut_a_takes_every_second_pixel_and_its_gradient_keeps_channels_las
 
 
 @needs_onednn
-def test_a_module_swapped_after_folding_is_used():
+def test_a_module_swapped_after_folding_is_used(fuse_any_batch):
     """The blocks check what they hold at each pass: a ReLU replaced after folding is computed."""
     from probe.models.inference import inference_copy
     fast = inference_copy(_with_statistics(Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1,
@@ -701,3 +708,16 @@ def test_a_module_swapped_after_folding_is_used():
         net.net.stem.relu = nn.Softplus()
     with torch.no_grad():
         assert torch.equal(fast(x), swapped(x)) and not torch.equal(fast(x), as_folded(x))
+
+
+@needs_onednn
+def test_small_batches_run_unfused_where_fusing_would_not_pay(fused_calls, monkeypatch):
+    from probe.models.inference import inference_copy
+    fast = inference_copy(Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1, width=0.25)),
+                                     [0.5], [0.25]))
+    monkeypatch.setattr(fused, "MIN_IMAGES", 3)
+    with torch.no_grad():
+        fast(torch.rand(2, 1, 8, 8))
+        assert fused_calls == {"conv_relu": 0, "conv_add": 0}
+        fast(torch.rand(3, 1, 8, 8))
+        assert fused_calls["conv_add"] == len(fast.net.blocks())

@@ -7,12 +7,14 @@ acts on the float32 accumulator the plain convolution would write; tests compare
 forward pass of resnet20 is 1.05-1.22× faster on a 2-core AVX-512 CPU (benchmarks/inference_speed.py):
 occlusion, the misclassified and robustness passes of a report, predictions.
 
-Used only where nothing can tell the difference: no gradient being recorded (grad mode off, or
-neither the input nor a parameter needing one: Grad-CAM's pass up to its layer), no forward-mode
-AD or torch.func transform, no autocast, float32 on the CPU, not under torch.compile, no hook or
-replaced forward on any module the fused kernel stands in for, and a convolution torch itself
-would run on oneDNN (a batch of one image goes to another kernel, whose sums round differently). Grad-CAM's hooks, Guided Backprop's ReLUs and captum's layer hooks
-therefore see every module exactly as before.
+Used for batches of MIN_IMAGES or more, and only where nothing can tell the difference:
+- no gradient being recorded: grad mode off, or neither the input nor a parameter needing one
+  (Grad-CAM's pass up to its layer);
+- no forward-mode AD or torch.func transform, no autocast, not under torch.compile;
+- float32 on the CPU, and a convolution that torch itself would run on oneDNN (a batch of one
+  image goes to another kernel, whose sums round differently);
+- no hook or replaced forward on any module the fused kernel stands in for, so Grad-CAM's hooks,
+  Guided Backprop's ReLUs and captum's layer hooks see every module exactly as before.
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def _kernels_available() -> bool:
 
 
 AVAILABLE = _kernels_available()
+# Below this many images a pass is no faster fused: each fused call sets up its oneDNN kernel
+# anew (resnet20 at 1×28×28, one thread: 0.83× at 2 images, 1.02× at 16, 1.20× at 64, 1.27× at 128).
+MIN_IMAGES = 64
 
 
 def plain_conv(m: nn.Module) -> bool:
@@ -50,7 +55,7 @@ def folded_bn(m: nn.Module) -> bool:
 def usable(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
     """Whether this pass may run fused: see the module's docstring."""
     if not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 \
-            or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+            or len(x) < MIN_IMAGES or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False
     # the fused kernels have no derivative: not under forward-mode AD or torch.func's transforms
     if _forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x):
