@@ -374,10 +374,10 @@ def test_training_beside_busy_processes_takes_one_thread_and_says_so(tmp_path, m
     assert f"1 thread(s) (other processes keep {os.cpu_count():.1f} of {os.cpu_count()} cores busy)" in stream.getvalue()
 
 
-@pytest.mark.parametrize("arch, shortcut", [("resnet8", "A"), ("resnet8", "B"), ("plain8", "A"),
-                                            ("preact_resnet8", "A"), ("preact_resnet8", "B"),
-                                            ("resnet11_bottleneck", "B")])
-def test_steps_with_relus_in_place_train_exactly_as_without(arch, shortcut):
+@pytest.mark.parametrize("arch, shortcut, adversarial", [
+    ("resnet8", "A", None), ("resnet8", "B", None), ("plain8", "A", None), ("preact_resnet8", "A", None),
+    ("preact_resnet8", "B", None), ("resnet11_bottleneck", "B", None), ("resnet8", "A", "pgd")])
+def test_steps_with_relus_in_place_train_exactly_as_without(arch, shortcut, adversarial):
     """The step's ReLUs run in place (one write of every activation less); the weights after
     two steps are bit for bit those of the same steps with the usual ReLUs, and outside the step
     every ReLU is as built (hooks and captum see the model's own modules)."""
@@ -387,7 +387,8 @@ def test_steps_with_relus_in_place_train_exactly_as_without(arch, shortcut):
     from probe.models import Classifier, ResNet, get_config
     from probe.train import trainer as trainer_module
     data = tiny_splits(64)["train"]
-    cfg = tiny_config(arch=arch, epochs=1, batch_size=32)
+    attack = dict(adversarial=adversarial, adv_eps=0.1, adv_steps=2) if adversarial else {}
+    cfg = tiny_config(arch=arch, epochs=1, batch_size=32, **attack)
     weights = []
     for in_place in (True, False):
         torch.manual_seed(0)

@@ -49,8 +49,8 @@ def relus_in_place(model: torch.nn.Module) -> list[torch.nn.ReLU]:
 
 @contextlib.contextmanager
 def in_place(relus: list[torch.nn.ReLU]):
-    """Those ReLUs in place for the forward pass of a step only: hooks, captum and callbacks
-    outside it see the model's usual modules."""
+    """Those ReLUs in place for the forward passes of a step only (and of its adversarial
+    images): hooks, captum and callbacks outside it see the model's usual modules."""
     for m in relus:
         m.inplace = True
     try:
@@ -206,9 +206,10 @@ class Trainer:
             lr = self._set_lr()
             x, y = self._batch(idx)
             if self.cfg.adversarial:  # the step trains on adversarial images of the batch
-                x = perturb(self.forward, x, y, method=self.cfg.adversarial, eps=self.cfg.adv_eps,
-                            steps=self.cfg.adv_steps, step_size=self.cfg.adv_step_size,
-                            generator=step_generator(self.cfg.seed + 1, self.state.step, self.rank, self.device))
+                with in_place(self._relus):
+                    x = perturb(self.forward, x, y, method=self.cfg.adversarial, eps=self.cfg.adv_eps,
+                                steps=self.cfg.adv_steps, step_size=self.cfg.adv_step_size,
+                                generator=step_generator(self.cfg.seed + 1, self.state.step, self.rank, self.device))
             objective, plain, wrong = self._step(x, y)
             sums += torch.stack([objective, plain, wrong.float()])
             seen += len(y)
