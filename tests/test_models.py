@@ -1,4 +1,5 @@
 """The ResNet family: sizes from the paper, shapes, the plain twin, gradients, captum safety."""
+import copy
 import dataclasses
 import inspect
 import itertools
@@ -533,14 +534,16 @@ def test_the_inference_copy_is_made_once_and_again_when_the_weights_change():
 
 needs_onednn = pytest.mark.skipif(not fused.AVAILABLE, reason="torch built without oneDNN")
 
-def _unfused(fast: nn.Module) -> nn.Module:
-    """The same folded copy with the fused passes off: what each inference pass computed before."""
-    import copy
-    plain = copy.deepcopy(fast)
-    for block in plain.net.blocks():
-        block.fused_inference = False
-    plain.net.stem_fused = False
-    return plain
+class _Unfused(nn.Module):
+    """The same model computed with the separate ops (fused.disabled): what each pass computed before."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with fused.disabled():
+            return self.model(x)
 
 
 @pytest.fixture
@@ -574,8 +577,8 @@ def test_inference_passes_fuse_with_the_same_logits_bit_for_bit(arch, changes, s
     cfg = dataclasses.replace(get_config(arch, num_classes=5, in_channels=3, width=0.5), **changes)
     model = _with_statistics(Classifier(ResNet(cfg), [0.4] * 3, [0.2] * 3))
     fast = inference_copy(model)
-    assert all(b.fused_inference for b in fast.net.blocks()) and fast.net.stem_fused == stem_fused
-    plain = _unfused(fast)
+    assert all(b.fusable() for b in fast.net.blocks()) and fast.net._stem_fusable() == stem_fused
+    plain = _Unfused(fast)
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     threads = torch.get_num_threads()
     # one image, and one thread, make torch pick another kernel for some convs: those stay apart
@@ -601,13 +604,13 @@ def test_a_parameter_inside_a_shortcut_that_needs_a_gradient_gets_it(fuse_any_ba
     from probe.models.inference import inference_copy
     cfg = dataclasses.replace(get_config("resnet8", num_classes=3, in_channels=1, width=0.5), shortcut="B")
     fast = inference_copy(_with_statistics(Classifier(ResNet(cfg), [0.5], [0.25])))
-    plain = _unfused(fast)
+    plain = _Unfused(fast)
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(4))
     grads = []
+    weight = fast.net.stages.stage2[0].shortcut.conv.weight.requires_grad_(True)
     for net in (fast, plain):
-        weight = net.net.stages.stage2[0].shortcut.conv.weight.requires_grad_(True)
         grads.append(torch.autograd.grad(net(x).sum(), weight)[0])
-        weight.requires_grad_(False)
+    weight.requires_grad_(False)
     assert grads[1].abs().max() > 0 and torch.equal(grads[0], grads[1])
 
 
@@ -622,7 +625,7 @@ def test_a_pass_that_anything_could_tell_apart_is_not_fused(fused_calls):
     fast = inference_copy(model)
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        reference = _unfused(fast)(x)
+        reference = _Unfused(fast)(x)
     # gradients recorded: for the input, or for a parameter
     inp = x.clone().requires_grad_()
     out = fast(inp)
@@ -643,7 +646,7 @@ def test_a_pass_that_anything_could_tell_apart_is_not_fused(fused_calls):
     counts = dict(fused_calls)
     tangent = torch.rand(x.shape, generator=torch.Generator().manual_seed(3))
     _, jvp_fast = torch.func.jvp(fast, (x,), (tangent,))
-    _, jvp_plain = torch.func.jvp(_unfused(fast), (x,), (tangent,))
+    _, jvp_plain = torch.func.jvp(_Unfused(fast), (x,), (tangent,))
     assert jvp_plain.abs().max() > 0 and torch.equal(jvp_fast, jvp_plain)
     import torch.autograd.forward_ad as fwAD
     with fwAD.dual_level():
@@ -702,8 +705,8 @@ def test_a_module_swapped_after_folding_is_used(fuse_any_batch):
     fast = inference_copy(_with_statistics(Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1,
                                                                          width=0.5)), [0.5], [0.25])))
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
-    as_folded, swapped = _unfused(fast), _unfused(fast)
-    for net in (fast, swapped):
+    as_folded, swapped = _Unfused(copy.deepcopy(fast)), _Unfused(copy.deepcopy(fast))
+    for net in (fast, swapped.model):
         net.net.stages.stage1[0].relu1 = nn.Softplus()
         net.net.stem.relu = nn.Softplus()
     with torch.no_grad():

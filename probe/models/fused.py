@@ -18,7 +18,8 @@ Used for batches of MIN_IMAGES or more, and only where nothing can tell the diff
 """
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -52,10 +53,21 @@ def folded_bn(m: nn.Module) -> bool:
     return type(m) is nn.Identity
 
 
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Every pass with the separate ops while inside: what the fused kernels are compared against."""
+    global AVAILABLE
+    was, AVAILABLE = AVAILABLE, False
+    try:
+        yield
+    finally:
+        AVAILABLE = was
+
+
 def usable(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
     """Whether this pass may run fused: see the module's docstring."""
-    if not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 \
-            or len(x) < MIN_IMAGES or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+    if not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or len(x) < MIN_IMAGES \
+            or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False
     # the fused kernels have no derivative: not under forward-mode AD or torch.func's transforms
     if _forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x):

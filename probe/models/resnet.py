@@ -94,8 +94,6 @@ class PostActBlock(nn.Module):
     addition (after the last BN in the plain twin, which has no shortcut).
     """
 
-    fused_inference = False  # set by ResNet.fold_batchnorm_ where fusable: inference passes fuse
-
     def __init__(self, layout, in_ch: int, shortcut: nn.Module | None, norm):
         super().__init__()
         self.n = len(layout)
@@ -110,7 +108,7 @@ class PostActBlock(nn.Module):
         return getattr(self, f"bn{self.n}")
 
     def fusable(self) -> bool:
-        """Every BN folded, every conv and ReLU plain: inference passes can fuse (fold_batchnorm_)."""
+        """Every BN folded, every conv and ReLU plain (checked at each pass: modules may be swapped)."""
         return all(fused.plain_conv(getattr(self, f"conv{i}")) and fused.folded_bn(getattr(self, f"bn{i}"))
                    and fused.plain_relu(getattr(self, f"relu{i}")) for i in range(1, self.n + 1))
 
@@ -124,7 +122,7 @@ class PostActBlock(nn.Module):
         return fused.conv_add(last, out, self.shortcut(x), relu=True)
 
     def forward(self, x):
-        if self.fused_inference and fused.usable(x, self.children()) and self.fusable():  # modules swapped since?
+        if self.fusable() and fused.usable(x, self.children()):  # folded, and nothing could tell
             return self._fused_forward(x)
         out = x
         for i in range(1, self.n + 1):
@@ -142,8 +140,6 @@ class PreActBlock(nn.Module):
     When the shortcut changes shape it takes the pre-activated input (BN→ReLU of x), as in the
     authors' code, so the projection sees normalized features; an identity takes x itself.
     """
-
-    fused_inference = False  # set by ResNet.fold_batchnorm_ where fusable: inference passes fuse
 
     def __init__(self, layout, in_ch: int, shortcut: nn.Module | None, norm):
         super().__init__()
@@ -176,7 +172,7 @@ class PreActBlock(nn.Module):
         return fused.conv_add(last, out, self.shortcut(shortcut_in), relu=False)
 
     def forward(self, x):
-        if self.fused_inference and fused.usable(x, self.children()) and self.fusable():  # modules swapped since?
+        if self.fusable() and fused.usable(x, self.children()):  # folded, and nothing could tell
             return self._fused_forward(x)
         out, shortcut_in = x, x
         for i in range(1, self.n + 1):
@@ -219,8 +215,6 @@ class ResNet(nn.Module):
     Captum addresses layers by name: `net.stages.stage3[-1]` is the last block (Grad-CAM),
     `net.stages.stage1[0].relu1` a ReLU.
     """
-
-    stem_fused = False  # set by fold_batchnorm_: the stem's conv→ReLU as one kernel in inference passes
 
     def __init__(self, config: ResNetConfig):
         super().__init__()
@@ -271,8 +265,8 @@ class ResNet(nn.Module):
         that conv's weight and bias (w·γ/σ, (b − μ)·γ/σ + β, exact up to rounding) and replaced
         by an Identity. Post-activation: conv{i}→bn{i}, the stem and shortcut B; pre-activation:
         conv{i}→bn{i+1} inside a block (bn1 and `final` see a sum, and stay). Module names and
-        ReLUs are kept, so Grad-CAM's layer and Guided Backprop's hooks find theirs. What is left
-        is marked for the fused kernels of inference passes (probe.models.fused)."""
+        ReLUs are kept, so Grad-CAM's layer and Guided Backprop's hooks find theirs. A folded
+        block or stem runs its inference passes with fused kernels (probe.models.fused)."""
         self.eval()
         _fold(self.stem, "conv", "bn")
         for block in self.blocks():
@@ -282,14 +276,7 @@ class ResNet(nn.Module):
                 _fold(block, f"conv{c}", f"bn{b}")
             if isinstance(block.shortcut, nn.Sequential):
                 _fold(block.shortcut, "conv", "bn")
-            block.fused_inference = block.fusable()
-        self.stem_fused = self._stem_fusable()
         return self
-
-    def _stem_fusable(self) -> bool:
-        stem = self.stem
-        return all(hasattr(stem, k) for k in ("conv", "bn", "relu")) and fused.plain_conv(stem.conv) \
-            and fused.folded_bn(stem.bn) and fused.plain_relu(stem.relu)
 
     @property
     def cam_layer(self) -> nn.Module:
@@ -298,9 +285,14 @@ class ResNet(nn.Module):
         number of stages."""
         return self.final if self.config.preact else self.stages[-1]
 
+    def _stem_fusable(self) -> bool:
+        stem = self.stem
+        return all(hasattr(stem, k) for k in ("conv", "bn", "relu")) and fused.plain_conv(stem.conv) \
+            and fused.folded_bn(stem.bn) and fused.plain_relu(stem.relu)
+
     def _stem(self, x):
         stem = self.stem
-        if not (self.stem_fused and fused.usable(x, (stem, *stem.children())) and self._stem_fusable()):
+        if not (self._stem_fusable() and fused.usable(x, (stem, *stem.children()))):
             return stem(x)
         x = fused.conv_relu(stem.conv, x)
         return stem.pool(x) if hasattr(stem, "pool") else x
