@@ -36,6 +36,7 @@ from torch import nn
 from probe.errors import ConfigError
 from probe.methods.common import MAX_BATCH, MAX_STEPS, as_input, class_probabilities, evaluating
 from probe.models.inference import inference_copy
+from probe.models.windowed import WindowGrid, occluded_logits
 
 Layer = nn.Module | str | None  # Grad-CAM's layer: a module, its dotted name, or the model's cam_layer
 MIN_CAM = 8  # "auto" picks a Grad-CAM layer whose feature map is at least this many pixels a side
@@ -74,6 +75,9 @@ class SaliencyConfig:
         window = self.occlusion_window or max(2, min(height, width) // 7)
         window = min(window, height, width)
         stride = self.occlusion_stride or max(1, window // 2)
+        if stride > window and max(height, width) > window:
+            raise ConfigError(f"occlusion_stride {stride} is larger than the {window}-pixel window: pixels between "
+                              f"windows would never be occluded; use a stride of at most {window}")
         return window, stride
 
     def to_dict(self, height: int | None = None, width: int | None = None) -> dict:
@@ -188,14 +192,20 @@ def _guided(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
 
 
 def _occlusion(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
-    from captum.attr import Occlusion
     c, h, w = x.shape[1:]
-    window, stride = config.occlusion_shape(h, w)
+    grid = WindowGrid(h, w, *config.occlusion_shape(h, w))
     with torch.no_grad():
-        return Occlusion(model).attribute(
-            x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-            baselines=config.occlusion_value, target=t,
-            perturbations_per_eval=max(1, config.batch_size // len(x))).mean(1)
+        # probe's ResNets: each window's pass computed only where the window reaches (the same maps)
+        occluded = occluded_logits(model, x, grid, config.occlusion_value, config.batch_size)
+        if occluded is None:
+            from captum.attr import Occlusion
+            return Occlusion(model).attribute(
+                x, sliding_window_shapes=(c, grid.window, grid.window), strides=(c, grid.stride, grid.stride),
+                baselines=config.occlusion_value, target=t,
+                perturbations_per_eval=max(1, config.batch_size // len(x))).mean(1)
+        score = model(x).gather(1, t[:, None])  # (N, 1)
+        drops = score[:, :, None] - occluded.gather(3, t[:, None, None, None].expand(*occluded.shape[:3], 1))[..., 0]
+        return grid.spread(drops)  # (N, H, W): the mean drop of the windows over each pixel
 
 
 @dataclass(frozen=True)

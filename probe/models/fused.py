@@ -22,6 +22,7 @@ import contextlib
 from typing import Iterable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd import forward_ad as _forward_ad
 from torch.nn.modules import module as _module
@@ -82,31 +83,42 @@ def usable(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
         x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters()))
 
 
-def _onednn(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+def _onednn(conv: nn.Conv2d, x: torch.Tensor, padding) -> bool:
     """Whether torch's own convolution runs this one on oneDNN too: only then are the fused
     kernel's numbers the separate ops' (one image, or a 1×1 conv on one thread, goes to another
     kernel: torch.nn.functional.conv2d picks by shape and threads)."""
+    if not AVAILABLE or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu"):
+        return False
     try:
-        backend = torch._C._select_conv_backend(x, conv.weight, conv.bias, conv.stride, conv.padding,
+        backend = torch._C._select_conv_backend(x, conv.weight, conv.bias, conv.stride, padding,
                                                 conv.dilation, False, (0, 0), conv.groups, None)
     except (AttributeError, RuntimeError, TypeError):  # a torch without this query: play safe
         return False
     return backend == torch._C._ConvBackend.Mkldnn
 
 
-def conv_relu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """relu(conv(x)), as one kernel where torch would run the conv on oneDNN."""
-    if not _onednn(conv, x):
-        return torch.relu(conv(x))
+def _conv(conv: nn.Conv2d, x: torch.Tensor, padding) -> torch.Tensor:
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+
+
+def conv_relu(conv: nn.Conv2d, x: torch.Tensor, padding: tuple[int, int] | None = None) -> torch.Tensor:
+    """relu(conv(x)), as one kernel where torch would run the conv on oneDNN; `padding` instead
+    of the conv's own if given."""
+    padding = conv.padding if padding is None else padding
+    if not _onednn(conv, x, padding):
+        return torch.relu(_conv(conv, x, padding))
     return torch.ops.mkldnn._convolution_pointwise(
-        x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, "relu", [], "")
+        x, conv.weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups, "relu", [], "")
 
 
-def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, relu: bool) -> torch.Tensor:
-    """conv(x) + other, then relu if asked, as one kernel where torch would run the conv on oneDNN."""
-    if not _onednn(conv, x):
-        out = conv(x) + other
+def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor, relu: bool,
+             padding: tuple[int, int] | None = None) -> torch.Tensor:
+    """conv(x) + other, then relu if asked, as one kernel where torch would run the conv on oneDNN;
+    `padding` instead of the conv's own if given."""
+    padding = conv.padding if padding is None else padding
+    if not _onednn(conv, x, padding):
+        out = _conv(conv, x, padding) + other
         return torch.relu(out) if relu else out
     return torch.ops.mkldnn._convolution_pointwise.binary(
-        x, other, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, "add", None,
+        x, other, conv.weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups, "add", None,
         "relu" if relu else None, [], "" if relu else None)

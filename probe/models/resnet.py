@@ -306,6 +306,13 @@ class ResNet(nn.Module):
         x = self.flatten(self.pool(self.forward_features(x)))  # (N, C_last)
         return self.fc(x)  # (N, num_classes)
 
+    def forward_from(self, x, block: int):
+        """The logits from the input of the `block`-th block (0: the stem's output) on: the rest
+        of `forward`, for a pass that computed the layers before another way (probe.models.windowed)."""
+        for b in self.blocks()[block:]:
+            x = b(x)
+        return self.fc(self.flatten(self.pool(self.final(x))))
+
 
 def build(**fields) -> ResNet:
     """A ResNet from config fields, e.g. build(stages=(3, 4, 6), filters=(64, 128, 256, 512))."""
