@@ -714,6 +714,32 @@ def test_a_module_swapped_after_folding_is_used(fuse_any_batch):
 
 
 @needs_onednn
+def test_nan_and_inf_run_unfused_and_stay_nan(fused_calls):
+    """oneDNN's ReLU post-op turns NaN into 0 where torch.relu keeps it: a pass whose input or
+    weights are not finite runs the separate ops, checked once a pass (and by a block on its own)."""
+    from probe.models.inference import inference_copy
+    fast = inference_copy(_with_statistics(Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1,
+                                                                         width=0.5)), [0.5], [0.25])))
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(6))
+    x[1, 0, 3, 3] = float("nan")
+    x[2, 0, 7, 7] = float("inf")
+    with torch.no_grad():
+        expected = _Unfused(fast)(x)
+        assert torch.isnan(expected[1:]).all() and torch.isfinite(expected[0]).all()
+        got = fast(x)
+        assert fused_calls == {"conv_relu": 0, "conv_add": 0}
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+        block = fast.net.stages.stage1[0]
+        h = torch.full((3, block.conv1.in_channels, 16, 16), float("nan"))
+        assert torch.isnan(block(h)).all() and fused_calls == {"conv_relu": 0, "conv_add": 0}
+        fast.net.fc.bias[0] = float("nan")  # a weight
+        assert torch.isnan(fast(x[:1])[0, 0]) and fused_calls == {"conv_relu": 0, "conv_add": 0}
+        fast.net.fc.bias[0] = 0.0
+        fast(torch.rand(3, 1, 16, 16))  # finite again: fused
+        assert fused_calls["conv_add"] == len(fast.net.blocks())
+
+
+@needs_onednn
 def test_small_batches_run_unfused_where_fusing_would_not_pay(fused_calls, monkeypatch):
     from probe.models.inference import inference_copy
     fast = inference_copy(Classifier(ResNet(get_config("resnet8", num_classes=3, in_channels=1, width=0.25)),

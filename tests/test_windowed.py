@@ -13,7 +13,7 @@ from probe.methods.saliency import SaliencyConfig, _occlusion
 from probe.models import fused
 from probe.models.classifier import Classifier
 from probe.models.inference import inference_copy
-from probe.models.resnet import ResNet, get_config
+from probe.models.resnet import PostActBlock, ResNet, get_config
 from probe.models.windowed import WindowGrid, _plan, occluded_logits
 
 
@@ -87,14 +87,15 @@ def test_with_the_separate_ops_the_same():
     torch.testing.assert_close(plain, occluded_logits(model, x, grid, 0.0, 256), rtol=0, atol=1e-5)
 
 
-def test_the_regions_stop_where_they_would_cover_the_image():
-    """After the stem a 3-pixel window's region is 5 pixels a side, and each basic block adds 4:
-    on 20×20 three blocks (17), on 12×12 one (9), on 6×6 none; a 6-pixel window at 8 none at all."""
+def test_the_regions_stop_before_they_would_cover_half_the_image():
+    """After the stem a window's region is 2 pixels wider, and each basic block adds 4. A 4-pixel
+    window on a 28×28 digit: 6, 10, 14, 18 (41% of the image) after the first stage's three blocks;
+    a 3-pixel one on 20×20: 5, 9, 13, then 17 would be 72%; on 12×12 the stem alone; on 6×6 not even that."""
     model = folded("resnet20")  # three blocks a stage
-    assert len(_plan(model, WindowGrid(20, 20, 3, 2))[2]) == 3
-    assert len(_plan(model, WindowGrid(12, 12, 3, 2))[2]) == 1
-    assert len(_plan(model, WindowGrid(6, 6, 3, 1))[2]) == 0
-    assert _plan(model, WindowGrid(8, 8, 6, 3)) is None
+    assert len(_plan(model, WindowGrid(28, 28, 4, 2))[2]) == 3
+    assert len(_plan(model, WindowGrid(20, 20, 3, 2))[2]) == 2
+    assert len(_plan(model, WindowGrid(12, 12, 3, 2))[2]) == 0
+    assert _plan(model, WindowGrid(6, 6, 3, 1)) is None
     # a stem of its own width: the first block projects its shortcut, and only the stem runs on regions
     wide_stem = folded("resnet14", stem_filters=4, shortcut="B")
     assert len(_plan(wide_stem, WindowGrid(20, 20, 3, 2))[2]) == 0
@@ -102,6 +103,62 @@ def test_the_regions_stop_where_they_would_cover_the_image():
     torch.testing.assert_close(occluded_logits(wide_stem, x, WindowGrid(20, 20, 3, 2), 0.0, 64),
                                logits_of_occluded_images(wide_stem, x, WindowGrid(20, 20, 3, 2), 0.0),
                                rtol=0, atol=1e-5)
+
+
+def test_no_pass_is_larger_than_the_batch_size(monkeypatch):
+    """A 40×40 image, windows of 2 at stride 1: 39 a row. With batch_size 8 a row goes in pieces."""
+    model, grid = folded(size=40), WindowGrid(40, 40, 2, 1)
+    sizes = []
+    real = ResNet.forward_from
+    monkeypatch.setattr(ResNet, "forward_from", lambda self, x, block: sizes.append(len(x)) or real(self, x, block))
+    x = torch.rand(1, 1, 40, 40)
+    ours = occluded_logits(model, x, grid, 0.0, 8)
+    assert max(sizes) == 8 and sum(sizes) == 39 * 39
+    torch.testing.assert_close(ours, logits_of_occluded_images(model, x, grid, 0.0), rtol=0, atol=2e-5)
+
+
+class OwnShortcut(nn.Identity):
+    def forward(self, x):
+        return 2 * x
+
+
+class OwnBlock(PostActBlock):
+    def forward(self, x):
+        return super().forward(x) + 1
+
+
+def test_subclasses_and_extra_modules_are_left_to_the_occluded_images():
+    """Only probe's own types run on regions: a subclass's forward may compute anything."""
+    grid = WindowGrid(20, 20, 3, 2)
+    model = folded()
+    model.net.stages.stage1[0].shortcut = OwnShortcut()
+    assert _plan(model, grid)[2] == []  # the regions stop before the block
+    block = model.net.stages.stage1[0]
+    block.__class__ = OwnBlock
+    assert _plan(model, grid)[2] == []
+    wrapped = folded()
+    wrapped.__class__ = type("Scaled", (Classifier,), {"forward": lambda self, x: Classifier.forward(self, x) / 10})
+    assert _plan(wrapped, grid) is None
+    extra = folded()
+    extra.net.stem.add_module("clip", nn.Hardtanh(0, 0.5))  # a module the stem's fused path would skip
+    assert _plan(extra, grid) is None and not extra.net._stem_fusable()
+    x = torch.rand(64, 1, 20, 20)
+    with torch.no_grad():
+        clipped = extra(x)
+        with fused.disabled():
+            torch.testing.assert_close(clipped, extra(x), rtol=0, atol=0)
+
+
+def test_nan_and_inf_are_left_to_the_occluded_images():
+    """oneDNN's fused ReLU turns NaN into 0: images that are not finite take the plain path, and
+    the maps are NaN where captum's are."""
+    model, grid = folded(), WindowGrid(20, 20, 3, 2)
+    x = torch.rand(2, 1, 20, 20)
+    x[1, 0, 4, 4] = float("nan")
+    assert occluded_logits(model, x, grid, 0.0, 256) is None
+    assert occluded_logits(model, x[:1], grid, float("inf"), 256) is None
+    maps = _occlusion(model, x, torch.tensor([0, 0]), SaliencyConfig(occlusion_window=3, occlusion_stride=2), None)
+    assert torch.isfinite(maps[0]).all() and torch.isnan(maps[1]).any()
 
 
 def test_other_models_are_left_to_the_occluded_images():

@@ -14,11 +14,15 @@ Used for batches of MIN_IMAGES or more, and only where nothing can tell the diff
 - float32 on the CPU, and a convolution that torch itself would run on oneDNN (a batch of one
   image goes to another kernel, whose sums round differently);
 - no hook or replaced forward on any module the fused kernel stands in for, so Grad-CAM's hooks,
-  Guided Backprop's ReLUs and captum's layer hooks see every module exactly as before.
+  Guided Backprop's ReLUs and captum's layer hooks see every module exactly as before;
+- finite inputs and weights: oneDNN's ReLU post-op turns NaN into 0, where torch.relu keeps it.
+  A ResNet checks its input and weights once per pass (`finite_pass`); a block called on its
+  own checks its input.
 """
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 from typing import Iterable, Iterator
 
 import torch
@@ -79,8 +83,37 @@ def usable(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
     if any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in modules):
         return False
     # ... nor a backward one: only where autograd would record nothing anyway
-    return not torch.is_grad_enabled() or not (
-        x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters()))
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())):
+        return False
+    finite = _FINITE.get()
+    return _finite(x, modules) if finite is None else finite
+
+
+# Whether the pass now running (`finite_pass`) has finite inputs and weights; None outside one.
+_FINITE: ContextVar[bool | None] = ContextVar("probe_fused_finite", default=None)
+
+
+def _finite(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
+    """No NaN or ±inf in x or the modules' parameters. A sum is one fast pass; where it overflows
+    to inf the tensor counts as not finite, and the pass merely runs unfused."""
+    sums = [x.sum(), *(p.sum() for m in modules for p in m.parameters())]
+    return bool(torch.stack(sums).sum().isfinite())
+
+
+@contextlib.contextmanager
+def finite_pass(x: torch.Tensor, model: nn.Module) -> Iterator[None]:
+    """While inside (a model's forward pass), the fused kernels' check of finite numbers is made
+    once, on the pass's input and the model's weights, instead of at every block. Checked only
+    where a kernel could be fused (float32 on the CPU, no autocast)."""
+    if _FINITE.get() is not None or not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 \
+            or len(x) < MIN_IMAGES or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+        yield
+        return
+    token = _FINITE.set(_finite(x, (model,)))
+    try:
+        yield
+    finally:
+        _FINITE.reset(token)
 
 
 def _onednn(conv: nn.Conv2d, x: torch.Tensor, padding) -> bool:

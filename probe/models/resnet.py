@@ -286,9 +286,9 @@ class ResNet(nn.Module):
         return self.final if self.config.preact else self.stages[-1]
 
     def _stem_fusable(self) -> bool:
-        stem = self.stem
-        return all(hasattr(stem, k) for k in ("conv", "bn", "relu")) and fused.plain_conv(stem.conv) \
-            and fused.folded_bn(stem.bn) and fused.plain_relu(stem.relu)
+        stem = self.stem  # conv, folded BN, ReLU (and the ImageNet stem's pool), nothing else
+        return type(stem) is nn.Sequential and list(stem._modules) in (["conv", "bn", "relu"], ["conv", "bn", "relu", "pool"]) \
+            and fused.plain_conv(stem.conv) and fused.folded_bn(stem.bn) and fused.plain_relu(stem.relu)
 
     def _stem(self, x):
         stem = self.stem
@@ -298,9 +298,10 @@ class ResNet(nn.Module):
         return stem.pool(x) if hasattr(stem, "pool") else x
 
     def forward_features(self, x):  # (N, C_in, H, W) → (N, C_last, h, w), before pooling
-        x = self._stem(x)  # (N, C0, H, W); /4 with the imagenet stem
-        x = self.stages(x)  # (N, C_last, H/2^(K-1), W/2^(K-1))
-        return self.final(x)
+        with fused.finite_pass(x, self):
+            x = self._stem(x)  # (N, C0, H, W); /4 with the imagenet stem
+            x = self.stages(x)  # (N, C_last, H/2^(K-1), W/2^(K-1))
+            return self.final(x)
 
     def forward(self, x):  # (N, C_in, H, W)
         x = self.flatten(self.pool(self.forward_features(x)))  # (N, C_last)
@@ -309,9 +310,10 @@ class ResNet(nn.Module):
     def forward_from(self, x, block: int):
         """The logits from the input of the `block`-th block (0: the stem's output) on: the rest
         of `forward`, for a pass that computed the layers before another way (probe.models.windowed)."""
-        for b in self.blocks()[block:]:
-            x = b(x)
-        return self.fc(self.flatten(self.pool(self.final(x))))
+        with fused.finite_pass(x, self):
+            for b in self.blocks()[block:]:
+                x = b(x)
+            return self.fc(self.flatten(self.pool(self.final(x))))
 
 
 def build(**fields) -> ResNet:

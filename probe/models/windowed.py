@@ -2,18 +2,20 @@
 (occlusion), computed only where the change reaches in the network's first layers.
 
 A window changes the input in a few pixels; each 3×3 convolution spreads the change by one pixel
-a side. Up to where the changed region would cover the image, a probe ResNet's stem and blocks run
-on each window's region alone: its values come from the changed pass, the ring around it from the
-pass over the unchanged image (the same numbers there), and the convolutions need no padding.
-After that the regions are pasted into copies of the unchanged activations and the rest of the
-network runs as usual. The first stage of an MNIST or CIFAR ResNet is about half of a forward
-pass, and a 4×4 window's region grows to 18×18 by its end: occlusion runs 1.3-1.4× faster
-(benchmarks/saliency_speed.py), its logits those of the occluded images to float rounding (~1e-6).
+a side. While the changed region stays under half the image (MAX_AREA), a probe ResNet's stem and
+blocks run on each window's region alone: its values come from the changed pass, the ring around
+it from the pass over the unchanged image (the same numbers there), and the convolutions need no
+padding. After that the regions are pasted into copies of the unchanged activations and the rest
+of the network runs as usual. The first stage of an MNIST or CIFAR ResNet is about half of a
+forward pass, and a 4×4 window's region grows to 18×18 by its end: occlusion runs about 1.4×
+faster (benchmarks/saliency_speed.py), its logits those of the occluded images to float rounding
+(~1e-6).
 
 Used for a BatchNorm-folded probe ResNet (`inference_copy`) whose blocks are post-activation
-3×3 blocks with an identity shortcut or none, and only where nothing could tell the difference:
-no hooks or replaced forwards on any module. Anything else returns None (the caller computes
-the occluded images as they are).
+3×3 blocks with an identity shortcut or none, of exactly probe's types (a subclass may compute
+something else), and only where nothing could tell the difference: no hooks or replaced forwards
+on any module, finite images, fill value and weights. Anything else returns None (the caller
+computes the occluded images as they are).
 """
 from __future__ import annotations
 
@@ -67,12 +69,14 @@ def occluded_logits(model: nn.Module, x: torch.Tensor, grid: WindowGrid, value: 
     if plan is None:
         return None
     normalize, net, blocks = plan
-    rows_per_chunk = max(1, batch_size // grid.cols)
     out = []
     with torch.no_grad():
+        # NaN or inf: the fused kernels and torch.relu treat NaN differently (probe.models.fused),
+        # so such inputs go through the occluded images, as the model itself would run them
+        if not (math.isfinite(value) and fused._finite(x, (model,))):
+            return None
         filled = normalize(torch.full((1, x.shape[1], 1, 1), float(value), dtype=x.dtype, device=x.device))
-        chunks = [_Chunk(grid, r, min(grid.rows, r + rows_per_chunk), x.device)
-                  for r in range(0, grid.rows, rows_per_chunk)]
+        chunks = [_Chunk(grid, rows, cols, x.device) for rows, cols in _chunks(grid, batch_size)]
         for image in x:
             levels = _unchanged_levels(normalize, net, blocks, image[None])
             logits = [_occluded_chunk(net, blocks, levels, filled, chunk) for chunk in chunks]
@@ -80,28 +84,45 @@ def occluded_logits(model: nn.Module, x: torch.Tensor, grid: WindowGrid, value: 
     return torch.stack(out)
 
 
+# The regions stop growing before a block that would leave them larger than this share of the
+# image: beyond it the crops and the paste cost more than the smaller convolutions save.
+MAX_AREA = 0.5
+
+
 def _plan(model: nn.Module, grid: WindowGrid) -> tuple[nn.Module, ResNet, list[PostActBlock]] | None:
-    """(the input's normalization, the ResNet, the blocks to run on the windows' regions), or None."""
-    net = model.net if isinstance(model, Classifier) else model
-    normalize = model.normalize if isinstance(model, Classifier) else nn.Identity()
-    if not isinstance(net, ResNet) or not isinstance(normalize, (Normalize, nn.Identity)) or not net._stem_fusable() \
-            or hasattr(net.stem, "pool") or not _three_by_three(net.stem.conv):
+    """(the input's normalization, the ResNet, the blocks to run on the windows' regions), or None.
+    Exact types: a subclass may compute something else in a forward of its own."""
+    net = model.net if type(model) is Classifier else model
+    normalize = model.normalize if type(model) is Classifier else nn.Identity()
+    if type(net) is not ResNet or type(normalize) not in (Normalize, nn.Identity) or not net._stem_fusable() \
+            or hasattr(net.stem, "pool") or not _three_by_three(net.stem.conv) or type(net.stages) is not nn.Sequential \
+            or any(type(stage) is not nn.Sequential for stage in net.stages):
         return None
     if _module._global_forward_hooks or _module._global_forward_pre_hooks or any(
             m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in model.modules()):
         return None
-    reach, blocks = grid.window + 2, []  # the changed region's side after the stem
-    if reach >= min(grid.height, grid.width):
+    side, blocks = grid.window + 2, []  # the changed region's side after the stem
+    if side * side > MAX_AREA * grid.height * grid.width:
         return None
     for block in net.blocks():
-        if not (isinstance(block, PostActBlock) and block.fusable() and isinstance(block.shortcut, (nn.Identity, type(None)))
+        if not (type(block) is PostActBlock and block.fusable() and type(block.shortcut) in (nn.Identity, type(None))
                 and all(_three_by_three(getattr(block, f"conv{i}")) for i in range(1, block.n + 1))):
             break
-        reach += 2 * block.n
-        if reach >= min(grid.height, grid.width):  # as large as the image: no longer cheaper
+        side += 2 * block.n
+        if side * side > MAX_AREA * grid.height * grid.width:
             break
         blocks.append(block)
     return normalize, net, blocks
+
+
+def _chunks(grid: WindowGrid, batch_size: int) -> list[tuple[range, range]]:
+    """The windows in passes of at most batch_size, row-major: whole rows of windows where a row
+    fits, else pieces of a row."""
+    if batch_size >= grid.cols:
+        per = batch_size // grid.cols
+        return [(range(r, min(grid.rows, r + per)), range(grid.cols)) for r in range(0, grid.rows, per)]
+    return [(range(r, r + 1), range(c, min(grid.cols, c + batch_size)))
+            for r in range(grid.rows) for c in range(0, grid.cols, batch_size)]
 
 
 def _three_by_three(conv: nn.Conv2d) -> bool:
@@ -128,12 +149,15 @@ def _unchanged_levels(normalize, net: ResNet, blocks: list[PostActBlock], x: tor
 
 
 class _Chunk:
-    """The windows of grid rows [first, last): where each window's changed region lies at each
-    reach (its side), and which of its pixels are inside the image; the same for every image."""
+    """The windows of grid rows × columns (ranges): where each window's changed region lies at
+    each reach (its side), and which of its pixels are inside the image; the same for every image."""
 
-    def __init__(self, grid: WindowGrid, first: int, last: int, device: torch.device):
-        self.grid, self.rows, self.first, self.device = grid, last - first, first, device
-        self.n = self.rows * grid.cols
+    def __init__(self, grid: WindowGrid, rows: range, cols: range, device: torch.device):
+        self.grid, self.device = grid, device
+        self.top = torch.tensor(rows) * grid.stride  # the windows' top rows and left columns
+        self.left = torch.tensor(cols) * grid.stride
+        self.rows, self.cols = len(rows), len(cols)
+        self.n = self.rows * self.cols
         self._inside: dict = {}
         self._pixels: dict = {}
 
@@ -144,9 +168,10 @@ class _Chunk:
         pad = grow + stride + side  # enough on every side for the farthest window
         padded = F.pad(level, (pad, pad, pad, pad)).contiguous(memory_format=torch.channels_last)
         s_n, s_c, s_h, s_w = padded.stride()
-        view = padded.as_strided((self.rows, self.grid.cols, side, side, padded.shape[1]),
+        top, left = int(self.top[0]), int(self.left[0])
+        view = padded.as_strided((self.rows, self.cols, side, side, padded.shape[1]),
                                  (stride * s_h, stride * s_w, s_h, s_w, s_c),
-                                 padded.storage_offset() + (pad + self.first * stride - grow) * s_h + (pad - grow) * s_w)
+                                 padded.storage_offset() + (pad + top - grow) * s_h + (pad + left - grow) * s_w)
         # a copy even where a view would do (one row of windows): the windows' squares overlap
         return view.contiguous().view(self.n, side, side, padded.shape[1]).permute(0, 3, 1, 2)
 
@@ -165,18 +190,19 @@ class _Chunk:
         if (grow, side) not in self._pixels:
             self._pixels[grow, side] = self._in_image(grow, side)
         image, ys, xs, keep = self._pixels[grow, side]
-        full = level.expand(self.n, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        # a copy even of one window's (contiguous() would hand back `level` itself to write over)
+        full = level.expand(self.n, -1, -1, -1).clone(memory_format=torch.channels_last)
         full.permute(0, 2, 3, 1)[image, ys, xs] = region.permute(0, 2, 3, 1).reshape(-1, region.shape[1])[keep]
         return full
 
     def _in_image(self, grow: int, side: int) -> tuple[torch.Tensor, ...]:
         """The pixels of the squares inside the image: (window, row, column) indices, and their
         positions among all the squares' pixels."""
-        stride, steps = self.grid.stride, torch.arange(side)
-        ys = (torch.arange(self.first, self.first + self.rows) * stride - grow)[:, None] + steps  # (rows, side)
-        xs = (torch.arange(self.grid.cols) * stride - grow)[:, None] + steps  # (cols, side)
-        ys = ys[:, None, :, None].expand(self.rows, self.grid.cols, side, side).reshape(-1)
-        xs = xs[None, :, None, :].expand(self.rows, self.grid.cols, side, side).reshape(-1)
+        steps = torch.arange(side)
+        ys = (self.top - grow)[:, None] + steps  # (rows, side)
+        xs = (self.left - grow)[:, None] + steps  # (cols, side)
+        ys = ys[:, None, :, None].expand(self.rows, self.cols, side, side).reshape(-1)
+        xs = xs[None, :, None, :].expand(self.rows, self.cols, side, side).reshape(-1)
         image = torch.arange(self.n).repeat_interleave(side * side)
         keep = torch.nonzero((ys >= 0) & (ys < self.grid.height) & (xs >= 0) & (xs < self.grid.width))[:, 0]
         return tuple(t.to(self.device) for t in (image[keep], ys[keep], xs[keep], keep))
