@@ -59,6 +59,9 @@ CASES = {  # model options, image side, window, stride, fill value, batch size
     "chunks, the last one a single row": (dict(arch="resnet14"), 20, 3, 2, 1.0, 3 * 9 + 1),
     "one window per chunk row, stride = window": (dict(arch="resnet14"), 20, 2, 2, 0.0, 1),
     "float64 (no oneDNN kernels)": (dict(arch="resnet14", dtype=torch.float64), 20, 3, 2, 0.0, 256),
+    "pre-activation, shortcut A": (dict(arch="preact_resnet14"), 20, 3, 2, 0.0, 256),
+    "pre-activation, shortcut B, edge windows": (dict(arch="preact_resnet14", shortcut="B"), 21, 4, 3, 0.3, 256),
+    "pre-activation plain twin": (dict(arch="preact_resnet14", shortcut="none", spec=CIFAR10), 20, 3, 2, 0.0, 25),
 }
 
 
@@ -158,7 +161,6 @@ def test_nan_and_inf_are_left_to_the_occluded_images():
 
 def test_other_models_are_left_to_the_occluded_images():
     grid = WindowGrid(20, 20, 3, 2)
-    assert _plan(folded("preact_resnet14"), grid) is None
     torch.manual_seed(0)
     unfolded = Classifier.from_spec(ResNet(get_config("resnet14", width=0.5)), MNIST).eval()
     assert _plan(unfolded, grid) is None  # BatchNorm not folded: not an inference copy

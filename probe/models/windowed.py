@@ -11,8 +11,8 @@ forward pass, and a 4×4 window's region grows to 18×18 by its end: occlusion r
 faster (benchmarks/saliency_speed.py), its logits those of the occluded images to float rounding
 (~1e-6).
 
-Used for a BatchNorm-folded probe ResNet (`inference_copy`) whose blocks are post-activation
-3×3 blocks with an identity shortcut or none, of exactly probe's types (a subclass may compute
+Used for a BatchNorm-folded probe ResNet (`inference_copy`) whose first blocks are basic 3×3
+blocks (post- or pre-activation) with an identity shortcut or none, of exactly probe's types (a subclass may compute
 something else), and only where nothing could tell the difference: no hooks or replaced forwards
 on any module, finite images, fill value and weights. Anything else returns None (the caller
 computes the occluded images as they are).
@@ -29,7 +29,7 @@ from torch.nn.modules import module as _module
 
 from probe.models import fused
 from probe.models.classifier import Classifier, Normalize
-from probe.models.resnet import PostActBlock, ResNet
+from probe.models.resnet import PostActBlock, PreActBlock, ResNet
 
 
 @dataclass(frozen=True)
@@ -90,24 +90,20 @@ def occluded_logits(model: nn.Module, x: torch.Tensor, grid: WindowGrid, value: 
 MAX_AREA = 0.5
 
 
-def _plan(model: nn.Module, grid: WindowGrid) -> tuple[nn.Module, ResNet, list[PostActBlock]] | None:
+def _plan(model: nn.Module, grid: WindowGrid) -> tuple[nn.Module, ResNet, list[nn.Module]] | None:
     """(the input's normalization, the ResNet, the blocks to run on the windows' regions), or None.
     Exact types: a subclass may compute something else in a forward of its own."""
     net = model.net if type(model) is Classifier else model
     normalize = model.normalize if type(model) is Classifier else nn.Identity()
-    if type(net) is not ResNet or type(normalize) not in (Normalize, nn.Identity) or not net._stem_fusable() \
-            or hasattr(net.stem, "pool") or not _three_by_three(net.stem.conv) or type(net.stages) is not nn.Sequential \
-            or any(type(stage) is not nn.Sequential for stage in net.stages):
+    if type(net) is not ResNet or type(normalize) not in (Normalize, nn.Identity) or not _stem_on_regions(net) \
+            or type(net.stages) is not nn.Sequential or any(type(stage) is not nn.Sequential for stage in net.stages):
         return None
     if _module._global_forward_hooks or _module._global_forward_pre_hooks or any(
             m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in model.modules()):
         return None
     side, blocks = grid.window + 2, []  # the changed region's side after the stem
-    if side * side > MAX_AREA * grid.height * grid.width:
-        return None
     for block in net.blocks():
-        if not (type(block) is PostActBlock and block.fusable() and type(block.shortcut) in (nn.Identity, type(None))
-                and all(_three_by_three(getattr(block, f"conv{i}")) for i in range(1, block.n + 1))):
+        if not _block_on_regions(block):
             break
         side += 2 * block.n
         if side * side > MAX_AREA * grid.height * grid.width:
@@ -115,6 +111,30 @@ def _plan(model: nn.Module, grid: WindowGrid) -> tuple[nn.Module, ResNet, list[P
         blocks.append(block)
     # the stem alone saves too little to pay for the crops and the paste (0.95-1.0× in a benchmark)
     return (normalize, net, blocks) if blocks else None
+
+
+def _stem_on_regions(net: ResNet) -> bool:
+    """A 3×3 stem conv with its folded BN and ReLU (post-activation) or alone (pre-activation)."""
+    stem = net.stem
+    alone = type(stem) is nn.Sequential and list(stem._modules) == ["conv"]
+    return (alone or (net._stem_fusable() and not hasattr(stem, "pool"))) and _three_by_three(stem.conv)
+
+
+def _block_on_regions(block: nn.Module) -> bool:
+    """A folded basic block of 3×3 convs with an identity shortcut or none; pre-activation with its
+    first BatchNorm (which sees a sum and stays) in eval mode."""
+    if type(block) is PreActBlock:
+        if not (type(block.bn1) is nn.BatchNorm2d and not block.bn1.training and fused.plain_relu(block.relu1)):
+            return False
+    elif type(block) is not PostActBlock:
+        return False
+    return block.fusable() and type(block.shortcut) in (nn.Identity, type(None)) \
+        and all(_three_by_three(getattr(block, f"conv{i}")) for i in range(1, block.n + 1))
+
+
+def _activated(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What a block's first conv sees: a pre-activation block's BN→ReLU of its input, else the input."""
+    return block.relu1(block.bn1(x)) if type(block) is PreActBlock else x
 
 
 def _chunks(grid: WindowGrid, batch_size: int) -> list[tuple[range, range]]:
@@ -132,7 +152,7 @@ def _three_by_three(conv: nn.Conv2d) -> bool:
         and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
 
 
-def _unchanged_levels(normalize, net: ResNet, blocks: list[PostActBlock], x: torch.Tensor) -> list[torch.Tensor]:
+def _unchanged_levels(normalize, net: ResNet, blocks: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
     """The unchanged image's activations that the windows' convolutions read around their regions:
     the stem's input, then each block's input and the outputs of its convolutions but the last,
     and last the output of the last block run on regions."""
@@ -141,7 +161,7 @@ def _unchanged_levels(normalize, net: ResNet, blocks: list[PostActBlock], x: tor
     h = net._stem(h)
     for block in blocks:
         levels.append(h)
-        inner = h
+        inner = _activated(block, h)
         for i in range(1, block.n):
             inner = torch.relu(getattr(block, f"conv{i}")(inner))
             levels.append(inner)
@@ -210,27 +230,26 @@ class _Chunk:
         return tuple(t.to(self.device) for t in (image[keep], ys[keep], xs[keep], keep))
 
 
-def _occluded_chunk(net: ResNet, blocks: list[PostActBlock], levels: list[torch.Tensor], filled: torch.Tensor,
+def _occluded_chunk(net: ResNet, blocks: list[nn.Module], levels: list[torch.Tensor], filled: torch.Tensor,
                     chunk: _Chunk) -> torch.Tensor:
     """(n, K): the logits of the chunk's windows."""
     grow, side = 0, chunk.grid.window
     region = filled.expand(chunk.n, -1, side, side) * chunk.inside(grow, side, filled.dtype)  # the window, cut at the edge
-    _, region = _conv_on_regions(net.stem.conv, levels[0], region, grow, chunk, relu=True)
-    grow, side = grow + 1, side + 2
+    region = _conv_on_regions(net.stem.conv, levels[0], region, grow, chunk, relu=hasattr(net.stem, "relu"))
+    grow += 1
     k = 1
     for block in blocks:
+        post = type(block) is PostActBlock
         block_in, block_region, block_grow = levels[k], region, grow
         for i in range(1, block.n):
-            _, region = _conv_on_regions(getattr(block, f"conv{i}"), levels[k + i - 1], region, grow, chunk, relu=True)
-            grow, side = grow + 1, side + 2
-        if block.shortcut is None:
-            _, region = _conv_on_regions(getattr(block, f"conv{block.n}"), levels[k + block.n - 1], region, grow,
-                                         chunk, relu=True)
-        else:  # the block's input on the last conv's output region: the shortcut
-            shortcut = _assemble(block_in, block_region, block_grow, block.n, chunk)
-            _, region = _conv_on_regions(getattr(block, f"conv{block.n}"), levels[k + block.n - 1], region, grow,
-                                         chunk, relu=True, add=shortcut)
-        grow, side = grow + 1, side + 2
+            region = _conv_on_regions(getattr(block, f"conv{i}"), levels[k + i - 1], region, grow, chunk, relu=True,
+                                      pre=(lambda t, b=block: _activated(b, t)) if i == 1 else None)
+            grow += 1
+        # the block's input on the last conv's output region: the shortcut
+        shortcut = None if block.shortcut is None else _assemble(block_in, block_region, block_grow, block.n, chunk)
+        region = _conv_on_regions(getattr(block, f"conv{block.n}"), levels[k + block.n - 1], region, grow, chunk,
+                                  relu=post, add=shortcut)
+        grow += 1
         k += block.n
     full = chunk.paste(levels[-1], region, grow)
     return net.forward_from(full, len(blocks))
@@ -246,11 +265,18 @@ def _assemble(level: torch.Tensor, region: torch.Tensor, grow: int, margin: int,
 
 
 def _conv_on_regions(conv: nn.Conv2d, level: torch.Tensor, region: torch.Tensor, grow: int, chunk: _Chunk,
-                     relu: bool, add: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 3×3 convolution (+ add, then ReLU) of the changed region, one pixel larger a side than it:
-    (its input with the unchanged ring, its output zero outside the image)."""
+                     relu: bool, add: torch.Tensor | None = None, pre=None) -> torch.Tensor:
+    """A 3×3 convolution (+ add, then ReLU if asked) of the changed region, one pixel larger a side
+    than it, zero outside the image. `pre`: an elementwise function of the conv's input (a
+    pre-activation block's BN→ReLU), after which the input is zero outside the image again, as
+    the conv's own padding would be."""
     inputs = _assemble(level, region, grow, 2, chunk)
-    out = fused.conv_relu(conv, inputs, padding=(0, 0)) if add is None \
-        else fused.conv_add(conv, inputs, add, relu=relu, padding=(0, 0))
-    side = region.shape[-1] + 2
-    return inputs, out.mul_(chunk.inside(grow + 1, side, out.dtype))
+    if pre is not None:
+        inputs = pre(inputs).mul_(chunk.inside(grow + 2, inputs.shape[-1], inputs.dtype))
+    if add is not None:
+        out = fused.conv_add(conv, inputs, add, relu=relu, padding=(0, 0))
+    elif relu:
+        out = fused.conv_relu(conv, inputs, padding=(0, 0))
+    else:
+        out = F.conv2d(inputs, conv.weight, conv.bias, padding=0)
+    return out.mul_(chunk.inside(grow + 1, out.shape[-1], out.dtype))
