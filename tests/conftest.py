@@ -81,7 +81,7 @@ def one_thread():
 # that started last.
 SLOW_FIRST = ["test_report.py", "test_saliency.py", "test_foreign_models.py", "test_fuzz.py", "test_attacks.py",
               "test_fooling.py", "test_hostile_files.py", "test_cli.py", "test_misclassified.py",
-              "test_distributed.py"]
+              "test_distributed.py", "test_windowed.py"]
 
 
 def pytest_collection_modifyitems(config, items):
