@@ -67,11 +67,11 @@ class Tiny(nn.Module):
         return self.fc(self.flat(self.pool(self.act(self.conv(x)))))
 
 
-def tiny_classifier(spec, size=12, seed=0) -> Classifier:
+def tiny_classifier(spec, size=12, seed=0, arch="resnet8", width=0.25, **options) -> Classifier:
     torch.manual_seed(seed)
     spec = replace(spec, height=size, width=size)
-    arch = get_config("resnet8", num_classes=spec.num_classes, in_channels=spec.channels, width=0.25)
-    model = Classifier.from_spec(ResNet(arch), spec)
+    config = get_config(arch, num_classes=spec.num_classes, in_channels=spec.channels, width=width, **options)
+    model = Classifier.from_spec(ResNet(config), spec)
     # Random BatchNorm statistics: an untrained net's maps would otherwise be nearly flat.
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):

@@ -1,14 +1,14 @@
 """Occlusion's windowed passes (probe.models.windowed): every window's logits computed on the
 changed region only must be the logits of the occluded images themselves, and the maps captum's."""
-from dataclasses import replace
-
 import pytest
 import torch
 from torch import nn
 
+from test_saliency import tiny_classifier
+
+from probe.analysis.saliency import saliency
 from probe.data.spec import CIFAR10, MNIST
 from probe.errors import ConfigError
-from probe.analysis.saliency import saliency
 from probe.methods.saliency import SaliencyConfig, _occlusion
 from probe.models import fused
 from probe.models.classifier import Classifier
@@ -20,17 +20,7 @@ from probe.models.windowed import WindowGrid, _plan, occluded_logits
 def folded(arch="resnet14", spec=MNIST, size=20, seed=0, dtype=torch.float32, **options) -> Classifier:
     """A probe ResNet with random BatchNorm statistics (the maps of an untrained net are flat),
     as every analysis computes on it: its inference copy."""
-    torch.manual_seed(seed)
-    spec = replace(spec, height=size, width=size)
-    config = get_config(arch, num_classes=spec.num_classes, in_channels=spec.channels, width=0.5, **options)
-    model = Classifier.from_spec(ResNet(config), spec)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return inference_copy(model.eval().to(dtype))
+    return inference_copy(tiny_classifier(spec, size, seed, arch=arch, width=0.5, **options).to(dtype))
 
 
 def occluded_images(x: torch.Tensor, grid: WindowGrid, value: float) -> torch.Tensor:
