@@ -123,3 +123,33 @@ def test_learning_curves_from_records():
     r = probe.learning_curves({"mine": history})
     assert r.runs[0].epoch == [1, 2, 3]
     assert set(drawn(r)) == {"curves"}
+
+
+def test_nan_or_infinite_images_are_a_config_error():
+    import probe
+    from probe.errors import ConfigError
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x = torch.rand(2, 1, 4, 4)
+    x[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        probe.saliency(model, x, 0, methods="vanilla")
+    x[1, 0, 0, 0] = float("inf")
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        probe.attack(model, x, torch.tensor([0, 1]), 0.1)
+
+
+def test_an_edit_through_data_that_keeps_the_norm_is_seen():
+    """probe's ResNets are computed on a copy kept until the weights change: a sign flip or a
+    permutation through .data keeps every norm and the version counter, and must still count."""
+    from probe.models.classifier import Classifier
+    from probe.models.inference import inference_copy
+    from probe.models.resnet import ResNet, get_config
+    from probe.data.spec import MNIST
+    torch.manual_seed(0)
+    model = Classifier.from_spec(ResNet(get_config("resnet8", width=0.25, in_channels=1)), MNIST).eval()
+    x = torch.rand(3, 1, 12, 12)
+    for edit in (lambda: model.net.fc.weight.data.neg_(),
+                 lambda: model.net.stem.conv.weight.data.copy_(model.net.stem.conv.weight.data.flip(0))):
+        edit()
+        with torch.no_grad():
+            torch.testing.assert_close(inference_copy(model)(x), model(x), rtol=1e-4, atol=1e-5)

@@ -42,6 +42,8 @@ def as_input(images: torch.Tensor, to: nn.Module | torch.device, dtype: torch.dt
     device (float32 by default)."""
     if images.ndim != 4:
         raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise ConfigError("the images hold NaN or infinite values: give uint8 pixels or floats in [0, 1]")
     if isinstance(to, nn.Module):
         to, dtype = model_device(to), dtype or model_dtype(to)
     return to_input(images.to(to, non_blocking=True), dtype=dtype or torch.float32)

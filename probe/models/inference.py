@@ -52,13 +52,21 @@ _COPIES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDi
 
 def _state_key(model: torch.nn.Module) -> tuple:
     """Where each tensor lives, how often it was changed in place (autograd's version counter),
-    and the norm of each floating tensor (an edit through `.data` bypasses the counter): any
-    change to the weights or statistics changes the key."""
+    and two sums of each floating tensor, its norm and a sum weighted by position (an edit
+    through `.data` bypasses the counter; the weighted sum sees a sign flip or a permutation,
+    which keep the norm): any change to the weights or statistics changes the key."""
     tensors = (*model.parameters(), *model.buffers())
     floats = [t.detach() for t in tensors if t.is_floating_point()]
     with torch.no_grad():
         norms = tuple(torch.stack(torch._foreach_norm(floats)).tolist()) if floats else ()
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors), norms
+        weighted = tuple(torch.stack([(t.flatten().double() * _position_weights(t.numel(), t.device)).sum()
+                                      for t in floats]).tolist()) if floats else ()
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors), norms, weighted
+
+
+def _position_weights(n: int, device: torch.device) -> torch.Tensor:
+    """1, 1 + 1/n, ... < 2: distinct for every position, so that moving values changes the sum."""
+    return torch.arange(n, dtype=torch.float64, device=device).div_(max(n, 1)).add_(1)
 
 
 def batched_logits(model: torch.nn.Module, images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor], *,
