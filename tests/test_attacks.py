@@ -601,3 +601,14 @@ def test_the_attack_speed_benchmark_runs(real_mnist_dir, tmp_path):
     # Every side stays inside the ball it was given.
     assert all(rd["max_linf"] <= r["eps"] + 1e-6 for r in doc["runs"] for rd in r["rounds"])
     assert json.loads((tmp_path / "a.json").read_text())["images"] == 12
+
+
+def test_fgsm_checks_eps_as_pgd_does():
+    from probe.methods.attacks import fgsm, pgd
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x, y = torch.rand(2, 1, 4, 4), torch.tensor([0, 1])
+    for attack in (fgsm, pgd):
+        for eps in (-0.1, float("nan"), [0.1, 0.2, 0.3]):
+            with pytest.raises(ConfigError, match="ε"):
+                attack(model, x, y, eps)
+    assert (fgsm(model, x, y, [0.0, 0.1]) - x).abs().amax((1, 2, 3)).tolist()[0] == 0

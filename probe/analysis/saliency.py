@@ -451,7 +451,7 @@ def select_images(ctx: Context, data: ImageSet, k: int, n: int, selection: str, 
     if len(chosen) == 0 and not right:
         raise ConfigError(f"every one of the {len(candidates)} image(s) of class {name} in the {split} "
                           "split is classified correctly: nothing to show with --wrong (leave it out, or "
-                          "try --split test)")
+                          f"try --split {'train' if split == 'test' else 'test'})")
     return chosen, probs
 
 

@@ -160,6 +160,19 @@ def _setup(model, images, labels, target, batch_size, norm, precision):
     return labels if goal is None else goal, goal is not None
 
 
+def _eps_tensor(eps, n: int) -> torch.Tensor:
+    """ε as float64: one value, or one per image of n; finite and ≥ 0, else ConfigError."""
+    try:
+        eps_all = torch.as_tensor(eps, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"ε {eps!r}: give a number ≥ 0 in pixel units, or one per image") from None
+    if eps_all.ndim > 1 or (eps_all.ndim == 1 and len(eps_all) != n):
+        raise ConfigError(f"ε: give one value, or one per image ({n}), not a tensor of shape {tuple(eps_all.shape)}")
+    if (eps_all < 0).any() or not torch.isfinite(eps_all).all():
+        raise ConfigError(f"ε must be finite and ≥ 0, not {eps!r}")
+    return eps_all
+
+
 def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, norm: str = "linf",
          target=None, batch_size: int = 500, precision: str = "fp32", progress=None) -> torch.Tensor:
     """The fast gradient (sign) method: one step of size ε from each image, ascending the loss
@@ -173,7 +186,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, n
     goal, targeted = _setup(model, images, labels, target, batch_size, norm, precision)
     device = model_device(model)
     model = inference_copy(model)  # probe's ResNets: BatchNorm folded, the caller's model untouched
-    eps_all = torch.as_tensor(eps, dtype=torch.float64)
+    eps_all = _eps_tensor(eps, len(images))
     out = []
     with evaluating(model, frozen=True):
         for start in range(0, len(images), batch_size):
@@ -213,9 +226,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
     if not 1 <= restarts <= MAX_RESTARTS:
         raise ConfigError(f"restarts must be from 1 to {MAX_RESTARTS}, not {restarts}")
     device = model_device(model)
-    eps_all = torch.as_tensor(eps, dtype=torch.float64)
-    if (eps_all < 0).any() or not torch.isfinite(eps_all).all():
-        raise ConfigError(f"ε must be finite and ≥ 0, not {eps!r}")
+    eps_all = _eps_tensor(eps, len(images))
     if step_size is None:
         alpha_all = 2.5 * eps_all / steps
     else:
