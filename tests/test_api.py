@@ -153,3 +153,10 @@ def test_an_edit_through_data_that_keeps_the_norm_is_seen():
         edit()
         with torch.no_grad():
             torch.testing.assert_close(inference_copy(model)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("methods", ["all", "vanilla", "gradcam", "ig"])
+def test_a_target_beyond_the_classes_is_a_config_error_for_every_method(methods):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 5)).eval()
+    with pytest.raises(ConfigError, match=r"targets must be classes 0\.\.4"):
+        probe.saliency(model, torch.rand(2, 1, 4, 4), 7, methods=methods, layer=model[1])

@@ -569,7 +569,11 @@ def attribute(model: nn.Module, images: torch.Tensor, target, *, methods: str | 
         probs_pass, shared = None, 0.0
         if first is not None:
             start = time.perf_counter()
-            probs_pass, probs = _with_probs(work, x, t, first, config, cam)
+            try:
+                probs_pass, probs = _with_probs(work, x, t, first, config, cam)
+            except (IndexError, RuntimeError):  # a target out of range fails in its gather: say which
+                _checked_probs(work, x, t, None, config.batch_size)
+                raise
             shared = time.perf_counter() - start
         probs = _checked_probs(work, x, t, probs, config.batch_size)
         for name in names:
