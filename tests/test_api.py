@@ -160,3 +160,10 @@ def test_a_target_beyond_the_classes_is_a_config_error_for_every_method(methods)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 5)).eval()
     with pytest.raises(ConfigError, match=r"targets must be classes 0\.\.4"):
         probe.saliency(model, torch.rand(2, 1, 4, 4), 7, methods=methods, layer=model[1])
+
+
+def test_a_label_beyond_the_classes_is_a_config_error():
+    from probe.methods.confusion import confusion_matrix
+    assert confusion_matrix(torch.tensor([0, 2, -1]), torch.tensor([0, 1, 2]), 3).matrix.sum() == 2
+    with pytest.raises(ConfigError, match="label 9 for a model of 3 classes"):
+        confusion_matrix(torch.tensor([0, 9]), torch.tensor([0, 1]), 3)

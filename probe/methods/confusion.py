@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from probe.errors import ConfigError
+
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
@@ -85,5 +87,8 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
     """Counts over the labelled images (label ≥ 0)."""
     labels, predicted = labels.cpu().long(), predicted.cpu().long()
     keep = labels >= 0
+    if keep.any() and int(labels[keep].max()) >= num_classes:
+        raise ConfigError(f"label {int(labels[keep].max())} for a model of {num_classes} classes: "
+                          f"labels must be 0..{num_classes - 1} (or -1 for an unlabelled image)")
     cells = labels[keep] * num_classes + predicted[keep]
     return Confusion(torch.bincount(cells, minlength=num_classes ** 2).view(num_classes, num_classes))
