@@ -71,29 +71,42 @@ def disabled() -> Iterator[None]:
 
 def usable(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
     """Whether this pass may run fused: see the module's docstring."""
-    if not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or len(x) < MIN_IMAGES \
-            or not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+    if x.dim() != 4 or not _fusable_input(x):
         return False
     # the fused kernels have no derivative: not under forward-mode AD or torch.func's transforms
     if _forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x):
         return False
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
-        return False
     modules = tuple(modules)
-    if any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in modules):
+    if not as_built(modules):
         return False
     # ... nor a backward one: only where autograd would record nothing anyway
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())):
         return False
     finite = _FINITE.get()
-    return _finite(x, modules) if finite is None else finite
+    return all_finite(x, modules) if finite is None else finite
+
+
+def _fusable_input(x: torch.Tensor) -> bool:
+    """A batch the fused kernels could take: float32 on the CPU, MIN_IMAGES or more, oneDNN on,
+    no autocast, not compiling."""
+    return AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32 and len(x) >= MIN_IMAGES \
+        and torch.backends.mkldnn.enabled and not torch.is_autocast_enabled("cpu") \
+        and not torch.compiler.is_compiling()
+
+
+def as_built(modules: Iterable[nn.Module]) -> bool:
+    """No forward hook (global or on any of the modules) and no replaced forward: computing
+    these modules another way, nobody could tell."""
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in modules)
 
 
 # Whether the pass now running (`finite_pass`) has finite inputs and weights; None outside one.
 _FINITE: ContextVar[bool | None] = ContextVar("probe_fused_finite", default=None)
 
 
-def _finite(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
+def all_finite(x: torch.Tensor, modules: Iterable[nn.Module]) -> bool:
     """No NaN or ±inf in x or the modules' parameters. A sum is one fast pass; where it overflows
     to inf the tensor counts as not finite, and the pass merely runs unfused."""
     sums = [x.sum(), *(p.sum() for m in modules for p in m.parameters())]
@@ -105,11 +118,10 @@ def finite_pass(x: torch.Tensor, model: nn.Module) -> Iterator[None]:
     """While inside (a model's forward pass), the fused kernels' check of finite numbers is made
     once, on the pass's input and the model's weights, instead of at every block. Checked only
     where a kernel could be fused (float32 on the CPU, no autocast)."""
-    if _FINITE.get() is not None or not AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 \
-            or len(x) < MIN_IMAGES or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+    if _FINITE.get() is not None or not _fusable_input(x):
         yield
         return
-    token = _FINITE.set(_finite(x, (model,)))
+    token = _FINITE.set(all_finite(x, (model,)))
     try:
         yield
     finally:

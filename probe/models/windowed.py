@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _module
 
 from probe.models import fused
 from probe.models.classifier import Classifier, Normalize
@@ -73,7 +72,7 @@ def occluded_logits(model: nn.Module, x: torch.Tensor, grid: WindowGrid, value: 
     with torch.no_grad():
         # NaN or inf: the fused kernels and torch.relu treat NaN differently (probe.models.fused),
         # so such inputs go through the occluded images, as the model itself would run them
-        if not (math.isfinite(value) and fused._finite(x, (model,))):
+        if not (math.isfinite(value) and fused.all_finite(x, (model,))):
             return None
         filled = normalize(torch.full((1, x.shape[1], 1, 1), float(value), dtype=x.dtype, device=x.device))
         chunks = [_Chunk(grid, rows, cols, x.device) for rows, cols in _chunks(grid, batch_size)]
@@ -98,8 +97,7 @@ def _plan(model: nn.Module, grid: WindowGrid) -> tuple[nn.Module, ResNet, list[n
     if type(net) is not ResNet or type(normalize) not in (Normalize, nn.Identity) or not _stem_on_regions(net) \
             or type(net.stages) is not nn.Sequential or any(type(stage) is not nn.Sequential for stage in net.stages):
         return None
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks or any(
-            m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in model.modules()):
+    if not fused.as_built(model.modules()):
         return None
     side, blocks = grid.window + 2, []  # the changed region's side after the stem
     for block in net.blocks():
