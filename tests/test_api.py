@@ -158,7 +158,7 @@ def test_an_edit_through_data_that_keeps_the_norm_is_seen():
 @pytest.mark.parametrize("methods", ["all", "vanilla", "gradcam", "ig"])
 def test_a_target_beyond_the_classes_is_a_config_error_for_every_method(methods):
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 5)).eval()
-    with pytest.raises(ConfigError, match=r"targets must be classes 0\.\.4"):
+    with pytest.raises(ConfigError, match=r"target: 7 \(image 0\) is not one of the model's classes 0\.\.4"):
         probe.saliency(model, torch.rand(2, 1, 4, 4), 7, methods=methods, layer=model[1])
 
 
@@ -167,3 +167,106 @@ def test_a_label_beyond_the_classes_is_a_config_error():
     assert confusion_matrix(torch.tensor([0, 2, -1]), torch.tensor([0, 1, 2]), 3).matrix.sum() == 2
     with pytest.raises(ConfigError, match="label 9 for a model of 3 classes"):
         confusion_matrix(torch.tensor([0, 9]), torch.tensor([0, 1]), 3)
+
+
+# ---- what a caller may get wrong: each a ConfigError naming it, before any work -----------------
+
+CALLS = {
+    "misclassified": lambda m, x, y: probe.misclassified(m, x, y),
+    "attack": lambda m, x, y: probe.attack(m, x, y, 0.1, steps=2),
+    "robustness_curve": lambda m, x, y: probe.robustness_curve(m, x, y, [0.1], steps=2, examples=0),
+    "saliency": lambda m, x, y: probe.saliency(m, x, y, methods="vanilla"),
+    "fool_from_dataset": lambda m, x, y: probe.fool_from_dataset(m, x, y, targets=[1], steps=2),
+}
+
+
+@pytest.mark.parametrize("call", ["misclassified", "attack", "robustness_curve", "saliency"])
+def test_a_class_beyond_the_model_or_a_fraction_is_a_config_error(call, batch):
+    images, labels = batch
+    net = tiny_cnn(torch.float32)
+    beyond = labels.clone()
+    beyond[4] = 3  # the model has classes 0..2
+    which = "target" if call == "saliency" else "labels"
+    with pytest.raises(ConfigError, match=rf"{which}: 3 \(image 4\) is not one of the model's classes 0\.\.2"):
+        CALLS[call](net, images, beyond)
+    with pytest.raises(ConfigError, match=rf"{which}: 1\.5 is not a class index"):
+        CALLS[call](net, images, labels.float() + torch.tensor([0, 0, 0, 0, 0.5, 0]))
+    CALLS[call](net, images, labels.double())  # whole numbers as floats are classes
+
+
+@pytest.mark.parametrize("where", ["attack", "robustness_curve"])
+def test_a_target_beyond_the_model_is_a_config_error(where, batch):
+    images, labels = batch
+    net = tiny_cnn(torch.float32)
+    call = (lambda t: probe.attack(net, images, labels, 0.1, steps=2, target=t)) if where == "attack" else \
+        (lambda t: probe.robustness_curve(net, images, labels, [0.1], steps=2, examples=0, target=t))
+    with pytest.raises(ConfigError, match=r"target: 3 \(image 0\) is not one of the model's classes 0\.\.2"):
+        call(3)
+    with pytest.raises(ConfigError, match=r"target: 1\.5 is not a class index"):
+        call(1.5)
+
+
+class _Wrapped(nn.Module):
+    """A model of another library's kind: its forward returns more than the logits."""
+
+    def __init__(self, as_dict: bool):
+        super().__init__()
+        self.net, self.as_dict = tiny_cnn(torch.float32), as_dict
+
+    def forward(self, x):
+        logits = self.net(x)
+        return {"logits": logits} if self.as_dict else (logits, x.mean())
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_a_model_that_returns_no_logits_tensor_is_told_to_wrap_it(call, as_dict, batch):
+    images, labels = batch
+    kind = "dict" if as_dict else "tuple"
+    with pytest.raises(ConfigError, match=rf"the model returned a {kind}, not a tensor of logits \(N, K\): wrap it"):
+        CALLS[call](_Wrapped(as_dict), images, labels)
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_float_images_in_0_255_are_refused_by_every_analysis(call, batch):
+    images, labels = batch
+    net = tiny_cnn(torch.float32)
+    with pytest.raises(ConfigError, match=r"floats in \[0, 1\]"):
+        CALLS[call](net, images * 255, labels)
+    with pytest.raises(ConfigError, match=r"floats in \[0, 1\]"):
+        CALLS[call](net, images - 0.5, labels)  # normalized images
+    CALLS[call](net, images.clamp(0, 1) * (1 + 1e-7), labels)  # a rounding beyond 1 is still [0, 1]
+
+
+def test_a_saliency_target_by_name_is_its_index(batch):
+    images, _ = batch
+    net = tiny_cnn(torch.float32)
+    by_name = probe.saliency(net, images, "two", methods="vanilla", classes=CLASSES)
+    by_index = probe.saliency(net, images, 2, methods="vanilla", classes=CLASSES)
+    assert by_name.targets == by_index.targets == [2] * 6
+    torch.testing.assert_close(by_name.attributions, by_index.attributions)
+    with pytest.raises(ConfigError, match="needs classes="):
+        probe.saliency(net, images, "two", methods="vanilla")
+
+
+def test_eps_as_text_is_the_command_line_s_list(batch):
+    images, labels = batch
+    net = tiny_cnn(torch.float32)
+    text = probe.robustness_curve(net, images, labels, "0.05,2/255", steps=2, examples=0)
+    listed = probe.robustness_curve(net, images, labels, [0.05, 2 / 255], steps=2, examples=0)
+    assert text.eps == listed.eps == [0.0, 2 / 255, 0.05]
+
+
+def test_the_confusion_summary_counts_the_labelled_images():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(1, 2, bias=False))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[-1.0], [1.0]]))  # class 1 where the pixel is > 0
+    images = torch.tensor([0.0, 0.0, 0.0, 0.9, 0.9]).view(5, 1, 1, 1)
+    lines = probe.confusion_matrix(net, images, torch.tensor([0, 0, 1, 1, -1])).summary()
+    # 3 of the 4 labelled right (the unlabelled one not counted); Wilson's 95% interval of 3/4 by hand
+    z, n, p = 1.959964, 4, 0.75
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    low, high = centre - half, centre + half
+    assert lines[0] == f"accuracy 75.00% of 4 labelled images (95% CI {100 * low:.2f}–{100 * high:.2f}%)"
+    assert lines[1] == "most confused: 1→0 ×1"
+    assert lines[2].startswith("lowest per-class accuracy: 1 50.00% of 2 ")

@@ -82,6 +82,21 @@ def check_image_files(images, label) -> tuple[str, ...] | None:
     return files
 
 
+def by_name(target, classes):
+    """A target class given by name (or a list of them) → its index by `classes` (names or their
+    number); anything else (indices, a tensor) as given, for the methods to check."""
+    if classes is None:
+        if isinstance(target, str) or (isinstance(target, (list, tuple)) and any(isinstance(v, str) for v in target)):
+            raise ConfigError(f"target {target!r}: a class by name needs classes=[its names]; or give its index")
+        return target
+    names = ClassNames.of(classes)
+    if isinstance(target, str):
+        return names.index(target)
+    if isinstance(target, (list, tuple)) and any(isinstance(v, str) for v in target):
+        return [names.index(v) if isinstance(v, str) else v for v in target]
+    return target
+
+
 class SettingsBase:
     """Mixin of every Settings dataclass: its JSON form (the cache key part) and replace()."""
 

@@ -13,7 +13,7 @@ from probe.analysis.base import (MAX_BATCH, Analysis, Context, ResultBase, Setti
 from probe.data.spec import ClassNames
 from probe.errors import ConfigError
 from probe.figures.failures import confusion_figure, grid_pages, misclassified_pages, per_class_figure
-from probe.methods.common import class_probabilities
+from probe.methods.common import as_classes, class_probabilities
 from probe.methods.confusion import confusion_matrix, wilson_interval
 from probe.presentation import FigureRef, Section, Table, Text, pct
 
@@ -76,9 +76,7 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     -1 for unlabelled (never counted wrong). classes: names or their number (default: the
     model's outputs). display_images: what the grid shows (default `images`). probs: the model's
     class probabilities (N, K) of these very images, when already computed."""
-    labels = torch.as_tensor(labels).cpu().long()
-    if len(labels) != len(images):
-        raise ConfigError(f"{len(images)} images but {len(labels)} labels")
+    labels = as_classes(labels, len(images), None, unlabelled=True)
     if max_images is not None:
         check_int("max_images", max_images, 1)
     if not (labels >= 0).any():
@@ -90,6 +88,7 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     names = ClassNames.of(classes if classes is not None else probs.shape[1])
     if len(names) != probs.shape[1]:
         raise ConfigError(f"{len(names)} class names for a model with {probs.shape[1]} outputs")
+    as_classes(labels, len(images), probs.shape[1], unlabelled=True)
     top_p, top_k = probs.topk(min(2, probs.shape[1]), dim=1)  # (N, 2)
     wrong = (top_k[:, 0] != labels) & (labels >= 0)
     index = wrong.nonzero().flatten()
@@ -127,6 +126,14 @@ class ConfusionResult(ResultBase):
     matrix: list[list[int]]
     per_class: list[dict]
     most_confused: list[dict]
+
+    def summary(self) -> list[str]:
+        n = sum(map(sum, self.matrix))
+        correct = sum(row[k] for k, row in enumerate(self.matrix))
+        ci = _interval(correct, n)
+        return [f"accuracy {100 * correct / max(n, 1):.2f}% of {n:,} labelled images"
+                + (f" (95% CI {100 * ci[0]:.2f}–{100 * ci[1]:.2f}%)" if ci else ""),
+                *_class_lines(self.most_confused, self.per_class)]
 
     def figures(self) -> dict:
         names = ClassNames(tuple(self.classes), tuple(self.display_names), tuple(self.codes))
@@ -220,16 +227,21 @@ def _images(result: MisclassifiedResult) -> str:
 
 
 def summary(result: MisclassifiedResult) -> list[str]:
-    lines = [f"{result.wrong} of {_images(result)} misclassified "
-             f"(error {100 * result.error:.2f}%)"
-             + (f"; the {result.shown} most confident shown" if result.shown < result.wrong else "")]
-    pairs = result.most_confused[:5]
-    if pairs:
-        lines.append("most confused: " + ", ".join(f"{p['true']}→{p['predicted']} ×{p['count']}" for p in pairs))
-    scored = [r for r in result.per_class if r["accuracy"] is not None]
+    return [f"{result.wrong} of {_images(result)} misclassified (error {100 * result.error:.2f}%)"
+            + (f"; the {result.shown} most confident shown" if result.shown < result.wrong else ""),
+            *_class_lines(result.most_confused, result.per_class)]
+
+
+def _class_lines(most_confused: list[dict], per_class: list[dict]) -> list[str]:
+    """The most confused pairs and the class with the lowest accuracy, with its interval."""
+    lines = []
+    if most_confused:
+        lines.append("most confused: " + ", ".join(f"{p['true']}→{p['predicted']} ×{p['count']}"
+                                                   for p in most_confused[:5]))
+    scored = [r for r in per_class if r["accuracy"] is not None]
     if scored:
         worst = min(scored, key=lambda r: r["accuracy"])
-        lines.append(f"lowest per-class accuracy: {worst['class']} {100 * worst['accuracy']:.2f}% "
+        lines.append(f"lowest per-class accuracy: {worst['class']} {100 * worst['accuracy']:.2f}% of {worst['n']:,} "
                      f"(95% CI {100 * worst['ci95'][0]:.2f}–{100 * worst['ci95'][1]:.2f}%)")
     return lines
 

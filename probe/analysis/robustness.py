@@ -13,7 +13,7 @@ from torch import nn
 
 from probe.analysis.base import (MAX_BATCH, MAX_RESTARTS, MAX_SHOWN, MAX_STEPS, MAX_THREADS, Analysis, Context,
                                  ResultBase, SettingsBase, array_field, check_choice, check_image_files, check_int,
-                                 image_files)
+                                 by_name, image_files)
 from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
@@ -242,7 +242,7 @@ def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     attacked (one per class first). The model's mode, .grad and requires_grad are left as
     found. result.figures() draws it."""
     names = ClassNames.of(classes) if classes is not None else None
-    t = None if target is None else (names.index(target) if names is not None else int(target))
+    t = None if target is None else by_name(target, classes)
     curve = attack_curve(model, images, labels, eps, method=method, norm=norm, steps=steps,
                          step_size=step_size, random_start=random_start, restarts=restarts, target=t,
                          seed=seed, batch_size=batch_size, precision=precision, examples=examples,

@@ -25,7 +25,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from probe.analysis.base import (MAX_BATCH, MAX_SHOWN, MAX_THREADS, Analysis, Context, ResultBase, SettingsBase,
-                                 array_field, check_choice, check_int)
+                                 array_field, by_name, check_choice, check_int)
 from probe.data.imageset import ImageSet
 from probe.data.spec import ClassNames
 from probe.data.user_images import load_user_images
@@ -287,6 +287,7 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, methods: st
     progress: callable(what, done, total). The model is left as found (mode, .grad, requires_grad)."""
     check_choice("scale", scale, SCALES)
     config = config or SaliencyConfig(batch_size=batch_size, seed=seed)
+    target = by_name(target, classes)
     if target is None:
         probs = probs if probs is not None else class_probabilities(model, images, batch_size=config.batch_size)
         target = probs.argmax(1)

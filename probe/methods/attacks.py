@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probe.methods.common import MAX_BATCH, MAX_RESTARTS, MAX_STEPS, as_input, evaluating, model_device, model_dtype
+from probe.methods.common import (MAX_BATCH, MAX_RESTARTS, MAX_STEPS, as_classes, as_input, class_count, evaluating,
+                                  model_device, model_dtype)
 from probe.models.inference import inference_copy
 from probe.device import resolve_precision as device_precision
 from probe.errors import ConfigError
@@ -142,22 +143,17 @@ def succeeded(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> tor
     return pred == labels if targeted else pred != labels
 
 
-def _targets(target, labels: torch.Tensor) -> torch.Tensor | None:
-    if target is None:
-        return None
-    t = torch.as_tensor(target, dtype=torch.long)
-    return t.expand(len(labels)).clone() if t.ndim == 0 else t.reshape(len(labels)).clone()
-
-
 def _setup(model, images, labels, target, batch_size, norm, precision):
+    """The attack's goal (N,): the labels, or the targets where `target` is given (one class or
+    one per image), each a class of the model; and whether the attack is targeted."""
     _check(norm, precision)
     if not 1 <= batch_size <= MAX_BATCH:
         raise ConfigError(f"batch size must be from 1 to {MAX_BATCH:,}, not {batch_size}")
-    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
-    if len(labels) != len(images):
-        raise ConfigError(f"{len(images)} images but {len(labels)} labels")
-    goal = _targets(target, labels)
-    return labels if goal is None else goal, goal is not None
+    k = class_count(model, images) if len(images) else None
+    labels = as_classes(labels, len(images), k)
+    if target is None:
+        return labels, False
+    return as_classes(target, len(images), k, what="target"), True
 
 
 def _eps_tensor(eps, n: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from probe.models.inference import batched_logits, to_input
 MAX_STEPS = 10_000  # gradient steps of an attack, a fooling run, SmoothGrad's samples, IG's steps
 MAX_RESTARTS = 100  # PGD's restarts (default 1)
 MAX_BATCH = 100_000  # images in one forward pass
+RANGE_SLACK = 1e-5  # float images a rounding outside [0, 1] are still [0, 1] images
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -42,11 +43,53 @@ def as_input(images: torch.Tensor, to: nn.Module | torch.device, dtype: torch.dt
     device (float32 by default)."""
     if images.ndim != 4:
         raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
-    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
-        raise ConfigError("the images hold NaN or infinite values: give uint8 pixels or floats in [0, 1]")
+    if images.is_floating_point() and images.numel():
+        lo, hi = torch.aminmax(images.detach())
+        lo, hi = torch.stack([lo, hi]).tolist()  # one sync on a GPU
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ConfigError("the images hold NaN or infinite values: give uint8 pixels or floats in [0, 1]")
+        if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+            raise ConfigError(f"the images hold values from {lo:g} to {hi:g}: give uint8 pixels or floats in [0, 1]"
+                              + (" (divide 0..255 floats by 255)" if hi > 1.5 and lo >= 0 else
+                                 " (undo any normalization: the model should normalize its input itself)"))
     if isinstance(to, nn.Module):
         to, dtype = model_device(to), dtype or model_dtype(to)
     return to_input(images.to(to, non_blocking=True), dtype=dtype or torch.float32)
+
+
+def as_classes(values, n: int, num_classes: int | None, what: str = "labels", unlabelled: bool = False) -> torch.Tensor:
+    """Class indices (N,) int64 on the CPU from one value for all n images or one per image: whole
+    numbers (floats that are whole are taken) in 0..num_classes-1 (num_classes None: any ≥ 0),
+    or -1 for an image without a label where `unlabelled`. Else a ConfigError naming `what`."""
+    try:
+        t = torch.as_tensor(values).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{what} {values!r}: give class indices (whole numbers)") from None
+    if t.dtype == torch.bool or t.is_complex() or (t.is_floating_point() and not bool((t == t.round()).all())):
+        shown = t.flatten()[0].item() if t.dtype == torch.bool else \
+            t.flatten()[(t != t.round()).flatten().nonzero()[0]].item()
+        raise ConfigError(f"{what}: {shown!r} is not a class index; give whole numbers")
+    t = t.long()
+    if t.ndim == 0:
+        t = t.expand(n).clone()
+    if t.ndim == 1 and len(t) != n:
+        raise ConfigError(f"{n} images but {len(t)} {what}: give one per image")
+    if t.ndim != 1:
+        raise ConfigError(f"{what}: give one class for all {n} images or one per image, not a tensor of shape "
+                          f"{tuple(t.shape)}")
+    low = -1 if unlabelled else 0
+    bad = (t < low) | ((t >= num_classes) if num_classes is not None else False)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        within = f"one of the model's classes 0..{num_classes - 1}" if num_classes is not None else "a class index (0 or more)"
+        raise ConfigError(f"{what}: {int(t[i])} (image {i}) is not {within}" + (" or -1 (no label)" if unlabelled else ""))
+    return t
+
+
+def class_count(model: nn.Module, images: torch.Tensor) -> int:
+    """K, the classes `model` scores: the width of its logits for the first image (a ConfigError
+    where it does not return logits (N, K))."""
+    return class_probabilities(model, images[:1]).shape[1]
 
 
 @contextlib.contextmanager

@@ -30,9 +30,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, attack, attack_gradient, check_eps, perturbation_size,
-                                   project, step_direction, succeeded)
-from probe.methods.common import as_input, class_probabilities, evaluating, model_device, model_dtype
+from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, attack, attack_gradient, check_eps, parse_eps_list,
+                                   perturbation_size, project, step_direction, succeeded)
+from probe.methods.common import as_classes, as_input, class_probabilities, evaluating, model_device, model_dtype
 from probe.models.inference import inference_copy
 from probe.methods.confusion import wilson_interval
 from probe.errors import ConfigError
@@ -185,8 +185,9 @@ def attack_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     search = "nested" if method == "fgsm" else search
     clean = as_input(images, torch.device("cpu"), model_dtype(model))  # (N, C, H, W) [0, 1]
     probs = class_probabilities(model, clean, batch_size=batch_size)  # (N, K)
-    if target is not None and not 0 <= int(target) < probs.shape[1]:
-        raise ConfigError(f"target class {target} is not one of 0..{probs.shape[1] - 1}")
+    as_classes(labels, len(labels), probs.shape[1])
+    if target is not None:
+        target = int(as_classes(target, 1, probs.shape[1], what="target")[0])
     options = {"method": method, "norm": norm, "steps": steps, "step_size": step_size,
                "random_start": random_start, "restarts": restarts, "batch_size": batch_size,
                "precision": precision, "target": target, "seed": seed}
@@ -407,11 +408,13 @@ def _checked(images, labels, eps, method: str, norm: str, precision: str) -> tup
         raise ConfigError(f"method {method!r}: use one of {', '.join(METHODS)}")
     if norm not in NORMS or precision not in PRECISIONS:
         raise ConfigError(f"norm {norm!r} / precision {precision!r}: use {'|'.join(NORMS)} / {'|'.join(PRECISIONS)}")
-    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
-    if len(labels) != len(images) or len(labels) == 0:
-        raise ConfigError(f"{len(images)} images and {len(labels)} labels: need as many of each, at least one")
-    if (labels < 0).any():
+    if len(images) == 0:
+        raise ConfigError("no images to attack: give at least one")
+    if bool((torch.as_tensor(labels) < 0).any()):
         raise ConfigError("every image needs a label (≥ 0) to measure accuracy")
+    labels = as_classes(labels, len(images), None)
+    if isinstance(eps, str):  # '0.05,2/255', as on the command line
+        return labels, sorted({0.0, *parse_eps_list(eps)})
     return labels, sorted({0.0, *(check_eps(e) for e in ([eps] if isinstance(eps, (int, float)) else eps))})
 
 

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from probe.errors import ConfigError
-from probe.methods.common import MAX_BATCH, MAX_STEPS, as_input, class_probabilities, evaluating
+from probe.methods.common import (MAX_BATCH, MAX_STEPS, as_classes, as_input, class_count, class_probabilities,
+                                  evaluating)
 from probe.models.inference import inference_copy
 from probe.models.windowed import WindowGrid, occluded_logits
 
@@ -413,10 +414,9 @@ def prepare_inputs(model: nn.Module, images: torch.Tensor, targets) -> tuple[tor
     x = as_input(images, model)
     if len(x) == 0:
         raise ConfigError("no images to explain")
-    t = torch.as_tensor(targets, dtype=torch.long)
-    t = t.expand(len(x)).clone() if t.ndim == 0 else t.flatten()
-    if len(t) != len(x):
-        raise ConfigError(f"{len(x)} images but {len(t)} targets")
+    # One image's logits first: a model that returns no logits, or a target beyond them, fails
+    # here, not inside the first method.
+    t = as_classes(targets, len(x), class_count(model, x), what="target")
     return x, t.to(x.device)
 
 
@@ -569,11 +569,7 @@ def attribute(model: nn.Module, images: torch.Tensor, target, *, methods: str | 
         probs_pass, shared = None, 0.0
         if first is not None:
             start = time.perf_counter()
-            try:
-                probs_pass, probs = _with_probs(work, x, t, first, config, cam)
-            except (IndexError, RuntimeError):  # a target out of range fails in its gather: say which
-                _checked_probs(work, x, t, None, config.batch_size)
-                raise
+            probs_pass, probs = _with_probs(work, x, t, first, config, cam)
             shared = time.perf_counter() - start
         probs = _checked_probs(work, x, t, probs, config.batch_size)
         for name in names:

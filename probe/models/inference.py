@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
+from probe.errors import ConfigError
 from probe.models.classifier import Classifier
 from probe.models.resnet import ResNet
 
@@ -69,6 +70,18 @@ def _position_weights(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, dtype=torch.float64, device=device).div_(max(n, 1)).add_(1)
 
 
+def checked_logits(output) -> torch.Tensor:
+    """A model's output when it is logits (N, K), else a ConfigError saying what to give instead
+    (models returning a tuple or a dict, as some libraries' do, fail deep inside otherwise)."""
+    if not isinstance(output, torch.Tensor):
+        raise ConfigError(f"the model returned a {type(output).__name__}, not a tensor of logits (N, K): wrap it "
+                          "in a module whose forward returns the logits alone (e.g. its output[0] or output['logits'])")
+    if output.ndim != 2 or not output.is_floating_point():
+        raise ConfigError(f"the model returned a {output.dtype} tensor of shape {tuple(output.shape)}, not logits "
+                          "(N, K): one row of class scores per image")
+    return output
+
+
 def batched_logits(model: torch.nn.Module, images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor], *,
                    batch_size: int = 500, num_classes: int = 0, progress=None) -> torch.Tensor:
     """The one batched forward: logits (N, K) float32 on the CPU, in eval mode (the model's
@@ -81,7 +94,7 @@ def batched_logits(model: torch.nn.Module, images: torch.Tensor, prepare: Callab
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 # kept on the device: one copy to the CPU at the end, not a sync per batch
-                out.append(model(prepare(images[start:start + batch_size])).float())
+                out.append(checked_logits(model(prepare(images[start:start + batch_size]))).float())
                 if progress is not None:
                     progress(min(start + batch_size, len(images)))
     finally:
