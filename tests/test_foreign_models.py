@@ -113,6 +113,27 @@ def test_load_model_gives_the_network(kind, saved, one_thread):
     assert model.spec.name == "mnist" and list(model.spec.classes) == [str(k) for k in range(10)]
 
 
+def test_the_api_does_not_pass_the_plain_gradient_off_as_guided_backprop(saved, one_thread):
+    """A TorchScript model has no nn.ReLU to guide: "all" leaves Guided Backprop (and Grad-CAM)
+    out, and naming it is a ConfigError saying why; so is a network with F.relu in forward."""
+    model, _ = probe.load_model(saved["torchscript"])
+    x = torch.rand(2, 1, 28, 28)
+    result = probe.saliency(model, x, 1, methods="all")
+    assert "guided" not in result.methods and "gradcam" not in result.methods and "vanilla" in result.methods
+    with pytest.raises(probe.ProbeError, match="Guided Backprop cannot run on this model: .*plain gradient"):
+        probe.saliency(model, x, 1, methods="guided")
+
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(1, 2, 3), torch.nn.Linear(2 * 26 * 26, 10)
+
+        def forward(self, x):
+            return self.fc(torch.nn.functional.relu(self.conv(x)).flatten(1))
+    with pytest.raises(probe.ProbeError, match="has none .*F.relu in forward"):
+        probe.saliency(Functional(), x, 1, methods="guided")
+
+
 def test_load_model_takes_the_model_info_as_keys(saved, tmp_path, one_thread):
     """No JSON beside the file: the info given; a mean/std puts probe's Normalize before the network."""
     path = tmp_path / "bare.pt"

@@ -291,7 +291,11 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, methods: st
     if target is None:
         probs = probs if probs is not None else class_probabilities(model, images, batch_size=config.batch_size)
         target = probs.argmax(1)
-    n, methods = len(images), parse_methods(methods)
+    n, asked = len(images), parse_methods(methods)
+    # "all": what the model can serve (a TorchScript model has no ReLU modules to guide); a method
+    # named that it cannot serve is a ConfigError saying why (probe.methods.saliency.attribute).
+    unavailable = (getattr(model, "unavailable", None) or {}) if methods == "all" else {}
+    methods = tuple(m for m in asked if m not in unavailable)
     cam = choose_cam_layer(model, images, layer) if any(METHODS[m].needs_layer for m in methods) else None
     a = attribute(model, images, target, methods=methods, config=config, layer=cam and cam.name, probs=probs,
                   warm_up=True, progress=_counting(progress, f"saliency of {n} image(s)", len(methods)))

@@ -172,6 +172,9 @@ def _guided_relus(model: nn.Module) -> Iterator[None]:
     rule goes with each call: a ReLU module used twice in one forward pass, or built in-place,
     gets the map of the same network with a fresh ReLU per use (tested)."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:  # the rule would change nothing: the map would be the plain gradient, mislabelled
+        raise ConfigError("Guided Backprop needs the model's ReLUs as nn.ReLU modules, and this model has none "
+                          "(a TorchScript or exported model, or F.relu in forward): leave out guided")
     own = [m.__dict__.get("forward") for m in relus]  # a forward set on the instance, kept
     for m in relus:
         m.forward = _GuidedReLU.apply
@@ -553,6 +556,10 @@ def attribute(model: nn.Module, images: torch.Tensor, target, *, methods: str | 
     probabilities (N, K) if you have them (else one forward pass computes them). warm_up: one
     gradient before the first method is timed (its `seconds` then leave out the set-up)."""
     names = parse_methods(methods)
+    unavailable = getattr(model, "unavailable", None) or {}  # probe.load_model's models say what they cannot serve
+    for name in names:
+        if name in unavailable:
+            raise ConfigError(f"{METHODS[name].title} cannot run on this model: {unavailable[name]}")
     x, t = prepare_inputs(model, images, target)
     # Grad-CAM's layer by name (the same layer in the working copy); a bad one fails before the slow methods.
     cam = layer_name(model, layer) if any(METHODS[m].needs_layer for m in names) else None
