@@ -337,7 +337,7 @@ def test_eps_lists():
     assert parse_eps_list("8/255 0 2/255") == [0.0, 2 / 255, 8 / 255]
     assert parse_eps_list("0.1,0.1") == [0.1]
     for bad, words in (("-0.1", "-0.1"), ("abc", "not a number"), ("1/0", "not a number"), ("", "at least one"),
-                       ("nan", "≥ 0"), ("inf", "≥ 0")):
+                       ("nan", "≥ 0"), ("inf", "≥ 0"), ("0.1,,0.2", "an empty value"), ("0.1,", "an empty value")):
         with pytest.raises(ConfigError, match=words):
             parse_eps_list(bad)
 
@@ -504,6 +504,14 @@ def test_settings_are_checked_once_in_the_options_names():
                           ({"step_size": 0}, "--step-size 0"), ({"search": "linear"}, "--search 'linear'")):
         with pytest.raises(ConfigError, match=words):
             Settings(**kwargs)
+    # one message for every step that is not > 0
+    for step in (0, -0.01, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"--step-size .*: give a step > 0 in pixel units"):
+            Settings(step_size=step)
+    # an L∞ ε beyond 1 is ε/255 mistyped; an L2 ε may well be larger
+    with pytest.raises(ConfigError, match=r"--eps 8: an L∞ ε is in pixel units, at most 1 \(did you mean 8/255"):
+        Settings(eps="0,8")
+    assert Settings(norm="l2", eps="0,2,8").eps == (0.0, 2.0, 8.0)
 
 
 # ---- the command ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ class at a few ε where the accuracy falls. A joint analysis: `probe attack --mo
 images of each model and draws every curve on one plot."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -12,13 +13,13 @@ import torch
 from torch import nn
 
 from probe.analysis.base import (MAX_BATCH, MAX_RESTARTS, MAX_SHOWN, MAX_STEPS, MAX_THREADS, Analysis, Context,
-                                 ResultBase, SettingsBase, array_field, check_choice, check_image_files, check_int,
-                                 by_name, image_files)
+                                 ResultBase, SettingsBase, array_field, by_name, check_choice, check_image_files,
+                                 check_int, image_files)
 from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
 from probe.figures.attacks import CURVE_WIDTH, NORM_NAMES, eps_label, examples_figure, robustness_figure
-from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, check_eps, parse_eps_list, perturbation_size,
+from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, parse_eps_list, perturbation_size,
                                    resolve_precision)
 from probe.methods.common import class_probabilities, model_device
 from probe.methods.robustness import (SEARCHES, SUBSET_SEED, RobustnessCurve, attack_chunk, attack_curve,
@@ -83,6 +84,10 @@ class Settings(SettingsBase):
         check_choice("--norm", self.norm, NORMS)
         if self.eps is not None:
             object.__setattr__(self, "eps", tuple(parse_eps_list(self.eps)))
+            beyond = [e for e in self.eps if e > 1]
+            if self.norm == "linf" and beyond:  # at ε = 1 an L∞ attack may already replace the whole image
+                raise ConfigError(f"--eps {beyond[0]:g}: an L∞ ε is in pixel units, at most 1 (did you mean "
+                                  f"{beyond[0]:g}/255 = {beyond[0] / 255:.4g}?)")
         if self.method == "fgsm":
             given = [o for o, v in (("--steps", self.steps), ("--step-size", self.step_size),
                                     ("--restarts", self.restarts)) if v is not None]
@@ -94,7 +99,7 @@ class Settings(SettingsBase):
             check_int("--steps", self.steps, 1, MAX_STEPS)
         if self.restarts is not None:
             check_int("--restarts", self.restarts, 1, MAX_RESTARTS, why="1 = no restart")
-        if self.step_size is not None and check_eps(self.step_size, f"--step-size {self.step_size}") == 0:
+        if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and 0 < self.step_size < math.inf):
             raise ConfigError(f"--step-size {self.step_size}: give a step > 0 in pixel units, e.g. 0.01")
         if self.limit is not None:
             check_int("--limit", self.limit, 0, why="0 attacks the whole split")

@@ -320,9 +320,12 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *,
 
 def parse_eps_list(text: str | Sequence) -> list[float]:
     """'0,0.1,0.3' or '0 2/255 8/255' (fractions allowed) → sorted distinct floats ≥ 0."""
-    parts = text.replace(",", " ").split() if isinstance(text, str) else list(text)
-    if not parts:
+    parts = [p for piece in text.split(",") for p in (piece.split() or [""])] if isinstance(text, str) else list(text)
+    if not parts or parts == [""]:
         raise ConfigError("--eps: give at least one value, e.g. --eps 0,0.1,0.3")
+    if "" in parts:  # "0.1,,0.2": a value left out, not one to skip
+        raise ConfigError(f"--eps {text!r}: an empty value between commas; give values ≥ 0 in pixel units, "
+                          "e.g. --eps 0,0.1,0.3")
     values = []
     for part in parts:
         item = str(part).strip()
