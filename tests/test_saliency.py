@@ -5,6 +5,7 @@ files and its error cases)."""
 import copy
 import io
 import json
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -757,6 +758,40 @@ def test_cli_user_images_and_predict(tiny_model, tmp_path):
     assert len(lines) == 2 and lines[0].startswith(str(a)) and len(lines[0].split("  ")) >= 3
     bad = runner.invoke(app, ["saliency", "--model", str(tiny_model), str(a)])
     assert bad.exit_code == 2 and "after --image" in bad.output
+
+
+def test_cli_a_folder_of_images_with_a_corrupt_file(tiny_model, tmp_path):
+    """--image folder: every picture in it, by name; a file that cannot be read is skipped and
+    said, not the end of the batch; long names that differ at the end stay told apart."""
+    digit = np.zeros((28, 28), np.uint8)
+    digit[5:23, 13:16] = 255
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in (1, 2):
+        png(np.roll(digit, k, axis=1), scans / f"handwritten-digit-scan-{k}.png")
+    (scans / "broken.png").write_bytes(b"not a png")
+    (scans / "notes.txt").write_text("not an image")  # not an image suffix: not taken
+    out = tmp_path / "f"
+    result = runner.invoke(app, ["saliency", "--model", str(tiny_model), "--image", str(scans), "--method", "vanilla",
+                                 "--no-faithfulness", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 file that could not be read: " in result.output and "broken.png" in result.output
+    doc = json.loads((out / "results.json").read_text())
+    assert [Path(r["file"]).name for r in doc["results"]["rows"]] == [f"handwritten-digit-scan-{k}.png" for k in (1, 2)]
+    from probe.analysis.runner import read_outputs
+    from probe.analysis.saliency import ANALYSIS, row_labels
+    labels = [lab.split("\n")[0] for lab in row_labels(read_outputs(ANALYSIS, out))]
+    assert len(set(labels)) == 2 and all(lab.endswith(f"{k}.png") for lab, k in zip(labels, (1, 2))), labels
+    pr = runner.invoke(app, ["predict", "--model", str(tiny_model), "--image", str(scans)])
+    assert pr.exit_code == 0 and pr.output.count("\n") == 3, pr.output
+    assert re.search(r"broken\.png +skipped: not an image that can be read", pr.output), pr.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = runner.invoke(app, ["saliency", "--model", str(tiny_model), "--image", str(empty)])
+    assert bad.exit_code == 2 and f"--image {empty}: a folder with no image files" in bad.output
+    only_broken = runner.invoke(app, ["saliency", "--model", str(tiny_model), "--image", str(scans / "broken.png"),
+                                      "--method", "vanilla", "--out", str(out)])
+    assert only_broken.exit_code == 2 and "not an image that can be read" in only_broken.output
 
 
 SFDDD_HUES = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (220, 40, 220),

@@ -24,7 +24,7 @@ from torch import nn
 from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
 from probe.data.spec import ClassNames, DatasetSpec
-from probe.data.user_images import load_user_images
+from probe.data.user_images import expand_image_paths, load_user_images
 from probe.device import analysis_threads
 from probe.errors import ConfigError, ModelFileError
 from probe.models.folder import ModelFolder
@@ -73,8 +73,9 @@ def check_choice(option: str, value, choices, meaning: str = "") -> str:
 
 
 def check_image_files(images, label) -> tuple[str, ...] | None:
-    """--image files (None: none) and --label, the class of the files, which needs them."""
-    files = tuple(str(p) for p in images) if images else None
+    """--image files (None: none; a folder: its image files) and --label, the class of the files,
+    which needs them."""
+    files = expand_image_paths(images) if images else None
     if label is not None and not files:
         raise ConfigError("--label: the class of your --image files; give them with --image")
     if label is not None and not str(label).strip():
@@ -285,7 +286,15 @@ def image_files(ctx: Context, paths, label: str | None = None, batch_size: int =
         labels = class_probabilities(ctx.fast_model, ctx.view(user.images), batch_size=batch_size).argmax(1)
         said = ", ".join(f"{p.name} {ctx.classes.slugs[k]}" for p, k in zip(user.paths, labels.tolist()))
         how = f"labelled with the model's own prediction (no --label): {said}"
-    return ImageSet(user.images, labels, ctx.spec, [str(p) for p in user.paths]), how
+    return ImageSet(user.images, labels, ctx.spec, [str(p) for p in user.paths]), how + skipped_words(user)
+
+
+def skipped_words(user) -> str:
+    """'; skipped 1 file that could not be read: a.png (why)' for the terminal and results.json."""
+    if not user.skipped:
+        return ""
+    whys = "; ".join(why for _, why in user.skipped[:3]) + ("; …" if len(user.skipped) > 3 else "")
+    return f"; skipped {len(user.skipped)} file{'s' if len(user.skipped) != 1 else ''} that could not be read: {whys}"
 
 
 # ---- the registry entry ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from probe.analysis.base import MAX_BATCH, check_int
 from probe.data.augment import eval_view
 from probe.data.imageset import ImageSet
 from probe.data.spec import DatasetSpec
-from probe.data.user_images import load_user_images
+from probe.data.user_images import expand_image_paths, load_user_images
 from probe.errors import ConfigError
 from probe.io import atomic_write_text, check_writable
 from probe.device import resolve_device
@@ -98,7 +98,7 @@ def predict_images(model_dir, paths, *, device: str = "auto", top: int = 3) -> s
     file brought to the model's input the way its dataset's images were (probe.data.user_images)."""
     folder = open_model(model_dir)
     net, spec = folder.load(resolve_device(device)), folder.spec
-    user = load_user_images(paths, spec)
+    user = load_user_images(expand_image_paths(paths), spec)  # a folder: its images
     probs = class_probabilities(net, eval_view(user.images, spec))
     p, kk = probs.topk(min(top, spec.num_classes), dim=1)
     width = max(len(str(q)) for q in user.paths)
@@ -106,4 +106,5 @@ def predict_images(model_dir, paths, *, device: str = "auto", top: int = 3) -> s
     for path, note, pr, ks in zip(user.paths, user.notes, p.tolist(), kk.tolist()):
         guesses = "  ".join(f"{spec.classes[c]} {v:.3f}" for c, v in zip(ks, pr))
         lines.append(f"{str(path):<{width}}  {guesses}   ({note})")
+    lines += [f"{str(path):<{width}}  skipped: {why.removeprefix(f'{path}: ')}" for path, why in user.skipped]
     return "\n".join(lines)

@@ -25,16 +25,16 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from probe.analysis.base import (MAX_BATCH, MAX_SHOWN, MAX_THREADS, Analysis, Context, ResultBase, SettingsBase,
-                                 array_field, by_name, check_choice, check_int)
+                                 array_field, by_name, check_choice, check_int, skipped_words)
 from probe.data.imageset import ImageSet
 from probe.data.spec import ClassNames
-from probe.data.user_images import load_user_images
+from probe.data.user_images import expand_image_paths, load_user_images
 from probe.device import cpu_threads
 from probe.errors import ConfigError
-from probe.figures.saliency import (area_text, faithfulness_figure, is_signed, legend_of, overlaid,
+from probe.figures.saliency import (ROW_NAME_WIDTH, area_text, faithfulness_figure, is_signed, legend_of, overlaid,
                                     randomization_figure, randomization_maps_figure, rho_text, saliency_figure,
                                     scale_of)
-from probe.figures.style import class_labels, plain_text
+from probe.figures.style import class_labels, fit_names, plain_text
 from probe.io import atomic_write_bytes, atomic_write_text
 from probe.methods.common import class_probabilities
 from probe.text import shown
@@ -102,7 +102,7 @@ class Settings(SettingsBase):
         if self.index is not None:
             object.__setattr__(self, "index", parse_index(self.index))
         if self.images is not None:
-            object.__setattr__(self, "images", tuple(str(p) for p in self.images) or None)
+            object.__setattr__(self, "images", expand_image_paths(self.images) or None)  # a folder: its images
         check_int("--n", self.n, 1, MAX_SHOWN, why="a row of the figure each")
         for option, given in (("--index", self.index), ("--image", self.images)):
             if given is not None and len(given) > MAX_SHOWN:
@@ -468,9 +468,9 @@ def _from_files(ctx: Context, settings: Settings, k: int | None) -> Picked:
     probs = class_probabilities(ctx.fast_model, ctx.view(user.images), batch_size=settings.batch_size)
     targets = torch.full((len(user.images),), k) if k is not None else probs.argmax(1)
     info = [{"file": str(p), "note": note, "label": None, "role": None} for p, note in zip(user.paths, user.notes)]
-    names = [p.name if len(p.name) <= 12 else p.name[:11] + "…" for p in user.paths]
     n = len(user.images)
-    return Picked(user.images, targets, probs, info, names, f"{n} file{'s' if n != 1 else ''}")
+    return Picked(user.images, targets, probs, info, [p.name for p in user.paths], f"{n} file{'s' if n != 1 else ''}",
+                  note=skipped_words(user).removeprefix("; ") or None)
 
 
 def _picked(ctx: Context, data: ImageSet, idx, probs, targets, roles, what: str, note: str | None = None) -> Picked:
@@ -626,8 +626,9 @@ def row_labels(result: SaliencyResult, model: str | None = None) -> list[str]:
     short = [c if len(c) <= 12 else c[:11] + "…" for c in class_labels(result.names, short=True)]
     index = {s: i for i, s in enumerate(result.classes)}
     labels = []
-    for name, t, row in zip(result.row_names, result.targets, result.rows):
-        lines = [plain_text(name)] + ([model] if model else []) + [f"{short[t]} {_p(row['p_target'])}"]
+    names = fit_names([plain_text(n) for n in result.row_names], ROW_NAME_WIDTH)  # file names: cut, told apart
+    for name, t, row in zip(names, result.targets, result.rows):
+        lines = [name] + ([model] if model else []) + [f"{short[t]} {_p(row['p_target'])}"]
         if _misclassified_row(row):
             lines.append(f"✗ said {short[index[row['predicted']]]}")
         labels.append("\n".join(lines))

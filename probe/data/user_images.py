@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -35,13 +35,35 @@ MAX_PIXELS = 100_000_000  # 10k × 10k: larger is a decompression bomb, not a ph
 MNIST_BOX = 20  # the digit's box inside the 28×28 field
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def expand_image_paths(paths: Sequence[str | Path]) -> tuple[str, ...]:
+    """--image as given, each folder replaced by the image files in it (by name, not its
+    subfolders): `--image scans/` takes every picture in scans."""
+    out = []
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            out.append(str(given))
+            continue
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not files:
+            raise DataError(f"--image {given}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                            "give the files, or the folder that holds them")
+        out += [str(f) for f in files]
+    return tuple(out)
+
+
 @dataclass
 class UserImages:
-    """images: (N, C, H, W) uint8 at the dataset's stored size; notes: what was done to each."""
+    """images: (N, C, H, W) uint8 at the dataset's stored size; notes: what was done to each;
+    skipped: the files that could not be read, each with why (the others are analysed)."""
     images: torch.Tensor
     paths: list[Path]
     notes: list[str]
     spec: DatasetSpec
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -154,30 +176,45 @@ def mnist_like(img: Image.Image, side: int = 28, box: int = MNIST_BOX, *,
 
 
 def load_user_images(paths: Sequence[str | Path], spec: DatasetSpec) -> UserImages:
-    """The files as the dataset's stored images: uint8 (N, C, spec.height, spec.width)."""
+    """The files as the dataset's stored images: uint8 (N, C, spec.height, spec.width). A file
+    that cannot be read is skipped (said in `skipped`) where others can: one corrupt scan does
+    not cost the batch; where none can, the first one's DataError."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise DataError("no image files given")
-    out, notes = [], []
+    out, notes, read, skipped = [], [], [], []
     for path in paths:
-        # MNIST: no draft decoding (a digit may be a small part of a large scan)
-        draft = None if spec.name == "mnist" else (spec.width * 2, spec.height * 2)
-        img, size = open_image(path, draft)
-        if spec.name == "mnist" and spec.channels == 1:
-            arr, note = mnist_like(img, spec.height, size=size)
-            out.append(arr[None])
-            notes.append(note)
+        try:
+            arr, note = _stored(path, spec)
+        except DataError as e:
+            if len(paths) == 1:
+                raise
+            skipped.append((path, str(e)))
             continue
-        img = centre_aspect(img, spec.width, spec.height)
-        img = img.convert("L" if spec.channels == 1 else "RGB")
-        if img.size != (spec.width, spec.height):
-            img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
-        if arr.shape[0] != spec.channels:
-            raise DataError(f"{path}: {arr.shape[0]} channels, the model takes {spec.channels}")
         out.append(arr)
-        notes.append("as is" if size == (spec.width, spec.height) else
-                     f"{size[0]}×{size[1]} → centre {spec.width}:{spec.height} crop → {spec.width}×{spec.height}")
+        notes.append(note)
+        read.append(path)
+    if not out:
+        raise DataError(f"none of the {len(paths)} image files could be read: {skipped[0][1]}")
     images = torch.from_numpy(np.stack(out)).contiguous()
-    return UserImages(images, paths, notes, spec)
+    return UserImages(images, read, notes, spec, skipped)
+
+
+def _stored(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, str]:
+    """One file as the dataset's stored image (C, H, W) uint8, and a note of what was done."""
+    # MNIST: no draft decoding (a digit may be a small part of a large scan)
+    draft = None if spec.name == "mnist" else (spec.width * 2, spec.height * 2)
+    img, size = open_image(path, draft)
+    if spec.name == "mnist" and spec.channels == 1:
+        arr, note = mnist_like(img, spec.height, size=size)
+        return arr[None], note
+    img = centre_aspect(img, spec.width, spec.height)
+    img = img.convert("L" if spec.channels == 1 else "RGB")
+    if img.size != (spec.width, spec.height):
+        img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
+    if arr.shape[0] != spec.channels:
+        raise DataError(f"{path}: {arr.shape[0]} channels, the model takes {spec.channels}")
+    return arr, ("as is" if size == (spec.width, spec.height) else
+                 f"{size[0]}×{size[1]} → centre {spec.width}:{spec.height} crop → {spec.width}×{spec.height}")

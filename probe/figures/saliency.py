@@ -155,6 +155,10 @@ def draw_map(ax, values: torch.Tensor, vmin: float, vmax: float, signed: bool, *
 
 
 
+ROW_LABEL_MAX = 1.25  # inches of the rows' label column, at most
+ROW_NAME_WIDTH = ROW_LABEL_MAX - 0.1  # what a label's line may take (drawn right-aligned 0.06 before the image)
+
+
 @dataclass
 class _Grid:
     """The grid's layout in inches: a label column, the image column, a column per method; the
@@ -183,7 +187,7 @@ class _Grid:
         label_w = 0.0
         if row_labels:
             longest = max(len(line) for lab in row_labels for line in lab.split("\n"))
-            label_w = min(1.25, 0.6 * SMALL_FONT / 72 * longest + 0.08)
+            label_w = min(ROW_LABEL_MAX, 0.6 * SMALL_FONT / 72 * longest + 0.08)
         gap, below = cls.gap, (LINE if scale == "image" else 0.0)
         cell_h = min(1.6, (FULL_WIDTH - label_w - gap * m - 0.02) / (fw / fh + m * w / h))  # few methods: not huge
         for _ in range(2):  # the title's lines depend on the width, the width on the height cap
