@@ -202,8 +202,11 @@ def test_gradcam_of_another_model_needs_a_layer():
     assert by_module.shape == (2, 8, 8) and torch.allclose(by_module, by_name)
     with pytest.raises(ConfigError, match="no layer 'nope'"):
         saliency(model, x, 0, methods="gradcam", layer="nope")
-    # The other methods need no layer.
-    assert saliency(model, x, 0, methods="vanilla,guided").maps["guided"].shape == (2, 8, 8)
+    # The other methods need no layer (Guided Backprop needs ReLUs: Tiny's Tanh has none to guide).
+    relu = Tiny(1, dtype=torch.float32, act=nn.ReLU).eval()
+    assert saliency(relu, x, 0, methods="vanilla,guided").maps["guided"].shape == (2, 8, 8)
+    with pytest.raises(ConfigError, match="Guided Backprop needs the model's ReLUs as nn.ReLU modules"):
+        saliency(model, x, 0, methods="guided")
 
 
 def test_gradcam_layer_of_a_small_input_has_at_least_8x8():
@@ -451,6 +454,29 @@ def test_three_models_side_by_side_take_pages_on_one_scale_and_no_text_runs_into
     for fig in (*pages, comparison_figure(results[:2]), results[0].figures()["saliency"]):
         assert not overlapping_texts(fig)
         plt.close(fig)
+
+
+def test_a_grid_of_many_rows_goes_on_pages_with_one_scale_and_readable_headings():
+    """12 images of 7 columns: squeezed onto one page the headings and colour-bar ticks ran into one
+    another; now 8 rows a page at the full width, the same colour scale on every page."""
+    import matplotlib.pyplot as plt
+    from probe.analysis.saliency import PAGE_ROWS, grid_pages, section
+    model = tiny_classifier(MNIST)
+    x = torch.rand(12, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    r = saliency(model, x, 1, methods=list(METHODS), config=FAST, overlay="auto")
+    assert grid_pages(r) == [list(range(PAGE_ROWS)), list(range(PAGE_ROWS, 12))]
+    figs = r.figures()
+    pages = [figs["saliency"], figs["saliency-2"]]
+    drawn = [m for m in METHODS if m not in overlaid(list(METHODS), "auto")]
+    clims = [{m: {im.get_clim() for im in col} for m, col in _columns(fig).items() if m in drawn} for fig in pages]
+    assert clims[0] == clims[1] and all(len(c) == 1 for c in clims[0].values())
+    for fig, rows in zip(pages, (PAGE_ROWS, 12 - PAGE_ROWS)):
+        assert all(len(_columns(fig)[m]) == rows for m in METHODS)
+        assert not overlapping_texts(fig)
+        plt.close(fig)
+    refs = [c for c in section(r).children if getattr(c, "stem", "").startswith("saliency")]
+    assert [ref.stem for ref in refs] == ["saliency", "saliency-2"]
+    assert "(rows 9–12 of 12," in refs[1].caption and len(refs[1].data["rows"]) == 4
 
 
 def test_colour_bars_say_what_the_values_are_and_auto_overlays_the_coarse_maps():

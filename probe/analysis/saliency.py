@@ -635,20 +635,44 @@ def row_labels(result: SaliencyResult, model: str | None = None) -> list[str]:
     return labels
 
 
-def _grid(result: SaliencyResult):
-    """The grid of maps; --wrong pairs (true class, prediction) share their image."""
+PAGE_ROWS = 8  # rows of one page of the grid: more would shrink the columns below their headings' width
+
+
+def grid_pages(result: SaliencyResult) -> list[list[int]]:
+    """The rows of each page of the grid, in order: PAGE_ROWS a page (a --wrong pair never split)."""
+    n = len(result.rows)
+    return [list(range(s, min(s + PAGE_ROWS, n))) for s in range(0, n, PAGE_ROWS)]
+
+
+def grid_stems(result: SaliencyResult, stem: str = "saliency") -> list[str]:
+    """The figure stem of each page: `stem`, then `stem`-2, -3, ..."""
+    return [stem if i == 0 else f"{stem}-{i + 1}" for i in range(len(grid_pages(result)))]
+
+
+def _grids(result: SaliencyResult, stem: str = "saliency") -> dict:
+    """The grid of maps, a figure a page, on one colour scale per method over every page; --wrong
+    pairs (true class, prediction) share their image."""
     roles = [row.get("role") for row in result.rows]
     pairs = len(roles) % 2 == 0 and roles == ["true", "predicted"] * (len(roles) // 2)
-    return saliency_figure(result.maps, result.images, row_labels=row_labels(result), frames=result.frames,
-                           crop_box=tuple(result.crop_box) if result.crop_box else None, scale=result.scale,
-                           overlay=result.overlay, title=plain_text(result.title), group=2 if pairs else 1)
+    maps, labels, pages = result.maps, row_labels(result), grid_pages(result)
+    scales = {m: scale_of(v, is_signed(m, v)) for m, v in maps.items()} if result.scale == "method" else None
+    out = {}
+    for p, (rows, page_stem) in enumerate(zip(pages, grid_stems(result, stem))):
+        page = f" (page\u00a0{p + 1}\u00a0of\u00a0{len(pages)})" if len(pages) > 1 else ""
+        out[page_stem] = saliency_figure(
+            {m: v[rows] for m, v in maps.items()}, result.images[rows], row_labels=[labels[i] for i in rows],
+            frames=None if result.frames is None else result.frames[rows],
+            crop_box=tuple(result.crop_box) if result.crop_box else None, scale=result.scale, overlay=result.overlay,
+            title=plain_text(result.title) + page, group=2 if pairs else 1, scales=scales,
+            across="the rows" + (" of every page" if page else ""))
+    return out
 
 
 def figures(result: SaliencyResult) -> dict:
-    out = {"saliency": _grid(result)}
+    out = _grids(result)
     wrong = result.wrong_result
     if wrong is not None:
-        out["saliency-wrong"] = _grid(wrong)
+        out |= _grids(wrong, "saliency-wrong")
     f = result.faithfulness_result
     return out | (faithfulness_figures(f) if f is not None else {})
 
@@ -814,20 +838,31 @@ def _skipped_text(result: SaliencyResult) -> str | None:
     return "Left out: " + "; ".join(f"{legend_of(m)}, as {why}" for m, why in result.skipped.items()) + "."
 
 
+def _page_refs(result: SaliencyResult, stem: str, caption: str, data: dict | None = None) -> list[FigureRef]:
+    """The grid's figures, a reference a page, each with the rows it shows."""
+    pages = grid_pages(result)
+    refs = []
+    for rows, page_stem in zip(pages, grid_stems(result, stem)):
+        part = f" (rows {rows[0] + 1}–{rows[-1] + 1} of {len(result.rows)}, one colour scale per method over all)" \
+            if len(pages) > 1 else ""
+        refs.append(FigureRef(page_stem, f"{caption}{part}.", data={"rows": [result.rows[i] for i in rows],
+                                                                    "methods": result.methods, **(data or {})}))
+    return refs
+
+
 def section(result: SaliencyResult) -> Section:
     s = Section(ANALYSIS.title, "saliency")
     s.add(Text(_intro(result)), Text(result.note) if result.note else None)
     if result.skipped:
         s.add(Text(_skipped_text(result)))
     of_class = f", class {result.class_name}" if result.class_name is not None else ""
-    s.add(FigureRef("saliency", f"{result.model}: saliency maps{of_class}.",
-                    data={"rows": result.rows, "methods": result.methods, "gradcam": result.gradcam}))
+    s.add(*_page_refs(result, "saliency", f"{result.model}: saliency maps{of_class}", {"gradcam": result.gradcam}))
     wrong = result.wrong_result
     if wrong is not None:
         s.add(Text(f"Why it was wrong: {wrong.description}, each explained twice: first for its true class "
                    "(row label: true), then for the class the model said (row label: said)."),
-              FigureRef("saliency-wrong", f"{result.model}: saliency of misclassified images, for the true class "
-                        "and for the prediction.", data={"rows": wrong.rows, "methods": wrong.methods}))
+              *_page_refs(wrong, "saliency-wrong", f"{result.model}: saliency of misclassified images, for the true "
+                          "class and for the prediction"))
     f = result.faithfulness_result
     if f is None:
         return s
