@@ -351,13 +351,15 @@ def report(model: Optional[list[Path]] = typer.Option(None, "--model", help="Mod
            device: str = Device,
            experiment: Optional[list[Path]] = typer.Option(None, "--experiment", help="An experiment folder (probe experiment degradation), repeatable: its section follows the models' (alone: a report of the experiment). An experiment folder given as --model counts too."),
            workers: Optional[int] = Workers,
+           attack_steps: Optional[int] = typer.Option(None, "--attack-steps", help="PGD steps of the robustness section (default 20, half of `probe attack`'s 40: the report's slowest part; 40 gives the command's numbers)."),
            model_info: Optional[list[str]] = ModelInfo, model_factory: Optional[str] = ModelFactory):
     """One report of everything: model card, learning curves, failures, saliency, fooling and
     robustness, as a self-contained HTML page, a PDF, and figures.tex with vector figures."""
     from probe.report.build import run_report
     formats = tuple(f.strip() for f in format.split(",") if f.strip())
     typer.echo(run_report(_model(model, model_info, model_factory) or None, data_dir=data_dir, out=out, formats=formats,
-                              device=device, experiments=experiment or (), workers=workers).summary())
+                              device=device, experiments=experiment or (), workers=workers,
+                              attack_steps=attack_steps).summary())
 
 
 Runs = typer.Argument(..., help="Model folders, or names of folders in trained_models/.", show_default=False)

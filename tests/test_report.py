@@ -129,6 +129,23 @@ def small_plan(models: Path, names=("tiny-a", "tiny-b")):
     return plan
 
 
+def test_the_robustness_steps_of_the_report_are_an_option(report):
+    """--attack-steps: the report's PGD steps (20 by default), e.g. 40 for `probe attack`'s numbers."""
+    from probe.errors import ConfigError
+    from probe.report.build import REPORT_ATTACK_STEPS, default_plan
+    _, _, models, *_ = report
+    folders = [read_model_folder(models / "tiny-a")]
+
+    def steps(plan):
+        return next(st.settings.steps for st in plan.steps if st.analysis == "robustness")
+    assert steps(default_plan(folders)) == REPORT_ATTACK_STEPS == 20
+    assert steps(default_plan(folders, attack_steps=40)) == 40
+    with pytest.raises(ConfigError, match="--attack-steps 0: give from 1 to"):
+        default_plan(folders, attack_steps=0)
+    with pytest.raises(ConfigError, match="attack_steps: give it in the plan"):
+        run_report([models / "tiny-a"], plan=default_plan(folders), attack_steps=40)
+
+
 def test_the_report_files_are_there(report):
     result, out, *_ = report
     for name in ("report.html", "report.pdf", "figures.tex"):

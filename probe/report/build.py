@@ -13,7 +13,7 @@ from typing import Callable
 
 import probe
 from probe.analysis import curves
-from probe.analysis.base import Analysis, Context
+from probe.analysis.base import MAX_STEPS, Analysis, Context, check_int
 from probe.analysis.registry import ANALYSES
 from probe.analysis.runner import Outcome, context_for, read_outputs, resolve_model, write_outputs
 from probe.device import analysis_threads, resolve_device
@@ -87,6 +87,10 @@ def skip_for(name: str, entry: Analysis) -> Callable[[ModelFolder], str | None]:
     return lambda folder: own(folder) or (_no_data(folder) if entry.needs_data else None)
 
 
+# PGD steps of the report's robustness: half of `probe attack`'s 40 (the report's slowest part);
+# --attack-steps 40 gives the command's numbers.
+REPORT_ATTACK_STEPS = 20
+
 # The report's budgets (keyword arguments of each analysis's Settings, from the models): small
 # enough that a report of two models stays near a minute on a 2-core CPU, and every model gets
 # the same, so their sections compare image for image. The commands default to more.
@@ -98,8 +102,9 @@ REPORT_SETTINGS = {
                                  "wrong_too": 4},
     "fool-noise": lambda folders: {"n": 2},
     "fool-dataset": lambda folders: {"n": 1, "split": "test"},
-    # the fine ε grid on 1,000 test images, each image's smallest breaking ε by bisection
-    "robustness": lambda folders: {"method": "pgd", "norm": "linf", "steps": 20, "limit": 1000, "split": "test"},
+    # the fine ε grid on 1,000 test images, each image's smallest breaking ε by the sweep (the default search)
+    "robustness": lambda folders: {"method": "pgd", "norm": "linf", "steps": REPORT_ATTACK_STEPS, "limit": 1000,
+                                   "split": "test"},
 }
 # A second step of an analysis with other settings, after the first: fooling images from noise in
 # the natural style too (on a robust model they look like the class, on a standard one they stay
@@ -109,15 +114,21 @@ SKIP = {"curves": _no_history}
 ONCE_FOR_ALL = {"robustness"}  # every model on one plot: the comparison shows it, each model its part
 
 
-def default_plan(folders: list[ModelFolder]) -> ReportPlan:
+def default_plan(folders: list[ModelFolder], attack_steps: int | None = None) -> ReportPlan:
     """Every analysis of the registry, in its order, with the report's budgets; a joint one
     (robustness) once for all models, and the models' learning curves also on one plot when
-    there are several. No models (a report of an experiment alone): no steps."""
+    there are several. No models (a report of an experiment alone): no steps. attack_steps: the
+    robustness section's PGD steps (default REPORT_ATTACK_STEPS)."""
+    if attack_steps is not None:
+        check_int("--attack-steps", attack_steps, 1, MAX_STEPS, why="PGD steps of the robustness section")
     if not folders:
         return ReportPlan()
     steps = []
     for name, entry in ANALYSES.items():
-        steps.append(Step(entry, entry.settings(**REPORT_SETTINGS.get(name, lambda f: {})(folders)),
+        settings = REPORT_SETTINGS.get(name, lambda f: {})(folders)
+        if name == "robustness" and attack_steps is not None:
+            settings["steps"] = attack_steps
+        steps.append(Step(entry, entry.settings(**settings),
                           joint=name in ONCE_FOR_ALL, skip=skip_for(name, entry)))
         steps += [Step(entry, entry.settings(**settings(folders)), skip=skip_for(name, entry), name=extra)
                   for extra, settings in EXTRA_STEPS.get(name, [])]
@@ -443,16 +454,19 @@ def _time_line(spent: list[tuple[str, float]], contexts: Contexts, seconds: floa
 
 def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
                device: str = "auto", plan: ReportPlan | None = None, experiments=(),
-               workers: int | None = None) -> Outcome:
+               workers: int | None = None, attack_steps: int | None = None) -> Outcome:
     """experiments: experiment folders (probe experiment degradation) whose sections follow the
     models' (an experiment folder among `models` counts as one). workers: processes for several
-    models' analyses side by side (--workers; default one per free core: probe.parallel)."""
+    models' analyses side by side (--workers; default one per free core: probe.parallel).
+    attack_steps: the robustness section's PGD steps (default_plan's; not with `plan`)."""
     started = time.perf_counter()
     formats = tuple(formats)
     device = resolve_device(device)  # a bad --device fails before any work
     models, experiments = split_experiments(models, experiments)
     folders, out = _check_request(models, formats, out, root, experiments)
-    plan = plan or default_plan(folders)
+    if plan is not None and attack_steps is not None:
+        raise ConfigError("attack_steps: give it in the plan's robustness settings, or leave out the plan")
+    plan = plan or default_plan(folders, attack_steps)
     per_model = [st for st in plan.steps if not st.joint]
     joint_steps = [st for st in plan.steps if st.joint]
     sections, reused, joint, per_model_results = [], 0, [], []
