@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import shlex
 import sys
 import warnings
 from enum import Enum
@@ -69,8 +70,7 @@ def command(typer_app: typer.Typer, name: str | None = None):
                 typer.echo(f"error: {e.filename or ''}: {e.strerror or e}", err=True)
                 raise typer.Exit(2)
             except KeyboardInterrupt:
-                typer.echo("interrupted: every file written so far is whole "
-                           "(a training run continues with --resume)", err=True)
+                typer.echo("interrupted: every file written so far is whole", err=True)
                 raise typer.Exit(130)
         return typer_app.command(name, help=_flowed(fn.__doc__))(run)
     return wrap
@@ -234,8 +234,21 @@ def train(
             raise ConfigError("under torchrun give the model folder: --out trained_models/<name>")
         out = default_folder(Path("trained_models"), config)
     main_process = int(os.environ.get("RANK", "0")) == 0
-    run_train(config, out, data_dir=data_dir, resume=resume, force=force, size=size, classes_file=classes,
-              callbacks=[] if quiet or not main_process else [ProgressPrinter()])
+    try:
+        run_train(config, out, data_dir=data_dir, resume=resume, force=force, size=size, classes_file=classes,
+                  callbacks=[] if quiet or not main_process else [ProgressPrinter()])
+    except KeyboardInterrupt:
+        typer.echo(_interrupted_training(Path(out)), err=True)
+        raise typer.Exit(130)
+
+
+def _interrupted_training(out: Path) -> str:
+    """What a Ctrl-C during training leaves: the last checkpoint to resume from, or none yet."""
+    from probe.train.checkpoint import RESUME
+    if (out / RESUME).is_file():
+        return (f"interrupted: the last checkpoint in {out} is whole; continue with "
+                f"probe train --resume --out {shlex.quote(str(out))}")
+    return f"interrupted before the first checkpoint: nothing to resume in {out}; run the command again"
 
 
 @command(experiment_app, "degradation")

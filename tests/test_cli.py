@@ -174,3 +174,25 @@ def test_resume_with_only_the_folder_and_conflicting_options(mnist_dir, tmp_path
     to_file = runner.invoke(app, ["train", "--dataset", "mnist", "--epochs", "1", "--data-dir",
                                   str(mnist_dir), "--out", str(a_file)])
     assert to_file.exit_code == 2 and "is a file" in to_file.output
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["before-the-first", "after-one"])
+def test_ctrl_c_in_training_says_whether_there_is_anything_to_resume(checkpoint, tmp_path, monkeypatch):
+    """Ctrl-C before the first checkpoint must not promise a resume that cannot happen."""
+    import probe.train.run
+    from probe.train.checkpoint import RESUME
+    out = tmp_path / "my run"
+    if checkpoint:
+        out.mkdir()
+        (out / RESUME).write_bytes(b"")  # what the message looks at: the file is there
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(probe.train.run, "train", interrupted)
+    result = runner.invoke(app, ["train", "--dataset", "mnist", "--epochs", "1", "--out", str(out)])
+    assert result.exit_code == 130, result.output
+    if checkpoint:
+        assert f"the last checkpoint in {out} is whole; continue with probe train --resume --out '{out}'" in result.output
+    else:
+        assert "interrupted before the first checkpoint: nothing to resume" in result.output
+        assert "--resume" not in result.output
