@@ -172,7 +172,7 @@ class FoolingResult(ResultBase):
     fooled_after_saving: int
     stages: dict  # STAGES key → {count, of, fraction, ci95}
     png_identical_to_judged: bool
-    median_steps: int
+    median_steps: float
     seconds: float
     device: str = "cpu"
     threads: dict | None = None  # {"threads": n, "why": ...} on the CPU
@@ -261,7 +261,7 @@ def _judged(model: nn.Module, fooling: numerics.Fooling, names: ClassNames, batc
             "source": fooling.kind, "style": fooling.style, "confidence": confidence, "images": records,
             "count": m, "fooled_before_saving": int(fooling.fooled.sum()), "fooled_after_saving": int(saved.sum()),
             "stages": _stages(fooling, saved), "png_identical_to_judged": bool(torch.equal(back, fooling.images)),
-            "median_steps": int(fooling.steps.float().median()), "pixels": fooling.images,
+            "median_steps": _median(fooling.steps), "pixels": fooling.images,
             "target": fooling.target, "p_saved": p_saved}
 
 
@@ -311,6 +311,12 @@ def _asked(names: ClassNames, targets, source=None) -> tuple[list[int], int | No
         raise ConfigError(f"the source class {source} and the target {names.slugs[src]} are the same class: "
                           "nothing to change")
     return wanted, src
+
+
+def _median(values: torch.Tensor) -> float:
+    """The median, the mean of the two middle values of an even count (torch's median takes the
+    lower one: of two images, the smaller change would be called the median)."""
+    return float(torch.quantile(values.double().flatten(), 0.5))
 
 
 def _whole_number(value) -> bool:
@@ -408,8 +414,8 @@ def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return DatasetFoolingResult(
         model=name, targets=[names.slugs[t] for t in wanted], n=n, split=split, split_size=len(images),
         **_judged(model, fooling, names, batch_size), **_stamp(started, model),
-        median_linf=float(fooling.linf[ok].median()) if ok.any() else None,
-        median_l2=float(fooling.l2[ok].median()) if ok.any() else None,
+        median_linf=_median(fooling.linf[ok]) if ok.any() else None,
+        median_l2=_median(fooling.l2[ok]) if ok.any() else None,
         shortfall={names.slugs[t]: k for t, k in fooling.shortfall.items()}, original=fooling.original,
         source_label=fooling.source_label, p_source_original=fooling.p_source_original)
 
@@ -500,8 +506,8 @@ def section(result: FoolingResult) -> Section:
                "stepped by ±1/255 on that grid where rounding left it below the goal, then saved as a PNG "
                f"and read back: it counts only if it still fools the model then. "
                f"{_count(result.stages['fooled_after_saving'])} do"
-               + (f"; median change L∞ {linf * 255:.0f}/255, L2 {result.median_l2:.2f}." if linf is not None
-                  else ".")))
+               + (f"; the median change of the {_fooled(result)} that fool it is L∞ {linf * 255:.3g}/255, "
+                  f"L2 {result.median_l2:.2f}." if linf is not None else ".")))
     s.add(_stage_table(result))
     stems = page_stems(result)
     layout = ("each image under its target class, with p(target) after saving as an 8-bit PNG" if noise else
@@ -524,6 +530,12 @@ def _made(result: FoolingResult) -> str:
     """"20 images (2 per target × 10 targets)"."""
     k = len(result.targets)
     return f"{result.count} images ({result.n} per target × {k} target{'s' if k > 1 else ''})"
+
+
+def _fooled(result: FoolingResult) -> str:
+    """The images the median changes rest on: those that fool the model (judged before saving)."""
+    k = result.fooled_before_saving
+    return f"{k} image{'s' if k != 1 else ''}"
 
 
 def _count(stage: dict) -> str:
@@ -579,9 +591,9 @@ def summary(result: FoolingResult) -> list[str]:
     lines.append(f"fooled before saving {result.fooled_before_saving}/{m}, after saving as PNG and reading back "
                  f"{after['count']}/{m} ({pct(after['fraction'], 1)}, 95% interval {_span(*after['ci95'])})")
     if getattr(result, "median_linf", None) is not None:
-        lines.append(f"median change: L∞ {result.median_linf:.4f} ({round(result.median_linf * 255)}/255), "
-                     f"L2 {result.median_l2:.3f}")
-    lines.append(f"median {result.median_steps} gradient steps, {result.seconds:.1f} s on {_where(result)}")
+        lines.append(f"median change of the {_fooled(result)} that fool it: L∞ {result.median_linf:.4f} "
+                     f"({result.median_linf * 255:.3g}/255), L2 {result.median_l2:.3f}")
+    lines.append(f"median {result.median_steps:g} gradient steps of {m} images, {result.seconds:.1f} s on {_where(result)}")
     if not result.png_identical_to_judged:
         lines.append("warning: a PNG read back differs from the image judged")
     lines.append(f"{m} 8-bit PNGs in {IMAGES}/, each read back and classified again")
