@@ -334,6 +334,11 @@ def test_public_api_on_a_plain_sequential_cnn(dtype, tmp_path):
     figures = both.figures()
     assert list(figures) == ["saliency", "faithfulness", "randomization", "randomization-maps"]
     assert list(f.figures()) == ["faithfulness", "randomization", "randomization-maps"]
+    # each map on its own scale, and a key for each kind of map shown: 0..top, −top..top
+    keys = [ax for ax in figures["randomization-maps"].axes if ax.get_title() in ("maps ≥ 0", "signed maps")]
+    assert sorted(ax.get_title() for ax in keys) == ["maps ≥ 0", "signed maps"]
+    assert sorted([t.get_text() for t in ax.get_xticklabels()] for ax in keys) == [["0", "top"], ["−top", "0", "top"]]
+    assert not overlapping_texts(figures["randomization-maps"])
     for stem, fig in figures.items():
         save_figure(fig, tmp_path, stem)
     assert both.summary()[0] == "3 images: " + ", ".join(m.title for m in METHODS.values())

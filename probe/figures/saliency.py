@@ -479,7 +479,7 @@ def randomization_maps_figure(image: torch.Tensor, trained: dict[str, torch.Tens
     """One image's maps as the model is destroyed: a row per method, the trained model's map
     (trained[method]: (H, W)) then one per cascade step (randomized[method]: (S, H, W)). Each
     map has its own scale (randomized models' maps differ in magnitude by orders; the question
-    is whether their pattern survives)."""
+    is whether their pattern survives): a key under the maps says how the colours read."""
     apply_style()
     methods = list(randomized)
     steps = ["trained"] + list(steps)
@@ -490,7 +490,12 @@ def randomization_maps_figure(image: torch.Tensor, trained: dict[str, torch.Tens
     cell_h = cell_w * h / w
     head = (LINE if title else 0) + LINE + 0.05
     width = label_w + (cols + 1) * (cell_w + gap)
-    height = head + len(methods) * (cell_h + gap) + 0.05
+    signed = {m: is_signed(m, trained[m]) for m in methods}
+    note = textwrap.wrap(f"Each map on its own colour scale, to its {CLIP:g}th percentile of |value| (the key's "
+                         "top): the maps of a re-initialized model differ in size by orders of magnitude, and the "
+                         "check asks whether their pattern survives.", int(width / (0.56 * SMALL_FONT / 72)))
+    foot = 0.16 + LINE + len(note) * LINE + 0.1  # the key (its title above the maps, its ticks) and the note
+    height = head + len(methods) * (cell_h + gap) + foot
     fig, ax = canvas(width, height)
 
     def cell(x_in, top_in):
@@ -500,15 +505,35 @@ def randomization_maps_figure(image: torch.Tensor, trained: dict[str, torch.Tens
     column_title(ax, cell(label_w, head), "image")
     for r, method in enumerate(methods):
         top = head + r * (cell_h + gap)
-        s = is_signed(method, trained[method])
         for c, v in enumerate([trained[method], *randomized[method]]):
             where = cell(label_w + (c + 1) * (cell_w + gap), top)
-            draw_map(ax, v, *scale_of(v, s)[:2], s, extent=where, label=f"map {method}")
+            draw_map(ax, v, *scale_of(v, signed[method])[:2], signed[method], extent=where, label=f"map {method}")
             if r == 0:
                 name = steps[c] if len(steps[c]) <= 10 else steps[c][:9] + "…"
                 column_title(ax, where, name if c == 0 else f"→ {name}")
         ax.text(label_w - 0.06, height - top - cell_h / 2, title_of(method), ha="right", va="center",
                 fontsize=SMALL_FONT, linespacing=1.1)
+    kinds = [k for k in (False, True) if k in signed.values()]
+    for i, kind in enumerate(kinds):
+        _colour_key(fig, (label_w + cell_w + gap + i * 2.3 * cell_w) / width, (foot - 0.16) / height,
+                    1.6 * cell_w / width, 0.07 / height, kind)
+    fig.text(0.01, 0.04 / height, "\n".join(note), ha="left", va="bottom", fontsize=SMALL_FONT, linespacing=1.2,
+             color="0.25")
     if title:
         fig.text(0.5, 1 - 0.02 / height, title, ha="center", va="top", fontsize=SMALL_FONT + 1)
     return fig
+
+
+def _colour_key(fig, left: float, bottom: float, width: float, height: float, signed: bool) -> None:
+    """A colour bar with no numbers (each map has its own top): 0 to top, or −top to +top."""
+    import matplotlib
+    cax = fig.add_axes((left, bottom, width, height))
+    norm = matplotlib.colors.Normalize(-1 if signed else 0, 1)
+    cb = fig.colorbar(matplotlib.cm.ScalarMappable(norm, _cmap(signed)), cax=cax, orientation="horizontal")
+    cb.set_ticks([-1, 0, 1] if signed else [0, 1], labels=["−top", "0", "top"] if signed else ["0", "top"])
+    cb.ax.tick_params(labelsize=SMALL_FONT, length=2, pad=1)
+    cb.ax.set_title("signed maps" if signed else "maps ≥ 0", fontsize=SMALL_FONT, pad=2)
+    cb.outline.set_linewidth(0.4)
+    ends = cb.ax.get_xticklabels()
+    ends[0].set_horizontalalignment("left")
+    ends[-1].set_horizontalalignment("right")
