@@ -489,6 +489,9 @@ def test_figures_fit_the_page_with_readable_eps_ticks():
         width, height = fig.get_size_inches()
         # LaTeX caps a figure's height at 0.72 of the text height (~5.5 in)
         assert width <= FULL_WIDTH + 1e-9 and height < 5.5 and len(fig.axes[0].images) == 50
+        # the corner names the columns (true classes) and each row says its ε: "0 1 2" never reads as ε
+        texts = {t.get_text() for t in fig.axes[0].texts}
+        assert {"true class", "clean", "ε = 0.03", "ε = 0.1"} <= texts and "ε" not in texts
         plt.close(fig)
 
 

@@ -112,8 +112,10 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
     k, e = images.shape[:2]
     if k == 0:
         return None
-    rows = ["clean" if value == 0 else eps_label(value, in_255) for value in eps]
-    label_w = max(text_width(r) for r in [*rows, "ε"]) + 0.12
+    # the corner names the columns: the row labels say ε themselves, so "0 1 2 …" never reads as ε
+    rows = ["clean" if value == 0 else f"ε = {eps_label(value, in_255)}" for value in eps]
+    corner = "true class"
+    label_w = max(text_width(r) for r in [*rows, corner]) + 0.12
     full = class_labels(classes, short=True)
     cols, cell_w, two_lines = _grid(k, max(text_width(n, bold=True) for n in full), FULL_WIDTH - 0.05 - label_w)
     names = fit_names(full, cell_w - 0.04, bold=True, mark=".")
@@ -138,7 +140,7 @@ def examples_figure(images, labels, predicted, p, eps, classes, *, in_255: bool 
             _verdict(ax, (left + img_w / 2, bottom - 0.04 * img_h), names, int(predicted[i][row]), float(p[i][row]),
                      y, two_lines)
         if i % cols == 0:
-            ax.text(label_w - 0.08, top, "ε", ha="right", va="top", fontsize=SMALL_FONT)
+            ax.text(label_w - 0.08, top, corner, ha="right", va="top", fontsize=SMALL_FONT, color="0.35")
     if title:
         fig.text(0.5, 1 - 0.04 / height, title, ha="center", va="top")
     return fig
