@@ -305,6 +305,24 @@ def test_each_run_one_colour_train_dashed_validation_solid():
     plt.close("all")
 
 
+def test_a_run_of_one_epoch_shows_its_training_point_too():
+    """One epoch: a line of one point draws nothing, so training and validation are markers
+    (training hollow), and the key shows them."""
+    curves = learning_curves({"a": OLD[:1]})
+    fig = curves_figure(curves)
+    for ax in fig.axes:
+        points = [l for l in ax.get_lines() if l.get_marker() in ("s", "D")]
+        assert [(l.get_marker(), l.get_linestyle(), list(l.get_xdata())) for l in points] == \
+            [("s", "--", [1]), ("D", "-", [1])]
+        assert points[0].get_markerfacecolor() == "white"
+    key = {t.get_text(): h for lg in fig.legends for t, h in zip(lg.get_texts(), lg.legend_handles)}
+    assert key["training"].get_marker() == "s" and key["validation"].get_marker() == "D"
+    several = curves_figure(learning_curves({"a": OLD}))
+    assert not [l for ax in several.axes for l in ax.get_lines() if l.get_marker() in ("s", "D")]
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
 def test_a_smoothed_run_shows_its_objective_dotted():
     curves = learning_curves({"s": [r | {"train_objective": r["train_loss"] + 0.2} for r in OLD]},
                              label_smoothing={"s": 0.1})

@@ -77,13 +77,23 @@ def curves_figure(curves, *, log: bool = True, loss: bool = True, title: str = "
     return fig
 
 
+TRAIN_POINT = {"marker": "s", "markersize": 5, "markerfacecolor": "white"}
+VAL_POINT = {"marker": "D", "markersize": 4}
+
+
+def one_point(run) -> bool:
+    """A run with one epoch recorded: its curves are single points."""
+    return len(run.epoch) == 1
+
+
 def _draw_run(ax, run, what: str, scale: float, colour) -> bool:
     """One run's training and validation `what` (error or loss), its training objective where it
     differs (loss, label smoothing on) and its best epoch; whether the objective was drawn."""
+    # a run of one epoch has a point, not a line: drawn as a marker, training hollow
     ax.plot(*_xy(run.epoch, getattr(run, f"train_{what}"), scale), color=colour, linestyle=TRAIN,
-            linewidth=TRAIN_WIDTH)
+            linewidth=TRAIN_WIDTH, **(TRAIN_POINT if one_point(run) else {}))
     ax.plot(*_xy(run.epoch, getattr(run, f"val_{what}"), scale), color=colour, linestyle=VAL,
-            linewidth=VAL_WIDTH)
+            linewidth=VAL_WIDTH, **(VAL_POINT if one_point(run) else {}))
     objective = what == "loss" and run.smoothed and any(v is not None for v in run.train_objective)
     if objective:
         ax.plot(*_xy(run.epoch, run.train_objective), color=colour, linestyle=OBJECTIVE, linewidth=TRAIN_WIDTH)
@@ -144,8 +154,11 @@ def _legends(fig, runs, colours, any_objective: bool, marks: set[str] = frozense
     they would hide the ends of the curves, where the runs differ most)."""
     handles = [Line2D([], [], color=c, linestyle=VAL, linewidth=VAL_WIDTH, label=r.name)
                for r, c in zip(runs, colours)]
-    key = [Line2D([], [], color="0.3", linestyle=TRAIN, linewidth=TRAIN_WIDTH, label="training"),
-           Line2D([], [], color="0.3", linestyle=VAL, linewidth=VAL_WIDTH, label="validation")]
+    points = any(one_point(r) for r in runs)  # the key shows the single points' markers too
+    key = [Line2D([], [], color="0.3", linestyle=TRAIN, linewidth=TRAIN_WIDTH, label="training",
+                  **(TRAIN_POINT if points else {})),
+           Line2D([], [], color="0.3", linestyle=VAL, linewidth=VAL_WIDTH, label="validation",
+                  **(VAL_POINT if points else {}))]
     if any_objective:
         key.append(Line2D([], [], color="0.3", linestyle=OBJECTIVE, linewidth=TRAIN_WIDTH,
                           label="training objective (smoothed)"))
