@@ -452,6 +452,12 @@ def _time_line(spent: list[tuple[str, float]], contexts: Contexts, seconds: floa
             + f", the rest (loading, HTML, PDF, LaTeX) {seconds - contexts.wall:.0f} s")
 
 
+def _plan_of(plan: ReportPlan | None, folders: list[ModelFolder], attack_steps: int | None) -> ReportPlan:
+    if plan is not None and attack_steps is not None:
+        raise ConfigError("attack_steps: give it in the plan's robustness settings, or leave out the plan")
+    return plan or default_plan(folders, attack_steps)
+
+
 def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="trained_models",
                device: str = "auto", plan: ReportPlan | None = None, experiments=(),
                workers: int | None = None, attack_steps: int | None = None) -> Outcome:
@@ -464,9 +470,7 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
     device = resolve_device(device)  # a bad --device fails before any work
     models, experiments = split_experiments(models, experiments)
     folders, out = _check_request(models, formats, out, root, experiments)
-    if plan is not None and attack_steps is not None:
-        raise ConfigError("attack_steps: give it in the plan's robustness settings, or leave out the plan")
-    plan = plan or default_plan(folders, attack_steps)
+    plan = _plan_of(plan, folders, attack_steps)
     per_model = [st for st in plan.steps if not st.joint]
     joint_steps = [st for st in plan.steps if st.joint]
     sections, reused, joint, per_model_results = [], 0, [], []
