@@ -180,7 +180,7 @@ CALLS = {
 }
 
 
-@pytest.mark.parametrize("call", ["misclassified", "attack", "robustness_curve", "saliency"])
+@pytest.mark.parametrize("call", ["misclassified", "attack", "robustness_curve", "saliency", "fool_from_dataset"])
 def test_a_class_beyond_the_model_or_a_fraction_is_a_config_error(call, batch):
     images, labels = batch
     net = tiny_cnn(torch.float32)
@@ -236,6 +236,20 @@ def test_float_images_in_0_255_are_refused_by_every_analysis(call, batch):
     with pytest.raises(ConfigError, match=r"floats in \[0, 1\]"):
         CALLS[call](net, images - 0.5, labels)  # normalized images
     CALLS[call](net, images.clamp(0, 1) * (1 + 1e-7), labels)  # a rounding beyond 1 is still [0, 1]
+    with pytest.raises(ConfigError, match=r"clamp them to \[0, 1\]: a resize or a blur overshoots"):
+        CALLS[call](net, images * 1.05 - 0.02, labels)
+    # integers other than uint8 were taken as 0..255 floats: refused with the dtype named
+    with pytest.raises(ConfigError, match=r"images of dtype torch.int64: give uint8 pixels"):
+        CALLS[call](net, (images * 255).long(), labels)
+
+
+def test_a_rounding_beyond_1_in_a_half_precision_is_still_a_0_1_image():
+    from probe.methods.common import as_input
+    for dtype in (torch.float16, torch.bfloat16):
+        one_ulp = torch.full((1, 1, 2, 2), 1.0, dtype=dtype).nextafter(torch.tensor(2.0, dtype=dtype))
+        assert float(one_ulp.max()) > 1 and as_input(one_ulp, torch.device("cpu"), dtype).dtype == dtype
+        with pytest.raises(ConfigError, match="values from 0 to 1.0"):
+            as_input(torch.tensor([0.0, 1.05], dtype=dtype).view(1, 1, 1, 2), torch.device("cpu"))
 
 
 def test_a_saliency_target_by_name_is_its_index(batch):

@@ -120,6 +120,7 @@ def test_the_api_does_not_pass_the_plain_gradient_off_as_guided_backprop(saved, 
     x = torch.rand(2, 1, 28, 28)
     result = probe.saliency(model, x, 1, methods="all")
     assert "guided" not in result.methods and "gradcam" not in result.methods and "vanilla" in result.methods
+    assert set(result.skipped) == {"guided", "gradcam"}
     with pytest.raises(probe.ProbeError, match="Guided Backprop cannot run on this model: .*plain gradient"):
         probe.saliency(model, x, 1, methods="guided")
 
@@ -132,6 +133,14 @@ def test_the_api_does_not_pass_the_plain_gradient_off_as_guided_backprop(saved, 
             return self.fc(torch.nn.functional.relu(self.conv(x)).flatten(1))
     with pytest.raises(probe.ProbeError, match="has none .*F.relu in forward"):
         probe.saliency(Functional(), x, 1, methods="guided")
+    # "all" (in any spelling) is what the model can serve, the rest said with why
+    for every in ("all", "All", ["all"], "vanilla, ALL"):
+        r = probe.saliency(Functional(), x, 1, methods=every)
+        assert r.methods == ["vanilla", "smoothgrad", "ig", "occlusion"], every
+        assert set(r.skipped) == {"gradcam", "guided"} and "F.relu" in r.skipped["guided"]
+        assert any(line.startswith("Left out: Grad-CAM") for line in r.summary())
+    with_layer = probe.saliency(Functional(), x, 1, layer="conv")
+    assert "gradcam" in with_layer.methods and list(with_layer.skipped) == ["guided"]
 
 
 def test_load_model_takes_the_model_info_as_keys(saved, tmp_path, one_thread):

@@ -27,7 +27,7 @@ from probe.errors import ConfigError
 from probe.figures.fooling import dataset_figures, dataset_page_count, noise_figures, noise_page_count
 from probe.io import atomic_write_bytes
 from probe.methods import fooling as numerics
-from probe.methods.common import class_probabilities, model_device
+from probe.methods.common import as_classes, check_images, class_probabilities, model_device
 from probe.methods.confusion import wilson_interval
 from probe.presentation import FigureRef, Section, Table, Text, pct
 
@@ -329,14 +329,10 @@ def _whole_number(value) -> bool:
 def _on_the_grid(images: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) uint8 as given, or float [0, 1] images rounded to the 8-bit grid (what a PNG
     holds: the change to them is counted in whole 1/255 steps)."""
-    if images.ndim != 4:
-        raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
+    check_images(images)
     if images.dtype == torch.uint8:
         return images
-    x = images.detach().cpu().float()
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ConfigError("images: give uint8 pixels or floats in [0, 1]")
-    return (x * 255).round().to(torch.uint8)
+    return (images.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8)  # clamp: a rounding's slack
 
 
 def _stamp(started: float, model: nn.Module) -> dict:
@@ -397,14 +393,13 @@ def fool_from_dataset(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     these very images (uint8: already on the 8-bit grid), when already computed."""
     _check_run(n, confidence, steps, batch_size, ("n", "confidence", "steps", "batch_size"))
     check_int("repair_steps", repair_steps, 0)
-    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
-    if len(labels) != len(images):
-        raise ConfigError(f"{len(images)} images but {len(labels)} labels")
+    labels = as_classes(labels, len(images), None, unlabelled=True)  # -1: never a source image
     known = probs is not None and images.dtype == torch.uint8 and len(probs) == len(images)
     images = _on_the_grid(images)
     started = time.perf_counter()
     probs = probs if known else class_probabilities(model, images, batch_size=batch_size)  # (N, K)
     names = _class_names(classes, probs.shape[1])
+    as_classes(labels, len(images), probs.shape[1], unlabelled=True)
     wanted, src = _asked(names, targets, source)
     _check_total(n, wanted, "n")
     fooling = numerics.from_dataset(model, images, labels, wanted, probs, n=n, confidence=confidence,

@@ -40,8 +40,8 @@ from probe.methods.common import class_probabilities
 from probe.text import shown
 from probe.methods.faithfulness import (MIN_IMAGES, RANDOM, FaithfulnessConfig, cascade_groups,
                                         deletion_insertion, randomization_check)
-from probe.methods.saliency import (METHODS, Attributions, Layer, SaliencyConfig, attribute, choose_cam_layer,
-                                    parse_methods, resolve_layer)
+from probe.methods.saliency import (METHODS, Attributions, Layer, SaliencyConfig, asks_all, attribute,
+                                    choose_cam_layer, parse_methods, resolve_layer, unavailable_methods)
 from probe.presentation import FigureRef, Section, Table, Text
 
 SELECTIONS = ("correct", "wrong", "any")
@@ -292,10 +292,12 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, methods: st
         probs = probs if probs is not None else class_probabilities(model, images, batch_size=config.batch_size)
         target = probs.argmax(1)
     n, asked = len(images), parse_methods(methods)
-    # "all": what the model can serve (a TorchScript model has no ReLU modules to guide); a method
-    # named that it cannot serve is a ConfigError saying why (probe.methods.saliency.attribute).
-    unavailable = (getattr(model, "unavailable", None) or {}) if methods == "all" else {}
-    methods = tuple(m for m in asked if m not in unavailable)
+    # "all": what the model can serve, the rest said in `skipped` (a TorchScript model: no layer to
+    # hook, no ReLU to guide); a method named that it cannot serve is a ConfigError saying why.
+    skipped = left_out(model, asked, layer == "auto") if asks_all(methods) else {}
+    methods = tuple(m for m in asked if m not in skipped)
+    if not methods:
+        raise ConfigError("methods: " + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
     cam = choose_cam_layer(model, images, layer) if any(METHODS[m].needs_layer for m in methods) else None
     a = attribute(model, images, target, methods=methods, config=config, layer=cam and cam.name, probs=probs,
                   warm_up=True, progress=_counting(progress, f"saliency of {n} image(s)", len(methods)))
@@ -317,6 +319,7 @@ def saliency(model: nn.Module, images: torch.Tensor, target=None, *, methods: st
         images_per_second={m: round(v, 2) for m, v in a.images_per_second().items()},
         convergence=_convergence(a), scale=scale, overlay=overlay, crop_box=crop,
         gradcam=None if cam is None else {"layer": cam.name, "size": list(cam.size), "reason": cam.reason},
+        skipped=skipped or None,
         attributions=torch.stack([a.maps[m] for m in a.methods]), images=images.detach().cpu(),
         frames=None if frames is None else frames.detach().cpu())
 
@@ -561,21 +564,26 @@ def _explain(ctx: Context, settings: Settings, picked: Picked, title: str, layer
 
 
 def usable_methods(model: nn.Module, settings: Settings, name: str = "the model") -> tuple[tuple[str, ...], dict]:
-    """The methods asked for that the model can serve, and why each other one is left out: the
-    model's own `unavailable` (a TorchScript or torch.export file: no layer or ReLU to hook), or
-    Grad-CAM with no layer known (a model of yours without "cam_layer")."""
-    unavailable = dict(getattr(model, "unavailable", None) or {})
-    if "gradcam" in settings.methods and "gradcam" not in unavailable and settings.gradcam_layer == "auto":
+    """The methods asked for that the model can serve, and why each other one is left out (left_out)."""
+    skipped = left_out(model, settings.methods, settings.gradcam_layer == "auto")
+    kept = tuple(m for m in settings.methods if m not in skipped)
+    if not kept:
+        raise ConfigError(f"--method: {'; '.join(f'{m} cannot run on {name}: {why}' for m, why in skipped.items())}")
+    return kept, skipped
+
+
+def left_out(model: nn.Module, methods, auto_layer: bool) -> dict[str, str]:
+    """Of `methods`, those the model cannot serve, each with why: the model's own `unavailable` (a
+    TorchScript or torch.export file: no layer to hook), no nn.ReLU to guide, or Grad-CAM with no
+    layer known where none was given (a model of yours without "cam_layer")."""
+    unavailable = unavailable_methods(model)
+    if "gradcam" in methods and "gradcam" not in unavailable and auto_layer:
         try:
             resolve_layer(model, None)
         except ConfigError:
             unavailable["gradcam"] = ("no Grad-CAM layer is known: give --gradcam-layer (a module path such as "
                                       "layer4), or \"cam_layer\" in the model info")
-    skipped = {m: unavailable[m] for m in settings.methods if m in unavailable}
-    kept = tuple(m for m in settings.methods if m not in skipped)
-    if not kept:
-        raise ConfigError(f"--method: {'; '.join(f'{m} cannot run on {name}: {why}' for m, why in skipped.items())}")
-    return kept, skipped
+    return {m: unavailable[m] for m in methods if m in unavailable}
 
 
 def run(ctx: Context, settings: Settings) -> SaliencyResult:

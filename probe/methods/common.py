@@ -19,7 +19,7 @@ from probe.models.inference import batched_logits, to_input
 MAX_STEPS = 10_000  # gradient steps of an attack, a fooling run, SmoothGrad's samples, IG's steps
 MAX_RESTARTS = 100  # PGD's restarts (default 1)
 MAX_BATCH = 100_000  # images in one forward pass
-RANGE_SLACK = 1e-5  # float images a rounding outside [0, 1] are still [0, 1] images
+RANGE_SLACK = 1e-5  # float images a rounding outside [0, 1] are still [0, 1] images (at least: see _check_range)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -41,20 +41,38 @@ def as_input(images: torch.Tensor, to: nn.Module | torch.device, dtype: torch.dt
     """uint8 pixels or float [0, 1] images (N, C, H, W) → float [0, 1] that a model takes.
     to: the model (its device and, by default, its dtype: a float64 model gets float64) or a
     device (float32 by default)."""
-    if images.ndim != 4:
-        raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
-    if images.is_floating_point() and images.numel():
-        lo, hi = torch.aminmax(images.detach())
-        lo, hi = torch.stack([lo, hi]).tolist()  # one sync on a GPU
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ConfigError("the images hold NaN or infinite values: give uint8 pixels or floats in [0, 1]")
-        if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
-            raise ConfigError(f"the images hold values from {lo:g} to {hi:g}: give uint8 pixels or floats in [0, 1]"
-                              + (" (divide 0..255 floats by 255)" if hi > 1.5 and lo >= 0 else
-                                 " (undo any normalization: the model should normalize its input itself)"))
+    check_images(images)
     if isinstance(to, nn.Module):
         to, dtype = model_device(to), dtype or model_dtype(to)
     return to_input(images.to(to, non_blocking=True), dtype=dtype or torch.float32)
+
+
+def check_images(images: torch.Tensor) -> None:
+    """(N, C, H, W) uint8 pixels or floats in [0, 1] (up to a rounding of their dtype), else a
+    ConfigError that says what to do about what they hold."""
+    if images.ndim != 4:
+        raise ConfigError(f"images must be (N, C, H, W), not of shape {tuple(images.shape)}")
+    if not images.is_floating_point() and images.dtype != torch.uint8:  # int64 0..255 would be taken as 0..255 floats
+        raise ConfigError(f"images of dtype {images.dtype}: give uint8 pixels (0..255) or floats in [0, 1]")
+    if images.is_floating_point() and images.numel():
+        _check_range(images)
+
+
+def _check_range(images: torch.Tensor) -> None:
+    lo, hi = torch.aminmax(images.detach())
+    lo, hi = torch.stack([lo, hi]).float().tolist()  # one sync on a GPU
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError("the images hold NaN or infinite values: give uint8 pixels or floats in [0, 1]")
+    slack = max(RANGE_SLACK, 2 * torch.finfo(images.dtype).eps)  # bfloat16's 1 + 1 ulp is 1.0078
+    if lo >= -slack and hi <= 1 + slack:
+        return
+    if hi > 1.5 and lo >= 0:
+        hint = "divide 0..255 floats by 255"
+    elif lo >= -0.1 and hi <= 1.1:
+        hint = "clamp them to [0, 1]: a resize or a blur overshoots a little"
+    else:
+        hint = "undo any normalization: the model should normalize its input itself"
+    raise ConfigError(f"the images hold values from {lo:g} to {hi:g}: give uint8 pixels or floats in [0, 1] ({hint})")
 
 
 def as_classes(values, n: int, num_classes: int | None, what: str = "labels", unlabelled: bool = False) -> torch.Tensor:

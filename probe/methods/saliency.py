@@ -166,6 +166,26 @@ class _GuidedReLU(torch.autograd.Function):
         return grad.clamp_min(0).masked_fill_(out <= 0, 0)
 
 
+NO_RELU = ("the model's ReLUs as nn.ReLU modules, and this model has none (a TorchScript or exported model, "
+           "another activation, or F.relu in forward)")
+
+
+def unavailable_methods(model: nn.Module) -> dict[str, str]:
+    """The methods this model cannot serve, each with why: what a loaded model says of itself
+    (`unavailable`: a TorchScript file has no layer to hook), and Guided Backprop where the model
+    has no nn.ReLU module to guide (its map would be the plain gradient)."""
+    out = dict(getattr(model, "unavailable", None) or {})
+    if "guided" not in out and not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        out["guided"] = f"it needs {NO_RELU}"
+    return out
+
+
+def asks_all(methods: str | Sequence[str]) -> bool:
+    """Whether `methods` says "all" (in any case, alone or in a list): the methods the model can serve."""
+    names = methods.split(",") if isinstance(methods, str) else methods
+    return any(str(m).strip().lower() == "all" for m in names)
+
+
 @contextlib.contextmanager
 def _guided_relus(model: nn.Module) -> Iterator[None]:
     """Every nn.ReLU module of the model computing _GuidedReLU while inside; restored after. The
@@ -173,8 +193,7 @@ def _guided_relus(model: nn.Module) -> Iterator[None]:
     gets the map of the same network with a fresh ReLU per use (tested)."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:  # the rule would change nothing: the map would be the plain gradient, mislabelled
-        raise ConfigError("Guided Backprop needs the model's ReLUs as nn.ReLU modules, and this model has none "
-                          "(a TorchScript or exported model, or F.relu in forward): leave out guided")
+        raise ConfigError(f"Guided Backprop needs {NO_RELU}: leave out guided")
     own = [m.__dict__.get("forward") for m in relus]  # a forward set on the instance, kept
     for m in relus:
         m.forward = _GuidedReLU.apply
@@ -556,7 +575,7 @@ def attribute(model: nn.Module, images: torch.Tensor, target, *, methods: str | 
     probabilities (N, K) if you have them (else one forward pass computes them). warm_up: one
     gradient before the first method is timed (its `seconds` then leave out the set-up)."""
     names = parse_methods(methods)
-    unavailable = getattr(model, "unavailable", None) or {}  # probe.load_model's models say what they cannot serve
+    unavailable = unavailable_methods(model)
     for name in names:
         if name in unavailable:
             raise ConfigError(f"{METHODS[name].title} cannot run on this model: {unavailable[name]}")
