@@ -6,6 +6,7 @@ import functools
 import inspect
 import shlex
 import sys
+import time
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -234,20 +235,27 @@ def train(
             raise ConfigError("under torchrun give the model folder: --out trained_models/<name>")
         out = default_folder(Path("trained_models"), config)
     main_process = int(os.environ.get("RANK", "0")) == 0
+    started = time.time()
     try:
         run_train(config, out, data_dir=data_dir, resume=resume, force=force, size=size, classes_file=classes,
                   callbacks=[] if quiet or not main_process else [ProgressPrinter()])
     except KeyboardInterrupt:
-        typer.echo(_interrupted_training(Path(out)), err=True)
+        again = [("--data-dir", data_dir), ("--size", size), ("--classes", classes)]
+        typer.echo(_interrupted_training(Path(out), started, resume, [(o, v) for o, v in again if v is not None]),
+                   err=True)
         raise typer.Exit(130)
 
 
-def _interrupted_training(out: Path) -> str:
-    """What a Ctrl-C during training leaves: the last checkpoint to resume from, or none yet."""
+def _interrupted_training(out: Path, started: float, resumed: bool, options: list) -> str:
+    """What a Ctrl-C during training leaves: this run's last checkpoint to resume from (the one a
+    --resume started from, or one written since), with the command that continues it; or none yet
+    (a checkpoint older than this run is another run's, which --force was replacing)."""
     from probe.train.checkpoint import RESUME
-    if (out / RESUME).is_file():
-        return (f"interrupted: the last checkpoint in {out} is whole; continue with "
-                f"probe train --resume --out {shlex.quote(str(out))}")
+    checkpoint = out / RESUME
+    # a second's slack: a file's time stamp comes from a coarser clock than time.time()
+    if checkpoint.is_file() and (resumed or checkpoint.stat().st_mtime >= started - 1):
+        command = ["probe", "train", "--resume", "--out", str(out), *(str(x) for pair in options for x in pair)]
+        return f"interrupted: the last checkpoint in {out} is whole; continue with {shlex.join(command)}"
     return f"interrupted before the first checkpoint: nothing to resume in {out}; run the command again"
 
 

@@ -176,23 +176,33 @@ def test_resume_with_only_the_folder_and_conflicting_options(mnist_dir, tmp_path
     assert to_file.exit_code == 2 and "is a file" in to_file.output
 
 
-@pytest.mark.parametrize("checkpoint", [False, True], ids=["before-the-first", "after-one"])
+@pytest.mark.parametrize("checkpoint", ["none", "this run's", "an older run's", "resumed"])
 def test_ctrl_c_in_training_says_whether_there_is_anything_to_resume(checkpoint, tmp_path, monkeypatch):
-    """Ctrl-C before the first checkpoint must not promise a resume that cannot happen."""
+    """Ctrl-C before the first checkpoint must not promise a resume that cannot happen (nor point at
+    the checkpoint of an older run that --force is replacing); the command it gives carries the
+    options the run needs again (--data-dir)."""
+    import time
     import probe.train.run
     from probe.train.checkpoint import RESUME
-    out = tmp_path / "my run"
-    if checkpoint:
-        out.mkdir()
-        (out / RESUME).write_bytes(b"")  # what the message looks at: the file is there
+    out, data = tmp_path / "my run", tmp_path / "my data"
+    out.mkdir()
+    if checkpoint == "an older run's" or checkpoint == "resumed":
+        (out / RESUME).write_bytes(b"")
+        os.utime(out / RESUME, (time.time() - 3600, time.time() - 3600))
 
     def interrupted(*args, **kwargs):
+        if checkpoint == "this run's":
+            (out / RESUME).write_bytes(b"")  # written by this run, then Ctrl-C
         raise KeyboardInterrupt
     monkeypatch.setattr(probe.train.run, "train", interrupted)
-    result = runner.invoke(app, ["train", "--dataset", "mnist", "--epochs", "1", "--out", str(out)])
+    monkeypatch.setattr(probe.train.run, "saved_config", lambda folder: probe.train.config.preset_config(
+        None, dataset="mnist", epochs=1))
+    args = ["train", "--resume"] if checkpoint == "resumed" else ["train", "--dataset", "mnist", "--epochs", "1", "--force"]
+    result = runner.invoke(app, [*args, "--out", str(out), "--data-dir", str(data)])
     assert result.exit_code == 130, result.output
-    if checkpoint:
-        assert f"the last checkpoint in {out} is whole; continue with probe train --resume --out '{out}'" in result.output
+    if checkpoint in ("this run's", "resumed"):
+        assert (f"the last checkpoint in {out} is whole; continue with probe train --resume --out '{out}' "
+                f"--data-dir '{data}'") in result.output
     else:
         assert "interrupted before the first checkpoint: nothing to resume" in result.output
         assert "--resume" not in result.output
