@@ -48,7 +48,7 @@ class TinyConv(nn.Module):
 
 
 # ---- the ε-ball and [0, 1] --------------------------------------------------------------------
-@pytest.mark.parametrize("norm,eps", [("linf", 0.0), ("linf", 0.01), ("linf", 0.1), ("linf", 0.5), ("linf", 2.0),
+@pytest.mark.parametrize("norm,eps", [("linf", 0.0), ("linf", 0.01), ("linf", 0.1), ("linf", 0.5), ("linf", 1.0),
                                       ("l2", 0.0), ("l2", 0.05), ("l2", 0.5), ("l2", 3.0), ("l2", 100.0)])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_pgd_never_leaves_the_ball_or_the_box(norm, eps, precision):
@@ -68,6 +68,16 @@ def test_pgd_never_leaves_the_ball_or_the_box(norm, eps, precision):
         assert (size <= eps * (1 + 1e-6) + 1e-6).all(), (kwargs, float(size.max()))  # float32 rounding only
         if eps == 0:
             assert torch.equal(adv, x)
+
+
+def test_an_linf_eps_beyond_the_pixel_range_is_refused_everywhere():
+    """ε 8 meant 8/255: refused by FGSM, PGD and the curve alike; an L2 ε of 8 is a real one."""
+    model, x, y = TinyConv(channels=1), torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    for run in (lambda: fgsm(model, x, y, 8), lambda: pgd(model, x, y, [0.1, 0.1, 8, 0.1], steps=1),
+                lambda: attack_curve(model, x, y, [0.1, 8], steps=1, examples=0)):
+        with pytest.raises(ConfigError, match=r"eps 8: an L∞ ε is in pixel units, at most 1 \(did you mean 8/255"):
+            run()
+    assert pgd(model, x, y, 8, norm="l2", steps=1).shape == x.shape
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

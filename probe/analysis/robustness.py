@@ -19,7 +19,7 @@ from probe.data.spec import ClassNames
 from probe.device import analysis_threads
 from probe.errors import ConfigError
 from probe.figures.attacks import CURVE_WIDTH, NORM_NAMES, eps_label, examples_figure, robustness_figure
-from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, parse_eps_list, perturbation_size,
+from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, check_linf_eps, parse_eps_list, perturbation_size,
                                    resolve_precision)
 from probe.methods.common import class_probabilities, model_device
 from probe.methods.robustness import (SEARCHES, SUBSET_SEED, RobustnessCurve, attack_chunk, attack_curve,
@@ -84,10 +84,7 @@ class Settings(SettingsBase):
         check_choice("--norm", self.norm, NORMS)
         if self.eps is not None:
             object.__setattr__(self, "eps", tuple(parse_eps_list(self.eps)))
-            beyond = [e for e in self.eps if e > 1]
-            if self.norm == "linf" and beyond:  # at ε = 1 an L∞ attack may already replace the whole image
-                raise ConfigError(f"--eps {beyond[0]:g}: an L∞ ε is in pixel units, at most 1 (did you mean "
-                                  f"{beyond[0]:g}/255 = {beyond[0] / 255:.4g}?)")
+            check_linf_eps(self.eps, self.norm, "--eps")
         if self.method == "fgsm":
             given = [o for o, v in (("--steps", self.steps), ("--step-size", self.step_size),
                                     ("--restarts", self.restarts)) if v is not None]
@@ -99,8 +96,8 @@ class Settings(SettingsBase):
             check_int("--steps", self.steps, 1, MAX_STEPS)
         if self.restarts is not None:
             check_int("--restarts", self.restarts, 1, MAX_RESTARTS, why="1 = no restart")
-        if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and 0 < self.step_size < math.inf):
-            raise ConfigError(f"--step-size {self.step_size}: give a step > 0 in pixel units, e.g. 0.01")
+        if self.step_size is not None:
+            object.__setattr__(self, "step_size", _step_size(self.step_size))
         if self.limit is not None:
             check_int("--limit", self.limit, 0, why="0 attacks the whole split")
         check_choice("--precision", self.precision, ("auto", *PRECISIONS))
@@ -121,6 +118,17 @@ class Settings(SettingsBase):
                 "step_size": self.step_size, "random_start": self.random_start,
                 "restarts": (self.restarts or 1) if pgd else 1, "seed": self.seed,
                 "batch_size": self.batch_size, "search": self.search}
+
+
+def _step_size(value) -> float:
+    """--step-size as a float > 0 (a number, or its text), else a ConfigError."""
+    try:
+        step = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        step = math.nan
+    if not 0 < step < math.inf:
+        raise ConfigError(f"--step-size {value}: give a step > 0 in pixel units, e.g. 0.01")
+    return step
 
 
 @dataclass

@@ -156,8 +156,16 @@ def _setup(model, images, labels, target, batch_size, norm, precision):
     return as_classes(target, len(images), k, what="target"), True
 
 
-def _eps_tensor(eps, n: int) -> torch.Tensor:
-    """ε as float64: one value, or one per image of n; finite and ≥ 0, else ConfigError."""
+def check_linf_eps(values, norm: str, option: str = "ε") -> None:
+    """An L∞ ε beyond 1 (the whole pixel range) is ε/255 mistyped: a ConfigError with the value meant."""
+    beyond = [float(v) for v in values if float(v) > 1]
+    if norm == "linf" and beyond:
+        raise ConfigError(f"{option} {beyond[0]:.10g}: an L∞ ε is in pixel units, at most 1 (did you mean "
+                          f"{beyond[0]:.10g}/255 = {beyond[0] / 255:.4g}?)")
+
+
+def _eps_tensor(eps, n: int, norm: str) -> torch.Tensor:
+    """ε as float64: one value, or one per image of n; finite, ≥ 0 and (L∞) ≤ 1, else ConfigError."""
     try:
         eps_all = torch.as_tensor(eps, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
@@ -166,6 +174,7 @@ def _eps_tensor(eps, n: int) -> torch.Tensor:
         raise ConfigError(f"ε: give one value, or one per image ({n}), not a tensor of shape {tuple(eps_all.shape)}")
     if (eps_all < 0).any() or not torch.isfinite(eps_all).all():
         raise ConfigError(f"ε must be finite and ≥ 0, not {eps!r}")
+    check_linf_eps(eps_all.flatten().tolist(), norm, "eps")
     return eps_all
 
 
@@ -182,7 +191,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, n
     goal, targeted = _setup(model, images, labels, target, batch_size, norm, precision)
     device = model_device(model)
     model = inference_copy(model)  # probe's ResNets: BatchNorm folded, the caller's model untouched
-    eps_all = _eps_tensor(eps, len(images))
+    eps_all = _eps_tensor(eps, len(images), norm)
     out = []
     with evaluating(model, frozen=True):
         for start in range(0, len(images), batch_size):
@@ -222,7 +231,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *, no
     if not 1 <= restarts <= MAX_RESTARTS:
         raise ConfigError(f"restarts must be from 1 to {MAX_RESTARTS}, not {restarts}")
     device = model_device(model)
-    eps_all = _eps_tensor(eps, len(images))
+    eps_all = _eps_tensor(eps, len(images), norm)
     if step_size is None:
         alpha_all = 2.5 * eps_all / steps
     else:
@@ -318,14 +327,16 @@ def attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps, *,
     raise ConfigError(f"method {method!r}: use one of {', '.join(METHODS)}")
 
 
-def parse_eps_list(text: str | Sequence) -> list[float]:
-    """'0,0.1,0.3' or '0 2/255 8/255' (fractions allowed) → sorted distinct floats ≥ 0."""
+def parse_eps_list(text: str | Sequence, option: str = "--eps") -> list[float]:
+    """'0,0.1,0.3' or '0 2/255 8/255' (fractions allowed) → sorted distinct floats ≥ 0. option:
+    how the caller names the list in its messages (the CLI's --eps, the API's eps)."""
     parts = [p for piece in text.split(",") for p in (piece.split() or [""])] if isinstance(text, str) else list(text)
+    example = f"{option} 0,0.1,0.3" if option.startswith("--") else f"{option}='0,0.1,0.3'"
     if not parts or parts == [""]:
-        raise ConfigError("--eps: give at least one value, e.g. --eps 0,0.1,0.3")
+        raise ConfigError(f"{option}: give at least one value, e.g. {example}")
     if "" in parts:  # "0.1,,0.2": a value left out, not one to skip
-        raise ConfigError(f"--eps {text!r}: an empty value between commas; give values ≥ 0 in pixel units, "
-                          "e.g. --eps 0,0.1,0.3")
+        raise ConfigError(f"{option} {text!r}: an empty value (two commas in a row, or one at an end); give values "
+                          f"≥ 0 in pixel units, e.g. {example}")
     values = []
     for part in parts:
         item = str(part).strip()
@@ -336,7 +347,7 @@ def parse_eps_list(text: str | Sequence) -> list[float]:
             else:
                 value = float(item)
         except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"--eps {item!r}: not a number; give values ≥ 0 in pixel units, "
-                              "e.g. --eps 0,0.1,0.3 or --eps 0,2/255,8/255") from None
-        values.append(check_eps(value, f"--eps {item}"))
+            raise ConfigError(f"{option} {item!r}: not a number; give values ≥ 0 in pixel units, "
+                              f"e.g. {example} or 0,2/255,8/255") from None
+        values.append(check_eps(value, f"{option} {item}"))
     return sorted(set(values))

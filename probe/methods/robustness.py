@@ -27,11 +27,12 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
-from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, attack, attack_gradient, check_eps, parse_eps_list,
-                                   perturbation_size, project, step_direction, succeeded)
+from probe.methods.attacks import (METHODS, NORMS, PRECISIONS, attack, attack_gradient, check_eps, check_linf_eps,
+                                   parse_eps_list, perturbation_size, project, step_direction, succeeded)
 from probe.methods.common import as_classes, as_input, class_probabilities, evaluating, model_device, model_dtype
 from probe.models.inference import inference_copy
 from probe.methods.confusion import wilson_interval
@@ -187,6 +188,8 @@ def attack_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
     probs = class_probabilities(model, clean, batch_size=batch_size)  # (N, K)
     as_classes(labels, len(labels), probs.shape[1])
     if target is not None:
+        if np.ndim(target) != 0:
+            raise ConfigError(f"target {target!r}: give one class, the one every image is driven to")
         target = int(as_classes(target, 1, probs.shape[1], what="target")[0])
     options = {"method": method, "norm": norm, "steps": steps, "step_size": step_size,
                "random_start": random_start, "restarts": restarts, "batch_size": batch_size,
@@ -410,12 +413,15 @@ def _checked(images, labels, eps, method: str, norm: str, precision: str) -> tup
         raise ConfigError(f"norm {norm!r} / precision {precision!r}: use {'|'.join(NORMS)} / {'|'.join(PRECISIONS)}")
     if len(images) == 0:
         raise ConfigError("no images to attack: give at least one")
-    if bool((torch.as_tensor(labels) < 0).any()):
+    labels = as_classes(labels, len(images), None, unlabelled=True)
+    if bool((labels < 0).any()):
         raise ConfigError("every image needs a label (≥ 0) to measure accuracy")
-    labels = as_classes(labels, len(images), None)
     if isinstance(eps, str):  # '0.05,2/255', as on the command line
-        return labels, sorted({0.0, *parse_eps_list(eps)})
-    return labels, sorted({0.0, *(check_eps(e) for e in ([eps] if isinstance(eps, (int, float)) else eps))})
+        eps_list = parse_eps_list(eps, "eps")
+    else:  # a number (a NumPy or 0-d tensor one too), or a list of them
+        eps_list = [check_eps(e) for e in ([eps] if np.ndim(eps) == 0 else np.asarray(eps, dtype=float).ravel())]
+    check_linf_eps(eps_list, norm, "eps")
+    return labels, sorted({0.0, *eps_list})
 
 
 def _broken(probs: torch.Tensor, labels: torch.Tensor, target: int | None) -> torch.Tensor:
