@@ -205,7 +205,7 @@ def test_gradcam_of_another_model_needs_a_layer():
     # The other methods need no layer (Guided Backprop needs ReLUs: Tiny's Tanh has none to guide).
     relu = Tiny(1, dtype=torch.float32, act=nn.ReLU).eval()
     assert saliency(relu, x, 0, methods="vanilla,guided").maps["guided"].shape == (2, 8, 8)
-    with pytest.raises(ConfigError, match="Guided Backprop needs the model's ReLUs as nn.ReLU modules"):
+    with pytest.raises(ConfigError, match="Guided Backprop cannot run on this model: it needs the model's ReLUs"):
         saliency(model, x, 0, methods="guided")
 
 
@@ -479,6 +479,10 @@ def test_a_grid_of_many_rows_goes_on_pages_with_one_scale_and_readable_headings(
         assert all(len(_columns(fig)[m]) == rows for m in METHODS)
         assert not overlapping_texts(fig)
         plt.close(fig)
+    # the last page's maps as large as the first's (its fewer rows do not make them grow)
+    sizes = [{round(float(abs(im.get_extent()[1] - im.get_extent()[0])), 6) for col in _columns(fig).values()
+              for im in col} for fig in pages]
+    assert sizes[0] == sizes[1] and len(sizes[0]) == 1
     refs = [c for c in section(r).children if getattr(c, "stem", "").startswith("saliency")]
     assert [ref.stem for ref in refs] == ["saliency", "saliency-2"]
     assert "(rows 9–12 of 12," in refs[1].caption and len(refs[1].data["rows"]) == 4
@@ -789,6 +793,22 @@ def test_cli_user_images_and_predict(tiny_model, tmp_path):
     assert len(lines) == 2 and lines[0].startswith(str(a)) and len(lines[0].split("  ")) >= 3
     bad = runner.invoke(app, ["saliency", "--model", str(tiny_model), str(a)])
     assert bad.exit_code == 2 and "after --image" in bad.output
+
+
+def test_a_second_run_with_fewer_pages_leaves_no_page_of_the_first(tiny_model, mnist_dir, tmp_path):
+    out = tmp_path / "s"
+    common = ["saliency", "--model", str(tiny_model), "--data-dir", str(mnist_dir), "--method", "vanilla",
+              "--no-faithfulness", "--out", str(out)]
+    first = runner.invoke(app, [*common, "--index", "0,1,2,3,4,5,6,7,8"])  # 9 rows: two pages
+    assert first.exit_code == 0, first.output
+    assert {p.name for p in out.glob("saliency*")} == {"saliency.png", "saliency.pdf", "saliency-2.png",
+                                                      "saliency-2.pdf"}
+    (out / "mine.png").write_bytes(b"a file of the user's: never removed")
+    result = runner.invoke(app, [*common, "--index", "0,1"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.glob("saliency*")} == {"saliency.png", "saliency.pdf"}
+    assert (out / "mine.png").is_file()
+    assert json.loads((out / "results.json").read_text())["figures"] == ["saliency.pdf", "saliency.png"]
 
 
 def test_cli_a_folder_of_images_with_a_corrupt_file(tiny_model, tmp_path):

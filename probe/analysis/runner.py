@@ -4,6 +4,7 @@ reports/<model>/<analysis>/ or --out. The CLI and the report both come through h
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +167,21 @@ def write_outputs(entry: Analysis, result, out: Path, *, settings, folders: list
            "figures": sorted(p.name for p in files if p.suffix in (".png", ".pdf") and p.parent == out),
            "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "seconds": round(time.perf_counter() - started, 3)}
+    stale = _earlier_figures(out) - set(doc["figures"])
     atomic_write_json(out / RESULTS, doc)
+    for name in stale:  # an earlier run's pages this run does not have (it showed fewer images)
+        (out / name).unlink(missing_ok=True)
     return [*files, out / RESULTS]
+
+
+def _earlier_figures(out: Path) -> set[str]:
+    """The figure files an earlier run wrote to `out`, as its results.json lists them (plain file
+    names of PNGs and PDFs only: nothing else is ever removed)."""
+    try:
+        names = json.loads((out / RESULTS).read_text()).get("figures") or []
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and Path(n).name == n and Path(n).suffix in (".png", ".pdf")}
 
 
 def read_outputs(entry: Analysis, out: Path):

@@ -672,7 +672,7 @@ def _grids(result: SaliencyResult, stem: str = "saliency") -> dict:
             frames=None if result.frames is None else result.frames[rows],
             crop_box=tuple(result.crop_box) if result.crop_box else None, scale=result.scale, overlay=result.overlay,
             title=plain_text(result.title) + page, group=2 if pairs else 1, scales=scales,
-            across="the rows" + (" of every page" if page else ""))
+            across="the rows" + (" of every page" if page else ""), size_rows=len(pages[0]))
     return out
 
 
@@ -930,7 +930,7 @@ def comparison_scales(results: Sequence[SaliencyResult]) -> dict:
 
 
 def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] | None = None, page: str = "",
-                      scales: dict | None = None):
+                      scales: dict | None = None, size_rows: int = 0):
     """The same images' maps of every model side by side: a row per image and model (an image's
     models in adjacent rows, the image drawn once), a column per method, ONE colour scale per
     method across every model and every image of the results (a darker pixel means a larger
@@ -953,7 +953,8 @@ def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] |
     return saliency_figure(maps, first.images[chosen].repeat_interleave(k, 0), row_labels=labels, frames=frames,
                            crop_box=tuple(first.crop_box) if first.crop_box else None, scale="method",
                            overlay=first.overlay, title=title, group=k,
-                           across="the rows of every model" + (" and page" if page else ""), scales=scales)
+                           across="the rows of every model" + (" and page" if page else ""), scales=scales,
+                           size_rows=size_rows)
 
 
 def comparison_figures(results: Sequence[SaliencyResult]) -> Iterator:
@@ -962,7 +963,7 @@ def comparison_figures(results: Sequence[SaliencyResult]) -> Iterator:
     pages, scales = comparison_pages(results), comparison_scales(results)
     for p, images in enumerate(pages):  # no-break spaces: the page mark stays on one line
         yield comparison_figure(results, images, f"page\u00a0{p + 1}\u00a0of\u00a0{len(pages)}"
-                                if len(pages) > 1 else "", scales)
+                                if len(pages) > 1 else "", scales, size_rows=len(pages[0]) * len(results))
 
 
 def comparison_section(results: Sequence[SaliencyResult], stem: str = COMPARISON_STEM) -> Section:

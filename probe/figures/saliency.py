@@ -182,7 +182,9 @@ class _Grid:
 
     @classmethod
     def of(cls, n: int, m: int, first: tuple[int, int], shape: tuple[int, int], row_labels, scale: str,
-           title: str, note: str, unit_lines: int, group: int = 1) -> "_Grid":
+           title: str, note: str, unit_lines: int, group: int = 1, size_rows: int = 0) -> "_Grid":
+        """size_rows: size the cells as for this many rows (a last page of fewer rows: cells as
+        on the full pages before it)."""
         (fh, fw), (h, w) = first, shape
         label_w = 0.0
         if row_labels:
@@ -196,8 +198,10 @@ class _Grid:
             notes = textwrap.wrap(note, int(max(width, 3.0) / (0.56 * SMALL_FONT / 72)))
             head = len(lines) * 1.2 * (SMALL_FONT + 1) / 72 + 2 * LINE + 0.06  # title, two-line column titles
             foot = len(notes) * LINE + 0.06 + ((0.27 + unit_lines * LINE) if scale == "method" else 0.0)
-            spare = MAX_FIGURE_HEIGHT - head - foot - n * (gap + below) - (math.ceil(n / group) - 1) * cls.group_gap * (group > 1)
-            cell_h = max(0.3, min(cell_h, spare / n))
+            k = max(n, size_rows)
+            gaps = (math.ceil(k / group) - 1) * cls.group_gap * (group > 1)
+            spare = MAX_FIGURE_HEIGHT - head - foot - k * (gap + below) - gaps
+            cell_h = max(0.3, min(cell_h, spare / k))
         return cls(n, m, label_w, cell_h * fw / fh, cell_h * w / h, cell_h, below, head, foot, lines, notes, group)
 
     @property
@@ -328,7 +332,7 @@ def scale_note(scale: str, overlays, across: str = "the rows") -> str:
 def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_labels: list[str] | None = None,
                     frames: torch.Tensor | None = None, crop_box: tuple[int, int, int, int] | None = None,
                     scale: str = "method", overlay=False, title: str = "", group: int = 1,
-                    across: str = "the rows", scales: dict | None = None):
+                    across: str = "the rows", scales: dict | None = None, size_rows: int = 0):
     """A row per image: the image, then one map per method (maps[method]: (N, H, W) at the
     network's input; images (N, C, H, W) that input). frames: the stored images to show in
     the first column instead (SFDDD's 64×48 frame, at its aspect ratio), with crop_box (top,
@@ -338,7 +342,8 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_
     True, False, "auto" or method names: those drawn over their image (see `overlaid`).
     group: rows per image (a comparison of models: the image once, a row per model; across
     names what a colour bar spans). scales: scale "method"'s (vmin, vmax, clipped) per method
-    when they span more than these rows (a comparison's pages); default scale_of the maps."""
+    when they span more than these rows (a comparison's pages); default scale_of the maps.
+    size_rows: cells as large as in a figure of this many rows (pages after a full one)."""
     if scale not in ("method", "image"):
         raise ValueError(f"scale must be 'method' or 'image', not {scale!r}")
     apply_style()
@@ -352,7 +357,7 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_
     unit_lines = 3
     for _ in range(2):  # the lines under the colour bars depend on the columns' width
         grid = _Grid.of(len(images), len(methods), tuple(first.shape[-2:]), tuple(images.shape[-2:]), row_labels,
-                        scale, title, scale_note(scale, on_image, across), unit_lines, group)
+                        scale, title, scale_note(scale, on_image, across), unit_lines, group, size_rows)
         unit_lines = max([len(_unit_lines(m, signed[m], scales[m][1], 0.92 * grid.map_w)) for m in scales] or [0])
     fig, ax = canvas(max(grid.width, 1.0), grid.height)
     mappables = {}
