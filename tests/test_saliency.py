@@ -488,6 +488,20 @@ def test_a_grid_of_many_rows_goes_on_pages_with_one_scale_and_readable_headings(
     assert "(rows 9–12 of 12," in refs[1].caption and len(refs[1].data["rows"]) == 4
 
 
+def test_the_randomization_keys_stay_inside_a_narrow_figure():
+    """One cascade step and two methods: a figure of three columns still holds both colour keys."""
+    import matplotlib.pyplot as plt
+    from probe.figures.saliency import randomization_maps_figure
+    g = torch.Generator().manual_seed(0)
+    maps = {"vanilla": torch.rand(8, 8, generator=g), "ig": torch.randn(8, 8, generator=g)}
+    fig = randomization_maps_figure(torch.rand(1, 8, 8, generator=g), maps,
+                                    {m: v[None] for m, v in maps.items()}, ["fc"], title="t")
+    keys = [ax for ax in fig.axes if ax.get_title() in ("maps ≥ 0", "signed maps")]
+    assert len(keys) == 2 and all(0 <= ax.get_position().x0 < ax.get_position().x1 <= 1 for ax in keys)
+    assert keys[0].get_position().x1 < keys[1].get_position().x0 and not overlapping_texts(fig)
+    plt.close(fig)
+
+
 def test_colour_bars_say_what_the_values_are_and_auto_overlays_the_coarse_maps():
     model = tiny_classifier(MNIST)
     x = torch.rand(2, 1, 12, 12)
@@ -793,6 +807,21 @@ def test_cli_user_images_and_predict(tiny_model, tmp_path):
     assert len(lines) == 2 and lines[0].startswith(str(a)) and len(lines[0].split("  ")) >= 3
     bad = runner.invoke(app, ["saliency", "--model", str(tiny_model), str(a)])
     assert bad.exit_code == 2 and "after --image" in bad.output
+
+
+def test_image_folders_expand_in_name_order_and_a_missing_path_is_an_error(tmp_path):
+    from probe.data.user_images import expand_image_paths
+    from probe.errors import DataError
+    for name in ("scan_10.png", "scan_2.PNG", "Scan_1.jpg", "notes.txt", "one.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deeper.png").write_bytes(b"")
+    one = tmp_path / "one.png"
+    assert [Path(p).name for p in expand_image_paths([tmp_path])] == ["one.png", "Scan_1.jpg", "scan_2.PNG",
+                                                                      "scan_10.png"]
+    assert expand_image_paths([one, tmp_path / "sub"]) == (str(one), str(tmp_path / "sub" / "deeper.png"))
+    with pytest.raises(DataError, match=r"--image .*typo.png: no such file or folder"):
+        expand_image_paths([one, tmp_path / "typo.png"])
 
 
 def test_a_second_run_with_fewer_pages_leaves_no_page_of_the_first(tiny_model, mnist_dir, tmp_path):

@@ -76,6 +76,8 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     -1 for unlabelled (never counted wrong). classes: names or their number (default: the
     model's outputs). display_images: what the grid shows (default `images`). probs: the model's
     class probabilities (N, K) of these very images, when already computed."""
+    if len(images) == 0:
+        raise ConfigError("no images to classify: give at least one")
     labels = as_classes(labels, len(images), None, unlabelled=True)
     if max_images is not None:
         check_int("max_images", max_images, 1)

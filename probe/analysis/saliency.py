@@ -45,6 +45,7 @@ from probe.methods.saliency import (METHODS, Attributions, Layer, SaliencyConfig
 from probe.presentation import FigureRef, Section, Table, Text
 
 SELECTIONS = ("correct", "wrong", "any")
+PAGE_ROWS = 8  # rows of one page of the grid: more would shrink the columns below their headings' width
 SCALES = ("method", "image")
 OVERLAYS = (True, False, "auto", "all", "none")
 SPLITS = ("val", "test", "train", "kaggle")
@@ -102,11 +103,15 @@ class Settings(SettingsBase):
         if self.index is not None:
             object.__setattr__(self, "index", parse_index(self.index))
         if self.images is not None:
-            object.__setattr__(self, "images", expand_image_paths(self.images) or None)  # a folder: its images
+            object.__setattr__(self, "images", tuple(str(p) for p in self.images) or None)
         check_int("--n", self.n, 1, MAX_SHOWN, why="a row of the figure each")
+        self._check_images_asked()  # before the files are looked at: the options' mistakes first
+        if self.images is not None:
+            object.__setattr__(self, "images", expand_image_paths(self.images) or None)  # a folder: its images
         for option, given in (("--index", self.index), ("--image", self.images)):
             if given is not None and len(given) > MAX_SHOWN:
-                raise ConfigError(f"{option}: {len(given):,} images, at most {MAX_SHOWN} in one figure (a row each)")
+                raise ConfigError(f"{option}: {len(given):,} images, at most {MAX_SHOWN} in one run (a row each, "
+                                  f"{PAGE_ROWS} a page): give fewer, or a folder of fewer")
         check_choice("--split", self.split, SPLITS)
         check_choice("--scale", self.scale, SCALES, "method: one colour scale per method; image: each map its own")
         check_choice("selection", self.selection, SELECTIONS, "--wrong or --any, or neither for correct")
@@ -120,7 +125,6 @@ class Settings(SettingsBase):
                               "like net.stages.stage2) or auto")
         if self.threads is not None:
             check_int("--threads", self.threads, 1, MAX_THREADS)
-        self._check_images_asked()
 
     def _check_images_asked(self) -> None:
         if self.images and self.index is not None:
@@ -641,9 +645,6 @@ def row_labels(result: SaliencyResult, model: str | None = None) -> list[str]:
             lines.append(f"✗ said {short[index[row['predicted']]]}")
         labels.append("\n".join(lines))
     return labels
-
-
-PAGE_ROWS = 8  # rows of one page of the grid: more would shrink the columns below their headings' width
 
 
 def grid_pages(result: SaliencyResult) -> list[list[int]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,20 +40,29 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def expand_image_paths(paths: Sequence[str | Path]) -> tuple[str, ...]:
-    """--image as given, each folder replaced by the image files in it (by name, not its
-    subfolders): `--image scans/` takes every picture in scans."""
+    """--image as given, each folder replaced by the image files in it (in the order of their
+    names, numbers read as numbers; not its subfolders): `--image scans/` takes every picture in
+    scans. A path that does not exist is a DataError."""
     out = []
     for given in paths:
         path = Path(given)
+        if not path.exists():  # a typo is a mistake to say, not a file to skip (a corrupt one is skipped)
+            raise DataError(f"--image {given}: no such file or folder")
         if not path.is_dir():
             out.append(str(given))
             continue
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
+                       key=lambda f: _natural(f.name))
         if not files:
             raise DataError(f"--image {given}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)}); "
                             "give the files, or the folder that holds them")
         out += [str(f) for f in files]
     return tuple(out)
+
+
+def _natural(name: str) -> list:
+    """A sort key that reads numbers as numbers and ignores case: scan_2 before scan_10, a.PNG beside a.png."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name)]
 
 
 @dataclass

@@ -519,9 +519,11 @@ def randomization_maps_figure(image: torch.Tensor, trained: dict[str, torch.Tens
         ax.text(label_w - 0.06, height - top - cell_h / 2, title_of(method), ha="right", va="center",
                 fontsize=SMALL_FONT, linespacing=1.1)
     kinds = [k for k in (False, True) if k in signed.values()]
+    left, room = label_w + cell_w + gap, width - (label_w + cell_w + gap) - 0.05  # under the maps, inside the figure
+    key_w = min(1.6 * cell_w, (room - 0.3) / 2)  # two keys 0.3 in apart at most (few steps: a narrow figure)
     for i, kind in enumerate(kinds):
-        _colour_key(fig, (label_w + cell_w + gap + i * 2.3 * cell_w) / width, (foot - 0.16) / height,
-                    1.6 * cell_w / width, 0.07 / height, kind)
+        _colour_key(fig, (left + i * (key_w + 0.3)) / width, (foot - 0.16) / height, key_w / width, 0.07 / height,
+                    kind)
     fig.text(0.01, 0.04 / height, "\n".join(note), ha="left", va="bottom", fontsize=SMALL_FONT, linespacing=1.2,
              color="0.25")
     if title:
