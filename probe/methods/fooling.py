@@ -20,7 +20,7 @@ from torch import nn
 
 from probe.errors import ConfigError
 from probe.methods.attacks import attack_gradient, project
-from probe.methods.common import as_input, class_probabilities, evaluating, gaussian_blur, model_device
+from probe.methods.common import as_input, class_probabilities, evaluating, gaussian_blur, model_device, model_dtype
 from probe.models.inference import inference_copy
 
 STYLES = ("raw", "natural")
@@ -178,7 +178,10 @@ class _Ascent:
     def advance(self, model: nn.Module) -> None:
         """One forward and backward pass of the images still going: judge each, round those done
         with the continuous phase onto the grid, keep those done on the grid, step the others."""
-        grad, logits = attack_gradient(model, self.x, self.target[self.idx], targeted=True)
+        # the images are kept in at least float32 (a bfloat16 image is not on the 8-bit grid); the
+        # model sees them in its own dtype
+        grad, logits = attack_gradient(model, self.x.to(model_dtype(model)), self.target[self.idx], targeted=True)
+        grad = grad.to(self.x.dtype)
         p = logits.float().softmax(1).gather(1, self.target[self.idx].view(-1, 1)).flatten()  # (A,) fp32
         reached = p >= self.goal
         out_of_steps = self.count >= torch.where(self.phase == 0, self.steps, self.repair)
@@ -239,6 +242,12 @@ class _Ascent:
             self.x[grid] = self._within(level, grid).clamp(0, 255) / 255
 
 
+def _state_dtype(model: nn.Module) -> torch.dtype:
+    """What the fooling images are kept in: the model's dtype, at least float32 (k/255 in bfloat16
+    or float16 is not k/255: rounding to the grid would move pixels by a level)."""
+    return torch.promote_types(model_dtype(model), torch.float32)
+
+
 def _fool_loop(model, x: torch.Tensor, target: torch.Tensor, *, goal: float, steps: int, repair: int,
                lr: torch.Tensor, min_steps: int = 0, x0: torch.Tensor | None = None,
                eps_level: torch.Tensor | None = None, natural: _Natural | None = None, generator=None,
@@ -280,7 +289,7 @@ def from_noise(model: nn.Module, targets: list[int], n: int, *, shape: tuple[int
     g = torch.Generator().manual_seed(seed)
     target = torch.tensor(targets, dtype=torch.long).repeat_interleave(n)  # (M,) n per target, in order
     m, c = len(target), shape[0]
-    x = as_input(torch.rand(m, *shape, generator=g), model)  # the same noise in every dtype
+    x = as_input(torch.rand(m, *shape, generator=g), model, _state_dtype(model))  # the same noise in every dtype
     natural = None
     if style != "raw":
         centre = torch.as_tensor(center, dtype=x.dtype).reshape(-1)
@@ -378,7 +387,7 @@ def _smallest_change(model: nn.Module, original: torch.Tensor, target: torch.Ten
     judged on the 8-bit image. Returns best (uint8), found, hi (the size in levels of the
     smallest change that worked), steps and the loop's records of each best attempt, all (M,)."""
     m, device = len(original), model_device(model)
-    x0 = as_input(original, model)  # (M, C, H, W)
+    x0 = as_input(original, model, _state_dtype(model))  # (M, C, H, W)
     s = {"best": original.clone(), "found": torch.zeros(m, dtype=torch.bool), "hi": torch.full((m,), 255.0),
          "steps": torch.zeros(m, dtype=torch.long),
          **{k: torch.zeros(m) for k in ("p_continuous", "p_rounded", "repair_steps", "seconds")}}
@@ -398,7 +407,8 @@ def _smallest_change(model: nn.Module, original: torch.Tensor, target: torch.Ten
             level = torch.where(growing, levels[grow.clamp(max=len(GROW_LEVELS) - 1)], torch.floor((lo + s["hi"]) / 2))
             k = level[active]
             # Warm start: the last success (halving) or the last failure (growing), in the new ball.
-            start = as_input(torch.where(halving[active].view(-1, 1, 1, 1), s["best"][active], last[active]), model)
+            start = as_input(torch.where(halving[active].view(-1, 1, 1, 1), s["best"][active], last[active]), model,
+                             x0.dtype)
             start = project(start, x0[active], (k / 255).to(device), "linf")
             res = _fool_loop(model, start, target[active].to(device), goal=goal, steps=steps, repair=repair,
                              lr=(torch.clamp(2.5 * k / steps, min=1.0) / 255).to(device), x0=x0[active],

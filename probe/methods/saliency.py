@@ -105,7 +105,11 @@ def _vanilla(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
 def _smoothgrad(model, x, t, config: SaliencyConfig, layer: Layer) -> torch.Tensor:
     from captum.attr import NoiseTunnel, Saliency
     per_pass = max(1, min(config.smoothgrad_samples, config.batch_size // len(x)))
-    return NoiseTunnel(Saliency(model)).attribute(
+    forward = model
+    if x.dtype in (torch.float16, torch.bfloat16):  # captum's noise is float32: x + noise would be too
+        def forward(inp):
+            return model(inp.to(x.dtype))
+    return NoiseTunnel(Saliency(forward)).attribute(
         x.requires_grad_(), nt_type="smoothgrad", nt_samples=config.smoothgrad_samples,
         nt_samples_batch_size=per_pass, stdevs=config.smoothgrad_stdev, target=t, abs=True).amax(1)
 
