@@ -121,7 +121,7 @@ def test_cli_resume_extends_with_epochs_and_needs_out(mnist_dir, tmp_path):
     assert more.exit_code == 0, more.output
     meta = json.loads((out / "meta.json").read_text())
     assert meta["steps_done"] == 180 // 30 and meta["train"]["iters"] is None and "test" in meta["metrics"]
-    assert "done" in more.output and "resuming after epoch 1" in more.output
+    assert "done" in more.output and "resuming at step 5 (after epoch 1)" in more.output
     bare = runner.invoke(app, ["train", "--resume"])
     assert bare.exit_code == 2
     assert bare.output.strip().splitlines() == [
@@ -377,3 +377,20 @@ def test_the_library_prints_nothing_and_the_printer_says_each_epoch(tmp_path, ca
     assert [line.split()[1] for line in lines[1:3]] == ["1/2", "2/2"] and "val err" in lines[1]
     assert lines[3].startswith("done in") and "test error" in lines[3]
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_repeated_epoch_is_best_only_if_it_improves():
+    """Extending an --iters run repeats its cut-short epoch in the history (the rest of it): that
+    second record was 'best' because its epoch number was, and the worse weights were kept."""
+    from types import SimpleNamespace
+    from probe.train.callbacks import BestEpoch, training_summary
+    trainer = SimpleNamespace(state=SimpleNamespace(best_val_error=float("inf"), best_epoch=0, epoch=2, step=80,
+                                                    elapsed=1.0, train_seconds=1.0, images_seen=10),
+                              history=[])
+    for epoch, err in ((1, 0.74), (1, 0.85), (2, 0.69), (2, 0.71)):
+        record = {"epoch": epoch, "val_error": err}
+        BestEpoch().on_epoch_end(trainer, record)
+        trainer.history.append(record)
+    assert [r["best"] for r in trainer.history] == [True, False, True, False]
+    assert trainer.state.best_epoch == 2 and trainer.state.best_val_error == 0.69
+    assert training_summary(trainer)["metrics"]["val"]["error"] == 0.69

@@ -57,9 +57,12 @@ class BestEpoch(Callback):
         if key not in record:
             record["best"] = True
             return
-        if record[key] < s.best_val_error:
+        # only an improvement is best: an epoch repeated by extending an --iters run (its record
+        # cut short, then its rest) must not take the kept weights without a lower error
+        improved = record[key] < s.best_val_error
+        if improved:
             s.best_val_error, s.best_epoch = record[key], record["epoch"]
-        record["best"] = s.best_epoch == record["epoch"]
+        record["best"] = improved
 
 
 def _pct(x: float | None) -> str:
@@ -102,7 +105,7 @@ class ProgressPrinter(Callback):
         self._say(f"training {cfg.arch} on {trainer.train_set.spec.name} ({len(trainer.train_set):,} "
                   f"images) on {trainer.device}: {trainer.total_steps:,} steps, {trainer.epochs} epochs, "
                   f"precision {cfg.precision}" + _threads_note(trainer)
-                  + (f", resuming after epoch {s.epoch}" if s.epoch else ""))
+                  + (f", resuming at step {s.step:,} (after epoch {s.epoch})" if s.epoch else ""))
 
     def on_epoch_start(self, trainer: "Trainer", epoch: int, n_batches: int) -> None:
         if not self.bar:
@@ -167,7 +170,7 @@ class Checkpointer(Callback):
 
 def training_summary(trainer: "Trainer") -> dict:
     s = trainer.state
-    best = next((r for r in trainer.history if r["epoch"] == s.best_epoch), {})
+    best = next((r for r in reversed(trainer.history) if r.get("best")), {})  # the kept weights' record
     metrics = {"val": {"error": best.get("val_error")}}
     if "val_robust_accuracy" in best:  # adversarial training: the best epoch's PGD accuracy
         metrics["val_robust"] = {"accuracy": best["val_robust_accuracy"], "n": best["val_robust_n"]}
