@@ -230,6 +230,11 @@ def train(
         config = saved_config(out).replace(**options)  # `--resume --out DIR` alone continues DIR's run
     else:
         config = preset_config(preset, **options)
+    if adv_steps is not None and config.adversarial != "pgd":
+        raise ConfigError("--adv-steps: the steps of PGD adversarial training; give --adversarial pgd "
+                          "(FGSM-RS takes one step)")
+    if adv_step_size is not None and config.adversarial is None:
+        raise ConfigError("--adv-step-size: the step of adversarial training; add --adversarial pgd or fgsm-rs")
     if out is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would pick its own time stamp
             raise ConfigError("under torchrun give the model folder: --out trained_models/<name>")

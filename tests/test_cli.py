@@ -206,3 +206,13 @@ def test_ctrl_c_in_training_says_whether_there_is_anything_to_resume(checkpoint,
     else:
         assert "interrupted before the first checkpoint: nothing to resume" in result.output
         assert "--resume" not in result.output
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--adv-steps", "3"], "--adv-steps: the steps of PGD adversarial training; give --adversarial pgd"),
+    (["--adversarial", "fgsm-rs", "--eps", "0.3", "--adv-steps", "3"], "(FGSM-RS takes one step)"),
+    (["--adv-step-size", "0.1"], "--adv-step-size: the step of adversarial training; add --adversarial"),
+])
+def test_adversarial_options_without_their_attack_are_refused_not_ignored(options, words, tmp_path):
+    result = runner.invoke(app, ["train", "--dataset", "mnist", "--iters", "3", "--out", str(tmp_path / "m"), *options])
+    assert result.exit_code == 2 and words in result.output and not (tmp_path / "m").exists(), result.output

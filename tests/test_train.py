@@ -271,6 +271,12 @@ def test_resume_refuses_other_data(tmp_path):
     (dict(iters=10), "not both"),
     (dict(schedule="linear"), "unknown schedule"),
     (dict(epochs=0), "--epochs must be positive"),
+    (dict(lr=float("nan")), "--lr must be a finite number, not nan"),  # nan passed every comparison
+    (dict(weight_decay=float("inf")), "--weight-decay must be a finite number"),
+    (dict(width=float("nan")), "--width must be a finite number"),
+    (dict(seed=-1), r"--seed -1: give a whole number from 0 to 2\^63 - 1"),  # numpy's generator refused it mid-run
+    (dict(split_seed=2 ** 64), "--split-seed 18446744073709551616: give a whole number from 0"),
+    (dict(epochs=5.0), "--epochs must be a whole number, not 5.0"),
 ])
 def test_bad_options_are_config_errors_before_any_work(changes, words):
     with pytest.raises(ConfigError, match=words):

@@ -1,6 +1,7 @@
 """TrainConfig: every option of a training run, its defaults, and the named presets."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from probe.errors import ConfigError
@@ -51,8 +52,15 @@ class TrainConfig:
             value = getattr(self, name)
             bad_bool = isinstance(value, bool) and kind is not bool
             if bad_bool or not isinstance(value, kind):
-                raise ConfigError(f"--{name.replace('_', '-')} must be "
-                                  f"{getattr(kind, '__name__', 'a number')}, not {value!r}")
+                what = {int: "a whole number", (int, type(None)): "a whole number"}.get(kind) or \
+                    getattr(kind, '__name__', 'a number')
+                raise ConfigError(f"--{name.replace('_', '-')} must be {what}, not {value!r}")
+            if kind == (int, float) and not math.isfinite(value):  # nan passes every comparison below
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value!r}")
+        for name in ("seed", "split_seed"):  # what numpy's and torch's generators take
+            if not 0 <= getattr(self, name) < 2 ** 63:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a whole number from 0 "
+                                  f"to 2^63 - 1")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.epochs is None and self.iters is None:
