@@ -205,3 +205,17 @@ def test_a_subset_larger_than_the_split_leaves_no_manifest(experiment, tmp_path)
     with pytest.raises(ConfigError, match="--subset 181: the training split has only 180 images"):
         run_degradation(too_many, tmp_path / "exp", data_dir=experiment["data"], device="cpu")
     assert not (tmp_path / "exp" / MANIFEST).exists()
+
+
+def test_a_one_epoch_experiment_draws_its_points():
+    """One epoch per run: lines of one point drew nothing (an empty Figure 6); now markers."""
+    from types import SimpleNamespace
+    from probe.figures.degradation import degradation_figure
+    runs = [SimpleNamespace(depth=d, kind=k, epoch=[1], train_error=[0.9 - d / 100], val_error=[0.8 - d / 100])
+            for d in (8, 14) for k in ("plain", "resnet")]
+    fig = degradation_figure(runs, [8, 14])
+    marked = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid()]
+    assert len(marked) == 8 and all(line.get_marker() in ("s", "D") for line in marked)
+    assert {h.get_marker() for h in fig.legends[0].legend_handles[-2:]} == {"s", "D"}
+    import matplotlib.pyplot as plt
+    plt.close(fig)

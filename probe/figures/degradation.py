@@ -8,7 +8,8 @@ import math
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-from probe.figures.curves import LOG_MARGIN, TRAIN, TRAIN_WIDTH, VAL, VAL_WIDTH, run_colours
+from probe.figures.curves import (LOG_MARGIN, TRAIN, TRAIN_POINT, TRAIN_WIDTH, VAL, VAL_POINT, VAL_WIDTH,
+                                  run_colours)
 from probe.figures.style import FULL_WIDTH, SMALL_FONT, new_figure
 
 KINDS = ("plain", "resnet")
@@ -33,18 +34,19 @@ def degradation_figure(runs, depths, *, log: bool = True):
     colours = depth_colours(depths)
     fig, axes = new_figure(FULL_WIDTH, 2.9, ncols=2, sharex=True, sharey=True)
     panel = dict(zip(KINDS, axes))
+    points = any(len(run.epoch) == 1 for run in runs)  # one epoch: a point each, drawn as markers
     for run in sorted(runs, key=lambda r: (r.kind, r.depth)):
         ax, colour = panel[run.kind], colours[run.depth]
         ax.plot(run.epoch, _values(run.train_error), color=colour, linestyle=TRAIN, linewidth=TRAIN_WIDTH,
-                gid=f"{run.kind}{run.depth}-train")
+                gid=f"{run.kind}{run.depth}-train", **(TRAIN_POINT if points else {}))
         ax.plot(run.epoch, _values(run.val_error), color=colour, linestyle=VAL, linewidth=VAL_WIDTH,
-                gid=f"{run.kind}{run.depth}-val")
+                gid=f"{run.kind}{run.depth}-val", **(VAL_POINT if points else {}))
     _style(axes, runs, log)
     for kind, ax in panel.items():
         ax.set_title(PANEL_TITLES[kind])
     axes[1].tick_params(labelleft=True)  # the shared scale read on both panels
     fig.tight_layout()
-    _legend(fig, colours)
+    _legend(fig, colours, points)
     return fig
 
 
@@ -71,11 +73,13 @@ def _style(axes, runs, log: bool) -> None:
         axes[0].set_ylim(0, high * 1.05)
 
 
-def _legend(fig, colours: dict) -> None:
-    """Below both panels: the depths by colour, then what thin and bold mean."""
+def _legend(fig, colours: dict, points: bool = False) -> None:
+    """Below both panels: the depths by colour, then what thin and bold (and the markers) mean."""
     handles = [Line2D([], [], color=c, linestyle=VAL, linewidth=VAL_WIDTH, label=f"depth {d}")
                for d, c in colours.items()]
-    handles += [Line2D([], [], color="0.3", linestyle=TRAIN, linewidth=TRAIN_WIDTH, label="training error"),
-                Line2D([], [], color="0.3", linestyle=VAL, linewidth=VAL_WIDTH, label="validation error")]
+    handles += [Line2D([], [], color="0.3", linestyle=TRAIN, linewidth=TRAIN_WIDTH, label="training error",
+                       **(TRAIN_POINT if points else {})),
+                Line2D([], [], color="0.3", linestyle=VAL, linewidth=VAL_WIDTH, label="validation error",
+                       **(VAL_POINT if points else {}))]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
                frameon=False, fontsize=SMALL_FONT, handlelength=2.6)
