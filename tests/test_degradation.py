@@ -219,3 +219,14 @@ def test_a_one_epoch_experiment_draws_its_points():
     assert {h.get_marker() for h in fig.legends[0].legend_handles[-2:]} == {"s", "D"}
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+def test_the_training_error_rests_on_the_images_its_steps_saw():
+    """1,000 images in batches of 128: an epoch drops the last 104, so its error counts 896."""
+    from types import SimpleNamespace
+    from probe.experiments.degradation import _last_epoch_images
+    meta = {"train": {"batch_size": 128}, "split_sizes": {"train": 1000}}
+    two = SimpleNamespace(meta=meta, history=lambda: [{"epoch": 1, "step": 7}, {"epoch": 2, "step": 14}])
+    cut = SimpleNamespace(meta=meta, history=lambda: [{"epoch": 1, "step": 3}])  # an --iters run of 3 steps
+    assert _last_epoch_images(two) == 7 * 128 and _last_epoch_images(cut) == 3 * 128
+    assert _last_epoch_images(SimpleNamespace(meta=meta, history=lambda: [])) == 1000

@@ -241,6 +241,18 @@ def _test_wrong(folder, test, device) -> list[int]:
     return (logits.argmax(1) != test.labels.cpu()).nonzero().flatten().tolist()
 
 
+def _last_epoch_images(folder) -> int | None:
+    """The images the last epoch's training error counts: its steps × the batch (an epoch drops its
+    last incomplete batch, so not the split's size), at most the split."""
+    history, meta = folder.history(), folder.meta
+    batch, size = (meta.get("train") or {}).get("batch_size"), (meta.get("split_sizes") or {}).get("train")
+    steps = [r.get("step") for r in history[-2:]]
+    if not history or not isinstance(batch, int) or not all(isinstance(s, int) for s in steps):
+        return size if isinstance(size, int) else None
+    counted = (steps[-1] - (steps[0] if len(steps) == 2 else 0)) * batch
+    return min(counted, size) if isinstance(size, int) else counted
+
+
 def _record(kind: str, depth: int, folder, previous: RunRecord | None, test_split, device) -> RunRecord:
     curves = folder_curves(folder)
     sha = folder.weights_sha256()
@@ -250,9 +262,9 @@ def _record(kind: str, depth: int, folder, previous: RunRecord | None, test_spli
     else:
         test = test_split(folder)
         wrong, n = _test_wrong(folder, test, device), len(test)
-    train_n = (meta.get("split_sizes") or {}).get("train")
+    train_n = _last_epoch_images(folder)
     return RunRecord(depth=depth, kind=kind, name=folder.name, epoch=curves.epoch, train_error=curves.train_error,
-                     val_error=curves.val_error, train_n=train_n if isinstance(train_n, int) else None,
+                     val_error=curves.val_error, train_n=train_n,
                      val_n=curves.val_n, best_epoch=curves.best_epoch, parameters=meta.get("parameters"),
                      test_n=n, test_wrong=wrong, weights_sha256=sha, history_sha256=folder.history_sha256(),
                      train_seconds=meta.get("train_seconds"))
