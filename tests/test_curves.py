@@ -506,3 +506,15 @@ def test_no_run_is_a_usage_error(capsys):
     assert code == 2 and err.startswith("error: ") and "runs" in err.lower()
     with pytest.raises(ConfigError, match="at least one run"):
         resolve_runs([])
+
+
+def test_compare_names_adversarial_training_and_the_precision_that_ran():
+    """The robust model differs from the others in its training attack, which compare left out;
+    "auto" is what was asked, not what ran; settings that changed nothing are not differences."""
+    from probe.analysis.compare import compare
+    root = Path(__file__).resolve().parents[1] / "trained_models"
+    names = ["mnist-resnet20", "mnist-resnet20-robust"]
+    diff = compare([read_model_folder(root / n) for n in names]).differing_settings
+    assert diff["adversarial"] == [None, "fgsm-rs"] and diff["adv_eps"] == [None, 0.3]
+    assert "auto" not in diff.get("precision", []) and "adv_steps" not in diff and "split_by" not in diff
+    assert "warmup_iters" not in diff

@@ -24,8 +24,10 @@ from probe.presentation import Section, Table, Text, pct
 from probe.text import text_table
 
 # The training settings worth naming when they differ between the runs compared.
-SETTINGS = ("dataset", "arch", "width", "epochs", "iters", "batch_size", "lr", "schedule",
-            "weight_decay", "label_smoothing", "augment", "precision", "seed", "split_seed", "split_by")
+SETTINGS = ("dataset", "arch", "width", "epochs", "iters", "batch_size", "lr", "schedule", "warmup_iters",
+            "momentum", "nesterov", "weight_decay", "label_smoothing", "augment", "adversarial", "adv_eps",
+            "adv_steps", "precision", "seed", "split_seed", "split_by", "train_images")
+SPLIT_BY_DATASETS = ("sfddd", "folder")  # where --split-by changes the split (MNIST, CIFAR-10: a fixed test set)
 COMPARE_COLUMNS = ["run", "architecture", "params", "dataset", "epochs", "train time", "val err",
                    "test err", "images/s"]
 COMPARE_NUMERIC = {2, 4, 5, 6, 7, 8}
@@ -87,8 +89,21 @@ def compare_row(folder: ModelFolder, label: str | None = None) -> dict:
 
 def _settings(folder: ModelFolder) -> dict:
     train = folder.train_config
+    meta = folder.meta
+    out = {k: train[k] for k in SETTINGS if k in train}
+    if not train.get("adversarial"):  # ε and steps of an attack that did not run
+        out = {k: v for k, v in out.items() if k not in ("adv_eps", "adv_steps")}
+    if train.get("adversarial") == "fgsm-rs":  # one step, whatever adv_steps says
+        out.pop("adv_steps", None)
+    if not out.get("warmup_iters"):  # 0, or none recorded: no warm-up either way
+        out.pop("warmup_iters", None)
+    if train.get("dataset") not in SPLIT_BY_DATASETS:
+        out.pop("split_by", None)
+    if isinstance(meta.get("precision"), str):  # what ran, not "auto"
+        out["precision"] = meta["precision"]
+    size = (meta.get("split_sizes") or {}).get("train")
     # split_seed as the split loader reads it (models from before split_seed: the seed)
-    return {k: train[k] for k in SETTINGS if k in train} | {"split_seed": folder.split_seed}
+    return out | {"split_seed": folder.split_seed} | ({"train_images": size} if isinstance(size, int) else {})
 
 
 def _duration(seconds) -> str:
