@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from probe.errors import ProbeError, ProbeWarning
+from probe.errors import ConfigError, ProbeError, ProbeWarning
 
 app = typer.Typer(help="Train residual networks on image datasets, then take them apart.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -108,7 +108,6 @@ def _model(model, info: Optional[list[str]], factory: Optional[str]):
     """--model with --model-info/--model-factory: the model file read with that model info."""
     if not info and factory is None:
         return model
-    from probe.errors import ConfigError
     from probe.models.foreign import open_model
     from probe.models.model_info import info_options
     if not model:
@@ -160,7 +159,6 @@ def models_list(root: Path = typer.Option(Path("trained_models"), "--root", help
 
 
 def _shape(text: str) -> tuple[int, int, int]:
-    from probe.errors import ConfigError
     try:
         c, h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
         if min(c, h, w) < 1:
@@ -209,7 +207,6 @@ def train(
 ):
     """Train a ResNet; checkpoints every epoch; the test split is evaluated once at the end."""
     import os
-    from probe.errors import ConfigError
     from probe.train.callbacks import ProgressPrinter
     from probe.train.config import preset_config
     from probe.train.run import default_folder, saved_config, train as run_train
@@ -312,8 +309,8 @@ class PredictFormat(str, Enum):
 
 @command(app, "predict")
 def predict(model: Path = ModelDir, data_dir: Optional[Path] = DataDir,
-            split: str = typer.Option("test", help="test, val, train, or kaggle (SFDDD's unlabelled imgs/test)."),
-            format: PredictFormat = typer.Option(PredictFormat.csv, help="csv, or kaggle (img,c0..c9)."),
+            split: Optional[str] = typer.Option(None, help="test (the default), val, train, or kaggle (SFDDD's unlabelled imgs/test)."),
+            format: Optional[PredictFormat] = typer.Option(None, help="csv (the default), or kaggle (img,c0..c9)."),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV file (default: reports/<model>-<split>.csv)."),
             device: str = Device, batch_size: int = typer.Option(500, min=1, help="Images per forward pass."),
             image: Optional[list[Path]] = typer.Option(None, "--image", help="Your own PNG/JPEG file(s) instead of a split: prints the top-3 classes of each (--image a.png b.jpg)."),
@@ -322,11 +319,16 @@ def predict(model: Path = ModelDir, data_dir: Optional[Path] = DataDir,
     """Predictions for a split, written as CSV; or the top-3 classes of your own image files."""
     model = _model(model, model_info, model_factory)
     if image or more:
+        given = [o for o, v in (("--split", split), ("--format", format), ("--output", output)) if v is not None]
+        if given:  # they shape a split's CSV; files' predictions are printed
+            raise ConfigError(f"{', '.join(given)}: for a split's predictions (a CSV); with --image each file's "
+                              "top classes are printed")
         from probe.analysis.predict import predict_images
         typer.echo(predict_images(model, _image_paths(image, more), device=device))
         return
     from probe.analysis.predict import write_predictions
-    path, summary = write_predictions(model, split=split, data_dir=data_dir, fmt=format.value,
+    path, summary = write_predictions(model, split=split or "test", data_dir=data_dir,
+                                      fmt=(format or PredictFormat.csv).value,
                                       output=output, device=device, batch_size=batch_size)
     typer.echo(f"{summary} → {path}")
 
@@ -417,7 +419,6 @@ MoreImageFiles = typer.Argument(None, metavar="[PATH]...", help="More files for 
 
 def _image_paths(image: Optional[list[Path]], more: Optional[list[Path]]) -> list[Path]:
     """--image a.png b.png: click gives the first to --image, the rest as arguments."""
-    from probe.errors import ConfigError
     if more and not image:
         raise ConfigError(f"unexpected argument {str(more[0])!r}: image files go after --image")
     return [*(image or []), *(more or [])]
@@ -448,7 +449,6 @@ def saliency(model: Optional[Path] = AnalysisModel,
     check); the raw maps as attributions.safetensors."""
     from probe.analysis import saliency as analysis
     from probe.analysis.runner import run_analysis
-    from probe.errors import ConfigError
     if wrong and any_:
         raise ConfigError("give --wrong or --any, not both")
     files = _image_paths(image, more)

@@ -805,6 +805,9 @@ def test_cli_user_images_and_predict(tiny_model, tmp_path):
     assert pr.exit_code == 0, pr.output
     lines = pr.output.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(a)) and len(lines[0].split("  ")) >= 3
+    for option in (["-o", "x.csv"], ["--split", "val"], ["--format", "kaggle"]):  # a split's CSV: not for files
+        ignored = runner.invoke(app, ["predict", "--model", str(tiny_model), "--image", str(a), *option])
+        assert ignored.exit_code == 2 and "with --image each file's top classes are printed" in ignored.output
     bad = runner.invoke(app, ["saliency", "--model", str(tiny_model), str(a)])
     assert bad.exit_code == 2 and "after --image" in bad.output
 
