@@ -415,3 +415,13 @@ def test_steps_with_relus_in_place_train_exactly_as_without(arch, shortcut, adve
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert trainer_module.relus_in_place(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())) == []
+
+
+def test_a_folder_of_other_files_is_never_a_model_folder(tmp_path):
+    """--out at a thesis folder: not 'already holds a model', and --force must not write into it."""
+    from probe.train.run import prepare_folder
+    (tmp_path / "thesis.tex").write_text("x")
+    for force in (False, True):
+        with pytest.raises(ConfigError, match="is a folder of other files, not a model folder"):
+            prepare_folder(tmp_path, tiny_config(), resume=False, force=force)
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]

@@ -312,9 +312,9 @@ def test_train_loss_is_the_plain_cross_entropy_and_the_objective_is_smoothed():
     ("epochs", "3", "--epochs must be"),
     ("lr", None, "--lr must be"),
     ("augment", 1, "--augment must be bool"),
-    ("batch_size", 16.0, "--batch-size must be int"),
-    ("batch_size", True, "--batch-size must be int"),
-    ("split_seed", "0", "--split-seed must be int"),
+    ("batch_size", 16.0, "--batch-size must be a whole number"),
+    ("batch_size", True, "--batch-size must be a whole number"),
+    ("split_seed", "0", "--split-seed must be a whole number"),
 ])
 def test_config_types_are_checked_without_assert(field, value, words):
     d = tiny_config().to_dict() | {field: value}

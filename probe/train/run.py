@@ -15,7 +15,7 @@ from probe.data.splits import check_own_options, load_splits
 from probe.device import analysis_threads, configure_for_speed, resolve_precision
 from probe.errors import ConfigError, ModelFileError, ProbeError
 from probe.models.classifier import Classifier
-from probe.models.folder import META, load_model, read_json, read_model_folder, save_meta
+from probe.models.folder import HISTORY, META, WEIGHTS, load_model, read_json, read_model_folder, save_meta
 from probe.models.inference import evaluate
 from probe.models.resnet import ResNet, ResNetConfig, get_config
 from probe.provenance import git_commit, versions
@@ -82,13 +82,19 @@ def _comparable(config: TrainConfig) -> dict:
     return {k: v for k, v in d.items() if k not in RESUMABLE_CHANGES | LENGTH}
 
 
+MODEL_FILES = (META, WEIGHTS, HISTORY, ckpt.RESUME)  # any of them: a folder probe train wrote
+
+
 def prepare_folder(out: Path, config: TrainConfig, resume: bool, force: bool) -> None:
     """Refuse to overwrite or to resume a different run. Reads only: with --force the old files
     are replaced one by one, atomically, by the first checkpoint, so a run that fails before
     then has destroyed nothing."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder: give a folder for the model")
-    has_run = out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
+    has_files = out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
+    has_run = has_files and any((out / name).is_file() for name in MODEL_FILES)
+    if has_files and not has_run and not resume:  # never write a model among a user's own files
+        raise ConfigError(f"--out {out} is a folder of other files, not a model folder: give a new or empty folder")
     if resume:
         saved, now = _comparable(saved_config(out)), _comparable(config)
         diff = sorted(k for k in now if saved.get(k) != now[k])
