@@ -33,3 +33,8 @@ def shown(value, limit: int = 60) -> str:
     except (RecursionError, ValueError):
         return f"a {type(value).__name__}"
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def count(n: int, noun: str) -> str:
+    """"1 epoch", "2 epochs", "1,000 images": n with its noun, plural where n is not 1."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

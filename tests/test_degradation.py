@@ -184,8 +184,8 @@ BAD = [
     (["--depths", "21"], "--depths 21: a CIFAR-style ResNet has depth 6n+2"),
     (["--depths", "8", "8"], "a depth given twice"),
     ([], "--depths: give one or more depths 6n+2"),
-    (["--depths", "20", "--subset", "5"], "--subset 5: give 10 or more"),
-    (["--depths", "20", "--subset", "50"], "--subset 50: fewer images than one batch"),
+    (["--depths", "20", "--subset", "5"], "--subset 5: give 128 or more"),
+    (["--depths", "20", "--subset", "50"], "--subset 50: give 128 or more (a whole batch of --batch-size 128"),
     (["--depths", "20", "--epochs", "0"], "--epochs 0"),
     (["--depths", "abc"], "Invalid value for '--depths'"),
 ]

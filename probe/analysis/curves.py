@@ -21,6 +21,7 @@ from probe.errors import ConfigError, ModelFileError
 from probe.figures.curves import axis_limits, curves_figure
 from probe.methods.confusion import wilson_interval
 from probe.presentation import FigureRef, Section, Text, pct
+from probe.text import count
 from probe.train.schedule import Schedule
 
 SERIES = ("train_error", "val_error", "train_loss", "val_loss", "train_objective")
@@ -295,7 +296,7 @@ def _best_line(run: RunCurves) -> str | None:
 
 
 def _run_line(run: RunCurves) -> str:
-    line = f"{run.name}: {len(run.epoch)} epochs"
+    line = f"{run.name}: {count(len(run.epoch), 'epoch')}"
     if run.best_epoch is not None:
         err = run.val_error[run.epoch.index(run.best_epoch)]
         line += f", best epoch {run.best_epoch}" + (f" (val error {100 * err:.2f}%)" if err is not None else "")

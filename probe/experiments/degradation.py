@@ -81,10 +81,9 @@ class Settings(SettingsBase):
         check_int("--seed", self.seed, 0)
         check_int("--batch-size", self.batch_size, 1)
         if self.subset is not None:
-            check_int("--subset", self.subset, spec.num_classes, why=f"at least one image per class: {spec.name} "
-                                                                      f"has {spec.num_classes}")
-            if self.subset < self.batch_size:
-                raise ConfigError(f"--subset {self.subset}: fewer images than one batch (--batch-size {self.batch_size})")
+            least = max(spec.num_classes, self.batch_size)  # one image per class, and one whole batch
+            check_int("--subset", self.subset, least, why=f"a whole batch of --batch-size {self.batch_size}, and an "
+                                                          f"image of each of {spec.name}'s {spec.num_classes} classes")
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
             raise ConfigError(f"--width {self.width!r}: give a positive number")
 

@@ -15,6 +15,7 @@ from probe.errors import ModelFileError
 from probe.figures.degradation import KIND_LABEL, KINDS, degradation_figure
 from probe.methods.confusion import mcnemar_exact, wilson_interval
 from probe.presentation import FigureRef, Section, Table, Text, pct
+from probe.text import count
 
 FIGURE = "degradation"  # degradation.png + degradation.pdf in the experiment folder
 ALPHA = 0.05
@@ -170,7 +171,7 @@ def _intro(result: DegradationResult) -> str:
     subset = f"the first {s['subset']:,} images of a stratified draw (seed {s['seed']}) of" if s.get("subset") else "all of"
     return (f"He et al. (2015), Figure 6, on {result.dataset}: for each depth, a plain network and its residual twin "
             f"(identity shortcuts, no extra parameters), trained with the same seed ({s['seed']}), the same schedule "
-            f"({s['epochs']} epochs) and the same data: {subset} the training split. Degradation is the deeper plain "
+            f"({count(s['epochs'], 'epoch')}) and the same data: {subset} the training split. Degradation is the deeper plain "
             "network training worse than the shallower one; the ResNets should not.")
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from probe.models.folder import save_history, save_meta, save_weights
 from probe.models.inference import evaluate
+from probe.text import count
 from probe.train import checkpoint as ckpt
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class ProgressPrinter(Callback):
     def on_train_start(self, trainer: "Trainer") -> None:
         cfg, s = trainer.cfg, trainer.state
         self._say(f"training {cfg.arch} on {trainer.train_set.spec.name} ({len(trainer.train_set):,} "
-                  f"images) on {trainer.device}: {trainer.total_steps:,} steps, {trainer.epochs} epochs, "
+                  f"images) on {trainer.device}: {count(trainer.total_steps, 'step')}, {count(trainer.epochs, 'epoch')}, "
                   f"precision {cfg.precision}" + _threads_note(trainer)
                   + (f", resuming at step {s.step:,} (after epoch {s.epoch})" if s.epoch else ""))
 
@@ -139,7 +140,7 @@ class ProgressPrinter(Callback):
     def on_run_end(self, trainer: "Trainer", result: dict, status: str) -> None:
         folder = result.get("folder", result.get("name", ""))
         if status == "complete":
-            self._say(f"{folder}: the run is already complete ({result.get('epochs_done')} epochs)")
+            self._say(f"{folder}: the run is already complete ({count(result.get('epochs_done') or 0, 'epoch')})")
             return
         test = result.get("metrics", {}).get("test", {})
         val = result.get("metrics", {}).get("val", {})
