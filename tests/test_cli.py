@@ -103,6 +103,14 @@ def test_train_list_evaluate_predict_on_fixture_files(mnist_dir, tmp_path, monke
 
     ev = runner.invoke(app, ["evaluate", "--model", str(out), "--data-dir", str(mnist_dir)])
     assert ev.exit_code == 0 and "(50 images)" in ev.output
+    # every accuracy with its n and 95% Wilson interval, the overall one and each class's
+    from probe.methods.confusion import wilson_interval
+    first = ev.output.splitlines()[0]
+    accuracy = float(re.search(r"accuracy ([\d.]+)%", first).group(1)) / 100
+    low, high = wilson_interval(round(accuracy * 50), 50)
+    assert f"accuracy {100 * accuracy:.2f}% ({100 * low:.2f}–{100 * high:.2f}%)" in first
+    per_class = [line for line in ev.output.splitlines()[1:] if " of " in line]
+    assert per_class and sum(int(re.search(r" of +([\d,]+)", line).group(1).replace(",", "")) for line in per_class) == 50
 
     csv_path = tmp_path / "p.csv"
     pr = runner.invoke(app, ["predict", "--model", str(out), "--data-dir", str(mnist_dir), "-o", str(csv_path)])

@@ -17,6 +17,7 @@ from probe.io import atomic_write_text, check_writable
 from probe.device import resolve_device
 from probe.models.inference import inference_copy, metrics_from_logits, predict_logits
 from probe.methods.common import class_probabilities
+from probe.methods.confusion import wilson_interval
 from probe.models.foreign import open_model
 
 
@@ -47,12 +48,21 @@ def evaluate_model(model_dir, *, split: str = "test", data_dir=None, device: str
 
 def format_evaluation(r: dict) -> str:
     lines = [f"{r['model']} on {r['dataset']} {r['split']} ({r['n']:,} images): "
-             f"accuracy {100 * r['accuracy']:.2f}%  error {100 * r['error']:.2f}%  "
+             f"accuracy {100 * r['accuracy']:.2f}% ({_ci(r['accuracy'], r['n'])})  error {100 * r['error']:.2f}%  "
              f"loss {r['loss']:.4f}" + (f"  log loss {r['log_loss']:.4f}" if r['dataset'] == "sfddd" else "")]
     width = max(len(c) for c in r["classes"])
-    for name, acc in zip(r["classes"], r["per_class_accuracy"]):
-        lines.append(f"  {name:<{width}}  " + ("     — (no image)" if acc is None else f"{100 * acc:6.2f}%"))
+    counts = r.get("per_class_n") or [None] * len(r["classes"])
+    for name, acc, n in zip(r["classes"], r["per_class_accuracy"], counts):
+        lines.append(f"  {name:<{width}}  " + ("     — (no image)" if acc is None else f"{100 * acc:6.2f}%"
+                                                 + (f"  of {n:>6,}  ({_ci(acc, n)})" if n else "")))
+    lines.append("  (95% Wilson intervals)")
     return "\n".join(lines)
+
+
+def _ci(accuracy: float, n: int) -> str:
+    """'99.52–99.77%': the 95% Wilson interval of an accuracy over n images."""
+    low, high = wilson_interval(round(accuracy * n), n)
+    return f"{100 * low:.2f}–{100 * high:.2f}%"
 
 
 def predictions_csv(data: ImageSet, probs: torch.Tensor, fmt: str) -> str:

@@ -133,6 +133,7 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes:
         "error": 1.0 - float(correct.float().mean()),
         "log_loss": float(-probs[torch.arange(n), labels].log().mean()),
         "per_class_accuracy": per_class,
+        "per_class_n": torch.bincount(labels, minlength=num_classes)[:num_classes].tolist(),
     }
 
 
