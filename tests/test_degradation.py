@@ -160,6 +160,7 @@ def test_the_report_places_the_experiment(experiment, tmp_path):
     html = (tmp_path / "report" / "report.html").read_text()
     assert "The degradation experiment: degradation-mnist" in html and "McNemar" in html
     assert done.result["figures"] == 1
+    assert "Experiments: degradation-mnist." in html and "What the network looks at" not in html
 
 
 def test_the_subset_is_seeded_stratified_and_nested():

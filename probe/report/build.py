@@ -452,6 +452,14 @@ def _time_line(spent: list[tuple[str, float]], contexts: Contexts, seconds: floa
             + f", the rest (loading, HTML, PDF, LaTeX) {seconds - contexts.wall:.0f} s")
 
 
+def _subtitle(folders: list[ModelFolder], experiments) -> str:
+    """What the report is of: the models' analyses, then any experiments (alone: the experiments)."""
+    if not folders:
+        return f"Experiments: {', '.join(e.name for e in experiments)}."
+    return ("What the network looks at, how easily it is fooled, and where it fails: "
+            f"{', '.join([*(f'{f.name} ({f.spec.name})' for f in folders), *(e.name for e in experiments)])}.")
+
+
 def _plan_of(plan: ReportPlan | None, folders: list[ModelFolder], attack_steps: int | None) -> ReportPlan:
     if plan is not None and attack_steps is not None:
         raise ConfigError("attack_steps: give it in the plan's robustness settings, or leave out the plan")
@@ -504,10 +512,8 @@ def run_report(models=None, *, data_dir=None, out=None, formats=FORMATS, root="t
         sections[0].title = f"Model {folders[0].name}"
     sections += experiment_sections(experiments, data_dir, device)
     names = [f.name for f in folders] + [e.name for e in experiments]
-    report = Report("probe report: " + " vs ".join(names),
-                    "What the network looks at, how easily it is fooled, and where it fails: "
-                    f"{', '.join([*(f'{f.name} ({f.spec.name})' for f in folders), *(e.name for e in experiments)])}.",
-                    sections, time.strftime("%Y-%m-%d %H:%M"))
+    report = Report("probe report: " + " vs ".join(names), _subtitle(folders, experiments), sections,
+                    time.strftime("%Y-%m-%d %H:%M"))
     files = _render(report, out, formats)
     seconds = time.perf_counter() - started
     spent = sorted(contexts.seconds.items(), key=lambda kv: -kv[1])
