@@ -248,7 +248,10 @@ def test_the_figure_marks_the_schedule():
     warm = curves_figure(learning_curves({"a": stepped(peak=3), "b": stepped()}))
     spans = [p for p in warm.axes[0].patches if p.get_x() == 0]
     assert len(spans) == 1 and spans[0].get_width() == pytest.approx(3)
-    assert "lr rising to its peak" in [t.get_text() for lg in warm.legends for t in lg.get_texts()]
+    # the runs differ: the band is in the run's colour, and the key (grey) says so
+    assert "lr rising to its peak (tinted: the run's colour)" in [t.get_text() for lg in warm.legends
+                                                                  for t in lg.get_texts()]
+    assert spans[0].get_facecolor()[:3] != (0.9, 0.9, 0.9)
     import matplotlib.pyplot as plt
     plt.close("all")
 

@@ -120,7 +120,7 @@ def _draw_schedule(axes, runs, colours) -> set[str]:
             for x in drops:
                 ax.axvline(x, color=colour, linestyle=LR_DROP, linewidth=1.0, zorder=1)
         drawn |= ({"warmup"} if peak is not None else set()) | ({"drop"} if drops else set())
-    return drawn
+    return drawn | ({"own colours"} if not shared and drawn else set())
 
 
 def _style_axes(panels, log: bool, limits: dict) -> None:
@@ -166,7 +166,9 @@ def _legends(fig, runs, colours, any_objective: bool, marks: set[str] = frozense
         key.append(Line2D([], [], color="0.3", marker="o", markersize=4, linestyle="none",
                           label="best epoch"))
     if "warmup" in marks:
-        key.append(Patch(facecolor=SPAN_GREY, edgecolor="none", label="lr rising to its peak"))
+        own = "own colours" in marks  # each run's band and drops in its colour: the key says so
+        key.append(Patch(facecolor=SPAN_GREY, edgecolor="none",
+                         label="lr rising to its peak" + (" (tinted: the run's colour)" if own else "")))
     if "drop" in marks:
         key.append(Line2D([], [], color=MARK_GREY, linestyle=LR_DROP, linewidth=1.0, label="lr drop"))
     ncol = min(4, len(handles))
