@@ -115,6 +115,7 @@ def test_train_list_evaluate_predict_on_fixture_files(mnist_dir, tmp_path, monke
     csv_path = tmp_path / "p.csv"
     pr = runner.invoke(app, ["predict", "--model", str(out), "--data-dir", str(mnist_dir), "-o", str(csv_path)])
     assert pr.exit_code == 0, pr.output
+    assert f"(accuracy {100 * accuracy:.2f}% of 50, 95% interval {100 * low:.2f}–{100 * high:.2f}%;" in pr.output
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 50 and set(rows[0]) >= {"image", "label", "prediction", "p_0", "p_9"}
     assert all(abs(sum(float(r[f"p_{k}"]) for k in range(10)) - 1) < 1e-4 for r in rows)

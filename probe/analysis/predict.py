@@ -99,7 +99,8 @@ def write_predictions(model_dir, *, split: str = "test", data_dir=None, fmt: str
     summary = f"{len(data):,} predictions for {data.spec.name} {split}"
     if (data.labels >= 0).any():
         m = metrics_from_logits(logits, data.labels, data.spec.num_classes)
-        summary += f" (accuracy {100 * m['accuracy']:.2f}%, log loss {m['log_loss']:.4f})"
+        summary += (f" (accuracy {100 * m['accuracy']:.2f}% of {m['n']:,}, 95% interval {_ci(m['accuracy'], m['n'])}; "
+                    f"log loss {m['log_loss']:.4f})")
     return output, summary
 
 
