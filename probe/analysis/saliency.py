@@ -32,8 +32,8 @@ from probe.data.user_images import expand_image_paths, load_user_images
 from probe.device import cpu_threads
 from probe.errors import ConfigError
 from probe.figures.saliency import (ROW_NAME_WIDTH, area_text, faithfulness_figure, is_signed, legend_of, overlaid,
-                                    randomization_figure, randomization_maps_figure, rho_text, saliency_figure,
-                                    scale_of)
+                                    method_scales, randomization_figure, randomization_maps_figure, rho_text,
+                                    saliency_figure)
 from probe.figures.style import class_labels, fit_names, plain_text
 from probe.io import atomic_write_bytes, atomic_write_text
 from probe.methods.common import class_probabilities
@@ -664,7 +664,7 @@ def _grids(result: SaliencyResult, stem: str = "saliency") -> dict:
     roles = [row.get("role") for row in result.rows]
     pairs = len(roles) % 2 == 0 and roles == ["true", "predicted"] * (len(roles) // 2)
     maps, labels, pages = result.maps, row_labels(result), grid_pages(result)
-    scales = {m: scale_of(v, is_signed(m, v)) for m, v in maps.items()} if result.scale == "method" else None
+    scales = method_scales(maps) if result.scale == "method" else None
     out = {}
     for p, (rows, page_stem) in enumerate(zip(pages, grid_stems(result, stem))):
         page = f" (page\u00a0{p + 1}\u00a0of\u00a0{len(pages)})" if len(pages) > 1 else ""
@@ -927,7 +927,7 @@ def comparison_scales(results: Sequence[SaliencyResult]) -> dict:
     """One colour scale per method over every image of every model: (vmin, vmax, clipped)."""
     methods = _check_comparable(results)
     everything = {m: torch.cat([r.maps[m] for r in results]) for m in methods}
-    return {m: scale_of(everything[m], is_signed(m, everything[m])) for m in methods}
+    return method_scales(everything)
 
 
 def comparison_figure(results: Sequence[SaliencyResult], images: Sequence[int] | None = None, page: str = "",

@@ -105,6 +105,11 @@ def scale_of(values: torch.Tensor, signed: bool, clip: float = CLIP) -> tuple[fl
     return (-q if signed else 0.0), q, top > q * (1 + 1e-6)
 
 
+def method_scales(maps: dict[str, torch.Tensor]) -> dict[str, tuple[float, float, bool]]:
+    """One colour scale per method over all of its maps (scale_of, signed where the method is)."""
+    return {m: scale_of(v, is_signed(m, v)) for m, v in maps.items()}
+
+
 def _cmap(signed: bool):
     import matplotlib
     return matplotlib.colormaps[DIVERGING if signed else SEQUENTIAL]
@@ -352,7 +357,7 @@ def saliency_figure(maps: dict[str, torch.Tensor], images: torch.Tensor, *, row_
     if scale != "method":
         scales = {}
     elif scales is None:
-        scales = {m: scale_of(maps[m], is_signed(m, maps[m])) for m in methods}
+        scales = method_scales(maps)
     signed = {m: is_signed(m, maps[m]) or (m in scales and scales[m][0] < 0) for m in methods}
     unit_lines = 3
     for _ in range(2):  # the lines under the colour bars depend on the columns' width
