@@ -45,13 +45,13 @@ from probe.data.files import DataWarning
 from probe.data.imageset import ImageSet, channel_stats
 from probe.data.paths import resolve_data_dir
 from probe.data.spec import DatasetSpec, parse_size, slugify
-from probe.data.user_images import centre_aspect, open_image
+from probe.data.user_images import IMAGE_SUFFIXES, centre_aspect, open_image
 from probe.errors import DataError, ProbeError
 from probe.io import atomic_write_json, read_json
 from probe.progress import progress
 
 SPLITS = ("train", "val", "test")
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+EXTENSIONS = IMAGE_SUFFIXES
 HOLDOUT = 0.1  # of each class's images in train/, for a val or test split without its own folder
 MAX_BAD_FRACTION, MAX_BAD = 0.01, 10  # unreadable files skipped with a warning, beyond: an error
 STATS_FILE = "folder-stats.json"

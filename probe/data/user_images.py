@@ -36,7 +36,7 @@ MAX_PIXELS = 100_000_000  # 10k × 10k: larger is a decompression bomb, not a ph
 MNIST_BOX = 20  # the digit's box inside the 28×28 field
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # what open_image is for; a folder dataset takes the same
 
 
 def expand_image_paths(paths: Sequence[str | Path]) -> tuple[str, ...]:
